@@ -1,0 +1,66 @@
+"""The plugin object QGIS creates: menu entry, toolbar action, dock panel, Processing provider."""
+
+from __future__ import annotations
+
+from qgis.core import QgsApplication
+from qgis.PyQt.QtCore import QCoreApplication, Qt
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import QAction
+
+from .dock import SegmentDock
+from .processing_provider import RS2SAM2Provider
+from .resources import icon_path
+
+MENU_NAME = "&RS2-SAM 2"
+
+
+class RS2SAM2Plugin:
+    def __init__(self, iface):
+        self.iface = iface
+        self.action: QAction | None = None
+        self.dock: SegmentDock | None = None
+        self.provider: RS2SAM2Provider | None = None
+
+    @staticmethod
+    def tr(message: str) -> str:
+        return QCoreApplication.translate("RS2SAM2Plugin", message)
+
+    def initProcessing(self) -> None:  # noqa: N802 - QGIS API name
+        self.provider = RS2SAM2Provider()
+        QgsApplication.processingRegistry().addProvider(self.provider)
+
+    def initGui(self) -> None:  # noqa: N802 - QGIS API name
+        self.initProcessing()
+        main_window = self.iface.mainWindow()
+        self.dock = SegmentDock(self.iface, main_window)
+        self.dock.setObjectName("RS2SAM2SegmentDock")
+        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        self.dock.hide()
+
+        self.action = QAction(QIcon(icon_path("rs2sam2.svg")), self.tr("Segment by text (RS2-SAM 2)"), main_window)
+        self.action.setObjectName("RS2SAM2ShowDock")
+        self.action.setCheckable(True)
+        self.action.toggled.connect(self._set_dock_visible)
+        self.dock.visibilityChanged.connect(self.action.setChecked)
+        self.iface.addToolBarIcon(self.action)
+        self.iface.addPluginToRasterMenu(MENU_NAME, self.action)
+
+    def _set_dock_visible(self, visible: bool) -> None:
+        if self.dock is not None:
+            self.dock.setVisible(visible)
+
+    def unload(self) -> None:
+        if self.action is not None:
+            self.action.toggled.disconnect(self._set_dock_visible)
+            self.iface.removePluginRasterMenu(MENU_NAME, self.action)
+            self.iface.removeToolBarIcon(self.action)
+            self.action.deleteLater()
+            self.action = None
+        if self.dock is not None:
+            self.dock.shutdown()
+            self.iface.removeDockWidget(self.dock)
+            self.dock.deleteLater()
+            self.dock = None
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None

@@ -1,0 +1,25 @@
+"""The Processing provider "RS2-SAM 2": batch mode, the Modeler and qgis_process for free."""
+
+from __future__ import annotations
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from .resources import icon_path
+
+
+class RS2SAM2Provider(QgsProcessingProvider):
+    def id(self) -> str:
+        return "rs2sam2"
+
+    def name(self) -> str:
+        return "RS2-SAM 2"
+
+    def longName(self) -> str:  # noqa: N802 - QGIS API name
+        return "RS2-SAM 2 text segmentation"
+
+    def icon(self) -> QIcon:
+        return QIcon(icon_path("rs2sam2.svg"))
+
+    def loadAlgorithms(self) -> None:  # noqa: N802 - QGIS API name
+        pass

@@ -1,0 +1,27 @@
+"""Shared test set-up.
+
+Tests never touch the network: a guard refuses any socket connection that is not to loopback.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+_real_connect = socket.socket.connect
+
+
+def _loopback_only_connect(self, address):
+    host = address[0] if isinstance(address, tuple) else address
+    if isinstance(host, str) and self.family in (socket.AF_INET, socket.AF_INET6):
+        if not (host.startswith("127.") or host in ("localhost", "::1")):
+            raise OSError(f"tests must not use the network (tried to connect to {host!r})")
+    return _real_connect(self, address)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_network():
+    socket.socket.connect = _loopback_only_connect
+    yield
+    socket.socket.connect = _real_connect

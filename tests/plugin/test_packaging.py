@@ -1,0 +1,87 @@
+"""`make plugin` builds a zip that QGIS's plugin rules accept and that loads into real QGIS."""
+
+from __future__ import annotations
+
+import configparser
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from qgis.core import QgsApplication
+
+ROOT = Path(__file__).resolve().parents[2]
+REQUIRED_METADATA = ("name", "qgisMinimumVersion", "description", "about", "version", "author", "email",
+                     "repository")
+
+
+@pytest.fixture(scope="module")
+def plugin_zip(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    result = subprocess.run(["make", "-s", "plugin", f"PLUGIN_OUT={out}"], cwd=ROOT, capture_output=True,
+                            text=True, check=True)
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def test_zip_follows_qgis_plugin_rules(plugin_zip):
+    with zipfile.ZipFile(plugin_zip) as archive:
+        names = archive.namelist()
+        top_folders = {name.split("/", 1)[0] for name in names}
+        assert top_folders == {"rs2sam2_qgis"}
+        assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", "rs2sam2_qgis")
+        for required in ("__init__.py", "metadata.txt", "LICENSE"):
+            assert f"rs2sam2_qgis/{required}" in names
+        assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+        metadata = configparser.ConfigParser()
+        metadata.read_string(archive.read("rs2sam2_qgis/metadata.txt").decode("utf-8"))
+        general = metadata["general"]
+        for field in REQUIRED_METADATA:
+            assert general.get(field, "").strip(), f"metadata.txt lacks {field}"
+        assert f"rs2sam2_qgis/{general['icon']}" in names
+        assert general["hasProcessingProvider"] == "yes"
+        assert b"def classFactory" in archive.read("rs2sam2_qgis/__init__.py")
+        # The zip carries the root metadata.txt unchanged (one source of truth).
+        assert archive.read("rs2sam2_qgis/metadata.txt") == (ROOT / "metadata.txt").read_bytes()
+        # The plugin never ships torch code paths.
+        for name in names:
+            if name.endswith(".py"):
+                text = archive.read(name).decode("utf-8")
+                assert not re.search(r"^\s*(import torch|from torch)", text, re.M), name
+
+
+def test_unpacked_zip_loads_and_unloads_in_qgis(plugin_zip, tmp_path, qgis_main_iface, monkeypatch):
+    import qgis.utils
+
+    with zipfile.ZipFile(plugin_zip) as archive:
+        archive.extractall(tmp_path)
+    # Load the unpacked copy, not the source tree.
+    for name in [m for m in sys.modules if m == "rs2sam2_qgis" or m.startswith("rs2sam2_qgis.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    errors: list[str] = []
+    monkeypatch.setattr(qgis.utils, "showException",
+                        lambda etype, value, tb, msg, *a, **k: errors.append(f"{msg}: {etype.__name__}: {value}"))
+
+    # Install it the way QGIS finds plugins: a plugin folder on plugin_paths, scanned with its metadata.
+    monkeypatch.setattr(qgis.utils, "plugin_paths", [str(tmp_path)])
+    monkeypatch.setattr(qgis.utils, "available_plugins", [])
+    qgis.utils.updateAvailablePlugins()
+    assert "rs2sam2_qgis" in qgis.utils.available_plugins
+    assert qgis.utils.pluginMetadata("rs2sam2_qgis", "name") == "RS2-SAM 2 Text Segmentation"
+
+    assert qgis.utils.loadPlugin("rs2sam2_qgis")
+    try:
+        assert qgis.utils.startPlugin("rs2sam2_qgis"), errors
+        module = sys.modules["rs2sam2_qgis"]
+        assert Path(module.__file__).resolve().parent == (tmp_path / "rs2sam2_qgis").resolve()
+        assert QgsApplication.processingRegistry().providerById("rs2sam2") is not None
+        actions = [a for a in qgis_main_iface.plugin_toolbar.actions() if a.objectName() == "RS2SAM2ShowDock"]
+        assert len(actions) == 1 and not actions[0].icon().isNull()
+    finally:
+        assert qgis.utils.unloadPlugin("rs2sam2_qgis"), errors
+    assert QgsApplication.processingRegistry().providerById("rs2sam2") is None
+    assert [a for a in qgis_main_iface.plugin_toolbar.actions() if a.objectName() == "RS2SAM2ShowDock"] == []
+    for name in [m for m in sys.modules if m == "rs2sam2_qgis" or m.startswith("rs2sam2_qgis.")]:
+        del sys.modules[name]

@@ -22,7 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("training.cli_train", "fine-tune RS2-SAM 2 on benchmarks, regions or synthetic data"),
     "evaluate": ("training.cli_evaluate", "evaluate a model (Pr@X, mIoU, oIoU)"),
     "bench": ("bench.cli", "run a benchmark"),
-    "weights": ("backend.model.weights_cli", "download and list pretrained weights"),
+    "weights": ("backend.weights.cli", "download and list pretrained weights"),
     "demo": ("backend.demo", "the product's main job on the bundled demo model and scene"),
 }
 

@@ -1,0 +1,1 @@
+"""Pretrained weights: which files each preset needs, a resumable verified downloader, the cache."""

@@ -1,0 +1,57 @@
+"""The official weight files each model preset starts from.
+
+Facts (URLs, configs, the one published checksum) come from the SAM 2 and open_clip projects.
+SAM 2 publishes no checksums, so those files are verified by loading them, which every file gets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+WeightKind = Literal["sam2", "clip"]
+
+SAM2_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2"
+HF_BASE_URL = "https://huggingface.co"
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One downloadable file and how to check that it is what it claims to be."""
+
+    name: str  # the file's name in the cache
+    url: str
+    kind: WeightKind
+    architecture: str  # sam2: the config inside the sam2 package; clip: the open_clip model name
+    sha256: str | None = None  # where the publisher gives one
+    hydra_overrides: tuple[str, ...] = ()  # sam2 only: config overrides (small test models)
+
+
+def _sam2(release: str, stem: str, config: str) -> WeightFile:
+    return WeightFile(name=f"{stem}.pt", url=f"{SAM2_BASE_URL}/{release}/{stem}.pt", kind="sam2",
+                      architecture=config)
+
+
+SAM2_1_TINY = _sam2("092824", "sam2.1_hiera_tiny", "configs/sam2.1/sam2.1_hiera_t.yaml")
+SAM2_1_SMALL = _sam2("092824", "sam2.1_hiera_small", "configs/sam2.1/sam2.1_hiera_s.yaml")
+SAM2_1_BASE_PLUS = _sam2("092824", "sam2.1_hiera_base_plus", "configs/sam2.1/sam2.1_hiera_b+.yaml")
+SAM2_1_LARGE = _sam2("092824", "sam2.1_hiera_large", "configs/sam2.1/sam2.1_hiera_l.yaml")
+SAM2_LARGE = _sam2("072824", "sam2_hiera_large", "configs/sam2/sam2_hiera_l.yaml")  # the paper's backbone
+
+# open_clip's ViT-B-16 with OpenAI's weights, as open_clip publishes it on the Hugging Face hub
+# (safetensors: loading it cannot execute code).
+CLIP_VIT_B_16_OPENAI = WeightFile(
+    name="open_clip_ViT-B-16_openai.safetensors",
+    url=f"{HF_BASE_URL}/timm/vit_base_patch16_clip_224.openai/resolve/main/open_clip_model.safetensors",
+    kind="clip",
+    architecture="ViT-B-16",
+)
+
+PRESET_WEIGHTS: dict[str, tuple[WeightFile, ...]] = {
+    "tiny": (SAM2_1_TINY, CLIP_VIT_B_16_OPENAI),
+    "base": (SAM2_1_BASE_PLUS, CLIP_VIT_B_16_OPENAI),
+    "large": (SAM2_LARGE, CLIP_VIT_B_16_OPENAI),
+}
+
+ALL_WEIGHTS: tuple[WeightFile, ...] = (SAM2_1_TINY, SAM2_1_SMALL, SAM2_1_BASE_PLUS, SAM2_1_LARGE, SAM2_LARGE,
+                                       CLIP_VIT_B_16_OPENAI)

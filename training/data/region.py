@@ -1,0 +1,257 @@
+"""Custom regions: georeferenced raster(s) + a vector file (GeoPackage, Shapefile, GeoJSON) whose
+features carry one or more phrases in a text column (several separated by `|`).
+
+Each labelled feature gives one chip per phrase, cut around the feature at the model's input size
+with random context and scale (or at a target ground sampling distance), its mask rasterised from the
+polygon in the raster's CRS (vectors in another CRS are reprojected). Train and val come from
+different spatial blocks of the raster, not from random chips, so validation never sees the pixels
+training saw around the same feature.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import rasterio
+import shapely
+from affine import Affine
+from pyproj import CRS, Transformer
+from rasterio.enums import Resampling
+from rasterio.features import rasterize
+from rasterio.windows import Window
+
+from backend.errors import UserError
+from training.data.sample import ReferringSample
+
+REGION_SPLITS = ("train", "val", "all")
+
+
+@dataclass(frozen=True)
+class RegionConfig:
+    """How chips are cut from a region and how it is split."""
+
+    chip_size: int = 256  # output side in pixels (the model's input size)
+    text_column: str = "phrase"
+    phrase_separator: str = "|"
+    context: tuple[float, float] = (1.5, 3.0)  # chip side / feature extent, drawn per epoch (train)
+    min_chip_fraction: float = 0.5  # a chip covers at least this × chip_size source pixels: limits upsampling
+    target_gsd: float | None = None  # map units per output pixel; replaces `context` when set
+    gsd_jitter: tuple[float, float] = (0.8, 1.25)  # random scale around target_gsd (train)
+    whole_raster: bool = False  # one chip = the whole raster (scenes whose phrases speak of the whole image)
+    block_pixels: int = 512  # side of the spatial split blocks, in raster pixels
+    val_fraction: float = 0.2
+    bands: tuple[int, int, int] | None = None  # 1-based raster bands for R, G, B; default the first three
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class _Feature:
+    raster_index: int
+    geometry: shapely.Geometry  # in the raster's CRS
+    phrases: tuple[str, ...]
+    feature_id: str
+
+
+@dataclass(frozen=True)
+class _RasterInfo:
+    path: Path
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+    bands: tuple[int, int, int]
+    stretch: tuple[np.ndarray, np.ndarray] | None  # per-band (low, high) to map onto 0–255, None for uint8
+
+
+def _read_raster_info(path: Path, config: RegionConfig) -> _RasterInfo:
+    if not path.is_file():
+        raise UserError(f"raster {path} does not exist")
+    try:
+        dataset = rasterio.open(path)
+    except rasterio.RasterioIOError as exc:
+        raise UserError(f"{path} is not a readable raster ({exc})") from exc
+    with dataset:
+        if dataset.crs is None:
+            raise UserError(f"raster {path} has no CRS; a region needs a georeferenced raster")
+        if config.bands is not None:
+            if max(config.bands) > dataset.count:
+                raise UserError(f"raster {path} has {dataset.count} bands; bands {config.bands} were asked for")
+            bands = config.bands
+        else:
+            bands = (1, 2, 3) if dataset.count >= 3 else (1, 1, 1)
+        stretch = None
+        if dataset.dtypes[bands[0] - 1] != "uint8":
+            # Other data types are stretched per band from their 2–98 % range on an overview read.
+            scale = max(1, max(dataset.width, dataset.height) // 512)
+            sample = dataset.read(list(bands), out_shape=(3, max(1, dataset.height // scale), max(1, dataset.width // scale)),
+                                  masked=True).astype("float64")
+            low = np.array([np.percentile(band.compressed(), 2) if band.count() else 0 for band in sample])
+            high = np.array([np.percentile(band.compressed(), 98) if band.count() else 1 for band in sample])
+            stretch = (low, np.maximum(high, low + 1e-6))
+        return _RasterInfo(path, CRS.from_user_input(dataset.crs), dataset.transform, dataset.width,
+                           dataset.height, bands, stretch)
+
+
+def _read_features(vector: Path, config: RegionConfig) -> tuple[list[shapely.Geometry], list[tuple[str, ...]], list[str], CRS | None]:
+    if not vector.exists():
+        raise UserError(f"vector file {vector} does not exist")
+    try:
+        meta, fids, wkb, field_data = pyogrio.raw.read(str(vector), return_fids=True)
+    except Exception as exc:  # pyogrio raises several DataSourceError/DataLayerError types
+        raise UserError(f"{vector} is not a readable vector file ({exc})") from exc
+    fields = list(meta["fields"])
+    if config.text_column not in fields:
+        raise UserError(f"{vector.name} has no text column {config.text_column!r} (its columns: {', '.join(fields) or 'none'})")
+    texts = field_data[fields.index(config.text_column)]
+    geometries, phrases, ids = [], [], []
+    for fid, blob, text in zip(fids, wkb, texts):
+        if blob is None or text is None:
+            continue
+        items = tuple(p.strip() for p in str(text).split(config.phrase_separator) if p.strip())
+        geometry = shapely.from_wkb(blob)
+        if not items or geometry.is_empty or geometry.area <= 0:
+            continue
+        geometries.append(shapely.make_valid(geometry))
+        phrases.append(items)
+        ids.append(str(fid))
+    crs = CRS.from_user_input(meta["crs"]) if meta.get("crs") else None
+    return geometries, phrases, ids, crs
+
+
+def _reproject(geometries: list[shapely.Geometry], source: CRS, target: CRS) -> list[shapely.Geometry]:
+    if source == target:
+        return geometries
+    transformer = Transformer.from_crs(source, target, always_xy=True)
+    return [shapely.transform(g, lambda xy: np.c_[transformer.transform(xy[:, 0], xy[:, 1])]) for g in geometries]
+
+
+class RegionDataset:
+    """Chips of labelled features from one or more rasters of a region, for one split."""
+
+    def __init__(self, rasters: list[str | Path] | str | Path, vector: str | Path, split: str = "train",
+                 config: RegionConfig | None = None, name: str | None = None) -> None:
+        if split not in REGION_SPLITS:
+            raise UserError(f"unknown split {split!r}; a region has {', '.join(REGION_SPLITS)}")
+        self.config = config or RegionConfig()
+        self.split = split
+        raster_paths = [Path(rasters)] if isinstance(rasters, str | Path) else [Path(r) for r in rasters]
+        vector = Path(vector)
+        self.name = name or f"region:{vector.stem}"
+        self.rasters = [_read_raster_info(path, self.config) for path in raster_paths]
+        geometries, phrases, ids, vector_crs = _read_features(vector, self.config)
+        if not geometries:
+            raise UserError(f"{vector.name} has no feature with a phrase in column {self.config.text_column!r}")
+        if vector_crs is None:
+            raise UserError(f"{vector.name} has no CRS, so it cannot be placed on the raster")
+
+        features: list[_Feature] = []
+        unplaced: list[str] = []
+        reprojected = {i: _reproject(geometries, vector_crs, info.crs) for i, info in enumerate(self.rasters)}
+        for k in range(len(geometries)):
+            for index, info in enumerate(self.rasters):
+                geometry = reprojected[index][k]
+                left, bottom, right, top = rasterio.transform.array_bounds(info.height, info.width, info.transform)
+                if shapely.box(left, bottom, right, top).contains(geometry.centroid):
+                    features.append(_Feature(index, geometry, phrases[k], ids[k]))
+                    break
+            else:
+                unplaced.append(ids[k])
+        if unplaced:
+            raise UserError(f"{len(unplaced)} of {len(geometries)} labelled features in {vector.name} lie outside "
+                            f"the raster{'s' if len(self.rasters) > 1 else ''} (first: feature {unplaced[0]})")
+
+        self._val_blocks = self._choose_val_blocks(features)
+        self._features = [f for f in features if split == "all" or self._block_split(f) == split]
+        if not self._features:
+            raise UserError(f"the {split} split of {self.name} is empty (too few labelled features or spatial blocks)")
+        self._samples = [(k, phrase) for k, feature in enumerate(self._features) for phrase in feature.phrases]
+        self.epoch = 0
+
+    # ---- splitting
+
+    def _block_of(self, feature: _Feature) -> tuple[int, int, int]:
+        info = self.rasters[feature.raster_index]
+        col, row = ~info.transform * (feature.geometry.centroid.x, feature.geometry.centroid.y)
+        return feature.raster_index, int(col // self.config.block_pixels), int(row // self.config.block_pixels)
+
+    def _block_split(self, feature: _Feature) -> str:
+        return "val" if self._block_of(feature) in self._val_blocks else "train"
+
+    def _choose_val_blocks(self, features: list[_Feature]) -> set[tuple[int, int, int]]:
+        """Blocks holding features, each drawn into val with `val_fraction`; with two or more blocks both
+        splits get at least one."""
+        blocks = sorted({self._block_of(f) for f in features})
+        draws = {b: np.random.default_rng([self.config.seed, *b]).random() for b in blocks}
+        val = {b for b in blocks if draws[b] < self.config.val_fraction}
+        if len(blocks) >= 2 and not val:
+            val = {min(blocks, key=draws.get)}
+        if len(blocks) >= 2 and val == set(blocks):
+            val.discard(max(blocks, key=draws.get))
+        return val
+
+    # ---- samples
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def __getitem__(self, index: int) -> ReferringSample:
+        feature_index, phrase = self._samples[index]
+        feature = self._features[feature_index]
+        image, mask = self.chip(feature_index)
+        return ReferringSample(image, mask, phrase, image_id=f"{self.name}/{feature.feature_id}/{self.epoch}",
+                               sample_id=f"{self.name}/{feature.feature_id}/{phrase}")
+
+    def chip(self, feature_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(image, mask) of the chip around one feature; random (per epoch and feature) when training."""
+        feature = self._features[feature_index]
+        info = self.rasters[feature.raster_index]
+        window = self._window(feature, info, feature_index)
+        out = self.config.chip_size
+        with warnings.catch_warnings(), rasterio.open(info.path) as dataset:
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            pixels = dataset.read(list(info.bands), window=window, out_shape=(3, out, out), boundless=True,
+                                  fill_value=0, resampling=Resampling.bilinear)
+        image = self._to_uint8(pixels, info)
+        chip_transform = info.transform * Affine.translation(window.col_off, window.row_off) * Affine.scale(
+            window.width / out, window.height / out)
+        mask = rasterize([(feature.geometry, 1)], out_shape=(out, out), transform=chip_transform, dtype="uint8")
+        return image, mask.astype(bool)
+
+    def _window(self, feature: _Feature, info: _RasterInfo, feature_index: int) -> Window:
+        if self.config.whole_raster:
+            return Window(0, 0, info.width, info.height)
+        cfg = self.config
+        randomise = self.split != "val"
+        rng = np.random.default_rng([cfg.seed, self.epoch, feature_index, feature.raster_index])
+        # Feature extent in raster pixels.
+        minx, miny, maxx, maxy = feature.geometry.bounds
+        corners = [~info.transform * (x, y) for x in (minx, maxx) for y in (miny, maxy)]
+        cols, rows = [c for c, _ in corners], [r for _, r in corners]
+        extent = max(max(cols) - min(cols), max(rows) - min(rows), 1.0)
+        centre_col, centre_row = (min(cols) + max(cols)) / 2, (min(rows) + max(rows)) / 2
+        if cfg.target_gsd is not None:
+            raster_gsd = math.hypot(info.transform.a, info.transform.d)
+            jitter = rng.uniform(*cfg.gsd_jitter) if randomise else 1.0
+            side = cfg.chip_size * cfg.target_gsd * jitter / raster_gsd
+            side = max(side, extent * 1.05)  # never cut the feature itself
+        else:
+            factor = rng.uniform(*cfg.context) if randomise else sum(cfg.context) / 2
+            side = max(extent * factor, cfg.chip_size * cfg.min_chip_fraction)
+        slack = max(side - extent, 0.0) / 2
+        dx, dy = (rng.uniform(-slack, slack, 2) if randomise else (0.0, 0.0))
+        return Window(centre_col + dx - side / 2, centre_row + dy - side / 2, side, side)
+
+    @staticmethod
+    def _to_uint8(pixels: np.ndarray, info: _RasterInfo) -> np.ndarray:
+        if info.stretch is not None:
+            low, high = info.stretch
+            pixels = np.clip((pixels - low[:, None, None]) / (high - low)[:, None, None] * 255, 0, 255)
+        return np.ascontiguousarray(np.moveaxis(pixels, 0, -1)).astype(np.uint8)

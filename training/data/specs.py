@@ -1,0 +1,93 @@
+"""Data specs as given on the command line: `rrsisd:PATH`, `refsegrs:PATH`,
+`region:RASTER,VECTOR[,COLUMN]`, `synthetic:N`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from backend.errors import UserError
+from training.data.refsegrs import RefSegRSDataset
+from training.data.region import RegionConfig, RegionDataset
+from training.data.rrsisd import RRSISDDataset
+from training.data.sample import ConcatReferringDataset, ReferringDataset
+from training.data.synthetic import generate_scene, write_region
+
+SPEC_HELP = "rrsisd:PATH | refsegrs:PATH | region:RASTER,VECTOR[,COLUMN] | synthetic:N"
+# Synthetic splits draw scenes from disjoint seed ranges, so validation scenes are new scenes.
+SYNTHETIC_SEED_BASE = {"train": 0, "val": 1_000_000, "test": 2_000_000}
+SYNTHETIC_EVAL_SHARE = 5  # synthetic:N has N training scenes and ceil(N / 5) val (and test) scenes
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    kind: str
+    args: tuple[str, ...]
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> DataSpec:
+        kind, sep, rest = text.partition(":")
+        if not sep or not rest:
+            raise UserError(f"data spec {text!r} is not KIND:VALUE ({SPEC_HELP})")
+        if kind in ("rrsisd", "refsegrs"):
+            return cls(kind, (rest,), text)
+        if kind == "region":
+            parts = tuple(rest.split(","))
+            if len(parts) not in (2, 3) or not all(parts):
+                raise UserError(f"region spec {text!r} must be region:RASTER,VECTOR[,COLUMN]")
+            return cls(kind, parts, text)
+        if kind == "synthetic":
+            if not rest.isdigit() or int(rest) < 1:
+                raise UserError(f"synthetic spec {text!r} needs a positive number of scenes, e.g. synthetic:40")
+            return cls(kind, (rest,), text)
+        raise UserError(f"unknown data kind {kind!r} in {text!r} ({SPEC_HELP})")
+
+
+def synthetic_scene_files(count: int, split: str, size: int, folder: Path) -> list[tuple[Path, Path]]:
+    """Write (or reuse) the scenes of a synthetic split under `folder`; returns (raster, vector) pairs."""
+    folder = folder / f"synthetic-{size}px"
+    pairs = []
+    for i in range(count):
+        seed = SYNTHETIC_SEED_BASE[split] + i
+        raster, vector = folder / f"scene-{seed}.tif", folder / f"scene-{seed}.gpkg"
+        if not (raster.is_file() and vector.is_file()):
+            raster, vector = write_region(generate_scene(seed, size=size), folder, name=f"scene-{seed}")
+        pairs.append((raster, vector))
+    return pairs
+
+
+def open_dataset(spec: DataSpec | str, split: str, chip_size: int, cache_dir: Path, seed: int = 0,
+                 region_config: RegionConfig | None = None) -> ReferringDataset:
+    """The `split` ("train", "val" or "test") of the data a spec names.
+
+    Regions have a spatial train/val split (their "test" is their val blocks); synthetic data is
+    generated at `chip_size` into `cache_dir` and read through the region reader.
+    """
+    spec = DataSpec.parse(spec) if isinstance(spec, str) else spec
+    base = replace(region_config or RegionConfig(), chip_size=chip_size, seed=seed)
+    if spec.kind == "rrsisd":
+        return RRSISDDataset(spec.args[0], split)
+    if spec.kind == "refsegrs":
+        return RefSegRSDataset(spec.args[0], split)
+    if spec.kind == "region":
+        config = replace(base, text_column=spec.args[2]) if len(spec.args) == 3 else base
+        return RegionDataset(spec.args[0], spec.args[1], "train" if split == "train" else "val", config)
+    count = int(spec.args[0])
+    if split != "train":
+        count = math.ceil(count / SYNTHETIC_EVAL_SHARE)
+    config = replace(base, whole_raster=True)  # synthetic phrases speak of positions in the whole scene
+    parts = [RegionDataset(raster, vector, "all", config, name=f"synthetic/{raster.stem}")
+             for raster, vector in synthetic_scene_files(count, split, chip_size, Path(cache_dir))]
+    return ConcatReferringDataset(parts, name=f"synthetic:{spec.args[0]}:{split}")
+
+
+def open_datasets(specs: list[str], split: str, chip_size: int, cache_dir: Path, seed: int = 0,
+                  region_config: RegionConfig | None = None) -> ReferringDataset:
+    """Several specs as one dataset (one spec → that dataset itself)."""
+    if not specs:
+        raise UserError("no data given")
+    parsed = [DataSpec.parse(text) for text in specs]  # all specs checked before anything is read
+    datasets = [open_dataset(spec, split, chip_size, cache_dir, seed, region_config) for spec in parsed]
+    return datasets[0] if len(datasets) == 1 else ConcatReferringDataset(datasets)

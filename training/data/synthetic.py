@@ -1,0 +1,472 @@
+"""A procedural generator of aerial-like scenes with referring phrases, written out as GeoTIFF +
+GeoPackage in the custom-region format (so training on it goes through the region reader).
+
+Scenes hold fields, water (ponds, a river), roads, buildings, vehicles and trees of several colours,
+sizes and positions. Every phrase names exactly one object, using only as much as is needed to tell
+it apart from the others of its kind — colour, size, position or a relation to a landmark — plus
+sometimes a redundant attribute, with varied wording. Everything a model could learn by accident
+(object order, exact colours, sizes, where things are) is randomised per scene, so a model trained
+on some scenes is tested honestly on new ones.
+
+    scene = generate_scene(seed=3, size=256)
+    raster_path, vector_path = write_region(scene, folder)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import rasterio
+import shapely
+from affine import Affine
+from rasterio.features import rasterize
+from shapely import affinity
+from shapely.geometry import LineString, Point, Polygon, box
+
+TEXT_COLUMN = "phrase"  # the region reader's default text column
+PHRASE_SEPARATOR = "|"
+REFERENCE_SIZE = 256  # object sizes below are in pixels of a 256-pixel scene and scale with `size`
+
+# kind → colour name → mean RGB; several colours per kind so colour words matter.
+PALETTE: dict[str, dict[str, tuple[int, int, int]]] = {
+    "field": {"green": (92, 140, 60), "yellow": (200, 180, 90), "brown": (140, 105, 70)},
+    "pond": {"blue": (45, 85, 150), "dark": (35, 55, 70)},
+    "river": {"blue": (50, 95, 155)},
+    "road": {"grey": (128, 128, 128), "dark": (70, 70, 75), "dirt": (165, 135, 100)},
+    "building": {"red": (175, 55, 45), "white": (225, 225, 220), "grey": (140, 140, 145),
+                 "blue": (60, 95, 175), "orange": (215, 130, 50)},
+    "vehicle": {"red": (200, 40, 40), "white": (240, 240, 240), "black": (25, 25, 30),
+                "blue": (40, 70, 200), "yellow": (230, 210, 40)},
+    "tree": {"dark green": (30, 75, 35), "light green": (110, 170, 70), "orange": (205, 120, 40)},
+}
+
+# kind → (nouns, colour word variants). Each phrase picks one noun; colour words may have synonyms.
+NOUNS: dict[str, list[str]] = {
+    "field": ["field", "farmland", "crop field"],
+    "pond": ["pond", "lake"],
+    "river": ["river", "stream"],
+    "road": ["road", "street"],
+    "building": ["building", "house", "roof"],
+    "vehicle": ["car", "vehicle"],
+    "tree": ["tree"],
+}
+COLOUR_WORDS: dict[str, list[str]] = {
+    "grey": ["grey", "gray"],
+    "dark": ["dark"],
+    "dirt": ["dirt", "unpaved"],
+}
+LANDMARK_KINDS = ("river", "pond", "road")
+
+
+@dataclass
+class SceneObject:
+    kind: str
+    colour: str
+    polygon: Polygon  # visible footprint, pixel coordinates (x right, y down)
+    phrases: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Scene:
+    image: np.ndarray  # (size, size, 3) uint8
+    transform: Affine  # pixel → map coordinates
+    crs: str
+    objects: list[SceneObject]
+    seed: int
+
+    @property
+    def size(self) -> int:
+        return self.image.shape[0]
+
+    def mask(self, obj: SceneObject) -> np.ndarray:
+        return rasterize_pixels(obj.polygon, self.size)
+
+    @property
+    def referable(self) -> list[SceneObject]:
+        return [obj for obj in self.objects if obj.phrases]
+
+
+def rasterize_pixels(polygon, size: int) -> np.ndarray:
+    """(size, size) bool of a pixel-coordinate geometry (pixel-centre rule, same as the region reader)."""
+    if polygon.is_empty:
+        return np.zeros((size, size), bool)
+    return rasterize([(polygon, 1)], out_shape=(size, size), dtype="uint8").astype(bool)
+
+
+# ---------------------------------------------------------------------------------------------
+# geometry of the scene
+
+
+def _rotated_rect(cx: float, cy: float, w: float, h: float, angle: float) -> Polygon:
+    return affinity.rotate(box(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), angle, origin=(cx, cy))
+
+
+def _blob(rng: np.random.Generator, cx: float, cy: float, radius: float) -> Polygon:
+    angles = np.linspace(0, 2 * math.pi, 24, endpoint=False)
+    radii = radius * (1 + 0.25 * np.sin(angles * rng.integers(2, 4) + rng.uniform(0, 6)) + rng.uniform(-0.1, 0.1, 24))
+    return Polygon(np.c_[cx + radii * np.cos(angles), cy + radii * np.sin(angles)]).buffer(0)
+
+
+def _crossing_line(rng: np.random.Generator, size: float, wiggle: float) -> LineString:
+    """A line crossing the scene edge to edge, horizontally, vertically or diagonally, optionally bent."""
+    t = np.linspace(-0.1, 1.1, 8) * size
+    offset = rng.uniform(0.15, 0.85) * size
+    bend = rng.uniform(-wiggle, wiggle) * np.sin(np.linspace(0, math.pi * rng.uniform(0.5, 2), 8)) * size
+    style = rng.choice(["horizontal", "vertical", "diagonal"])
+    if style == "horizontal":
+        points = np.c_[t, offset + bend]
+    elif style == "vertical":
+        points = np.c_[offset + bend, t]
+    else:
+        slope = rng.choice([-1, 1]) * rng.uniform(0.5, 1.5)
+        points = np.c_[t, offset + slope * (t - size / 2) + bend]
+    return LineString(points)
+
+
+class _Layout:
+    """Places objects without overlapping what is already there (rejection sampling)."""
+
+    def __init__(self, rng: np.random.Generator, size: int) -> None:
+        self.rng, self.size = rng, size
+        self.frame = box(0, 0, size, size)
+        self.occupied: list[Polygon] = []
+
+    def place(self, make, tries: int = 40, inside: float = 0.95, keep_clear: bool = True):
+        for _ in range(tries):
+            shape = make()
+            if shape.is_empty or shape.intersection(self.frame).area < inside * shape.area:
+                continue
+            if keep_clear and any(shape.intersects(other) for other in self.occupied):
+                continue
+            self.occupied.append(shape)
+            return shape
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# painting
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """Low-frequency noise in [-1, 1] (bilinear upsampling of a coarse random grid)."""
+    grid = rng.uniform(-1, 1, (cells + 1, cells + 1))
+    coords = np.linspace(0, cells, size, endpoint=False)
+    i0 = coords.astype(int)
+    f = coords - i0
+    rows = grid[i0] * (1 - f)[:, None] + grid[i0 + 1] * f[:, None]
+    return rows[:, i0] * (1 - f)[None, :] + rows[:, i0 + 1] * f[None, :]
+
+
+def _paint(image: np.ndarray, region: np.ndarray, rgb, rng: np.random.Generator, noise: float, texture=None) -> None:
+    colour = np.asarray(rgb, float) + rng.normal(0, 10, 3)  # per-object hue jitter
+    values = colour[None, :] + rng.normal(0, noise, (int(region.sum()), 3))
+    if texture is not None:
+        values += texture[region][:, None]
+    image[region] = np.clip(values, 0, 255)
+
+
+# ---------------------------------------------------------------------------------------------
+# the scene
+
+
+def generate_scene(
+    seed: int,
+    size: int = 256,
+    gsd: float = 0.5,
+    crs: str = "EPSG:32633",
+    origin: tuple[float, float] | None = None,
+    max_phrases: int = 3,
+) -> Scene:
+    """A random aerial-like scene of `size`×`size` pixels at `gsd` map units per pixel.
+
+    Deterministic in `seed`. `origin` is the map coordinate of the top-left corner (random in UTM
+    zone 33N when omitted, so scenes do not overlap).
+    """
+    rng = np.random.default_rng(seed)
+    s = size / REFERENCE_SIZE
+    layout = _Layout(rng, size)
+    placed: list[tuple[str, str, Polygon]] = []  # painter's order
+
+    def add(kind: str, shape: Polygon | None, colour: str | None = None) -> None:
+        if shape is not None:
+            placed.append((kind, colour or str(rng.choice(list(PALETTE[kind]))), shape))
+
+    # Large land cover first: fields, water, roads.
+    for _ in range(rng.integers(0, 4)):
+        add("field", layout.place(lambda: _rotated_rect(*rng.uniform(0.15, 0.85, 2) * size,
+                                                         *rng.uniform(45, 100, 2) * s, rng.uniform(0, 90)), inside=0.7))
+    if rng.random() < 0.5:
+        add("river", layout.place(lambda: _crossing_line(rng, size, 0.08).buffer(rng.uniform(5, 10) * s).intersection(layout.frame), inside=0))
+    for _ in range(rng.integers(0, 3)):
+        add("pond", layout.place(lambda: _blob(rng, *rng.uniform(0.15, 0.85, 2) * size, rng.uniform(10, 26) * s)))
+    roads = []
+    for _ in range(rng.integers(1, 3)):
+        line = _crossing_line(rng, size, 0.03)
+        shape = layout.place(lambda line=line: line.buffer(rng.uniform(3.5, 6) * s).intersection(layout.frame),
+                             inside=0, keep_clear=False)
+        if shape is not None:
+            roads.append(line)
+            add("road", shape)
+    # Buildings, vehicles (mostly on roads), trees.
+    for _ in range(rng.integers(3, 8)):
+        add("building", layout.place(lambda: _rotated_rect(*rng.uniform(0.08, 0.92, 2) * size,
+                                                            *rng.uniform(10, 34, 2) * s, rng.uniform(0, 90))))
+    for _ in range(rng.integers(2, 7)):
+        def vehicle() -> Polygon:
+            length, width = rng.uniform(9, 14) * s, rng.uniform(4.5, 6.5) * s
+            if roads and rng.random() < 0.7:
+                line = roads[rng.integers(len(roads))]
+                d = rng.uniform(0.1, 0.9) * line.length
+                p, q = line.interpolate(d), line.interpolate(d + 1)
+                angle = math.degrees(math.atan2(q.y - p.y, q.x - p.x))
+                return _rotated_rect(p.x, p.y, length, width, angle)
+            return _rotated_rect(*rng.uniform(0.08, 0.92, 2) * size, length, width, rng.uniform(0, 180))
+        add("vehicle", layout.place(vehicle))
+    for _ in range(rng.integers(3, 10)):
+        add("tree", layout.place(lambda: Point(*rng.uniform(0.05, 0.95, 2) * size).buffer(rng.uniform(3.5, 10) * s)))
+
+    image = _paint_scene(rng, size, placed)
+    objects = _visible_objects(placed, size)
+    for obj in objects:
+        obj.phrases = _describe(obj, objects, size, rng, max_phrases)
+    if origin is None:
+        origin = (float(rng.integers(300_000, 700_000)), float(rng.integers(4_500_000, 5_500_000)))
+    transform = Affine(gsd, 0, origin[0], 0, -gsd, origin[1])
+    return Scene(image=image, transform=transform, crs=crs, objects=objects, seed=seed)
+
+
+def _paint_scene(rng: np.random.Generator, size: int, placed) -> np.ndarray:
+    base = np.array(rng.choice([(120, 130, 80), (150, 140, 100), (105, 125, 75)]), float)
+    ground = base[None, None, :] + 25 * _smooth_noise(rng, size, 6)[:, :, None] + rng.normal(0, 6, (size, size, 3))
+    image = np.clip(ground, 0, 255).astype(np.uint8)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for kind, colour, shape in placed:
+        region = rasterize_pixels(shape, size)
+        rgb = PALETTE[kind][colour]
+        texture = None
+        if kind == "field":  # crop rows in a random direction
+            angle = rng.uniform(0, math.pi)
+            texture = 12 * np.sin((xx * math.cos(angle) + yy * math.sin(angle)) * rng.uniform(0.5, 1.2))
+        elif kind in ("pond", "river"):
+            texture = 8 * _smooth_noise(rng, size, 8)
+        elif kind == "building":  # a gable: one half of the roof darker; plus a shadow first
+            shadow = rasterize_pixels(affinity.translate(shape, 2, 2), size) & ~region
+            image[shadow] = (image[shadow] * 0.55).astype(np.uint8)
+            centre = shape.centroid
+            texture = np.where((xx - centre.x) * rng.choice([-1, 1]) > 0, -18.0, 0.0)
+        elif kind == "tree":  # darker rim
+            centre = shape.centroid
+            radius = math.sqrt(shape.area / math.pi)
+            texture = -25 * np.clip(np.hypot(xx - centre.x, yy - centre.y) / max(radius, 1), 0, 1) ** 2
+        _paint(image, region, rgb, rng, noise=7, texture=texture)
+    # Global illumination, so exact colours are not a giveaway.
+    gain = rng.uniform(0.85, 1.15, 3) * rng.uniform(0.85, 1.1)
+    return np.clip(image * gain, 0, 255).astype(np.uint8)
+
+
+def _visible_objects(placed, size: int) -> list[SceneObject]:
+    """Each object's footprint minus whatever was painted over it; objects mostly hidden are dropped."""
+    objects = []
+    frame = box(0, 0, size, size)
+    for index, (kind, colour, shape) in enumerate(placed):
+        later = [other for _, _, other in placed[index + 1:] if other.intersects(shape)]
+        visible = shape.intersection(frame)
+        if later:
+            visible = visible.difference(shapely.union_all(later))
+        visible = visible.buffer(0)
+        if visible.area < 12 * (size / REFERENCE_SIZE) ** 2 or visible.area < 0.6 * shape.intersection(frame).area:
+            continue
+        objects.append(SceneObject(kind, colour, visible))
+    return objects
+
+
+# ---------------------------------------------------------------------------------------------
+# referring phrases
+
+
+@dataclass(frozen=True)
+class _Cue:
+    """One way of narrowing the candidates: a filter (colour, relation) or an extreme (size, position)."""
+
+    name: str
+    words: tuple[str, ...]  # word variants, chosen at rendering
+    placement: str  # "adjective" (before the noun) or "suffix"
+
+
+def _near_distance(size: int) -> float:
+    return 10 * size / REFERENCE_SIZE
+
+
+def _extreme(target: SceneObject, candidates: list[SceneObject], key, margin: float) -> bool:
+    """True when target's key exceeds every other candidate's by `margin`."""
+    others = [key(obj) for obj in candidates if obj is not target]
+    return not others or key(target) - max(others) >= margin
+
+
+EXTREMES = ("large", "small", "left", "right", "top", "bottom")
+
+
+def _cue_options(target: SceneObject, objects: list[SceneObject], size: int) -> list[tuple[_Cue, object]]:
+    """Cues that hold for the target, each with a function narrowing a candidate list.
+
+    Filters (colour, relation) keep the candidates sharing the cue; extremes (size, position) return
+    [target] when the target stands out among at least two candidates, else None (not applicable).
+    """
+    options: list[tuple[_Cue, object]] = []
+    colour_words = tuple(COLOUR_WORDS.get(target.colour, [target.colour]))
+    options.append((_Cue("colour", colour_words, "adjective"), lambda cands: [o for o in cands if o.colour == target.colour]))
+
+    def size_extreme(larger: bool):
+        def narrow(cands):
+            others = [o.polygon.area for o in cands if o is not target]
+            if not others:
+                return None
+            ok = target.polygon.area >= 1.8 * max(others) if larger else target.polygon.area <= 0.55 * min(others)
+            return [target] if ok else None
+        return narrow
+
+    options.append((_Cue("large", ("large", "big", "largest", "biggest"), "adjective"), size_extreme(True)))
+    options.append((_Cue("small", ("small", "smallest", "little"), "adjective"), size_extreme(False)))
+
+    margin = 0.12 * size
+    centre = target.polygon.centroid
+    axes = {  # name → (key growing toward that side, is the target on that half, word variants)
+        "left": (lambda o: -o.polygon.centroid.x, centre.x < size / 2, ("on the left", "leftmost", "furthest to the left")),
+        "right": (lambda o: o.polygon.centroid.x, centre.x > size / 2, ("on the right", "rightmost", "furthest to the right")),
+        "top": (lambda o: -o.polygon.centroid.y, centre.y < size / 2, ("at the top", "topmost", "nearest the top")),
+        "bottom": (lambda o: o.polygon.centroid.y, centre.y > size / 2, ("at the bottom", "bottommost", "nearest the bottom")),
+    }
+    for name, (key, on_half, words) in axes.items():
+        if not on_half:
+            continue
+
+        def narrow(cands, key=key):
+            if len(cands) < 2:
+                return None
+            return [target] if _extreme(target, cands, key, margin) else None
+
+        options.append((_Cue(name, words, "suffix"), narrow))
+
+    near = _near_distance(size)
+    for landmark in objects:
+        if landmark is target or landmark.kind not in LANDMARK_KINDS or landmark.kind == target.kind:
+            continue
+        if sum(o.kind == landmark.kind for o in objects) != 1 or target.polygon.distance(landmark.polygon) > near:
+            continue
+        noun = NOUNS[landmark.kind][0]
+        words = tuple(f"{prep} the {noun}" for prep in ("next to", "near", "beside"))
+
+        def narrow(cands, landmark=landmark):
+            # Candidates within twice the distance count as "near" too, so the phrase stays unambiguous.
+            return [o for o in cands if o.polygon.distance(landmark.polygon) <= 2 * near]
+
+        options.append((_Cue(f"near-{landmark.kind}", words, "suffix"), narrow))
+    return options
+
+
+def _render(target: SceneObject, cues: list[_Cue], rng: np.random.Generator) -> str:
+    noun = str(rng.choice(NOUNS[target.kind]))
+    leading, adjectives, suffixes = [], [], []
+    for cue in cues:
+        word = str(rng.choice(cue.words))
+        if cue.placement == "adjective":
+            (leading if cue.name in ("large", "small") else adjectives).append(word)
+        elif word.endswith("most") and " " not in word:  # "leftmost" reads before the noun
+            leading.append(word)
+        else:
+            suffixes.append(word)
+    return " ".join(["the", *leading, *adjectives, noun, *suffixes])
+
+
+def _describe(target: SceneObject, objects: list[SceneObject], size: int, rng: np.random.Generator,
+              max_phrases: int) -> list[str]:
+    """Up to `max_phrases` distinct phrases that each pick out only the target among its kind, each
+    using a minimal set of cues (dropping any cue would make it ambiguous) with at most one extreme."""
+    same_kind = [obj for obj in objects if obj.kind == target.kind]
+    options = _cue_options(target, objects, size)
+
+    def resolves(combo: tuple[int, ...]) -> bool:
+        candidates = same_kind
+        # Filters first (colour, relations), then the extreme among what is left.
+        for i in sorted(combo, key=lambda i: options[i][0].name in EXTREMES):
+            candidates = options[i][1](candidates)
+            if candidates is None:
+                return False
+        return candidates == [target]
+
+    combos: list[tuple[int, ...]] = [()] + [(i,) for i in range(len(options))]
+    combos += [(i, j) for i in range(len(options)) for j in range(i + 1, len(options))]
+    phrases: list[str] = []
+    for combo_index in rng.permutation(len(combos)):
+        combo = combos[combo_index]
+        if sum(options[i][0].name in EXTREMES for i in combo) > 1 or not resolves(combo):
+            continue
+        if any(resolves(tuple(j for j in combo if j != i)) for i in combo):
+            continue  # not minimal
+        cues = [options[i][0] for i in combo]
+        names = {cue.name for cue in cues}
+        if "colour" not in names and (not cues or rng.random() < 0.3):
+            cues = [options[0][0], *cues]  # a redundant colour now and then (and for "the <unique kind>")
+        phrase = _render(target, cues, rng)
+        if phrase not in phrases:
+            phrases.append(phrase)
+        if len(phrases) >= max_phrases:
+            break
+    return phrases
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+def write_region(scene: Scene, folder: str | Path, name: str | None = None) -> tuple[Path, Path]:
+    """Write the scene as `<name>.tif` (3-band GeoTIFF) and `<name>.gpkg` (one polygon per object, with
+    the `phrase` column holding its phrases joined by `|`, empty for objects without one, plus `kind`
+    and `colour`). Both files are written to temporary names first, then moved into place."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = name or f"synthetic-{scene.seed}"
+    raster_path, vector_path = folder / f"{name}.tif", folder / f"{name}.gpkg"
+
+    fd, tmp_raster = tempfile.mkstemp(dir=folder, suffix=".tif.part")
+    os.close(fd)
+    try:
+        profile = dict(driver="GTiff", width=scene.size, height=scene.size, count=3, dtype="uint8",
+                       crs=scene.crs, transform=scene.transform, compress="deflate")
+        with rasterio.open(tmp_raster, "w", **profile) as dataset:
+            dataset.write(np.moveaxis(scene.image, -1, 0))
+        os.replace(tmp_raster, raster_path)
+    finally:
+        if os.path.exists(tmp_raster):
+            os.remove(tmp_raster)
+
+    t = scene.transform
+    map_geoms = [shapely.transform(obj.polygon, lambda xy: np.c_[t.a * xy[:, 0] + t.b * xy[:, 1] + t.c,
+                                                               t.d * xy[:, 0] + t.e * xy[:, 1] + t.f])
+                 for obj in scene.objects]
+    map_geoms = [geom if geom.geom_type == "MultiPolygon" else shapely.MultiPolygon([geom]) for geom in map_geoms]
+    tmp_vector = folder / f".{name}.part.gpkg"  # GDAL wants the .gpkg extension
+    try:
+        pyogrio.raw.write(
+            str(tmp_vector),
+            geometry=shapely.to_wkb(np.array(map_geoms, dtype=object)),
+            field_data=[np.array([PHRASE_SEPARATOR.join(o.phrases) for o in scene.objects], dtype=object),
+                        np.array([o.kind for o in scene.objects], dtype=object),
+                        np.array([o.colour for o in scene.objects], dtype=object)],
+            fields=[TEXT_COLUMN, "kind", "colour"],
+            layer="objects",
+            driver="GPKG",
+            geometry_type="MultiPolygon",
+            crs=scene.crs,
+        )
+        os.replace(tmp_vector, vector_path)
+    finally:
+        if tmp_vector.exists():
+            tmp_vector.unlink()
+    return raster_path, vector_path

@@ -1,0 +1,174 @@
+"""Segment a raster by phrases into georeferenced polygons.
+
+  rs2sam2 segment RASTER PHRASE [PHRASE ...] -o OUT.gpkg
+
+Output: GeoPackage (one layer per run, named after the raster or --layer; --layer-per-phrase for one
+layer per phrase; a new layer is added to an existing GeoPackage, leaving its other layers intact),
+GeoJSON (.geojson) or Shapefile (.shp). Nothing is replaced without --overwrite, nothing is written
+when the run fails. The command line keeps every object above the threshold by default
+(--keep all, a batch run); --keep best keeps the single best-matching object per phrase.
+Under torchrun the tiles are shared across the ranks and rank 0 writes the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from backend.engine.options import CLI_DEFAULT_KEEP, AreaOfInterest, SegmentOptions
+from backend.errors import UserError
+
+
+def _bbox(text: str) -> tuple[float, float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("the bbox must be four numbers MINX,MINY,MAXX,MAXY") from None
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError("the bbox must be four numbers MINX,MINY,MAXX,MAXY")
+    return values  # type: ignore[return-value]
+
+
+def _bands(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("bands are 1-based numbers, e.g. 3,2,1 or 4") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("raster", help="any raster GDAL reads (GeoTIFF, COG, JPEG2000, VRT, …)")
+    parser.add_argument("phrases", nargs="+", metavar="PHRASE", help="what to look for, e.g. 'the red roofs'")
+    parser.add_argument("-o", "--output", required=True, help="output .gpkg, .geojson or .shp")
+    parser.add_argument("--layer", help="GeoPackage layer name (default: the raster's name)")
+    parser.add_argument("--layer-per-phrase", action="store_true", help="one GeoPackage layer per phrase")
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--preset", help="model preset (default: the model package's default)")
+    model.add_argument("--checkpoint", help="a trained checkpoint file")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--bbox", type=_bbox, help="MINX,MINY,MAXX,MAXY (raster CRS unless --bbox-crs)")
+    parser.add_argument("--bbox-crs", help="CRS of --bbox, e.g. EPSG:4326")
+    parser.add_argument("--tile", type=int, help="tile size in pixels (default: the model's input size)")
+    parser.add_argument("--overlap", type=int, help="tile overlap in pixels (default: an eighth of the tile)")
+    parser.add_argument("--gsd", type=float, help="resample to this many metres per pixel on read")
+    parser.add_argument("--bands", type=_bands, help="1-based bands to use as RGB, e.g. 3,2,1 (or one band)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
+    parser.add_argument(
+        "--simplify", type=float, help="simplify tolerance in map units (default: one pixel; 0 = off)"
+    )
+    parser.add_argument(
+        "--min-area", type=float, help="minimum polygon area in map units² (default: 4 pixels)"
+    )
+    parser.add_argument(
+        "--keep",
+        choices=("best", "all"),
+        default=CLI_DEFAULT_KEEP,
+        help=f"best: one object per phrase; all: every object (default: {CLI_DEFAULT_KEEP})",
+    )
+    parser.add_argument("--probability", help="also write a probability GeoTIFF (one band per phrase)")
+    parser.add_argument(
+        "--allow-no-crs", action="store_true", help="accept a raster without CRS (pixel coordinates)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file or layer")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def options_from_args(args: argparse.Namespace) -> SegmentOptions:
+    if args.bbox_crs and not args.bbox:
+        raise UserError("--bbox-crs needs --bbox")
+    return SegmentOptions(
+        threshold=args.threshold,
+        keep=args.keep,
+        simplify=args.simplify,
+        min_area=args.min_area,
+        tile_size=args.tile,
+        overlap=args.overlap,
+        gsd=args.gsd,
+        bands=args.bands,
+        area=AreaOfInterest(args.bbox, args.bbox_crs) if args.bbox else None,
+        allow_no_crs=args.allow_no_crs,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from backend.engine import distributed
+    from backend.engine.model_loading import load_model
+    from backend.engine.segment import SegmentRun, clean_phrases
+    from backend.engine.writers import (
+        ProbabilityGeoTIFF,
+        check_writable,
+        default_layers,
+        planned_layers,
+        resolve_target,
+        write_features,
+    )
+
+    started = time.perf_counter()
+    phrases = clean_phrases(args.phrases)
+    options = options_from_args(args)
+    target = resolve_target(args.output, args.layer)
+    if not Path(args.raster).exists():
+        raise UserError(f"no such file: {args.raster}")
+    rank = distributed.rank_from_environment()
+    if rank is not None and args.probability:
+        raise UserError("--probability is not available under torchrun")
+    device = args.device
+    if rank is not None and device.startswith("cuda") and ":" not in device:
+        device = f"cuda:{rank.local_rank}"
+    model = load_model(args.preset, args.checkpoint, device)
+    if rank is not None:
+        distributed.start(rank)
+    sink = None
+    try:
+        with SegmentRun(args.raster, phrases, model, options) as segment_run:
+            # Check the outputs before any tile is computed: a refused output costs nothing.
+            planned = planned_layers(segment_run.view.name, phrases, target, args.layer_per_phrase)
+            check_writable(target, planned, args.overwrite)
+            if args.probability:
+                view = segment_run.view
+                sink = ProbabilityGeoTIFF(
+                    args.probability,
+                    view.width,
+                    view.height,
+                    view.transform,
+                    view.crs,
+                    phrases,
+                    overwrite=args.overwrite,
+                )
+            tiles = segment_run.tiles if rank is None else rank.shard(segment_run.tiles)
+            show = not args.quiet and (rank is None or rank.is_main)
+            with tqdm(
+                total=len(tiles), unit="tile", desc="segment", disable=not show, file=sys.stderr
+            ) as bar:
+                pieces = segment_run.predict(
+                    tiles, progress=lambda done, total: bar.update(done - bar.n), sink=sink
+                )
+            if rank is not None:
+                gathered = distributed.gather_pieces(rank, pieces)
+                if gathered is None:
+                    return 0  # rank 0 writes
+                pieces = gathered
+            result = segment_run.finish(pieces, time.perf_counter() - started)
+            layers = default_layers(result, target, args.layer_per_phrase)
+            write_features(result, target, layers, overwrite=args.overwrite)
+            if sink is not None:
+                sink.commit()
+                sink = None
+    finally:
+        if sink is not None:
+            sink.discard()
+        if rank is not None:
+            distributed.stop()
+    where = f"{target.path}" + (f" (layers {', '.join(layers)})" if target.is_geopackage else "")
+    per_phrase = ", ".join(f"{phrase!r}: {count}" for phrase, count in result.counts.items())
+    print(
+        f"wrote {len(result.features)} feature(s) [{per_phrase}] to {where} "
+        f"in {time.perf_counter() - started:.1f} s ({result.tiles} tiles, model {result.model})"
+        + (f"; probabilities in {args.probability}" if args.probability else "")
+    )
+    return 0

@@ -1,0 +1,110 @@
+"""Regions in pixel space → features in the raster's CRS with their attributes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import pyproj
+from affine import Affine
+from rasterio.crs import CRS
+from shapely import affinity
+from shapely.geometry.base import BaseGeometry
+
+from backend.engine.options import KeepMode
+from backend.engine.vectorise import Region
+
+# The attribute table of every output, in order (all ≤ 10 characters, so Shapefiles keep them).
+FIELDS: tuple[str, ...] = ("phrase", "score", "area", "source", "model", "created")
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One output polygon in the raster's CRS."""
+
+    geometry: BaseGeometry
+    phrase: str
+    score: float  # mean probability inside the polygon
+    area: float  # m² (geodesic on geographic CRSs); square pixels for rasters without CRS
+    source: str
+    model: str
+    created: str  # UTC, ISO 8601 with Z
+
+    def properties(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in FIELDS}
+
+
+def utc_now_iso() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class AreaMeasure:
+    """Area in square metres for any CRS: planar × unit² when projected, geodesic when geographic."""
+
+    def __init__(self, crs: CRS | None):
+        self._geod: pyproj.Geod | None = None
+        self._factor = 1.0
+        if crs is None:
+            return
+        pcrs = pyproj.CRS.from_wkt(crs.to_wkt())
+        if pcrs.is_geographic:
+            self._geod = pcrs.get_geod() or pyproj.Geod(ellps="WGS84")
+        else:
+            self._factor = crs.linear_units_factor[1] ** 2
+
+    def __call__(self, geometry: BaseGeometry) -> float:
+        if self._geod is not None:
+            return abs(self._geod.geometry_area_perimeter(geometry)[0])
+        return geometry.area * self._factor
+
+
+def to_map(geometry: BaseGeometry, transform: Affine) -> BaseGeometry:
+    t = transform
+    return affinity.affine_transform(geometry, [t.a, t.b, t.d, t.e, t.c, t.f])
+
+
+def build_features(
+    regions: list[Region],
+    phrases: list[str],
+    transform: Affine,
+    crs: CRS | None,
+    simplify: float,
+    min_area: float,
+    keep: KeepMode,
+    source: str,
+    model: str,
+    created: str | None = None,
+) -> list[Feature]:
+    """Georeference, simplify, filter by area and choose which regions to keep, phrase by phrase.
+
+    `keep="best"` keeps, per phrase, the region with the largest probability mass (Σ probability,
+    i.e. mean score × size): the one object a referring phrase names, not a confident speck.
+    """
+    created = created or utc_now_iso()
+    measure = AreaMeasure(crs)
+    features: list[Feature] = []
+    for phrase_index, phrase in enumerate(phrases):
+        candidates = []
+        for region in (r for r in regions if r.phrase_index == phrase_index):
+            geometry = to_map(region.geometry, transform)
+            if simplify > 0:
+                geometry = geometry.simplify(simplify, preserve_topology=True)
+            if geometry.is_empty or geometry.area < min_area:
+                continue
+            candidates.append((region, geometry))
+        candidates.sort(key=lambda item: item[0].probability_sum, reverse=True)
+        if keep == "best":
+            candidates = candidates[:1]
+        for region, geometry in candidates:
+            features.append(
+                Feature(
+                    geometry,
+                    phrase,
+                    round(region.mean_probability, 6),
+                    measure(geometry),
+                    source,
+                    model,
+                    created,
+                )
+            )
+    return features

@@ -1,0 +1,55 @@
+"""The parameters of one segmentation run, in one place.
+
+Every entry point (CLI, service, Python callers) builds a `SegmentOptions`; defaults that depend on
+the raster or the model (tile size, simplify tolerance, minimum area) are `None` here and resolved by
+the engine from the model's input size and the raster's pixel size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+KeepMode = Literal["best", "all"]
+
+# Overlap between neighbouring tiles when not given: an eighth of the tile (1024 → 128), enough
+# context that the kept (core) part of every tile is at least 1/16 of a tile away from its cut edges.
+DEFAULT_OVERLAP_FRACTION = 1 / 8
+# Simplify tolerance when not given, in pixels of the (resampled) grid: removes the staircase of
+# pixel edges while keeping every vertex within about one pixel of the mask's outline.
+DEFAULT_SIMPLIFY_PIXELS = 1.0
+# Minimum polygon area when not given, in pixels: drops specks smaller than a 2×2 block.
+DEFAULT_MIN_AREA_PIXELS = 4.0
+# Percentiles of the per-band stretch for rasters that are not 8-bit.
+STRETCH_PERCENTILES = (2.0, 98.0)
+# Longest side of the decimated read the stretch statistics are computed from.
+STRETCH_SAMPLE_SIDE = 1024
+# The `--keep` default of each entry point: a batch run from the command line wants every object,
+# an interactive request (plugin → service) usually means the one object the phrase refers to.
+CLI_DEFAULT_KEEP: KeepMode = "all"
+SERVICE_DEFAULT_KEEP: KeepMode = "best"
+
+
+@dataclass(frozen=True)
+class AreaOfInterest:
+    """A bounding box, in `crs` (any CRS string rasterio understands) or the raster's CRS when None."""
+
+    bounds: tuple[float, float, float, float]  # minx, miny, maxx, maxy
+    crs: str | None = None
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """How to read, tile, threshold and vectorise one run."""
+
+    threshold: float = 0.5  # probability above which a pixel belongs to the phrase's object
+    keep: KeepMode = "all"
+    simplify: float | None = None  # map units; None → DEFAULT_SIMPLIFY_PIXELS pixels; 0 → off
+    min_area: float | None = None  # map units² (square pixels without CRS); None → default
+    tile_size: int | None = None  # None → the model's input size
+    overlap: int | None = None  # None → tile_size * DEFAULT_OVERLAP_FRACTION
+    gsd: float | None = None  # target ground sample distance in metres per pixel; None → native
+    bands: tuple[int, ...] | None = None  # 1-based band numbers: one (replicated) or three (RGB)
+    area: AreaOfInterest | None = None
+    allow_no_crs: bool = False  # rasters without a CRS give pixel coordinates only when allowed
+    extra: dict[str, str] = field(default_factory=dict)  # free-form provenance, not used by the engine

@@ -1,0 +1,284 @@
+"""The engine's entry point: a raster and phrases in, features in the raster's CRS out.
+
+`SegmentRun` is a prepared run (raster opened, options resolved, tiles planned) whose tiles can be
+predicted all at once or a shard at a time (torchrun ranks), and whose pieces are merged into features
+once; `segment()` does all of it for the common case. The CLI, the service and Python callers share it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from rasterio.crs import CRS
+
+from backend.engine.errors import EngineInputError, ModelOutOfMemoryError, PhraseError
+from backend.engine.features import Feature, build_features, utc_now_iso
+from backend.engine.options import (
+    DEFAULT_MIN_AREA_PIXELS,
+    DEFAULT_OVERLAP_FRACTION,
+    DEFAULT_SIMPLIFY_PIXELS,
+    SegmentOptions,
+)
+from backend.engine.raster import RasterInput, RasterView
+from backend.engine.tiling import Tile, plan_tiles
+from backend.engine.vectorise import Piece, merge_pieces, tile_pieces
+from backend.errors import CancelledError
+from backend.model.api import PhrasePrediction, PhraseSegmenter
+
+ProgressCallback = Callable[[int, int], None]  # (tiles done, tiles total)
+CancelCheck = Callable[[], bool]  # True → stop before the next tile
+MAX_PHRASE_CHARS = 500
+
+
+class ProbabilitySink:
+    """Receives each tile core's probabilities (phrases, h, w) at (col, row) of the area."""
+
+    def write(self, col: int, row: int, probabilities: np.ndarray) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@dataclass
+class SegmentResult:
+    """Features of one run plus what a caller needs to place and describe them."""
+
+    features: list[Feature]
+    crs: CRS | None
+    phrases: list[str]
+    source: str
+    model: str
+    tiles: int
+    seconds: float
+    counts: dict[str, int] = field(default_factory=dict)  # features per phrase
+
+    def to_geojson(self) -> dict:
+        """The FeatureCollection of docs/service-api.md (coordinates in the raster's CRS)."""
+        return {
+            "type": "FeatureCollection",
+            "crs": {"type": "name", "properties": {"name": self.crs.to_string()}} if self.crs else None,
+            "crs_wkt": self.crs.to_wkt() if self.crs else None,
+            "features": [
+                {
+                    "type": "Feature",
+                    "geometry": feature.geometry.__geo_interface__,
+                    "properties": feature.properties(),
+                }
+                for feature in self.features
+            ],
+            "stats": {"tiles": self.tiles, "seconds": round(self.seconds, 3), "model": self.model},
+        }
+
+
+def clean_phrases(phrases: Sequence[str]) -> list[str]:
+    """Stripped phrases; an empty list or a blank phrase is the caller's mistake."""
+    if isinstance(phrases, str):
+        phrases = [phrases]
+    if not phrases:
+        raise PhraseError("give at least one phrase", "empty_phrase")
+    cleaned = []
+    for number, phrase in enumerate(phrases, start=1):
+        if not isinstance(phrase, str) or not phrase.strip():
+            raise PhraseError(f"phrase {number} is empty", "empty_phrase")
+        if len(phrase) > MAX_PHRASE_CHARS:
+            raise PhraseError(f"phrase {number} is longer than {MAX_PHRASE_CHARS} characters")
+        cleaned.append(" ".join(phrase.split()))
+    return cleaned
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return (
+        isinstance(exc, MemoryError)
+        or type(exc).__name__ == "OutOfMemoryError"  # torch.OutOfMemoryError, without importing torch
+        or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+    )
+
+
+def _free_accelerator_memory() -> None:
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def predict_tile(model: PhraseSegmenter, image: np.ndarray, phrases: list[str]) -> list[PhrasePrediction]:
+    """All phrases in one batch; on out-of-memory retry one phrase at a time, else a clear error."""
+    try:
+        return list(model.predict(image, phrases))
+    except Exception as exc:
+        if not _is_out_of_memory(exc):
+            raise
+    _free_accelerator_memory()
+    try:
+        return [prediction for phrase in phrases for prediction in model.predict(image, [phrase])]
+    except Exception as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        _free_accelerator_memory()
+        raise ModelOutOfMemoryError(
+            f"the model ran out of memory on a {image.shape[1]}×{image.shape[0]} tile even one phrase at a "
+            "time; use a smaller tile size"
+        ) from None
+
+
+class SegmentRun:
+    """One prepared run. Use as a context manager (it holds the raster open)."""
+
+    def __init__(
+        self, source: RasterInput, phrases: Sequence[str], model: PhraseSegmenter, options: SegmentOptions
+    ):
+        self.phrases = clean_phrases(phrases)
+        if not 0.0 <= options.threshold < 1.0:
+            raise EngineInputError("the threshold must be at least 0 and below 1", "bad_threshold")
+        if options.keep not in ("best", "all"):
+            raise EngineInputError("keep must be 'best' or 'all'", "bad_keep")
+        self.model = model
+        self.options = options
+        self.tile_size = int(options.tile_size or model.input_size)
+        overlap = options.overlap
+        self.overlap = int(round(self.tile_size * DEFAULT_OVERLAP_FRACTION) if overlap is None else overlap)
+        if self.tile_size < 16:
+            raise EngineInputError("the tile size must be at least 16 pixels", "bad_tiling")
+        if not 0 <= self.overlap <= self.tile_size // 2:
+            raise EngineInputError("the overlap must be between 0 and half the tile size", "bad_tiling")
+        for name in ("simplify", "min_area"):
+            value = getattr(options, name)
+            if value is not None and not value >= 0:
+                raise EngineInputError(f"{name.replace('_', ' ')} must not be negative", f"bad_{name}")
+        self.view = RasterView(source, options)
+        self.tiles: list[Tile] = plan_tiles(self.view.width, self.view.height, self.tile_size, self.overlap)
+        pixel = self.view.pixel_size
+        self.simplify = DEFAULT_SIMPLIFY_PIXELS * pixel if options.simplify is None else options.simplify
+        self.min_area = (
+            DEFAULT_MIN_AREA_PIXELS * pixel * pixel if options.min_area is None else options.min_area
+        )
+        self.model_seconds = 0.0  # time inside model.predict (benchmarks compare it with the total)
+
+    @property
+    def crs(self) -> CRS | None:
+        return self.view.crs
+
+    def predict(
+        self,
+        tiles: Iterable[Tile] | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: CancelCheck | None = None,
+        sink: ProbabilitySink | None = None,
+    ) -> list[Piece]:
+        """Run the model over `tiles` (default all) and return the vectorised pieces of their cores."""
+        todo = list(self.tiles if tiles is None else tiles)
+        pieces: list[Piece] = []
+        if progress:
+            progress(0, len(todo))
+        for done, tile in enumerate(todo, start=1):
+            if cancel is not None and cancel():
+                raise CancelledError("the run was cancelled")
+            pieces += self._predict_one(tile, sink)
+            if progress:
+                progress(done, len(todo))
+        return pieces
+
+    def _predict_one(self, tile: Tile, sink: ProbabilitySink | None) -> list[Piece]:
+        image, valid = self.view.read(tile.cols.start, tile.rows.start, tile.cols.size, tile.rows.size)
+        core = (
+            slice(tile.core_rows.start - tile.rows.start, tile.core_rows.stop - tile.rows.start),
+            slice(tile.core_cols.start - tile.cols.start, tile.core_cols.stop - tile.cols.start),
+        )
+        core_shape = (tile.core_rows.size, tile.core_cols.size)
+        if not valid[core].any():  # all nodata: nothing can be found here, skip the model
+            if sink is not None:
+                sink.write(
+                    tile.core_cols.start,
+                    tile.core_rows.start,
+                    np.zeros((len(self.phrases), *core_shape), np.float32),
+                )
+            return []
+        height, width = valid.shape
+        if (height, width) != (self.tile_size, self.tile_size):
+            # An area smaller than a tile: pad (bottom/right, black) so the model always sees one scale.
+            padded = np.zeros((max(height, self.tile_size), max(width, self.tile_size), 3), np.uint8)
+            padded[:height, :width] = image
+            image = padded
+        started = time.perf_counter()
+        predictions = predict_tile(self.model, image, self.phrases)
+        self.model_seconds += time.perf_counter() - started
+        if len(predictions) != len(self.phrases):
+            raise RuntimeError(
+                f"the model returned {len(predictions)} predictions for {len(self.phrases)} phrases"
+            )
+        pieces: list[Piece] = []
+        core_probabilities = []
+        for phrase_index, prediction in enumerate(predictions):
+            probability = np.asarray(prediction.probability, dtype=np.float32)
+            if probability.shape != image.shape[:2]:
+                raise RuntimeError(
+                    f"the model returned a {probability.shape} map for a {image.shape[:2]} image"
+                )
+            probability = np.where(valid, probability[:height, :width], 0.0)[core]
+            core_probabilities.append(probability)
+            pieces += tile_pieces(
+                phrase_index,
+                probability,
+                valid[core],
+                self.options.threshold,
+                tile.core_cols,
+                tile.core_rows,
+                self.view.width,
+                self.view.height,
+            )
+        if sink is not None:
+            sink.write(tile.core_cols.start, tile.core_rows.start, np.stack(core_probabilities))
+        return pieces
+
+    def finish(self, pieces: list[Piece], seconds: float, created: str | None = None) -> SegmentResult:
+        """Merge pieces across tiles and turn them into features."""
+        features = build_features(
+            merge_pieces(pieces),
+            self.phrases,
+            self.view.transform,
+            self.view.crs,
+            self.simplify,
+            self.min_area,
+            self.options.keep,
+            self.view.name,
+            self.model.model_id,
+            created or utc_now_iso(),
+        )
+        counts = {phrase: sum(f.phrase == phrase for f in features) for phrase in self.phrases}
+        return SegmentResult(
+            features,
+            self.view.crs,
+            self.phrases,
+            self.view.name,
+            self.model.model_id,
+            len(self.tiles),
+            seconds,
+            counts,
+        )
+
+    def close(self) -> None:
+        self.view.close()
+
+    def __enter__(self) -> SegmentRun:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def segment(
+    source: RasterInput,
+    phrases: Sequence[str],
+    model: PhraseSegmenter,
+    options: SegmentOptions | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+    sink: ProbabilitySink | None = None,
+) -> SegmentResult:
+    """Segment `source` by `phrases` with `model`: every tile, merged, as features in the raster's CRS."""
+    started = time.perf_counter()
+    with SegmentRun(source, phrases, model, options or SegmentOptions()) as run:
+        pieces = run.predict(progress=progress, cancel=cancel, sink=sink)
+        return run.finish(pieces, time.perf_counter() - started)

@@ -1,0 +1,215 @@
+"""Writing results: GeoPackage / GeoJSON / Shapefile through pyogrio, and a probability GeoTIFF.
+
+Everything is written to a temporary file beside the target and moved into place with os.replace
+only when complete, so a failed run leaves nothing behind and a reader never sees half a file.
+Existing outputs are never replaced unless `overwrite` is set; adding a new layer to an existing
+GeoPackage works on a copy of it, so its other layers stay intact whatever happens.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import rasterio
+import shapely
+from pyogrio import raw as pyogrio_raw
+from rasterio.windows import Window
+
+from backend.engine.errors import EngineInputError, OutputExistsError
+from backend.engine.features import FIELDS, Feature
+from backend.engine.segment import ProbabilitySink, SegmentResult
+
+DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".shp": "ESRI Shapefile"}
+SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
+
+
+@dataclass(frozen=True)
+class VectorTarget:
+    """Where features go: a file, its driver and (GeoPackage only) a layer name."""
+
+    path: Path
+    driver: str
+    layer: str | None
+
+    @property
+    def is_geopackage(self) -> bool:
+        return self.driver == "GPKG"
+
+
+def layer_name(text: str) -> str:
+    """A safe layer name from free text (phrase or raster stem)."""
+    name = re.sub(r"[^0-9A-Za-z_]+", "_", text).strip("_").lower()[:60]
+    return name or "layer"
+
+
+def resolve_target(path: str | os.PathLike, layer: str | None = None) -> VectorTarget:
+    target = Path(path)
+    driver = DRIVERS.get(target.suffix.lower())
+    if driver is None:
+        raise EngineInputError(
+            f"cannot tell the output format of {target.name}: use .gpkg, .geojson or .shp", "bad_output"
+        )
+    if not target.parent.is_dir():
+        raise EngineInputError(f"the output folder {target.parent} does not exist", "bad_output")
+    if driver != "GPKG" and layer is not None:
+        raise EngineInputError("layer names only apply to GeoPackage outputs", "bad_output")
+    return VectorTarget(target, driver, layer)
+
+
+def _existing_files(target: VectorTarget) -> list[Path]:
+    if target.driver == "ESRI Shapefile":
+        return [p for p in (target.path.with_suffix(s) for s in SHAPEFILE_PARTS) if p.exists()]
+    return [target.path] if target.path.exists() else []
+
+
+def check_writable(target: VectorTarget, layers: list[str], overwrite: bool) -> None:
+    """Refuse, before any work is done, to replace an existing file or layer without `overwrite`."""
+    if overwrite or not _existing_files(target):
+        return
+    if target.is_geopackage:
+        try:
+            existing = {str(name) for name, _ in pyogrio.list_layers(target.path)}
+        except Exception:
+            raise OutputExistsError(
+                f"{target.path} exists and is not a GeoPackage; pass --overwrite to replace it"
+            ) from None
+        clash = sorted(existing.intersection(layers))
+        if clash:
+            raise OutputExistsError(
+                f"layer {clash[0]!r} already exists in {target.path.name}; choose another layer or pass --overwrite"
+            )
+        return
+    raise OutputExistsError(f"{target.path} already exists; pass --overwrite to replace it")
+
+
+def _write_layer(
+    path: Path, driver: str, layer: str | None, features: list[Feature], crs_wkt: str | None
+) -> None:
+    geometry = (
+        shapely.to_wkb(np.array([f.geometry for f in features], dtype=object))
+        if features
+        else np.array([], dtype=object)
+    )
+    columns = {
+        "phrase": np.array([f.phrase for f in features], dtype=object),
+        "score": np.array([f.score for f in features], dtype=np.float64),
+        "area": np.array([f.area for f in features], dtype=np.float64),
+        "source": np.array([f.source for f in features], dtype=object),
+        "model": np.array([f.model for f in features], dtype=object),
+        "created": np.array([f.created for f in features], dtype=object),
+    }
+    pyogrio_raw.write(
+        str(path),
+        geometry,
+        [columns[name] for name in FIELDS],
+        list(FIELDS),
+        layer=layer,
+        driver=driver,
+        geometry_type="MultiPolygon",
+        promote_to_multi=True,
+        crs=crs_wkt,
+    )
+
+
+def write_features(
+    result: SegmentResult, target: VectorTarget, layers: dict[str, list[Feature]], overwrite: bool = False
+) -> Path:
+    """Write `layers` (name → features; one entry for non-GeoPackage targets) atomically."""
+    check_writable(target, list(layers), overwrite)
+    crs_wkt = result.crs.to_wkt() if result.crs is not None else None
+    workdir = Path(tempfile.mkdtemp(prefix=f".{target.path.stem}.", dir=target.path.parent))
+    try:
+        staged = workdir / target.path.name
+        if target.is_geopackage and target.path.exists():
+            shutil.copy2(target.path, staged)  # work on a copy: other layers survive any failure
+        for name, features in layers.items():
+            _write_layer(staged, target.driver, name if target.is_geopackage else None, features, crs_wkt)
+        if target.driver == "ESRI Shapefile":
+            for part in SHAPEFILE_PARTS:
+                if staged.with_suffix(part).exists():
+                    os.replace(staged.with_suffix(part), target.path.with_suffix(part))
+        else:
+            os.replace(staged, target.path)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return target.path
+
+
+def planned_layers(source: str, phrases: list[str], target: VectorTarget, per_phrase: bool) -> list[str]:
+    """Layer names of a run, known before it starts: one for the run (the raster's name or the
+    given name), or one per phrase. Non-GeoPackage targets have a single unnamed layer ("")."""
+    if not target.is_geopackage:
+        return [""]
+    base = target.layer or layer_name(Path(source).stem)
+    return [f"{base}_{layer_name(p)}" for p in phrases] if per_phrase else [base]
+
+
+def default_layers(result: SegmentResult, target: VectorTarget, per_phrase: bool) -> dict[str, list[Feature]]:
+    names = planned_layers(result.source, result.phrases, target, per_phrase)
+    if len(names) == 1:
+        return {names[0]: result.features}
+    return {name: [f for f in result.features if f.phrase == p] for name, p in zip(names, result.phrases)}
+
+
+class ProbabilityGeoTIFF(ProbabilitySink):
+    """A float32 GeoTIFF with one band per phrase, written tile core by tile core, moved into place on commit."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        width: int,
+        height: int,
+        transform,
+        crs,
+        phrases: list[str],
+        overwrite: bool = False,
+    ):
+        self.path = Path(path)
+        if self.path.suffix.lower() not in (".tif", ".tiff"):
+            raise EngineInputError("the probability raster must be a .tif file", "bad_output")
+        if not self.path.parent.is_dir():
+            raise EngineInputError(f"the output folder {self.path.parent} does not exist", "bad_output")
+        if self.path.exists() and not overwrite:
+            raise OutputExistsError(f"{self.path} already exists; pass --overwrite to replace it")
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".tif.part", dir=self.path.parent)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        self._dataset = rasterio.open(
+            self._tmp,
+            "w",
+            driver="GTiff",
+            width=width,
+            height=height,
+            count=len(phrases),
+            dtype="float32",
+            transform=transform,
+            crs=crs,
+            tiled=True,
+            blockxsize=256,
+            blockysize=256,
+            compress="deflate",
+            BIGTIFF="IF_SAFER",
+        )
+        for band, phrase in enumerate(phrases, start=1):
+            self._dataset.set_band_description(band, phrase)
+
+    def write(self, col: int, row: int, probabilities: np.ndarray) -> None:
+        _, height, width = probabilities.shape
+        self._dataset.write(probabilities.astype(np.float32), window=Window(col, row, width, height))
+
+    def commit(self) -> Path:
+        self._dataset.close()
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        if not self._dataset.closed:
+            self._dataset.close()
+        self._tmp.unlink(missing_ok=True)

@@ -1,33 +1,516 @@
-"""The dock panel: choose a raster, type a phrase, run."""
+"""The dock panel: choose a raster, type a phrase, choose the area, run; the result becomes a layer.
+
+The panel only gathers what the user chose and shows state. The work happens elsewhere:
+`raster_source` (what is sent), `tasks`/`runner` (talking to the backend in the background),
+`result_layer` (features into a layer), `local_backend` (the backend process).
+"""
 
 from __future__ import annotations
 
-from qgis.core import QgsMapLayerProxyModel
-from qgis.gui import QgsDockWidget, QgsMapLayerComboBox
+from qgis.core import (
+    Qgis,
+    QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsMapLayerProxyModel,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsVectorLayer,
+)
+from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsMapLayerComboBox, QgsMapToolExtent
 from qgis.PyQt.QtCore import QCoreApplication
-from qgis.PyQt.QtWidgets import QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .client import BackendClient
+from .local_backend import LocalBackend
+from .notify import log, notify
+from .raster_source import RasterSourceError, area_in_raster_crs, plan_raster
+from .request import SegmentOptions
+from .resources import icon_path
+from .result_layer import (
+    ResultLayerError,
+    collection_crs,
+    features_from_collection,
+    group_by_phrase,
+    store_in_geopackage,
+    store_in_memory_layer,
+)
+from .runner import SegmentJob
+from .settings import PluginSettings
+from .tasks import HealthTask, SegmentTask
+
+AREA_MAP_VIEW, AREA_WHOLE_LAYER, AREA_SELECTED, AREA_RECTANGLE = "view", "layer", "selected", "rectangle"
 
 
 class SegmentDock(QgsDockWidget):
     def __init__(self, iface, parent=None):
         super().__init__(self.tr("RS2-SAM 2"), parent)
         self.iface = iface
-        body = QWidget(self)
-        layout = QVBoxLayout(body)
-        self.layer_combo = QgsMapLayerComboBox(body)
-        self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
-        self.phrase_edit = QLineEdit(body)
-        self.phrase_edit.setPlaceholderText(self.tr("Describe the object, e.g. the large white building"))
-        self.run_button = QPushButton(self.tr("Run"), body)
-        self.status_label = QLabel(body)
-        for widget in (QLabel(self.tr("Raster layer"), body), self.layer_combo,
-                       QLabel(self.tr("Phrase"), body), self.phrase_edit, self.run_button, self.status_label):
-            layout.addWidget(widget)
-        layout.addStretch(1)
-        self.setWidget(body)
+        self.settings = PluginSettings.load()
+        self.local_backend = LocalBackend(self)
+        self.local_backend.ready.connect(self._on_local_ready)
+        self.local_backend.failed.connect(self._on_local_failed)
+        self.task: SegmentTask | None = None
+        self.health_task: HealthTask | None = None
+        self.drawn_rect: QgsRectangle | None = None  # in drawn_crs
+        self.drawn_crs = QgsCoordinateReferenceSystem()
+        self.extent_tool: QgsMapToolExtent | None = None
+        self._run_after_start = False
+        self.last_layers = []  # the layers the last run added to or created (for callers and tests)
+        self._build_ui()
+        self._connect()
+        self._load_history()
+        self.update_run_state()
 
     def tr(self, message: str) -> str:  # noqa: D401 - Qt naming
         return QCoreApplication.translate("SegmentDock", message)
 
+    # -- widgets ---------------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        body = QWidget(self)
+        layout = QVBoxLayout(body)
+
+        backend_row = QHBoxLayout()
+        self.backend_label = QLabel(self.tr("Backend: not checked"), body)
+        self.backend_label.setWordWrap(True)
+        self.check_button = QToolButton(body)
+        self.check_button.setText(self.tr("Check"))
+        self.check_button.setToolTip(self.tr("Ask the backend whether it is there"))
+        self.start_button = QToolButton(body)
+        self.start_button.setText(self.tr("Start local"))
+        self.start_button.setToolTip(self.tr("Start the backend on this machine with the configured Python"))
+        self.settings_button = QToolButton(body)
+        self.settings_button.setIcon(QIcon(icon_path("settings.svg")))
+        self.settings_button.setToolTip(self.tr("Backend and output settings"))
+        backend_row.addWidget(self.backend_label, 1)
+        for button in (self.check_button, self.start_button, self.settings_button):
+            backend_row.addWidget(button)
+        layout.addLayout(backend_row)
+
+        form = QFormLayout()
+        self.layer_combo = QgsMapLayerComboBox(body)
+        self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.layer_combo.setAllowEmptyLayer(True)
+        form.addRow(self.tr("Raster layer"), self.layer_combo)
+
+        self.phrase_combo = QComboBox(body)
+        self.phrase_combo.setEditable(True)
+        self.phrase_combo.setInsertPolicy(QComboBox.NoInsert)
+        self.phrase_combo.lineEdit().setPlaceholderText(self.tr("Describe the object, e.g. the large white building"))
+        self.phrase_combo.setToolTip(self.tr("What to find; Enter runs. Earlier phrases are in the list."))
+        form.addRow(self.tr("Phrase"), self.phrase_combo)
+
+        self.area_combo = QComboBox(body)
+        self.area_combo.addItem(self.tr("Current map view"), AREA_MAP_VIEW)
+        self.area_combo.addItem(self.tr("Whole layer"), AREA_WHOLE_LAYER)
+        self.area_combo.addItem(self.tr("Selected polygons of a layer"), AREA_SELECTED)
+        self.area_combo.addItem(self.tr("Rectangle drawn on the map"), AREA_RECTANGLE)
+        form.addRow(self.tr("Area"), self.area_combo)
+        self.polygon_combo = QgsMapLayerComboBox(body)
+        self.polygon_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.polygon_label = QLabel(self.tr("Polygons from"), body)
+        form.addRow(self.polygon_label, self.polygon_combo)
+        self.draw_button = QPushButton(self.tr("Draw rectangle"), body)
+        self.draw_label = QLabel("", body)
+        form.addRow(self.draw_button, self.draw_label)
+        layout.addLayout(form)
+
+        options = QgsCollapsibleGroupBox(self.tr("Options"), body)
+        options_form = QFormLayout(options)
+        self.threshold_spin = QDoubleSpinBox(options)
+        self.threshold_spin.setRange(0.01, 0.99)
+        self.threshold_spin.setSingleStep(0.05)
+        self.threshold_spin.setValue(0.5)
+        self.threshold_spin.setToolTip(self.tr("Probability above which a pixel belongs to the object"))
+        self.simplify_spin = QDoubleSpinBox(options)
+        self.simplify_spin.setRange(0.0, 1e6)
+        self.simplify_spin.setDecimals(2)
+        self.simplify_spin.setSpecialValueText(self.tr("default"))
+        self.simplify_spin.setToolTip(self.tr("Simplification tolerance in the raster's units (default: the engine's)"))
+        self.min_area_spin = QDoubleSpinBox(options)
+        self.min_area_spin.setRange(0.0, 1e12)
+        self.min_area_spin.setDecimals(1)
+        self.min_area_spin.setSpecialValueText(self.tr("default"))
+        self.min_area_spin.setToolTip(self.tr("Drop polygons smaller than this, in the raster's square units"))
+        self.keep_combo = QComboBox(options)
+        self.keep_combo.addItem(self.tr("Best match"), "best")
+        self.keep_combo.addItem(self.tr("All matches"), "all")
+        options_form.addRow(self.tr("Threshold"), self.threshold_spin)
+        options_form.addRow(self.tr("Simplify"), self.simplify_spin)
+        options_form.addRow(self.tr("Minimum area"), self.min_area_spin)
+        options_form.addRow(self.tr("Keep"), self.keep_combo)
+        layout.addWidget(options)
+
+        buttons = QHBoxLayout()
+        self.run_button = QPushButton(QIcon(icon_path("rs2sam2.svg")), self.tr("Run"), body)
+        self.cancel_button = QPushButton(self.tr("Cancel"), body)
+        self.cancel_button.setEnabled(False)
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout.addLayout(buttons)
+        self.progress_bar = QProgressBar(body)
+        self.progress_bar.setRange(0, 100)
+        self.progress_bar.setValue(0)
+        layout.addWidget(self.progress_bar)
+        self.status_label = QLabel(body)
+        self.status_label.setWordWrap(True)
+        layout.addWidget(self.status_label)
+        layout.addStretch(1)
+        self.setWidget(body)
+        self._show_area_widgets()
+
+    def _connect(self) -> None:
+        self.layer_combo.layerChanged.connect(self.update_run_state)
+        self.phrase_combo.editTextChanged.connect(self.update_run_state)
+        self.phrase_combo.lineEdit().returnPressed.connect(self.run)
+        self.area_combo.currentIndexChanged.connect(self._show_area_widgets)
+        self.area_combo.currentIndexChanged.connect(self.update_run_state)
+        self.polygon_combo.layerChanged.connect(self.update_run_state)
+        self.draw_button.clicked.connect(self.start_drawing)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.check_button.clicked.connect(self.check_backend)
+        self.start_button.clicked.connect(self.start_local_backend)
+        self.settings_button.clicked.connect(self.open_settings)
+        if self.iface is not None and self.iface.mapCanvas() is not None:
+            self.iface.mapCanvas().selectionChanged.connect(self.update_run_state)
+        # Default to the active raster layer.
+        active = self.iface.activeLayer() if self.iface is not None else None
+        if isinstance(active, QgsRasterLayer):
+            self.layer_combo.setLayer(active)
+
+    def _load_history(self) -> None:
+        self.phrase_combo.blockSignals(True)
+        self.phrase_combo.clear()
+        self.phrase_combo.addItems(self.settings.phrase_history)
+        self.phrase_combo.setEditText("")
+        self.phrase_combo.blockSignals(False)
+
+    def _show_area_widgets(self) -> None:
+        mode = self.area_mode()
+        self.polygon_label.setVisible(mode == AREA_SELECTED)
+        self.polygon_combo.setVisible(mode == AREA_SELECTED)
+        self.draw_button.setVisible(mode == AREA_RECTANGLE)
+        self.draw_label.setVisible(mode == AREA_RECTANGLE)
+
+    # -- state -----------------------------------------------------------------------------------
+    def area_mode(self) -> str:
+        return self.area_combo.currentData()
+
+    def set_area_mode(self, mode: str) -> None:
+        self.area_combo.setCurrentIndex(self.area_combo.findData(mode))
+
+    def phrase(self) -> str:
+        return " ".join(self.phrase_combo.currentText().split())
+
+    def options(self) -> SegmentOptions:
+        return SegmentOptions(
+            threshold=round(self.threshold_spin.value(), 4),
+            simplify=self.simplify_spin.value() or None,
+            min_area=self.min_area_spin.value() or None,
+            keep=self.keep_combo.currentData(),
+        )
+
+    def run_blocker(self) -> str | None:
+        """Why Run cannot start now, in words for the status line; None when it can."""
+        if self.task is not None:
+            return self.tr("A run is in progress.")
+        if not isinstance(self.layer_combo.currentLayer(), QgsRasterLayer):
+            return self.tr("Choose a raster layer to search in.")
+        if not self.phrase():
+            return self.tr("Type a phrase describing what to find.")
+        mode = self.area_mode()
+        if mode == AREA_SELECTED:
+            layer = self.polygon_combo.currentLayer()
+            if not isinstance(layer, QgsVectorLayer):
+                return self.tr("Choose a polygon layer whose selected polygons give the area.")
+            if layer.selectedFeatureCount() == 0:
+                return self.tr("Select polygons in “{}” to give the area.").format(layer.name())
+        if mode == AREA_RECTANGLE and self.drawn_rect is None:
+            return self.tr("Draw a rectangle on the map to give the area.")
+        return None
+
+    def update_run_state(self, *_args) -> None:
+        blocker = self.run_blocker()
+        self.run_button.setEnabled(blocker is None)
+        self.run_button.setToolTip(blocker or self.tr("Find the phrase in the raster"))
+        if self.task is None:
+            self.status_label.setText(blocker or self.tr("Ready."))
+
+    def set_status(self, text: str) -> None:
+        self.status_label.setText(text)
+
+    # -- the area --------------------------------------------------------------------------------
+    def start_drawing(self) -> None:
+        canvas = self.iface.mapCanvas()
+        if self.extent_tool is None:
+            self.extent_tool = QgsMapToolExtent(canvas)
+            self.extent_tool.extentChanged.connect(self._on_rectangle_drawn)
+        self._previous_tool = canvas.mapTool()
+        canvas.setMapTool(self.extent_tool)
+        self.set_status(self.tr("Drag a rectangle on the map."))
+
+    def _on_rectangle_drawn(self, rect: QgsRectangle) -> None:
+        if rect.isEmpty():
+            return
+        canvas = self.iface.mapCanvas()
+        self.set_drawn_rectangle(rect, canvas.mapSettings().destinationCrs())
+        if getattr(self, "_previous_tool", None) is not None and self._previous_tool is not self.extent_tool:
+            canvas.setMapTool(self._previous_tool)
+        else:
+            canvas.unsetMapTool(self.extent_tool)
+
+    def set_drawn_rectangle(self, rect: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> None:
+        self.drawn_rect = QgsRectangle(rect)
+        self.drawn_crs = crs
+        self.draw_label.setText(self.tr("{:.0f} × {:.0f} map units").format(rect.width(), rect.height()))
+        self.update_run_state()
+
+    def _requested_area(self, layer: QgsRasterLayer) -> tuple[QgsRectangle | None, float | None]:
+        """(area in the raster's CRS or None for the whole layer, map units per pixel to render at)."""
+        project = QgsProject.instance()
+        context = project.transformContext()
+        canvas = self.iface.mapCanvas()
+        canvas_crs = canvas.mapSettings().destinationCrs()
+        view = area_in_raster_crs(layer, canvas.extent(), canvas_crs, context) if canvas.width() > 0 else None
+        mode = self.area_mode()
+        # Non-file layers (web maps) are rendered at the resolution the map shows them at.
+        units_per_pixel = None
+        if canvas.width() > 0:
+            rect = canvas.extent()
+            if canvas_crs.isValid() and canvas_crs != layer.crs():
+                rect = QgsCoordinateTransform(canvas_crs, layer.crs(), context).transformBoundingBox(rect)
+            units_per_pixel = rect.width() / canvas.width()
+        if mode == AREA_WHOLE_LAYER:
+            return None, units_per_pixel
+        if mode == AREA_MAP_VIEW:
+            if view is None:
+                raise RasterSourceError(self.tr("The map view has no size yet; choose another area."))
+            return view, units_per_pixel
+        if mode == AREA_SELECTED:
+            polygons: QgsVectorLayer = self.polygon_combo.currentLayer()
+            # The request covers the bounding box of the selected polygons.
+            return area_in_raster_crs(layer, polygons.boundingBoxOfSelected(), polygons.crs(), context), \
+                units_per_pixel
+        return area_in_raster_crs(layer, self.drawn_rect, self.drawn_crs, context), units_per_pixel
+
+    # -- running ---------------------------------------------------------------------------------
+    def backend_url(self) -> str:
+        if self.settings.start_local:
+            return self.local_backend.url
+        return self.settings.server_url
+
+    def client(self) -> BackendClient:
+        token = "" if self.settings.start_local else self.settings.token
+        return BackendClient(self.backend_url(), token, timeout_s=self.settings.request_timeout_s)
+
+    def run(self) -> None:
+        """Start a run with what the panel shows (the Run button, Enter in the phrase box)."""
+        blocker = self.run_blocker()
+        if blocker is not None:
+            self.set_status(blocker)
+            return
+        if self.settings.start_local and self.local_backend.state != "running":
+            self._run_after_start = True
+            self.start_local_backend()
+            return
+        layer: QgsRasterLayer = self.layer_combo.currentLayer()
+        phrase = self.phrase()
+        try:
+            area, units_per_pixel = self._requested_area(layer)
+            plan = plan_raster(layer, area, QgsProject.instance().transformContext(), units_per_pixel)
+        except RasterSourceError as exc:
+            self._show_error(str(exc))
+            return
+        self.settings.remember_phrase(phrase)
+        self.settings.save()
+        self._load_history()
+        self.phrase_combo.setEditText(phrase)
+        job = SegmentJob([phrase], self.options(), plan, self.settings.send_mode)
+        self.task = SegmentTask(self.tr("RS2-SAM 2: “{}” in {}").format(phrase, layer.name()), self.client(), job,
+                                self._on_task_done)
+        self.task.progressChanged.connect(lambda value: self.progress_bar.setValue(int(value)))
+        self.progress_bar.setValue(0)
+        self.cancel_button.setEnabled(True)
+        self.update_run_state()
+        self.set_status(self.tr("Looking for “{}” in {}…").format(phrase, layer.name()))
+        log(self.tr("Run: “{}” in {} ({})").format(phrase, layer.name(), self.area_combo.currentText()))
+        QgsApplication.taskManager().addTask(self.task)
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.set_status(self.tr("Cancelling…"))
+            self.task.cancel()
+        self._run_after_start = False
+
+    def _on_task_done(self, task: SegmentTask) -> None:
+        if task is not self.task:
+            return
+        self.task = None
+        self.cancel_button.setEnabled(False)
+        phrase = task.job.phrases[0]
+        if task.cancelled:
+            self.progress_bar.setValue(0)
+            self.update_run_state()
+            self.set_status(self.tr("Cancelled: nothing was added."))
+            notify(self.iface, self.tr("The run for “{}” was cancelled; nothing was added.").format(phrase), Qgis.Info)
+            return
+        if task.error is not None:
+            self.progress_bar.setValue(0)
+            self.update_run_state()
+            self._show_error(task.error.message, unreachable=task.error.code == "unreachable")
+            return
+        self.progress_bar.setValue(100)
+        try:
+            self._add_result(task)
+        except ResultLayerError as exc:
+            self._show_error(str(exc))
+        self.update_run_state()
+        if self.last_layers:
+            added = sum(count for _, count in self.last_layers)
+            self.set_status(self.tr("Added {} polygon(s) to “{}”.").format(added, self.last_layers[0][0].name()))
+
+    def _add_result(self, task: SegmentTask) -> None:
+        collection = task.outcome.collection
+        crs = collection_crs(collection, QgsCoordinateReferenceSystem.fromWkt(task.job.plan.crs_wkt))
+        features = features_from_collection(collection)
+        self.last_layers = []
+        phrase = task.job.phrases[0]
+        if not features:
+            notify(self.iface, self.tr("Nothing matching “{}” was found in the area.").format(phrase), Qgis.Info)
+            self.set_status(self.tr("Nothing found for “{}”.").format(phrase))
+            return
+        project = QgsProject.instance()
+        for result_phrase, group in group_by_phrase(features).items():
+            if self.settings.output_gpkg:
+                stored = store_in_geopackage(project, self.settings.output_gpkg, result_phrase, crs, group)
+            else:
+                stored = store_in_memory_layer(project, result_phrase, crs, group)
+            self.last_layers.append((stored.layer, stored.added))
+        self._zoom_if_outside([layer for layer, _ in self.last_layers], crs, features)
+        notify(self.iface, self.tr("“{}”: {} polygon(s) added.").format(phrase, len(features)), Qgis.Success)
+
+    def _zoom_if_outside(self, layers, crs, features) -> None:
+        canvas = self.iface.mapCanvas()
+        extent = QgsRectangle()
+        for feature in features:
+            extent.combineExtentWith(feature.geometry().boundingBox())
+        canvas_crs = canvas.mapSettings().destinationCrs()
+        if canvas_crs.isValid() and canvas_crs != crs:
+            extent = QgsCoordinateTransform(crs, canvas_crs, QgsProject.instance()).transformBoundingBox(extent)
+        if not canvas.extent().contains(extent):
+            extent.scale(1.2)
+            canvas.setExtent(extent)
+        canvas.refresh()
+
+    def _show_error(self, message: str, unreachable: bool = False) -> None:
+        self.set_status(message)
+        buttons = []
+        if unreachable:
+            buttons = [(self.tr("Start local backend"), self.start_local_backend),
+                       (self.tr("Settings…"), self.open_settings)]
+        notify(self.iface, message, Qgis.Critical, buttons)
+
+    # -- the backend -----------------------------------------------------------------------------
+    def check_backend(self) -> None:
+        if self.health_task is not None:
+            return
+        if self.settings.start_local and self.local_backend.state != "running":
+            self.backend_label.setText(self.tr("Backend: local, not started"))
+            return
+        self.backend_label.setText(self.tr("Backend: checking {}…").format(self.backend_url()))
+        self.health_task = HealthTask(self.client(), self._on_health)
+        QgsApplication.taskManager().addTask(self.health_task)
+
+    def _on_health(self, task: HealthTask) -> None:
+        self.health_task = None
+        if task.health is not None:
+            self._show_health(task.health)
+        else:
+            self.backend_label.setText(self.tr("Backend: not reachable"))
+            self.backend_label.setToolTip(task.error.message if task.error else "")
+
+    def _show_health(self, health) -> None:
+        model = health.model_id or health.preset or "?"
+        busy = self.tr(", busy") if health.busy else ""
+        self.backend_label.setText(self.tr("Backend: connected — {} on {}{}").format(model, health.device, busy))
+        self.backend_label.setToolTip(self.tr("{} (version {})").format(self.backend_url(), health.version))
+
+    def start_local_backend(self) -> None:
+        if self.local_backend.is_running():
+            return
+        if not self.settings.start_local:
+            # The button means "use a local backend from now on".
+            self.settings.start_local = True
+            self.settings.save()
+        self.backend_label.setText(self.tr("Backend: starting locally…"))
+        self.set_status(self.tr("Starting the local backend (the model loads once)…"))
+        self.local_backend.start(self.settings)
+
+    def _on_local_ready(self, health) -> None:
+        self._show_health(health)
+        log(self.tr("Local backend ready at {}").format(self.local_backend.url))
+        if self._run_after_start:
+            self._run_after_start = False
+            self.run()
+        else:
+            self.update_run_state()
+
+    def _on_local_failed(self, message: str) -> None:
+        self._run_after_start = False
+        self.backend_label.setText(self.tr("Backend: local start failed"))
+        first_line, _, details = message.partition("\n")
+        self.set_status(first_line)
+        notify(self.iface, first_line, Qgis.Critical, [(self.tr("Settings…"), self.open_settings)], details)
+
+    def open_settings(self) -> None:
+        from .settings_dialog import SettingsDialog
+
+        dialog = SettingsDialog(self.settings, self)
+        if dialog.exec_():
+            self.apply_settings(dialog.result_settings())
+
+    def apply_settings(self, settings: PluginSettings) -> None:
+        restart = self.local_backend.is_running() and (
+            not settings.start_local or settings.backend_command(0) != self.settings.backend_command(0))
+        self.settings = settings
+        self.settings.save()
+        if restart:
+            self.local_backend.stop()
+        self.check_backend()
+
     def shutdown(self) -> None:
-        """Stop whatever the panel started (tasks, local backend) before the plugin unloads."""
+        """Stop whatever the panel started (tasks, map tool, local backend) before the plugin unloads."""
+        if self.task is not None:
+            self.task.on_done = lambda task: None
+            self.task.cancel()
+            self.task = None
+        if self.health_task is not None:
+            self.health_task.on_done = lambda task: None
+            self.health_task = None
+        if self.iface is not None:
+            canvas = self.iface.mapCanvas()
+            if canvas is not None:
+                try:
+                    canvas.selectionChanged.disconnect(self.update_run_state)
+                except TypeError:
+                    pass
+                if self.extent_tool is not None:
+                    canvas.unsetMapTool(self.extent_tool)
+        if self.extent_tool is not None:
+            self.extent_tool.deleteLater()
+            self.extent_tool = None
+        self.local_backend.stop()

@@ -18,6 +18,7 @@ class RS2SAM2Plugin:
     def __init__(self, iface):
         self.iface = iface
         self.action: QAction | None = None
+        self.settings_action: QAction | None = None
         self.dock: SegmentDock | None = None
         self.provider: RS2SAM2Provider | None = None
 
@@ -45,11 +46,20 @@ class RS2SAM2Plugin:
         self.iface.addToolBarIcon(self.action)
         self.iface.addPluginToRasterMenu(MENU_NAME, self.action)
 
+        self.settings_action = QAction(QIcon(icon_path("settings.svg")), self.tr("Settings…"), main_window)
+        self.settings_action.setObjectName("RS2SAM2Settings")
+        self.settings_action.triggered.connect(self.dock.open_settings)
+        self.iface.addPluginToRasterMenu(MENU_NAME, self.settings_action)
+
     def _set_dock_visible(self, visible: bool) -> None:
         if self.dock is not None:
             self.dock.setVisible(visible)
 
     def unload(self) -> None:
+        if self.settings_action is not None:
+            self.iface.removePluginRasterMenu(MENU_NAME, self.settings_action)
+            self.settings_action.deleteLater()
+            self.settings_action = None
         if self.action is not None:
             self.action.toggled.disconnect(self._set_dock_visible)
             self.iface.removePluginRasterMenu(MENU_NAME, self.action)

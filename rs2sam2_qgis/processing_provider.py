@@ -5,6 +5,7 @@ from __future__ import annotations
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .processing_algorithm import SegmentByTextAlgorithm
 from .resources import icon_path
 
 
@@ -22,4 +23,5 @@ class RS2SAM2Provider(QgsProcessingProvider):
         return QIcon(icon_path("rs2sam2.svg"))
 
     def loadAlgorithms(self) -> None:  # noqa: N802 - QGIS API name
-        pass
+        # Loads without a backend: the algorithm only contacts it when it runs.
+        self.addAlgorithm(SegmentByTextAlgorithm())

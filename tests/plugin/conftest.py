@@ -71,3 +71,81 @@ def qgis_main_iface(qgis_iface, qgis_processing):
     qgis.utils.iface = iface
     yield iface
     qgis.utils.iface = previous
+
+
+# -- fixtures for the plugin's behaviour tests ---------------------------------------------------
+
+RASTER_EPSG = 32633
+RASTER_ORIGIN = (500000.0, 5000000.0)  # upper-left corner, metres
+RASTER_PIXEL = 10.0
+
+
+def write_geotiff(path, size: int = 64, seed: int = 7, epsg: int | None = RASTER_EPSG) -> str:
+    """A small seeded 3-band GeoTIFF in UTM 33N (or without CRS when epsg is None)."""
+    import numpy as np
+    from osgeo import gdal, osr
+
+    rng = np.random.default_rng(seed)
+    dataset = gdal.GetDriverByName("GTiff").Create(str(path), size, size, 3, gdal.GDT_Byte)
+    dataset.SetGeoTransform((RASTER_ORIGIN[0], RASTER_PIXEL, 0, RASTER_ORIGIN[1], 0, -RASTER_PIXEL))
+    if epsg is not None:
+        srs = osr.SpatialReference()
+        srs.ImportFromEPSG(epsg)
+        dataset.SetProjection(srs.ExportToWkt())
+    for band in range(3):
+        dataset.GetRasterBand(band + 1).WriteArray(rng.integers(0, 255, (size, size), dtype=np.uint8))
+    dataset.FlushCache()
+    dataset = None
+    return str(path)
+
+
+@pytest.fixture()
+def geotiff(tmp_path) -> str:
+    return write_geotiff(tmp_path / "scene.tif")
+
+
+@pytest.fixture()
+def plugin_settings(qgis_app):
+    """The plugin's QgsSettings group, empty before and after the test (pytest-qgis keeps its own profile)."""
+    from qgis.core import QgsSettings
+
+    from rs2sam2_qgis.resources import SETTINGS_PREFIX
+    from rs2sam2_qgis.settings import PluginSettings
+
+    QgsSettings().remove(SETTINGS_PREFIX)
+    yield PluginSettings
+    QgsSettings().remove(SETTINGS_PREFIX)
+
+
+@pytest.fixture()
+def stand_in():
+    """A backend that follows docs/service-api.md on a free loopback port (see contract_server.py)."""
+    from tests.plugin.contract_server import ContractServer
+
+    server = ContractServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def clean_project(qgis_app):
+    """An empty project before and after (layers created by the test are removed)."""
+    from qgis.core import QgsProject
+
+    QgsProject.instance().removeAllMapLayers()
+    yield QgsProject.instance()
+    QgsProject.instance().removeAllMapLayers()
+
+
+def wait_until(condition, timeout_s: float = 20.0, what: str = "condition") -> None:
+    """Turn the event loop until `condition()` holds; fail after `timeout_s` (never time.sleep alone)."""
+    import time
+
+    from qgis.core import QgsApplication
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        QgsApplication.processEvents()
+        time.sleep(0.01)

@@ -1,0 +1,249 @@
+"""A small synchronous client for the backend's HTTP API (docs/service-api.md).
+
+It blocks, so it only ever runs inside a QgsTask or a Processing algorithm's worker thread, never on
+the UI thread. Plain `urllib` keeps the plugin free of extra dependencies; every failure becomes a
+`BackendError` whose message is one sentence a person can act on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+API_PREFIX = "/api/v1"
+JOB_POLL_INTERVAL_S = 0.25
+
+
+class BackendError(Exception):
+    """The backend could not do what was asked; `message` is meant for a person."""
+
+    def __init__(self, message: str, code: str = "backend_error", status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
+
+
+class BackendUnreachable(BackendError):
+    def __init__(self, message: str):
+        super().__init__(message, code="unreachable")
+
+
+class RunCancelled(BackendError):
+    def __init__(self, message: str = "The run was cancelled."):
+        super().__init__(message, code="cancelled")
+
+
+@dataclass(frozen=True)
+class BackendHealth:
+    version: str
+    model_id: str
+    preset: str
+    device: str
+    input_size: int
+    busy: bool
+    allow_paths: bool
+    max_upload_mb: float
+
+    @classmethod
+    def from_json(cls, data: dict) -> BackendHealth:
+        model = data.get("model") or {}
+        return cls(
+            version=str(data.get("version", "")),
+            model_id=str(model.get("id", "")),
+            preset=str(model.get("preset", "") or ""),
+            device=str(model.get("device", "")),
+            input_size=int(model.get("input_size") or 0),
+            busy=bool(data.get("busy", False)),
+            allow_paths=bool(data.get("allow_paths", False)),
+            max_upload_mb=float(data.get("max_upload_mb") or 0),
+        )
+
+
+@dataclass(frozen=True)
+class RasterPayload:
+    """What travels to the backend: a server-side path, or a local GeoTIFF file uploaded as bytes."""
+
+    path: str | None = None
+    upload_file: str | None = None
+
+    def __post_init__(self):
+        if (self.path is None) == (self.upload_file is None):
+            raise ValueError("exactly one of path and upload_file")
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    job_id: str
+    status: str
+    done: int
+    total: int
+    error_code: str | None
+    error_message: str | None
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total > 0 else 0.0
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
+class BackendClient:
+    def __init__(self, base_url: str, token: str = "", timeout_s: float = 60.0):
+        self.base_url = base_url.rstrip("/")
+        self.token = token.strip()
+        self.timeout_s = timeout_s
+        # Loopback traffic must never go through an HTTP proxy from the environment.
+        handlers = [urllib.request.ProxyHandler({})] if is_loopback_url(self.base_url) else []
+        self._opener = urllib.request.build_opener(*handlers)
+
+    # -- endpoints -------------------------------------------------------------------------------
+    def health(self, timeout_s: float | None = None) -> BackendHealth:
+        return BackendHealth.from_json(self._request("GET", "/health", timeout_s=timeout_s))
+
+    def submit_job(self, payload: RasterPayload, params: dict) -> str:
+        body, content_type = encode_multipart(payload, params)
+        answer = self._request("POST", "/jobs", body=body, content_type=content_type)
+        return str(answer["job_id"])
+
+    def job_status(self, job_id: str) -> JobStatus:
+        data = self._request("GET", f"/jobs/{urllib.parse.quote(job_id)}")
+        progress = data.get("progress") or {}
+        error = data.get("error") or {}
+        return JobStatus(
+            job_id=job_id,
+            status=str(data.get("status", "")),
+            done=int(progress.get("done") or 0),
+            total=int(progress.get("total") or 0),
+            error_code=error.get("code"),
+            error_message=error.get("message"),
+        )
+
+    def job_result(self, job_id: str) -> dict:
+        return self._request("GET", f"/jobs/{urllib.parse.quote(job_id)}/result")
+
+    def cancel_job(self, job_id: str) -> None:
+        self._request("DELETE", f"/jobs/{urllib.parse.quote(job_id)}", timeout_s=10)
+
+    def segment(
+        self,
+        payload: RasterPayload,
+        params: dict,
+        is_cancelled: Callable[[], bool] = lambda: False,
+        on_progress: Callable[[float], None] = lambda fraction: None,
+    ) -> dict:
+        """Run one segmentation as a job: submit, poll progress, fetch the FeatureCollection.
+
+        Cancelling (is_cancelled() turning true) deletes the job on the server and raises RunCancelled.
+        """
+        job_id = self.submit_job(payload, params)
+        while True:
+            if is_cancelled():
+                try:
+                    self.cancel_job(job_id)
+                except BackendError:
+                    pass  # the job may have just finished; either way nothing is kept
+                raise RunCancelled()
+            status = self.job_status(job_id)
+            on_progress(status.fraction)
+            if status.status == "done":
+                return self.job_result(job_id)
+            if status.status == "failed":
+                raise BackendError(status.error_message or "The backend failed without saying why.",
+                                   code=status.error_code or "failed")
+            if status.status == "cancelled":
+                raise RunCancelled("The backend cancelled the run.")
+            time.sleep(JOB_POLL_INTERVAL_S)
+
+    # -- plumbing --------------------------------------------------------------------------------
+    def _request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None,
+                 timeout_s: float | None = None) -> dict:
+        url = f"{self.base_url}{API_PREFIX}{path}"
+        request = urllib.request.Request(url, data=body, method=method)
+        request.add_header("Accept", "application/json")
+        if content_type:
+            request.add_header("Content-Type", content_type)
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with self._opener.open(request, timeout=timeout_s or self.timeout_s) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            raise _error_from_response(exc) from None
+        except urllib.error.URLError as exc:
+            raise BackendUnreachable(
+                f"The backend at {self.base_url} is not reachable ({_reason(exc.reason)})."
+            ) from None
+        except (TimeoutError, ConnectionError, OSError) as exc:
+            raise BackendUnreachable(f"The backend at {self.base_url} is not reachable ({_reason(exc)}).") from None
+        try:
+            return json.loads(raw.decode("utf-8")) if raw else {}
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise BackendError(f"The server at {self.base_url} did not answer like an RS2-SAM 2 backend.",
+                               code="bad_answer") from None
+
+
+def _reason(reason) -> str:
+    if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+        return "no answer in time"
+    if isinstance(reason, ConnectionRefusedError) or "Connection refused" in str(reason):
+        return "connection refused: is it running?"
+    return str(getattr(reason, "strerror", None) or reason)
+
+
+def _error_from_response(exc: urllib.error.HTTPError) -> BackendError:
+    """Turn the backend's JSON error (or anything else the server sent) into a BackendError."""
+    try:
+        data = json.loads(exc.read().decode("utf-8"))
+    except Exception:  # noqa: BLE001 - any unreadable body gets the generic message below
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        error = data["error"]
+        message = str(error.get("message") or "").strip()
+        code = str(error.get("code") or "http_error")
+        if message:
+            return BackendError(message, code=code, status=exc.code)
+    if isinstance(data, dict) and data.get("detail"):
+        detail = data["detail"]
+        if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+            detail = detail[0].get("msg", detail)
+        return BackendError(f"The backend rejected the request: {detail}.", code="http_error", status=exc.code)
+    if exc.code == 401:
+        return BackendError("The backend refused the access token; check it in the RS2-SAM 2 settings.",
+                            code="unauthorized", status=401)
+    return BackendError(f"The backend answered with HTTP error {exc.code} ({exc.reason}).",
+                        code="http_error", status=exc.code)
+
+
+def encode_multipart(payload: RasterPayload, params: dict) -> tuple[bytes, str]:
+    """The multipart form the API takes: `params` (JSON) and `path` or `raster` (GeoTIFF bytes)."""
+    boundary = f"rs2sam2-{uuid.uuid4().hex}"
+    parts: list[bytes] = []
+
+    def field(name: str, value: bytes, filename: str | None = None, content_type: str | None = None):
+        disposition = f'form-data; name="{name}"'
+        if filename:
+            disposition += f'; filename="{filename}"'
+        head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+        if content_type:
+            head += f"Content-Type: {content_type}\r\n"
+        parts.append(head.encode("utf-8") + b"\r\n" + value + b"\r\n")
+
+    field("params", json.dumps(params).encode("utf-8"))
+    if payload.path is not None:
+        field("path", payload.path.encode("utf-8"))
+    else:
+        data = Path(payload.upload_file).read_bytes()
+        field("raster", data, filename="raster.tif", content_type="image/tiff")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"

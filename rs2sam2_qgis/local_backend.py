@@ -1,0 +1,145 @@
+"""The local backend: `<python> -m backend.cli serve …` started by the plugin through QProcess.
+
+It waits for `/health` to answer (polling in QgsTasks, so the UI keeps turning), keeps the process's
+output to show when it fails, and is stopped when the plugin unloads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from qgis.core import QgsApplication
+from qgis.PyQt.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, pyqtSignal
+from qgis.PyQt.QtNetwork import QHostAddress, QTcpServer
+
+from .client import BackendClient, BackendHealth
+from .settings import PluginSettings
+from .tasks import HealthTask
+
+HEALTH_POLL_MS = 500
+LOG_LINES = 200
+STOP_WAIT_MS = 5000
+
+
+def free_loopback_port() -> int:
+    server = QTcpServer()
+    if not server.listen(QHostAddress.LocalHost, 0):
+        raise OSError("no free port on 127.0.0.1")
+    port = server.serverPort()
+    server.close()
+    return port
+
+
+class LocalBackend(QObject):
+    """One backend process at a time. States: stopped → starting → running (or failed)."""
+
+    ready = pyqtSignal(object)  # BackendHealth
+    failed = pyqtSignal(str)  # a person's sentence, with the process's last output
+    stopped = pyqtSignal()
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.process: QProcess | None = None
+        self.url = ""
+        self.state = "stopped"
+        self.health: BackendHealth | None = None
+        self._log: deque[str] = deque(maxlen=LOG_LINES)
+        self._deadline = 0.0
+        self._probe: HealthTask | None = None
+        self._timer = QTimer(self)
+        self._timer.setInterval(HEALTH_POLL_MS)
+        self._timer.timeout.connect(self._poll_health)
+
+    @property
+    def log_text(self) -> str:
+        return "\n".join(self._log)
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.state() != QProcess.NotRunning
+
+    def start(self, settings: PluginSettings) -> None:
+        if self.is_running():
+            return
+        port = settings.local_port or free_loopback_port()
+        program, args = settings.backend_command(port)
+        self.url = f"http://127.0.0.1:{port}"
+        self._log.clear()
+        self._log.append(f"$ {program} {' '.join(args)}")
+        self.process = QProcess(self)
+        self.process.setProcessChannelMode(QProcess.MergedChannels)
+        if settings.working_dir:
+            self.process.setWorkingDirectory(settings.working_dir)
+        env = QProcessEnvironment.systemEnvironment()
+        env.insert("PYTHONUNBUFFERED", "1")
+        self.process.setProcessEnvironment(env)
+        self.process.readyReadStandardOutput.connect(self._read_output)
+        self.process.finished.connect(self._on_finished)
+        self.process.errorOccurred.connect(self._on_error)
+        self.state = "starting"
+        self._deadline = time.monotonic() + settings.startup_timeout_s
+        self.process.start(program, args)
+        self._timer.start()
+
+    def stop(self) -> None:
+        """Stop the process (politely, then firmly) and wait for it to be gone."""
+        self._timer.stop()
+        process, self.process = self.process, None
+        if process is not None:
+            process.finished.disconnect(self._on_finished)
+            process.errorOccurred.disconnect(self._on_error)
+            if process.state() != QProcess.NotRunning:
+                process.terminate()
+                if not process.waitForFinished(STOP_WAIT_MS):
+                    process.kill()
+                    process.waitForFinished(STOP_WAIT_MS)
+            process.deleteLater()
+        if self.state != "stopped":
+            self.state = "stopped"
+            self.stopped.emit()
+
+    def pid(self) -> int | None:
+        return int(self.process.processId()) if self.is_running() else None
+
+    # -- internals -------------------------------------------------------------------------------
+    def _read_output(self) -> None:
+        if self.process is None:
+            return
+        text = bytes(self.process.readAllStandardOutput()).decode("utf-8", errors="replace")
+        for line in text.splitlines():
+            self._log.append(line)
+
+    def _poll_health(self) -> None:
+        if self.state != "starting" or self._probe is not None:
+            return
+        if time.monotonic() > self._deadline:
+            self._fail("The local backend did not answer within the start-up time.")
+            return
+        self._probe = HealthTask(BackendClient(self.url, timeout_s=2), self._on_probe_done)
+        QgsApplication.taskManager().addTask(self._probe)
+
+    def _on_probe_done(self, task: HealthTask) -> None:
+        self._probe = None
+        if self.state != "starting" or task.health is None:
+            return
+        self._timer.stop()
+        self.state = "running"
+        self.health = task.health
+        self.ready.emit(task.health)
+
+    def _on_finished(self, exit_code: int, _status) -> None:
+        self._read_output()
+        if self.state in ("starting", "running"):
+            self._fail(f"The local backend stopped (exit code {exit_code}).")
+
+    def _on_error(self, error) -> None:
+        if error == QProcess.FailedToStart:
+            program = self.process.program() if self.process is not None else "?"
+            self._fail(f"The local backend could not be started: “{program}” was not found or is not executable; "
+                       "set the Python environment in the RS2-SAM 2 settings.")
+
+    def _fail(self, message: str) -> None:
+        self.stop()
+        self.state = "failed"
+        tail = "\n".join(list(self._log)[-15:])
+        self.failed.emit(f"{message}\n{tail}" if tail else message)

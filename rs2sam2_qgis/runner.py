@@ -1,0 +1,92 @@
+"""One segmentation from start to answer, shared by the dock's task and the Processing algorithm.
+
+Runs in a worker thread: it only uses the client and a `RasterPlan` captured on the main thread.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from qgis.core import QgsFeedback
+from qgis.PyQt.QtCore import QCoreApplication
+
+from .client import BackendClient, BackendError, RasterPayload, RunCancelled, is_loopback_url
+from .raster_source import RasterPlan
+from .request import AreaBox, SegmentOptions, build_params
+
+
+def tr(message: str) -> str:
+    return QCoreApplication.translate("Runner", message)
+
+
+@dataclass(frozen=True)
+class SegmentJob:
+    phrases: list[str]
+    options: SegmentOptions
+    plan: RasterPlan
+    send_mode: str = "auto"  # auto | path | upload (see settings.SEND_MODES)
+
+
+@dataclass
+class SegmentOutcome:
+    collection: dict  # the backend's FeatureCollection
+    sent_as: str  # "path" or "upload"
+
+
+def run_segmentation(client: BackendClient, job: SegmentJob, is_cancelled: Callable[[], bool],
+                     on_progress: Callable[[float], None], log: Callable[[str], None],
+                     export_feedback: QgsFeedback | None = None) -> SegmentOutcome:
+    """Check the backend, send the raster (path or GeoTIFF), wait for the job, return the features.
+
+    `export_feedback` lets a cancel stop the GeoTIFF export midway (QgsFeedback.cancel()).
+    """
+    health = client.health(timeout_s=10)
+    use_path = job.plan.file_path is not None and (
+        job.send_mode == "path"
+        or (job.send_mode == "auto" and health.allow_paths and is_loopback_url(client.base_url))
+    )
+    if use_path:
+        bbox = None if job.plan.is_whole_layer else _box(job.plan)
+        params = build_params(job.phrases, job.options, bbox)
+        log(tr("Sending the path {} to {}").format(job.plan.file_path, client.base_url))
+        try:
+            collection = client.segment(RasterPayload(path=job.plan.file_path), params, is_cancelled, on_progress)
+            return SegmentOutcome(collection, "path")
+        except RunCancelled:
+            raise
+        except BackendError as exc:
+            # The backend may share this machine but not this folder: send the pixels instead.
+            if job.send_mode != "auto" or "path" not in exc.code:
+                raise
+            log(tr("The backend cannot read the file ({}); uploading the area instead.").format(exc.message))
+    return _run_upload(client, job, health.max_upload_mb, is_cancelled, on_progress, log, export_feedback)
+
+
+def _run_upload(client: BackendClient, job: SegmentJob, max_upload_mb: float, is_cancelled, on_progress,
+                log, feedback: QgsFeedback | None) -> SegmentOutcome:
+    fd, tmp_path = tempfile.mkstemp(prefix="rs2sam2-", suffix=".tif")
+    os.close(fd)
+    try:
+        log(tr("Writing {} × {} pixels of “{}” as a GeoTIFF").format(job.plan.width_px, job.plan.height_px,
+                                                                     job.plan.name))
+        job.plan.write_geotiff(tmp_path, feedback)
+        if is_cancelled():
+            raise RunCancelled()
+        size_mb = os.path.getsize(tmp_path) / 1e6
+        if max_upload_mb and size_mb > max_upload_mb:
+            raise BackendError(tr("The area is {:.0f} MB, more than the backend accepts ({:.0f} MB); choose a "
+                                  "smaller area.").format(size_mb, max_upload_mb), code="too_large")
+        # The GeoTIFF already covers just the requested area, so no bbox travels with it.
+        params = build_params(job.phrases, job.options)
+        collection = client.segment(RasterPayload(upload_file=tmp_path), params, is_cancelled, on_progress)
+        return SegmentOutcome(collection, "upload")
+    finally:
+        os.unlink(tmp_path)
+
+
+def _box(plan: RasterPlan) -> AreaBox:
+    e = plan.extent
+    return AreaBox(e.xMinimum(), e.yMinimum(), e.xMaximum(), e.yMaximum())

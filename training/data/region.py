@@ -176,7 +176,7 @@ class RegionDataset:
 
     def _block_of(self, feature: _Feature) -> tuple[int, int, int]:
         info = self.rasters[feature.raster_index]
-        col, row = ~info.transform * (feature.geometry.centroid.x, feature.geometry.centroid.y)
+        col, row = ~info.transform @ (feature.geometry.centroid.x, feature.geometry.centroid.y)
         return feature.raster_index, int(col // self.config.block_pixels), int(row // self.config.block_pixels)
 
     def _block_split(self, feature: _Feature) -> str:
@@ -220,7 +220,7 @@ class RegionDataset:
             pixels = dataset.read(list(info.bands), window=window, out_shape=(3, out, out), boundless=True,
                                   fill_value=0, resampling=Resampling.bilinear)
         image = self._to_uint8(pixels, info)
-        chip_transform = info.transform * Affine.translation(window.col_off, window.row_off) * Affine.scale(
+        chip_transform = info.transform @ Affine.translation(window.col_off, window.row_off) @ Affine.scale(
             window.width / out, window.height / out)
         mask = rasterize([(feature.geometry, 1)], out_shape=(out, out), transform=chip_transform, dtype="uint8")
         return image, mask.astype(bool)
@@ -233,7 +233,7 @@ class RegionDataset:
         rng = np.random.default_rng([cfg.seed, self.epoch, feature_index, feature.raster_index])
         # Feature extent in raster pixels.
         minx, miny, maxx, maxy = feature.geometry.bounds
-        corners = [~info.transform * (x, y) for x in (minx, maxx) for y in (miny, maxy)]
+        corners = [~info.transform @ (x, y) for x in (minx, maxx) for y in (miny, maxy)]
         cols, rows = [c for c, _ in corners], [r for _, r in corners]
         extent = max(max(cols) - min(cols), max(rows) - min(rows), 1.0)
         centre_col, centre_row = (min(cols) + max(cols)) / 2, (min(rows) + max(rows)) / 2

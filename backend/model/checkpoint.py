@@ -1,0 +1,109 @@
+"""RS2-SAM 2 checkpoints: one safetensors file carrying the ModelConfig (JSON header) and the weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from backend.errors import UserError
+from backend.model.presets import ModelConfig
+from backend.model.weights_io import check_state_dict
+
+FORMAT = "rs2sam2-checkpoint/1"
+
+
+def save_checkpoint(
+    path: str | Path, model, metadata: dict[str, Any] | None = None, overwrite: bool = False
+) -> Path:
+    """Write `model` (an RS2SAM2) atomically: temp file in the same folder, then os.replace."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise UserError(f"{str(path)!r} already exists; choose another name or allow overwriting.")
+    if not path.parent.is_dir():
+        raise UserError(f"The folder {str(path.parent)!r} does not exist.")
+    # Clones: safetensors refuses tensors that share storage.
+    state = {key: value.detach().to("cpu").contiguous().clone() for key, value in model.state_dict().items()}
+    header = {
+        "format": FORMAT,
+        "config": model.config.to_json(),
+        "metadata": json.dumps(metadata or {}, default=str),
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=header)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    """(config, state_dict, metadata); every failure is a one-sentence UserError."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"The model checkpoint {str(path)!r} does not exist.")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            header = handle.metadata() or {}
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise UserError(
+            f"The model checkpoint {str(path)!r} is corrupt or truncated, or not an RS2-SAM 2 checkpoint "
+            f"({str(exc).splitlines()[0][:120]})."
+        ) from None
+    if header.get("format") != FORMAT or "config" not in header:
+        raise UserError(f"{str(path)!r} is a safetensors file but not an RS2-SAM 2 checkpoint (no model configuration).")
+    try:
+        config = ModelConfig.from_json(header["config"])
+        metadata = json.loads(header.get("metadata", "{}"))
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"The configuration inside {str(path)!r} is unreadable ({exc}).") from None
+    return config, state, metadata
+
+
+def config_mismatch(expected: ModelConfig, found: ModelConfig) -> list[str]:
+    """Architecture fields that differ, as 'field: expected X, file has Y'."""
+    want, have = expected.architecture(), found.architecture()
+    return [f"{key}: expected {want[key]!r}, file has {have[key]!r}" for key in want if want[key] != have[key]]
+
+
+def load_checkpoint(
+    path: str | Path, device: str = "cpu", expected: ModelConfig | None = None
+):
+    """Rebuild the model from the file's own config and load its weights (eval mode).
+
+    `expected`: refuse a checkpoint whose architecture differs from that config.
+    Pretrained-weight sources in the stored config are ignored: the file already holds every weight.
+    """
+    from backend.model.factory import build_model
+
+    config, state, metadata = read_checkpoint(path)
+    if expected is not None:
+        differences = config_mismatch(expected, config)
+        if differences:
+            raise UserError(
+                f"The checkpoint {str(path)!r} was made for preset {config.name!r}, not {expected.name!r} "
+                f"({'; '.join(differences[:3])})."
+            )
+    config = config.replace(
+        sam2_checkpoint=None,
+        clip_pretrained=None,
+        # Keep the freezing the model was trained with, now that no pretrained file is named.
+        freeze_sam_backbone=config.sam_backbone_frozen,
+        freeze_clip=config.clip_frozen,
+    )
+    model = build_model(config, device="cpu")
+    check_state_dict(model, state, "model checkpoint", path)
+    model.load_state_dict(state)
+    return model.to(device).eval(), metadata

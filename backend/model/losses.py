@@ -1,0 +1,94 @@
+"""RS2-SAM 2 losses: weighted cross-entropy, Dice, the text-guided boundary loss (TBL), optional aux.
+
+Logits z are ordinary mask logits (σ(z) > 0.5 = object) in training and inference alike; the
+two-class CE with class weights (bg 0.9, fg 1.1) is the weighted BCE on z.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from backend.model.rs2sam2 import RS2SAM2Output
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    ce_weight: float = 0.9  # λ_ce (reference code; the paper says 1)
+    dice_weight: float = 0.1
+    tbl_weight: float = 0.2
+    background_weight: float = 0.9  # CE class weights
+    foreground_weight: float = 1.1
+    # "soft": boundary of σ(z) with the bounded per-sample weight — gradient reaches the mask.
+    # "reference": boundary of the hard prediction (z > 0) with the raw weight, as published: the
+    # mask gets no gradient from TBL and w is pushed toward 0. Kept for comparison.
+    tbl_mode: Literal["soft", "reference"] = "soft"
+    aux_weight: float = 0.0  # BCE on the MPG pseudo-mask; see backend/model/README.md for the measurement
+    smooth: float = 1.0  # Dice smoothing
+
+
+def weighted_bce(logits: torch.Tensor, target: torch.Tensor, background: float, foreground: float) -> torch.Tensor:
+    """Class-weighted cross-entropy (normalised by the weights, as torch's weighted CE)."""
+    weights = torch.where(target > 0.5, foreground, background).to(logits.dtype)
+    losses = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return (weights * losses).sum() / weights.sum()
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """1 − Dice, averaged over both classes (foreground and background) and the batch."""
+    prob = torch.sigmoid(logits).flatten(1)
+    target = target.flatten(1)
+    losses = []
+    for p, g in ((prob, target), (1 - prob, 1 - target)):
+        intersection = (p * g).sum(1)
+        losses.append(1 - (2 * intersection + smooth) / (p.sum(1) + g.sum(1) + smooth))
+    return torch.stack(losses).mean()
+
+
+def boundary_map(mask: torch.Tensor) -> torch.Tensor:
+    """|M(i,j) − M(i−1,j)| + |M(i,j) − M(i,j−1)| with zero padding; mask (B,1,H,W)."""
+    up = F.pad(mask, (0, 0, 1, 0))[..., :-1, :]
+    left = F.pad(mask, (1, 0, 0, 0))[..., :, :-1]
+    return (mask - up).abs() + (mask - left).abs()
+
+
+def text_boundary_loss(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, mode: str = "soft"
+) -> torch.Tensor:
+    """mean((w·∇M − w·∇G)²), w one scalar per sample (B,)."""
+    if mode == "soft":
+        prediction = torch.sigmoid(logits)
+    elif mode == "reference":
+        prediction = (logits > 0).to(logits.dtype)  # hard: no gradient reaches the logits
+    else:
+        raise ValueError(f"unknown TBL mode {mode!r}")
+    w = weight.reshape(-1, 1, 1, 1).to(logits.dtype)
+    return ((w * boundary_map(prediction) - w * boundary_map(target)) ** 2).mean()
+
+
+class RS2SAM2Loss(nn.Module):
+    def __init__(self, config: LossConfig | None = None):
+        super().__init__()
+        self.config = config or LossConfig()
+
+    def forward(self, output: RS2SAM2Output, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """masks (B,1,S,S) float {0,1} at the model's input size → {"total" (with grad), "ce", "dice", "tbl", "aux"}."""
+        cfg = self.config
+        logits = output.logits.float()
+        masks = masks.to(logits.dtype)
+        ce = weighted_bce(logits, masks, cfg.background_weight, cfg.foreground_weight)
+        dice = dice_loss(logits, masks, cfg.smooth)
+        weight = output.boundary_weight if cfg.tbl_mode == "soft" else output.boundary_logit
+        tbl = text_boundary_loss(logits, masks, weight.float(), cfg.tbl_mode)
+        total = cfg.ce_weight * ce + cfg.dice_weight * dice + cfg.tbl_weight * tbl
+        aux = torch.zeros((), device=logits.device)
+        if cfg.aux_weight > 0:
+            grid = output.pseudo_mask_logits.shape[-2:]
+            soft_target = F.adaptive_avg_pool2d(masks, grid)  # share of object pixels in each patch
+            aux = F.binary_cross_entropy_with_logits(output.pseudo_mask_logits.float(), soft_target)
+            total = total + cfg.aux_weight * aux
+        return {"total": total, "ce": ce.detach(), "dice": dice.detach(), "tbl": tbl.detach(), "aux": aux.detach()}

@@ -1,0 +1,87 @@
+"""RS2SAM2Predictor: the PhraseSegmenter (backend.model.api) on an RS2-SAM 2 model.
+
+Like sam2's SAM2ImagePredictor, `set_image` does the text-independent work once (both resizes and the
+CLIP vision tower) and `predict` runs everything that depends on the phrases, batched in one forward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from backend.errors import UserError
+from backend.model.api import PhrasePrediction
+from backend.model.preprocess import image_to_tensor, preprocess_batch
+from backend.model.rs2sam2 import RS2SAM2
+
+
+class RS2SAM2Predictor:
+    def __init__(self, model: RS2SAM2, model_id: str, max_batch: int = 16):
+        self.model = model.eval()
+        self._model_id = model_id
+        self.max_batch = max_batch  # phrases per forward; bounds memory for long phrase lists
+        self._image_size: tuple[int, int] | None = None
+        self._sam_image: torch.Tensor | None = None
+        self._clip_tokens: torch.Tensor | None = None
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def input_size(self) -> int:
+        return self.model.config.image_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @torch.inference_mode()
+    def set_image(self, image: np.ndarray) -> None:
+        """Preprocess an (H,W,3) uint8 RGB image and encode its CLIP vision tokens (cached)."""
+        tensor = image_to_tensor(image).to(self.device)
+        sam, clip = preprocess_batch(tensor, self.model.config)
+        with self._autocast():
+            self._clip_tokens = self.model.union.encode_image(clip)
+        self._sam_image = sam
+        self._image_size = (int(image.shape[0]), int(image.shape[1]))
+
+    @torch.inference_mode()
+    def predict_phrases(self, phrases: Sequence[str]) -> list[PhrasePrediction]:
+        """Predictions for the image given to `set_image`, one per phrase, in order."""
+        if self._sam_image is None:
+            raise RuntimeError("call set_image() before predict_phrases()")
+        phrases = list(phrases)
+        results: list[PhrasePrediction] = []
+        for start in range(0, len(phrases), self.max_batch):
+            chunk = phrases[start : start + self.max_batch]
+            tokens = self.model.tokenize(chunk)
+            with self._autocast():
+                out = self.model(self._sam_image, None, tokens, clip_image_tokens=self._clip_tokens)
+            logits = F.interpolate(
+                out.low_res_logits.float(), size=self._image_size, mode="bilinear", align_corners=False
+            )
+            probabilities = torch.sigmoid(logits[:, 0]).cpu().numpy().astype(np.float32)
+            results.extend(PhrasePrediction(probability=p, score=_mask_score(p)) for p in probabilities)
+        return results
+
+    def predict(self, image: np.ndarray, phrases: Sequence[str]) -> list[PhrasePrediction]:
+        if isinstance(phrases, str) or len(phrases) == 0:
+            raise UserError("Give a list of at least one phrase.")
+        self.set_image(image)
+        return self.predict_phrases(phrases)
+
+
+def _mask_score(probability: np.ndarray) -> float:
+    """Mean probability inside the predicted mask: how sure the model is of what it found (0 if nothing)."""
+    inside = probability > 0.5
+    return float(probability[inside].mean()) if inside.any() else 0.0

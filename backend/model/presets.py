@@ -1,0 +1,177 @@
+"""Every RS2-SAM 2 configuration in one place: the dataclass and the named presets.
+
+A `ModelConfig` fully describes the architecture (it travels inside every RS2-SAM 2 checkpoint), plus
+where pretrained weights come from and what trains. Presets:
+
+- `test`: a few M parameters built from config with no weights (a shrunken SAM 2.1 Hiera-T and a
+  small CLIP), 128 px; for unit tests and the bundled demo model.
+- `tiny`: SAM 2.1 Hiera-T + CLIP ViT-B-16, 1024 px.
+- `base`: SAM 2.1 Hiera-B+ + CLIP ViT-B-16, 1024 px.
+- `large`: SAM 2.0 Hiera-L (as in the paper) + CLIP ViT-L-14, 1024 px.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from backend.errors import UserError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    # --- SAM 2 (image encoder, prompt encoder, mask decoder) ---
+    sam2_config: str  # a config shipped inside the sam2 package
+    sam2_overrides: tuple[str, ...] = ()  # Hydra overrides (the `test` preset shrinks Hiera-T)
+    image_size: int = 1024  # SAM 2's square input; must be a multiple of 32 (Hiera's total stride)
+    # --- CLIP towers of the union encoder ---
+    clip_model: str = "ViT-B-16"  # an open_clip model name ...
+    clip_model_config: str | None = None  # ... or an explicit open_clip model config (JSON text)
+    text_context_length: int = 77  # tokens incl. start/end; longer phrases are truncated with a warning
+    # --- union encoder joint layers ---
+    union_width: int = 512  # D in method.md
+    union_layers: int = 2
+    union_heads: int = 8
+    # --- fusion modules ---
+    bhf_heads: int = 4  # MHA heads inside each Hiera-block adapter (method: 4)
+    bhf_ratio: int = 4  # adapter width h = C / bhf_ratio
+    bhf_text_alpha: float = 0.2  # T_{i+1} = (1-α) T_i + α Linear(T')
+    mlp_adapter_scale: float = 0.5
+    post_bhf_heads: int = 8
+    mpg_heads: int = 8
+    boundary_weight_max: float = 2.0  # w = w_max · σ(Linear(T_0)): bounded, cannot collapse to 0 or explode
+    # --- weights and what trains ---
+    sam2_checkpoint: str | None = None  # official {"model": state_dict} .pt file
+    clip_pretrained: str | None = None  # open_clip pretrained tag (hub) or a local weights file
+    freeze_sam_backbone: bool | None = None  # None: freeze trunk+neck iff sam2_checkpoint is set
+    freeze_clip: bool | None = None  # None: freeze CLIP towers iff clip_pretrained is set
+    # Names of the official files this preset is meant for (documentation and `rs2sam2 weights`).
+    official_sam2_file: str | None = None
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def clip_image_size(self) -> int:
+        return int(clip_model_config(self)["vision_cfg"]["image_size"])
+
+    @property
+    def sam_backbone_frozen(self) -> bool:
+        if self.freeze_sam_backbone is None:
+            return self.sam2_checkpoint is not None
+        return self.freeze_sam_backbone
+
+    @property
+    def clip_frozen(self) -> bool:
+        if self.freeze_clip is None:
+            return self.clip_pretrained is not None
+        return self.freeze_clip
+
+    def architecture(self) -> dict[str, Any]:
+        """The fields that decide the weights' shapes (what a checkpoint must agree on)."""
+        keys = (
+            "sam2_config", "sam2_overrides", "image_size", "clip_model", "clip_model_config",
+            "text_context_length", "union_width", "union_layers", "union_heads", "bhf_heads", "bhf_ratio",
+            "post_bhf_heads", "mpg_heads",
+        )
+        return {key: _jsonable(getattr(self, key)) for key in keys}
+
+    def to_json(self) -> str:
+        data = {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(f"The model configuration has unknown fields {unknown}; it was written by a newer version.")
+        data["sam2_overrides"] = tuple(data.get("sam2_overrides", ()))
+        return cls(**data)
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+# A small CLIP for tests: 7×7 patch grid at 112 px, narrow towers, short text context. The BPE
+# vocabulary (49408 tokens) is CLIP's own so the real tokenizer works; the embedding is kept narrow
+# because it dominates the parameter count.
+_TEST_CLIP = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 112, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+
+# SAM 2.1 Hiera-T shrunk by Hydra overrides (verified: 1.2 M-parameter image encoder).
+_TEST_SAM2_OVERRIDES = (
+    "++model.image_encoder.trunk.embed_dim=32",
+    "++model.image_encoder.trunk.num_heads=1",
+    "++model.image_encoder.trunk.stages=[1,1,2,1]",
+    "++model.image_encoder.trunk.global_att_blocks=[3]",
+    "++model.image_encoder.trunk.window_spec=[8,4,8,4]",
+    "++model.image_encoder.trunk.window_pos_embed_bkg_spatial_size=[4,4]",
+    "++model.image_encoder.neck.backbone_channel_list=[256,128,64,32]",
+    "++model.image_encoder.neck.d_model=64",
+)
+
+PRESETS: dict[str, ModelConfig] = {
+    "test": ModelConfig(
+        name="test",
+        sam2_config="configs/sam2.1/sam2.1_hiera_t.yaml",
+        sam2_overrides=_TEST_SAM2_OVERRIDES,
+        image_size=128,
+        clip_model="test-clip",
+        clip_model_config=json.dumps(_TEST_CLIP, sort_keys=True),
+        text_context_length=32,
+        union_width=64,
+        union_layers=2,
+        union_heads=4,
+        bhf_heads=2,
+        post_bhf_heads=4,
+        mpg_heads=4,
+    ),
+    "tiny": ModelConfig(
+        name="tiny",
+        sam2_config="configs/sam2.1/sam2.1_hiera_t.yaml",
+        clip_model="ViT-B-16",
+        official_sam2_file="sam2.1_hiera_tiny.pt",
+    ),
+    "base": ModelConfig(
+        name="base",
+        sam2_config="configs/sam2.1/sam2.1_hiera_b+.yaml",
+        clip_model="ViT-B-16",
+        official_sam2_file="sam2.1_hiera_base_plus.pt",
+    ),
+    "large": ModelConfig(
+        name="large",
+        sam2_config="configs/sam2/sam2_hiera_l.yaml",
+        clip_model="ViT-L-14",
+        union_width=768,
+        union_heads=12,
+        official_sam2_file="sam2_hiera_large.pt",
+    ),
+}
+
+
+def get_preset(name: str) -> ModelConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise UserError(f"Unknown model preset {name!r}; choose one of {', '.join(PRESETS)}.") from None
+
+
+def clip_model_config(config: ModelConfig) -> dict[str, Any]:
+    """The open_clip model config dict (explicit JSON, or open_clip's own config for the name)."""
+    if config.clip_model_config is not None:
+        return json.loads(config.clip_model_config)
+    import open_clip
+
+    model_cfg = open_clip.get_model_config(config.clip_model)
+    if model_cfg is None:
+        raise UserError(f"open_clip has no model called {config.clip_model!r}.")
+    return model_cfg

@@ -1,0 +1,54 @@
+"""The PhraseSegmenter contract on the `test` preset, through the real sam2/open_clip model code."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from backend.errors import UserError
+from backend.model.api import PhraseSegmenter
+from backend.model.factory import load_predictor, resolve_device
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    torch.manual_seed(0)
+    return load_predictor(preset="test", device="cpu")
+
+
+def test_predict_returns_one_probability_map_per_phrase_at_image_size(predictor):
+    image = np.random.default_rng(1).integers(0, 256, (150, 97, 3), dtype=np.uint8)
+    predictions = predictor.predict(image, ["the red roof", "a road", "water"])
+    assert isinstance(predictor, PhraseSegmenter)
+    assert predictor.input_size == 128
+    assert len(predictions) == 3
+    for prediction in predictions:
+        assert prediction.probability.shape == (150, 97)
+        assert prediction.probability.dtype == np.float32
+        assert 0.0 <= prediction.probability.min() <= prediction.probability.max() <= 1.0
+        assert 0.0 <= prediction.score <= 1.0
+    # Different phrases give different maps (the text reaches the output).
+    assert not np.allclose(predictions[0].probability, predictions[1].probability)
+
+
+def test_bad_inputs_are_refused_in_one_sentence(predictor):
+    image = np.zeros((32, 32, 3), dtype=np.uint8)
+    with pytest.raises(UserError, match="uint8"):
+        predictor.predict(image.astype(np.float32), ["a"])
+    with pytest.raises(UserError, match="H×W×3"):
+        predictor.predict(np.zeros((32, 32), dtype=np.uint8), ["a"])
+    with pytest.raises(UserError, match="empty"):
+        predictor.predict(image, ["  "])
+    with pytest.raises(UserError, match="at least one phrase"):
+        predictor.predict(image, [])
+
+
+def test_cuda_without_a_gpu_is_refused():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(UserError, match="no CUDA"):
+        resolve_device("cuda")
+    with pytest.raises(UserError, match="Unknown device"):
+        resolve_device("tpu")
+    assert resolve_device("auto").type == "cpu"

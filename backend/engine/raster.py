@@ -148,7 +148,7 @@ def _open_dataset(source: RasterInput) -> tuple[rasterio.DatasetReader, MemoryFi
 def _parse_crs(text: str) -> CRS:
     try:
         return CRS.from_user_input(text)
-    except CRSError:
+    except (CRSError, ValueError):
         raise AreaError(f"unknown CRS {text!r}") from None
 
 

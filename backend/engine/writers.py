@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +106,13 @@ def _write_layer(
         "model": np.array([f.model for f in features], dtype=object),
         "created": np.array([f.created for f in features], dtype=object),
     }
+    with warnings.catch_warnings():
+        # Rasters without CRS (allowed explicitly) give pixel-coordinate outputs without a CRS.
+        warnings.filterwarnings("ignore", message="'crs' was not provided")
+        _write_raw(path, driver, layer, geometry, columns, crs_wkt)
+
+
+def _write_raw(path, driver, layer, geometry, columns, crs_wkt) -> None:
     pyogrio_raw.write(
         str(path),
         geometry,

@@ -285,7 +285,6 @@ class SegmentDock(QgsDockWidget):
         context = project.transformContext()
         canvas = self.iface.mapCanvas()
         canvas_crs = canvas.mapSettings().destinationCrs()
-        view = area_in_raster_crs(layer, canvas.extent(), canvas_crs, context) if canvas.width() > 0 else None
         mode = self.area_mode()
         # Non-file layers (web maps) are rendered at the resolution the map shows them at.
         units_per_pixel = None
@@ -297,9 +296,9 @@ class SegmentDock(QgsDockWidget):
         if mode == AREA_WHOLE_LAYER:
             return None, units_per_pixel
         if mode == AREA_MAP_VIEW:
-            if view is None:
+            if canvas.width() <= 0:
                 raise RasterSourceError(self.tr("The map view has no size yet; choose another area."))
-            return view, units_per_pixel
+            return area_in_raster_crs(layer, canvas.extent(), canvas_crs, context), units_per_pixel
         if mode == AREA_SELECTED:
             polygons: QgsVectorLayer = self.polygon_combo.currentLayer()
             # The request covers the bounding box of the selected polygons.

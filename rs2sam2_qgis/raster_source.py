@@ -17,6 +17,7 @@ from qgis.core import (
     QgsCoordinateTransformContext,
     QgsFeedback,
     QgsProviderRegistry,
+    QgsRasterBlockFeedback,
     QgsRasterDataProvider,
     QgsRasterFileWriter,
     QgsRasterLayer,
@@ -80,8 +81,16 @@ class RasterPlan:
         writer.setOutputFormat("GTiff")
         writer.setCreateOptions(["COMPRESS=DEFLATE", "TILED=YES", "BIGTIFF=IF_SAFER"])
         crs = QgsCoordinateReferenceSystem.fromWkt(self.crs_wkt)
+        # The writer takes a QgsRasterBlockFeedback: relay a plain (e.g. Processing) feedback's cancel.
+        block_feedback = QgsRasterBlockFeedback()
+        if feedback is not None:
+            if feedback.isCanceled():
+                return
+            feedback.canceled.connect(block_feedback.cancel)
         error = writer.writeRaster(self.pipe, self.width_px, self.height_px, self.extent, crs,
-                                   self.transform_context, feedback)
+                                   self.transform_context, block_feedback)
+        if feedback is not None:
+            feedback.canceled.disconnect(block_feedback.cancel)
         if feedback is not None and feedback.isCanceled():
             return
         if error != QgsRasterFileWriter.NoError or not os.path.isfile(out_path):
@@ -101,16 +110,16 @@ def plan_raster(layer: QgsRasterLayer, area: QgsRectangle | None, context: QgsCo
     extent = QgsRectangle(area) if area is not None else QgsRectangle(layer.extent())
     file_path = layer_file_path(layer)
     has_size = bool(provider.capabilities() & QgsRasterDataProvider.Size) and provider.xSize() > 0
-    if has_size:
-        native_x = layer.extent().width() / provider.xSize()
-        native_y = layer.extent().height() / provider.ySize()
-        res_x = units_per_pixel or native_x
-        res_y = units_per_pixel or native_y
-    else:
-        if not units_per_pixel:
-            raise RasterSourceError(tr("The layer “{}” has no native resolution; choose an area on the map "
-                                       "(it is rendered at the map's resolution).").format(layer.name()))
+    if has_size and (layer.providerType() == "gdal" or not units_per_pixel):
+        # Files go at their native resolution: the backend resamples when asked (GSD), never the plugin.
+        res_x = layer.extent().width() / provider.xSize()
+        res_y = layer.extent().height() / provider.ySize()
+    elif units_per_pixel:
+        # Web and other non-file layers are rendered at the resolution the caller asks for (the map's).
         res_x = res_y = units_per_pixel
+    else:
+        raise RasterSourceError(tr("The layer “{}” has no native resolution; choose an area on the map "
+                                   "(it is rendered at the map's resolution).").format(layer.name()))
     width = max(1, math.ceil(extent.width() / res_x - 1e-6))
     height = max(1, math.ceil(extent.height() / res_y - 1e-6))
     if file_path is None and max(width, height) > MAX_EXPORT_SIDE_PX:

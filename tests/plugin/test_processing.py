@@ -1,0 +1,126 @@
+"""The Processing algorithm "Segment by text": processing.run in real QGIS, and qgis_process with the
+plugin installed from its zip into a throw-away QGIS profile."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+from qgis.core import QgsApplication, QgsProcessingException, QgsVectorLayer
+
+from rs2sam2_qgis.processing_provider import RS2SAM2Provider
+from tests.plugin.conftest import RASTER_EPSG
+
+ROOT = Path(__file__).resolve().parents[2]
+QGIS_PROCESS = "/usr/bin/qgis_process.bin"  # the /usr/bin/qgis_process wrapper passes a flag 3.22 rejects
+ALGORITHM = "rs2sam2:segmentbytext"
+FIELDS = ["phrase", "score", "area", "source", "model", "created"]
+
+
+@pytest.fixture()
+def provider(qgis_processing):
+    registry = QgsApplication.processingRegistry()
+    if registry.providerById("rs2sam2") is None:
+        registry.addProvider(RS2SAM2Provider())
+    yield registry.providerById("rs2sam2")
+    registry.removeProvider("rs2sam2")
+
+
+def test_provider_loads_without_a_backend_and_lists_the_algorithm(provider):
+    algorithm = QgsApplication.processingRegistry().algorithmById(ALGORITHM)
+    assert algorithm is not None and algorithm.displayName() == "Segment by text"
+    names = [p.name() for p in algorithm.parameterDefinitions()]
+    for name in ("INPUT", "PHRASES", "EXTENT", "TILE_SIZE", "OVERLAP", "GSD", "THRESHOLD", "SIMPLIFY",
+                 "MIN_AREA", "KEEP", "OUTPUT"):
+        assert name in names
+
+
+def test_processing_run_writes_a_geopackage(provider, stand_in, geotiff, tmp_path, plugin_settings):
+    import processing
+
+    out = tmp_path / "out.gpkg"
+    result = processing.run(ALGORITHM, {
+        "INPUT": geotiff, "PHRASES": "the red roof\n\na road\n", "EXTENT": "500100,500400,4999500,4999800 "
+        f"[EPSG:{RASTER_EPSG}]", "THRESHOLD": 0.3, "KEEP": 1, "TILE_SIZE": 32, "MIN_AREA": 5,
+        "BACKEND_URL": stand_in.url, "OUTPUT": str(out)})
+    layer = QgsVectorLayer(result["OUTPUT"], "out", "ogr")
+    assert layer.isValid() and layer.featureCount() == 2
+    assert layer.crs().authid() == f"EPSG:{RASTER_EPSG}"
+    assert [n for n in layer.fields().names() if n != "fid"] == FIELDS
+    assert sorted(f["phrase"] for f in layer.getFeatures()) == ["a road", "the red roof"]
+    params = stand_in.requests[-1]["params"]
+    assert params["phrases"] == ["the red roof", "a road"]
+    assert params["threshold"] == pytest.approx(0.3) and params["keep"] == "all"
+    assert params["tile_size"] == 32 and params["min_area"] == 5
+    assert params["overlap"] is None and params["gsd"] is None  # not given: the engine's default
+    assert params["bbox"] == pytest.approx([500100, 4999500, 500400, 4999800])
+
+
+def test_backend_down_stops_with_a_clear_message(provider, geotiff, tmp_path, plugin_settings):
+    import processing
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    with pytest.raises(QgsProcessingException) as info:
+        processing.run(ALGORITHM, {"INPUT": geotiff, "PHRASES": "a roof", "BACKEND_URL": url,
+                                   "OUTPUT": str(tmp_path / "never.gpkg")})
+    assert str(info.value).startswith(f"The backend at {url} is not reachable")
+    assert "rs2sam2 serve" in str(info.value)
+    assert not (tmp_path / "never.gpkg").exists()
+
+
+def test_backend_message_reaches_the_user(provider, stand_in, geotiff, tmp_path, plugin_settings):
+    import processing
+
+    stand_in.behaviour.reject_phrase = "qwxz"
+    with pytest.raises(QgsProcessingException, match="The phrase “qwxz” has no words the model knows."):
+        processing.run(ALGORITHM, {"INPUT": geotiff, "PHRASES": "qwxz", "BACKEND_URL": stand_in.url,
+                                   "OUTPUT": str(tmp_path / "never.gpkg")})
+
+
+@pytest.fixture(scope="module")
+def plugin_profile(tmp_path_factory) -> Path:
+    """A QGIS profile folder with the plugin unpacked from `make plugin`'s zip."""
+    dist = tmp_path_factory.mktemp("dist")
+    built = subprocess.run(["make", "-s", "plugin", f"PLUGIN_OUT={dist}"], cwd=ROOT, capture_output=True,
+                           text=True, check=True)
+    config = tmp_path_factory.mktemp("qgis-config")
+    plugins = config / "profiles" / "default" / "python" / "plugins"
+    plugins.mkdir(parents=True)
+    with zipfile.ZipFile(built.stdout.strip().splitlines()[-1]) as archive:
+        archive.extractall(plugins)
+    return config
+
+
+def _qgis_process(config: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, QGIS_CUSTOM_CONFIG_PATH=str(config), QT_QPA_PLATFORM="offscreen")
+    env.pop("PYTHONPATH", None)  # the plugin must load from the profile, not from this checkout
+    return subprocess.run([QGIS_PROCESS, *args], env=env, capture_output=True, text=True, timeout=180,
+                          cwd=config)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which(QGIS_PROCESS) is None, reason="QGIS's qgis_process is not installed")
+def test_qgis_process_runs_the_installed_plugin(plugin_profile, stand_in, geotiff, tmp_path):
+    enabled = _qgis_process(plugin_profile, "plugins", "enable", "rs2sam2_qgis")
+    assert enabled.returncode == 0, enabled.stdout + enabled.stderr
+    # The backend URL comes from the plugin's settings in that profile, as for a user.
+    ini = plugin_profile / "profiles" / "default" / "QGIS" / "QGIS3.ini"
+    with ini.open("a", encoding="utf-8") as f:
+        f.write(f"\n[rs2sam2]\nserver_url={stand_in.url}\n")
+    out = tmp_path / "cli.gpkg"
+    run = _qgis_process(plugin_profile, "run", ALGORITHM, "--", f"INPUT={geotiff}", "PHRASES=a small lake",
+                        "KEEP=0", f"OUTPUT={out}")
+    assert run.returncode == 0, run.stdout + run.stderr
+    layer = QgsVectorLayer(str(out), "cli", "ogr")
+    assert layer.featureCount() == 1
+    assert next(layer.getFeatures())["phrase"] == "a small lake"
+    assert layer.crs().authid() == f"EPSG:{RASTER_EPSG}"
+    # The algorithm ran in the unpacked plugin: it sent the file path from that process.
+    assert stand_in.requests[-1]["path"] == geotiff

@@ -1,0 +1,83 @@
+"""Evaluate a model on a data split: Pr@0.5–0.9, oIoU and mIoU (method.md's protocol), printed as a
+table and optionally saved as JSON.
+
+  rs2sam2 evaluate --data refsegrs:/data/RefSegRS --split test --checkpoint run/best.safetensors --out test.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from training.data.specs import SPEC_HELP
+
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rs2sam2" / "data"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", action="append", required=True, metavar="SPEC", help=SPEC_HELP + " (repeatable)")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"), help="default: test")
+    parser.add_argument("--preset", help="an untrained model of this preset (test, tiny, base, large); with "
+                        "--checkpoint, the preset the checkpoint must match")
+    parser.add_argument("--checkpoint", type=Path, help="an RS2-SAM 2 checkpoint (.safetensors)")
+    parser.add_argument("--protocol", default="reference", choices=("reference", "native"),
+                        help="reference: at 1024×1024 as the papers; native: at each image's own size")
+    parser.add_argument("--limit", type=int, help="evaluate the first N samples only")
+    parser.add_argument("--out", type=Path, help="save metrics and per-sample IoU as JSON (never overwritten)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where synthetic scenes are written")
+
+
+def check_new_file(path: Path) -> None:
+    """Outputs are never overwritten and need an existing folder."""
+    from backend.errors import UserError
+
+    if path.exists():
+        raise UserError(f"{path} already exists; choose another --out")
+    if not path.parent.is_dir():
+        raise UserError(f"the folder of --out ({path.parent}) does not exist")
+
+
+def write_json_atomically(path: Path, data: dict) -> None:
+    check_new_file(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def run(args: argparse.Namespace) -> int:
+    from backend.errors import UserError
+    from backend.model.factory import load_predictor
+    from training.data.specs import DataSpec, open_datasets
+    from training.evaluate import EvaluationConfig, evaluate
+    from training.metrics import format_table
+
+    for spec in args.data:
+        DataSpec.parse(spec)
+    if args.out is not None:
+        check_new_file(args.out)  # before any work
+    if args.preset is None and args.checkpoint is None:
+        raise UserError("give --preset or --checkpoint (or both, to check the checkpoint's preset)")
+    if args.limit is not None and args.limit < 1:
+        raise UserError("--limit must be at least 1")
+    config = EvaluationConfig(protocol=args.protocol, limit=args.limit)
+    segmenter = load_predictor(preset=args.preset, checkpoint=args.checkpoint, device=args.device)
+    dataset = open_datasets(args.data, args.split, segmenter.input_size, args.cache_dir)
+    result = evaluate(segmenter, dataset, config, progress=True)
+    summary = result.summary()
+    name = f"{dataset.name} {args.split}"
+    print(f"{segmenter.model_id} on {name} ({args.protocol} protocol)\n")
+    print(format_table({name: summary}))
+    if args.out is not None:
+        write_json_atomically(args.out, {"model": segmenter.model_id, "data": args.data, "split": args.split,
+                                         "protocol": args.protocol, **result.to_json()})
+        print(f"\nsaved {args.out}")
+    return 0

@@ -1,0 +1,135 @@
+"""The plugin starts a local backend with QProcess, waits for its health, shows its log when it fails,
+and stops it (and everything else it added) when it unloads.
+
+These run a real process: `<python> -m backend.cli serve …` in a working folder whose `backend/cli.py`
+is the contract stand-in (the real service is exercised in test_service_e2e.py).
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import psutil
+import pytest
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
+from qgis.PyQt.QtWidgets import QDockWidget
+
+import rs2sam2_qgis
+from rs2sam2_qgis.dock import AREA_WHOLE_LAYER
+from rs2sam2_qgis.local_backend import LocalBackend
+from rs2sam2_qgis.result_layer import PHRASE_PROPERTY
+from rs2sam2_qgis.settings import PluginSettings
+from tests.plugin.conftest import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _fake_backend_dir(tmp_path: Path, body: str) -> Path:
+    folder = tmp_path / "checkout"
+    (folder / "backend").mkdir(parents=True)
+    (folder / "backend" / "__init__.py").write_text("")
+    (folder / "backend" / "cli.py").write_text(textwrap.dedent(body))
+    return folder
+
+
+def _serving_dir(tmp_path: Path) -> Path:
+    return _fake_backend_dir(tmp_path, f"""
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        print("argv:", " ".join(sys.argv[1:]), flush=True)
+        from tests.plugin.contract_server import main
+        main()
+    """)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_start_waits_for_health_then_stop_ends_the_process(qgis_app, tmp_path):
+    backend = LocalBackend()
+    ready = []
+    backend.ready.connect(ready.append)
+    settings = PluginSettings(python_path=sys.executable, working_dir=str(_serving_dir(tmp_path)), preset="test")
+    backend.start(settings)
+    wait_until(lambda: ready or backend.state == "failed", timeout_s=30, what="the backend's health")
+    assert backend.state == "running", backend.log_text
+    assert ready[0].model_id == "stand-in"
+    port = backend.url.rsplit(":", 1)[1]
+    assert f"argv: serve --host 127.0.0.1 --port {port} --preset test" in backend.log_text
+    pid = backend.pid()
+    backend.stop()
+    assert backend.pid() is None and _gone(pid)
+
+
+def test_a_backend_that_dies_shows_its_output(qgis_app, tmp_path):
+    folder = _fake_backend_dir(tmp_path, """
+        import sys
+        print("loading checkpoint /nowhere/model.safetensors failed: no such file", file=sys.stderr)
+        sys.exit(3)
+    """)
+    backend = LocalBackend()
+    failures = []
+    backend.failed.connect(failures.append)
+    backend.start(PluginSettings(python_path=sys.executable, working_dir=str(folder)))
+    wait_until(lambda: failures, timeout_s=30, what="the failure")
+    first, _, log = failures[0].partition("\n")
+    assert first == "The local backend stopped (exit code 3)."
+    assert "loading checkpoint /nowhere/model.safetensors failed: no such file" in log
+    assert backend.state == "failed" and not backend.is_running()
+
+
+def test_a_missing_python_is_explained(qgis_app, tmp_path):
+    backend = LocalBackend()
+    failures = []
+    backend.failed.connect(failures.append)
+    backend.start(PluginSettings(python_path=str(tmp_path / "no-python"), working_dir=str(tmp_path)))
+    wait_until(lambda: failures, timeout_s=10, what="the failure")
+    assert failures[0].startswith(f"The local backend could not be started: “{tmp_path / 'no-python'}” was not found")
+
+
+@pytest.fixture()
+def plugin(qgis_main_iface, plugin_settings, clean_project):
+    loaded = rs2sam2_qgis.classFactory(qgis_main_iface)
+    loaded.initGui()
+    yield loaded
+    if loaded.dock is not None:
+        loaded.unload()
+
+
+def test_run_with_a_local_backend_then_unload_leaves_nothing_behind(plugin, qgis_main_iface, tmp_path, geotiff,
+                                                                   clean_project):
+    dock = plugin.dock
+    dock.apply_settings(PluginSettings(start_local=True, python_path=sys.executable,
+                                       working_dir=str(_serving_dir(tmp_path))))
+    raster = QgsRasterLayer(geotiff, "scene")
+    clean_project.addMapLayer(raster)
+    dock.layer_combo.setLayer(raster)
+    dock.set_area_mode(AREA_WHOLE_LAYER)
+    dock.phrase_combo.setEditText("a roof")
+    dock.run_button.click()  # starts the backend first, then runs
+    wait_until(lambda: any(lyr.customProperty(PHRASE_PROPERTY) for lyr in QgsProject.instance().mapLayers().values())
+               or dock.local_backend.state == "failed", timeout_s=60, what="the run on the local backend")
+    assert dock.local_backend.state == "running", dock.local_backend.log_text
+    pid = dock.local_backend.pid()
+
+    canvas = qgis_main_iface.mapCanvas()
+    dock.start_drawing()  # a map tool is active when the plugin unloads
+    assert canvas.mapTool() is dock.extent_tool
+    main_window = qgis_main_iface.main_window
+
+    plugin.unload()
+    QgsApplication.processEvents()
+    QgsApplication.sendPostedEvents(None, 0)
+    assert _gone(pid)
+    assert canvas.mapTool() is None or canvas.mapTool().__class__.__name__ != "QgsMapToolExtent"
+    assert [d for d in main_window.findChildren(QDockWidget) if d.objectName() == "RS2SAM2SegmentDock"
+            and main_window.dockWidgetArea(d) != 0] == []
+    assert QgsApplication.processingRegistry().providerById("rs2sam2") is None
+    assert [a for a in qgis_main_iface.plugin_toolbar.actions() if a.objectName().startswith("RS2SAM2")] == []
+    assert "&RS2-SAM 2" not in [a.text() for a in qgis_main_iface.raster_menu.actions() if a.menu()]

@@ -1,4 +1,8 @@
-"""Loading the model for an entry point: device checks and a clear error for every way it can fail."""
+"""Loading the model for an entry point, with a one-sentence error for every way it can fail.
+
+Device choice ("auto" → CUDA when present; "cuda" without a GPU refused) and checkpoint reading live
+in the model package's factory; this adds the checks an entry point wants before paying for imports.
+"""
 
 from __future__ import annotations
 
@@ -8,30 +12,15 @@ from backend.errors import UserError
 from backend.model.api import PhraseSegmenter
 
 
-def resolve_device(device: str) -> str:
-    """'auto' → cuda when available, else cpu; 'cuda' without a GPU is the user's mistake."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA GPU is available")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise UserError(f"unknown device {device!r}: use auto, cpu or cuda")
-    return device
-
-
 def load_model(preset: str | None, checkpoint: str | None, device: str) -> PhraseSegmenter:
-    """The model behind every entry point, via the model package's factory."""
-    if checkpoint is not None:
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise UserError(f"no such checkpoint file: {checkpoint}")
-    device = resolve_device(device)
-    try:
-        from backend.model.factory import load_predictor
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("backend.model"):
-            raise UserError("the model package is not installed (backend.model.factory is missing)") from None
-        raise
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise UserError(f"no such checkpoint file: {checkpoint}")
+    from backend.model.factory import load_predictor
+
     return load_predictor(preset=preset, checkpoint=checkpoint, device=device)
+
+
+def model_device(model: PhraseSegmenter, fallback: str = "cpu") -> str:
+    """The device a model runs on, for reports (stand-ins have none)."""
+    device = getattr(model, "device", None)
+    return str(device) if device is not None else fallback

@@ -287,12 +287,11 @@ class SegmentDock(QgsDockWidget):
         canvas_crs = canvas.mapSettings().destinationCrs()
         mode = self.area_mode()
         # Non-file layers (web maps) are rendered at the resolution the map shows them at.
-        units_per_pixel = None
-        if canvas.width() > 0:
-            rect = canvas.extent()
-            if canvas_crs.isValid() and canvas_crs != layer.crs():
-                rect = QgsCoordinateTransform(canvas_crs, layer.crs(), context).transformBoundingBox(rect)
-            units_per_pixel = rect.width() / canvas.width()
+        units_per_pixel = canvas.mapUnitsPerPixel() or None
+        if units_per_pixel and canvas_crs.isValid() and canvas_crs != layer.crs():
+            view_rect = canvas.extent()
+            moved = QgsCoordinateTransform(canvas_crs, layer.crs(), context).transformBoundingBox(view_rect)
+            units_per_pixel *= moved.width() / view_rect.width()
         if mode == AREA_WHOLE_LAYER:
             return None, units_per_pixel
         if mode == AREA_MAP_VIEW:

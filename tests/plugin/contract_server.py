@@ -91,6 +91,7 @@ class ContractServer:
             wkt = dataset.GetProjection()
             gt = dataset.GetGeoTransform()
             width, height, bands = dataset.RasterXSize, dataset.RasterYSize, dataset.RasterCount
+            band_max = [float(dataset.GetRasterBand(b + 1).ComputeRasterMinMax(False)[1]) for b in range(bands)]
             dataset = None
         finally:
             if kind == "upload":
@@ -104,7 +105,7 @@ class ContractServer:
         if box[0] >= box[2] or box[1] >= box[3]:
             raise ApiError(400, "bbox_outside", "The area is outside the raster.")
         self.requests.append({"kind": kind, "params": params, "crs_wkt": wkt, "size": (width, height),
-                              "bands": bands, "raster_box": raster_box, "path": form.get("path")})
+                              "bands": bands, "band_max": band_max, "raster_box": raster_box, "path": form.get("path")})
         total = max(1, self.behaviour.tiles)
         for tile in range(total):
             if cancel is not None and cancel.is_set():

@@ -290,3 +290,34 @@ def test_zooms_to_the_result_when_it_is_outside_the_view(make_dock, stand_in, ra
     _run_and_wait(dock, "a roof")
     result_box = QgsRectangle(500000 + 640 / 3, 5000000 - 2 * 640 / 3, 500000 + 2 * 640 / 3, 5000000 - 640 / 3)
     assert qgis_canvas.extent().contains(result_box)
+
+
+def test_a_web_layer_is_rendered_for_the_area_and_sent_as_a_geotiff(make_dock, stand_in, clean_project, tmp_path,
+                                                                   qgis_canvas):
+    """An XYZ layer (no file behind it) travels as the map shows it: RGBA at the map's resolution, in its CRS."""
+    from qgis.PyQt.QtGui import QColor, QImage
+
+    tile_dir = tmp_path / "tiles" / "0" / "0"
+    tile_dir.mkdir(parents=True)
+    tile = QImage(256, 256, QImage.Format_ARGB32)
+    tile.fill(QColor(200, 30, 30))
+    tile.save(str(tile_dir / "0.png"))
+    url = (tmp_path / "tiles").as_uri() + "/{z}/{x}/{y}.png"
+    web = QgsRasterLayer(f"type=xyz&url={url}&zmin=0&zmax=0", "web map", "wms")
+    assert web.isValid()
+    clean_project.addMapLayer(web)
+    qgis_canvas.setDestinationCrs(web.crs())
+    qgis_canvas.setExtent(QgsRectangle(0, 0, 4e6, 3e6))
+    dock = make_dock(server_url=stand_in.url)
+    dock.layer_combo.setLayer(web)
+    dock.set_area_mode(AREA_RECTANGLE)
+    dock.set_drawn_rectangle(QgsRectangle(1e6, 1e6, 2e6, 2e6), web.crs())
+    _run_and_wait(dock, "a red field")
+    received = stand_in.requests[-1]
+    assert received["kind"] == "upload"
+    assert QgsCoordinateReferenceSystem.fromWkt(received["crs_wkt"]).authid() == "EPSG:3857"
+    side = round(1e6 / qgis_canvas.mapUnitsPerPixel())
+    assert abs(received["size"][0] - side) <= 1 and abs(received["size"][1] - side) <= 1
+    assert received["bands"] == 4 and received["band_max"][:3] == [200, 30, 30]
+    (layer,) = _result_layers(clean_project)
+    assert layer.crs().authid() == "EPSG:3857"

@@ -1,0 +1,70 @@
+"""Settings: one dataclass stored in QgsSettings under one prefix, edited by a small dialog."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+from qgis.core import QgsSettings
+
+from rs2sam2_qgis.settings import HISTORY_LENGTH, PluginSettings, default_python
+from rs2sam2_qgis.settings_dialog import SettingsDialog
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_round_trip_through_qgs_settings_under_one_prefix(plugin_settings):
+    saved = PluginSettings(server_url="http://gpu-box:9000", token="t0k", start_local=True, local_port=8123,
+                           send_mode="upload", output_gpkg="/data/out.gpkg", phrase_history=["a", "b c"])
+    saved.save()
+    ours = {key.split("/", 1)[1] for key in QgsSettings().allKeys() if key.startswith("rs2sam2/")}
+    assert ours == {f.name for f in fields(PluginSettings)}
+    assert QgsSettings().value("rs2sam2/server_url") == "http://gpu-box:9000"
+    assert PluginSettings.load() == saved
+
+
+def test_defaults_and_bad_values(plugin_settings):
+    loaded = PluginSettings.load()
+    assert loaded == PluginSettings()
+    QgsSettings().setValue("rs2sam2/send_mode", "carrier pigeon")
+    QgsSettings().setValue("rs2sam2/local_port", "not a number")
+    loaded = PluginSettings.load()
+    assert loaded.send_mode == "auto" and loaded.local_port == 0
+
+
+def test_default_python_is_the_checkouts_venv():
+    if (ROOT / ".venv" / "bin" / "python").exists():
+        assert default_python() == str(ROOT / ".venv" / "bin" / "python")
+
+
+def test_phrase_history_is_most_recent_first_without_duplicates():
+    settings = PluginSettings()
+    for phrase in ["a", "b", " a ", ""]:
+        settings.remember_phrase(phrase)
+    assert settings.phrase_history == ["a", "b"]
+    for i in range(HISTORY_LENGTH + 5):
+        settings.remember_phrase(f"p{i}")
+    assert len(settings.phrase_history) == HISTORY_LENGTH and settings.phrase_history[0] == f"p{HISTORY_LENGTH + 4}"
+
+
+def test_backend_command_prefers_a_checkpoint_over_the_preset():
+    program, args = PluginSettings(python_path="/env/bin/python", preset="base").backend_command(8000)
+    assert program == "/env/bin/python"
+    assert args == ["-m", "backend.cli", "serve", "--host", "127.0.0.1", "--port", "8000", "--preset", "base"]
+    _, args = PluginSettings(checkpoint="/m/ckpt.safetensors").backend_command(8001)
+    assert args[-2:] == ["--checkpoint", "/m/ckpt.safetensors"] and "--preset" not in args
+
+
+def test_dialog_edits_a_copy(qgis_app, plugin_settings):
+    original = PluginSettings(server_url="http://a:1", phrase_history=["x"])
+    dialog = SettingsDialog(original)
+    dialog.url_edit.setText(" http://b:2 ")
+    dialog.token_edit.setText("abc")
+    dialog.local_group.setChecked(True)
+    dialog.gpkg_edit.setFilePath("/tmp/results")
+    dialog.send_combo.setCurrentIndex(dialog.send_combo.findData("path"))
+    edited = dialog.result_settings()
+    assert (edited.server_url, edited.token, edited.start_local, edited.output_gpkg, edited.send_mode) == (
+        "http://b:2", "abc", True, "/tmp/results.gpkg", "path")
+    assert edited.phrase_history == ["x"]
+    assert original.server_url == "http://a:1"  # untouched until the caller saves

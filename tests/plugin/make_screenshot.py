@@ -1,0 +1,185 @@
+"""Take docs/screenshot.png: the panel in a real QGIS desktop window (under Xvfb) after a run.
+
+    .venv/bin/python -m tests.plugin.make_screenshot [--serve "rs2sam2 serve --preset test"] [--out docs/screenshot.png]
+
+Builds the plugin zip, installs it into a throw-away QGIS profile, writes a small synthetic scene,
+starts a backend (the real `rs2sam2 serve` when --serve is given, else the contract stand-in),
+then runs `qgis.bin --code <driver>` under `xvfb-run`: the driver opens the scene, shows the panel,
+types the phrase, presses Run, waits for the layer and grabs the main window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+DRIVER = r'''
+import json, os
+from qgis.core import QgsApplication, QgsProject
+from qgis.PyQt.QtCore import QTimer
+from qgis.utils import iface, plugins
+
+config = json.load(open(os.environ["RS2SAM2_SHOT_CONFIG"]))
+state = {"ticks": 0, "started": False}
+
+def log(text):
+    with open(config["log"], "a") as f:
+        f.write(text + "\n")
+
+def finish(code):
+    log(f"exit {code}")
+    QgsApplication.instance().exit(code)
+
+def setup():
+    window = iface.mainWindow()
+    window.resize(1500, 920)
+    plugin = plugins.get("rs2sam2_qgis")
+    if plugin is None:
+        log("plugin not loaded")
+        return finish(3)
+    layer = iface.addRasterLayer(config["raster"], "scene (EPSG:32633)")
+    plugin.action.setChecked(True)
+    dock = plugin.dock
+    dock.layer_combo.setLayer(layer)
+    dock.set_area_mode("layer")
+    dock.phrase_combo.setEditText(config["phrase"])
+    dock.check_backend()
+    iface.mapCanvas().setExtent(layer.extent())
+    state["dock"] = dock
+    QTimer.singleShot(1500, run)
+
+def run():
+    dock = state["dock"]
+    dock.run()
+    state["started"] = True
+    QTimer.singleShot(200, wait)
+
+def wait():
+    dock = state["dock"]
+    state["ticks"] += 1
+    if dock.task is not None and state["ticks"] < 600:
+        return QTimer.singleShot(200, wait)
+    log("status: " + dock.status_label.text())
+    QTimer.singleShot(2500, grab)  # let the canvas render the result
+
+def grab():
+    iface.mapCanvas().refreshAllLayers()
+    ok = iface.mainWindow().grab().save(config["out"])
+    log(f"saved {ok}")
+    finish(0 if ok else 4)
+
+QTimer.singleShot(3000, setup)
+'''
+
+
+def write_scene(path: Path) -> None:
+    """A 256 × 256 synthetic scene at 1 m: fields, a road, small roofs and one large red building."""
+    import numpy as np
+    from osgeo import gdal, osr
+
+    rng = np.random.default_rng(2401)
+    size = 256
+    image = np.zeros((size, size, 3), dtype=np.float32)
+    image[...] = (86, 120, 62)
+    image[:, : size // 2] = (120, 140, 70)
+    image += rng.normal(0, 9, image.shape)
+    image[118:132, :] = (150, 150, 146)  # a road
+    for y, x in rng.integers(10, 240, (14, 2)):
+        if abs(y - 125) > 14:
+            image[y : y + 9, x : x + 12] = (175, 170, 160)
+    image[86:170, 86:170] = (178, 52, 40)  # the large red building, the middle third of the scene
+    image[90:166, 90:166] += rng.normal(0, 6, (76, 76, 3))
+    data = np.clip(image, 0, 255).astype(np.uint8)
+    dataset = gdal.GetDriverByName("GTiff").Create(str(path), size, size, 3, gdal.GDT_Byte)
+    dataset.SetGeoTransform((500000, 1, 0, 5000256, 0, -1))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    dataset.SetProjection(srs.ExportToWkt())
+    for band in range(3):
+        dataset.GetRasterBand(band + 1).WriteArray(data[:, :, band])
+    dataset = None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_health(url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/api/v1/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit(f"the backend at {url} did not become healthy")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshot.png")
+    parser.add_argument("--phrase", default="the large red building")
+    parser.add_argument("--serve", default="", help="backend command (gets --port N); default: the stand-in")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="rs2sam2-shot-"))
+    built = subprocess.run(["make", "-s", "plugin", f"PLUGIN_OUT={work / 'dist'}"], cwd=ROOT, check=True,
+                           capture_output=True, text=True)
+    profile = work / "profiles" / "default"
+    plugins_dir = profile / "python" / "plugins"
+    plugins_dir.mkdir(parents=True)
+    with zipfile.ZipFile(built.stdout.strip().splitlines()[-1]) as archive:
+        archive.extractall(plugins_dir)
+    raster = work / "scene.tif"
+    write_scene(raster)
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    if args.serve:
+        command = [*shlex.split(args.serve), "--port", str(port)]
+    else:
+        command = [sys.executable, "-m", "tests.plugin.contract_server", "--port", str(port)]
+    backend = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_health(url, 300)
+        (profile / "QGIS").mkdir(parents=True)
+        (profile / "QGIS" / "QGIS3.ini").write_text(
+            "[PythonPlugins]\nrs2sam2_qgis=true\n\n"
+            f"[rs2sam2]\nserver_url={url}\nsend_mode=auto\n\n"
+            "[qgis]\ncheckVersion=false\nshowTips=false\n", encoding="utf-8")
+        config = {"raster": str(raster), "phrase": args.phrase, "out": str(args.out.resolve()),
+                  "log": str(work / "driver.log")}
+        (work / "config.json").write_text(json.dumps(config))
+        (work / "driver.py").write_text(DRIVER)
+        env = dict(os.environ, RS2SAM2_SHOT_CONFIG=str(work / "config.json"))
+        env.pop("QT_QPA_PLATFORM", None)
+        env.pop("PYTHONPATH", None)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "/usr/bin/qgis.bin", "--nologo",
+                        "--noversioncheck", "--profiles-path", str(work), "--code", str(work / "driver.py")],
+                       env=env, timeout=600, capture_output=True)
+    finally:
+        backend.terminate()
+        backend.wait(10)
+    log = (work / "driver.log").read_text() if (work / "driver.log").exists() else "(no driver log)"
+    print(log)
+    return 0 if "saved True" in log else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

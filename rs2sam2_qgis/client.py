@@ -159,7 +159,7 @@ class BackendClient:
             if status.status == "done":
                 return self.job_result(job_id)
             if status.status == "failed":
-                raise BackendError(status.error_message or "The backend failed without saying why.",
+                raise BackendError(as_sentence(status.error_message or "") or "The backend failed without saying why.",
                                    code=status.error_code or "failed")
             if status.status == "cancelled":
                 raise RunCancelled("The backend cancelled the run.")
@@ -193,6 +193,15 @@ class BackendClient:
                                code="bad_answer") from None
 
 
+def as_sentence(text: str) -> str:
+    """The backend's messages as a sentence for the message bar: capital first letter, final stop."""
+    text = " ".join(text.split())
+    if not text:
+        return ""
+    text = text[0].upper() + text[1:]
+    return text if text[-1] in ".!?…" else text + "."
+
+
 def _reason(reason) -> str:
     if isinstance(reason, TimeoutError) or "timed out" in str(reason):
         return "no answer in time"
@@ -209,7 +218,7 @@ def _error_from_response(exc: urllib.error.HTTPError) -> BackendError:
         data = None
     if isinstance(data, dict) and isinstance(data.get("error"), dict):
         error = data["error"]
-        message = str(error.get("message") or "").strip()
+        message = as_sentence(str(error.get("message") or ""))
         code = str(error.get("code") or "http_error")
         if message:
             return BackendError(message, code=code, status=exc.code)

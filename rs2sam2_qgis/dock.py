@@ -312,7 +312,7 @@ class SegmentDock(QgsDockWidget):
         return self.settings.server_url
 
     def client(self) -> BackendClient:
-        token = "" if self.settings.start_local else self.settings.token
+        token = self.local_backend.token if self.settings.start_local else self.settings.token
         return BackendClient(self.backend_url(), token, timeout_s=self.settings.request_timeout_s)
 
     def run(self) -> None:

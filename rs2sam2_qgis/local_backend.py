@@ -6,6 +6,7 @@ output to show when it fails, and is stopped when the plugin unloads.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections import deque
 
@@ -19,6 +20,7 @@ from .tasks import HealthTask
 
 HEALTH_POLL_MS = 500
 LOG_LINES = 200
+TOKEN_ENV = "RS2SAM2_TOKEN"  # the service reads its bearer token from here (keeps it off the command line)
 STOP_WAIT_MS = 5000
 
 
@@ -42,6 +44,7 @@ class LocalBackend(QObject):
         super().__init__(parent)
         self.process: QProcess | None = None
         self.url = ""
+        self.token = ""
         self.state = "stopped"
         self.health: BackendHealth | None = None
         self._log: deque[str] = deque(maxlen=LOG_LINES)
@@ -64,6 +67,8 @@ class LocalBackend(QObject):
         port = settings.local_port or free_loopback_port()
         program, args = settings.backend_command(port)
         self.url = f"http://127.0.0.1:{port}"
+        # A fresh token per start: other users and programs on this machine cannot use our backend.
+        self.token = secrets.token_urlsafe(24)
         self._log.clear()
         self._log.append(f"$ {program} {' '.join(args)}")
         self.process = QProcess(self)
@@ -72,6 +77,7 @@ class LocalBackend(QObject):
             self.process.setWorkingDirectory(settings.working_dir)
         env = QProcessEnvironment.systemEnvironment()
         env.insert("PYTHONUNBUFFERED", "1")
+        env.insert(TOKEN_ENV, self.token)
         self.process.setProcessEnvironment(env)
         self.process.readyReadStandardOutput.connect(self._read_output)
         self.process.finished.connect(self._on_finished)
@@ -115,7 +121,7 @@ class LocalBackend(QObject):
         if time.monotonic() > self._deadline:
             self._fail("The local backend did not answer within the start-up time.")
             return
-        self._probe = HealthTask(BackendClient(self.url, timeout_s=2), self._on_probe_done)
+        self._probe = HealthTask(BackendClient(self.url, self.token, timeout_s=2), self._on_probe_done)
         QgsApplication.taskManager().addTask(self._probe)
 
     def _on_probe_done(self, task: HealthTask) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import threading
 import time
 import uuid
@@ -244,7 +245,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--token", default="")
     args, _ = parser.parse_known_args()
-    server = ContractServer(Behaviour(token=args.token), port=args.port)
+    # Like the real service, the token may come from the environment (the plugin's local backend does that).
+    server = ContractServer(Behaviour(token=args.token or os.environ.get("RS2SAM2_TOKEN", "")), port=args.port)
     print(f"stand-in backend on {server.url}", flush=True)
     server.httpd.serve_forever()
 

@@ -13,6 +13,7 @@ from rs2sam2_qgis.client import (
     BackendUnreachable,
     RasterPayload,
     RunCancelled,
+    as_sentence,
     is_loopback_url,
 )
 from rs2sam2_qgis.request import AreaBox, SegmentOptions, build_params, split_phrases
@@ -116,6 +117,18 @@ def test_cancel_deletes_the_job_on_the_server(stand_in, geotiff):
     (job,) = stand_in.jobs.values()
     assert job.status == "cancelled"
     assert job.done < job.total
+
+
+def test_lowercase_backend_messages_become_sentences(stand_in, geotiff):
+    stand_in.behaviour.allow_paths = False
+    stand_in.behaviour.reject_phrase = ""
+    with pytest.raises(BackendError) as info:
+        BackendClient(stand_in.url).segment(RasterPayload(path=geotiff), build_params(["x"], SegmentOptions()))
+    assert info.value.code == "path_not_allowed"
+    assert info.value.message == "This server does not read files by path."
+    assert as_sentence("  that path is outside the folders this server allows ") == (
+        "That path is outside the folders this server allows.")
+    assert as_sentence("Done!") == "Done!" and as_sentence("") == ""
 
 
 def test_helpers():

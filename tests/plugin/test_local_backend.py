@@ -17,6 +17,7 @@ from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtWidgets import QDockWidget
 
 import rs2sam2_qgis
+from rs2sam2_qgis.client import BackendClient, BackendError
 from rs2sam2_qgis.dock import AREA_WHOLE_LAYER
 from rs2sam2_qgis.local_backend import LocalBackend
 from rs2sam2_qgis.result_layer import PHRASE_PROPERTY
@@ -62,6 +63,12 @@ def test_start_waits_for_health_then_stop_ends_the_process(qgis_app, tmp_path):
     assert ready[0].model_id == "stand-in"
     port = backend.url.rsplit(":", 1)[1]
     assert f"argv: serve --host 127.0.0.1 --port {port} --preset test" in backend.log_text
+    # The plugin gave its backend a fresh token: without it the backend refuses to serve.
+    assert len(backend.token) > 20
+    with pytest.raises(BackendError) as refused:
+        BackendClient(backend.url).health()
+    assert refused.value.status == 401
+    assert BackendClient(backend.url, backend.token).health().model_id == "stand-in"
     pid = backend.pid()
     backend.stop()
     assert backend.pid() is None and _gone(pid)

@@ -185,6 +185,7 @@ class SegmentDock(QgsDockWidget):
         self.check_button.clicked.connect(self.check_backend)
         self.start_button.clicked.connect(self.start_local_backend)
         self.settings_button.clicked.connect(self.open_settings)
+        self.visibilityChanged.connect(lambda visible: visible and self.check_backend())
         if self.iface is not None and self.iface.mapCanvas() is not None:
             self.iface.mapCanvas().selectionChanged.connect(self.update_run_state)
         # Default to the active raster layer.

@@ -24,6 +24,15 @@ TOKEN_ENV = "RS2SAM2_TOKEN"  # the service reads its bearer token from here (kee
 STOP_WAIT_MS = 5000
 
 
+# The endpoint of the backend this QGIS session started, so that Processing algorithms use it too.
+_RUNNING: dict[str, str] = {}
+
+
+def running_local_endpoint() -> tuple[str, str] | None:
+    """(url, token) of the local backend the plugin started and that answered its health, or None."""
+    return (_RUNNING["url"], _RUNNING["token"]) if _RUNNING else None
+
+
 def free_loopback_port() -> int:
     server = QTcpServer()
     if not server.listen(QHostAddress.LocalHost, 0):
@@ -90,6 +99,8 @@ class LocalBackend(QObject):
     def stop(self) -> None:
         """Stop the process (politely, then firmly) and wait for it to be gone."""
         self._timer.stop()
+        if _RUNNING.get("url") == self.url:
+            _RUNNING.clear()
         process, self.process = self.process, None
         if process is not None:
             process.finished.disconnect(self._on_finished)
@@ -131,6 +142,7 @@ class LocalBackend(QObject):
         self._timer.stop()
         self.state = "running"
         self.health = task.health
+        _RUNNING.update(url=self.url, token=self.token)
         self.ready.emit(task.health)
 
     def _on_finished(self, exit_code: int, _status) -> None:

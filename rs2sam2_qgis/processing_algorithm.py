@@ -24,6 +24,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from .client import BackendClient, BackendError, RunCancelled
+from .local_backend import running_local_endpoint
 from .raster_source import RasterSourceError, area_in_raster_crs, plan_raster
 from .request import KEEP_CHOICES, SegmentOptions, split_phrases
 from .resources import icon_path
@@ -133,8 +134,14 @@ class SegmentByTextAlgorithm(QgsProcessingAlgorithm):
             gsd=self._optional_number(parameters, self.GSD, context),
         )
         settings = PluginSettings.load()
-        url = self.parameterAsString(parameters, self.BACKEND_URL, context).strip() or settings.server_url
-        client = BackendClient(url, settings.token, timeout_s=settings.request_timeout_s)
+        url, token = settings.server_url, settings.token
+        local = running_local_endpoint() if settings.start_local else None
+        if local is not None:
+            url, token = local  # the backend the panel started in this QGIS session
+        given_url = self.parameterAsString(parameters, self.BACKEND_URL, context).strip()
+        if given_url:
+            url, token = given_url, settings.token
+        client = BackendClient(url, token, timeout_s=settings.request_timeout_s)
         try:
             area = None
             if parameters.get(self.EXTENT):

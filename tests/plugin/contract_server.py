@@ -34,6 +34,7 @@ class Behaviour:
     seconds_per_tile: float = 0.0
     reject_phrase: str = ""  # a phrase answered with a 400 error
     empty_result: bool = False
+    path_roots: tuple[str, ...] | None = None  # with allow_paths: only files under these (None: any)
 
 
 @dataclass
@@ -82,6 +83,9 @@ class ContractServer:
         if "path" in form:
             if not self.behaviour.allow_paths:
                 raise ApiError(403, "path_not_allowed", "This server does not read files by path.")
+            roots = self.behaviour.path_roots
+            if roots is not None and not any(form["path"].startswith(root) for root in roots):
+                raise ApiError(403, "path_not_allowed", "that path is outside the folders this server allows")
             dataset_name, kind, source = form["path"], "path", Path(form["path"]).name
         else:
             dataset_name = f"/vsimem/{uuid.uuid4().hex}.tif"

@@ -156,6 +156,17 @@ def test_upload_when_the_backend_cannot_read_paths(make_dock, stand_in, raster_l
     assert QgsRectangle(500100, 4999500, 500300, 4999700).contains(box)
 
 
+def test_a_refused_path_falls_back_to_an_upload(make_dock, stand_in, raster_layer, clean_project):
+    stand_in.behaviour.path_roots = ("/srv/shared/",)  # the backend reads paths, but not this folder
+    dock = make_dock(server_url=stand_in.url)
+    dock.layer_combo.setLayer(raster_layer)
+    dock.set_area_mode(AREA_WHOLE_LAYER)
+    _run_and_wait(dock, "a roof")
+    assert [r["kind"] for r in stand_in.requests] == ["upload"]
+    assert stand_in.requests[0]["size"] == (64, 64)
+    assert len(_result_layers(clean_project)) == 1
+
+
 def test_selected_polygons_give_the_area_in_another_crs(make_dock, stand_in, raster_layer):
     polygons = QgsVectorLayer("Polygon?crs=EPSG:4326", "fields", "memory")
     corner = QgsGeometry.fromWkt("POINT(500200 4999600)")

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import psutil
 import pytest
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
 from qgis.PyQt.QtWidgets import QDockWidget
 
 import rs2sam2_qgis
 from rs2sam2_qgis.client import BackendClient, BackendError
 from rs2sam2_qgis.dock import AREA_WHOLE_LAYER
-from rs2sam2_qgis.local_backend import LocalBackend
+from rs2sam2_qgis.local_backend import LocalBackend, running_local_endpoint
 from rs2sam2_qgis.result_layer import PHRASE_PROPERTY
 from rs2sam2_qgis.settings import PluginSettings
 from tests.plugin.conftest import wait_until
@@ -125,6 +125,13 @@ def test_run_with_a_local_backend_then_unload_leaves_nothing_behind(plugin, qgis
     assert dock.local_backend.state == "running", dock.local_backend.log_text
     pid = dock.local_backend.pid()
 
+    # Processing in the same session uses the backend the panel started (its port and token).
+    import processing
+
+    result = processing.run("rs2sam2:segmentbytext", {"INPUT": geotiff, "PHRASES": "a pond",
+                                                      "OUTPUT": str(tmp_path / "local.gpkg")})
+    assert [f["phrase"] for f in QgsVectorLayer(result["OUTPUT"], "out", "ogr").getFeatures()] == ["a pond"]
+
     canvas = qgis_main_iface.mapCanvas()
     dock.start_drawing()  # a map tool is active when the plugin unloads
     assert canvas.mapTool() is dock.extent_tool
@@ -134,6 +141,7 @@ def test_run_with_a_local_backend_then_unload_leaves_nothing_behind(plugin, qgis
     QgsApplication.processEvents()
     QgsApplication.sendPostedEvents(None, 0)
     assert _gone(pid)
+    assert running_local_endpoint() is None
     assert canvas.mapTool() is None or canvas.mapTool().__class__.__name__ != "QgsMapToolExtent"
     assert [d for d in main_window.findChildren(QDockWidget) if d.objectName() == "RS2SAM2SegmentDock"
             and main_window.dockWidgetArea(d) != 0] == []

@@ -8,6 +8,7 @@ the UI thread. Plain `urllib` keeps the plugin free of extra dependencies; every
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -73,6 +74,7 @@ class RasterPayload:
 
     path: str | None = None
     upload_file: str | None = None
+    upload_name: str = "raster.tif"  # the file name the backend records as the features' `source`
 
     def __post_init__(self):
         if (self.path is None) == (self.upload_file is None):
@@ -253,6 +255,7 @@ def encode_multipart(payload: RasterPayload, params: dict) -> tuple[bytes, str]:
         field("path", payload.path.encode("utf-8"))
     else:
         data = Path(payload.upload_file).read_bytes()
-        field("raster", data, filename="raster.tif", content_type="image/tiff")
+        name = re.sub(r'[^\w.\- ]+', "_", payload.upload_name).strip() or "raster.tif"
+        field("raster", data, filename=name, content_type="image/tiff")
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     return body, f"multipart/form-data; boundary={boundary}"

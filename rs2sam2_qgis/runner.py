@@ -81,7 +81,9 @@ def _run_upload(client: BackendClient, job: SegmentJob, max_upload_mb: float, is
                                   "smaller area.").format(size_mb, max_upload_mb), code="too_large")
         # The GeoTIFF already covers just the requested area, so no bbox travels with it.
         params = build_params(job.phrases, job.options)
-        collection = client.segment(RasterPayload(upload_file=tmp_path), params, is_cancelled, on_progress)
+        upload_name = f"{job.plan.name}.tif" if not job.plan.name.lower().endswith((".tif", ".tiff")) else job.plan.name
+        payload = RasterPayload(upload_file=tmp_path, upload_name=upload_name)
+        collection = client.segment(payload, params, is_cancelled, on_progress)
         return SegmentOutcome(collection, "upload")
     finally:
         os.unlink(tmp_path)

@@ -46,6 +46,9 @@ class PluginSettings:
     preset: str = "test"
     checkpoint: str = ""
     local_port: int = 0  # 0: pick a free port on each start
+    # The local backend may read rasters by path under this folder (the filesystem root by default:
+    # only the plugin holds its token). Empty: it only takes uploads.
+    local_allow_path: str = field(default_factory=lambda: Path.home().anchor or "/")
     startup_timeout_s: int = 120
     # What is sent: "auto" sends a file path when the backend says it accepts paths and runs on this
     # machine (loopback URL), otherwise a GeoTIFF of the requested area.
@@ -91,6 +94,8 @@ class PluginSettings:
     def backend_command(self, port: int) -> tuple[str, list[str]]:
         """Program and arguments that start the local backend on 127.0.0.1:port."""
         args = ["-m", "backend.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        if self.local_allow_path.strip():
+            args += ["--allow-path", self.local_allow_path.strip()]
         if self.checkpoint.strip():
             args += ["--checkpoint", self.checkpoint.strip()]
         else:

@@ -60,7 +60,13 @@ class SettingsDialog(QDialog):
         local_form.addRow(self.tr("Working folder"), self.workdir_edit)
         local_form.addRow(self.tr("Preset"), self.preset_edit)
         local_form.addRow(self.tr("Checkpoint"), self.checkpoint_edit)
+        self.allow_path_edit = QgsFileWidget(local)
+        self.allow_path_edit.setStorageMode(QgsFileWidget.GetDirectory)
+        self.allow_path_edit.setFilePath(settings.local_allow_path)
+        self.allow_path_edit.setToolTip(self.tr("The backend reads rasters by path under this folder; empty: "
+                                                "rasters are always uploaded"))
         local_form.addRow(self.tr("Port"), self.port_spin)
+        local_form.addRow(self.tr("Readable folder"), self.allow_path_edit)
         layout.addWidget(local)
 
         output = QGroupBox(self.tr("Sending and results"), self)
@@ -110,6 +116,7 @@ class SettingsDialog(QDialog):
             preset=self.preset_edit.text().strip() or "test",
             checkpoint=self.checkpoint_edit.filePath().strip(),
             local_port=self.port_spin.value(),
+            local_allow_path=self.allow_path_edit.filePath().strip(),
             send_mode=self.send_combo.currentData(),
             output_gpkg=gpkg,
             request_timeout_s=self.timeout_spin.value(),

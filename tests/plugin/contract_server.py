@@ -90,7 +90,7 @@ class ContractServer:
         else:
             dataset_name = f"/vsimem/{uuid.uuid4().hex}.tif"
             gdal.FileFromMemBuffer(dataset_name, form["raster"])
-            kind, source = "upload", "upload.tif"
+            kind, source = "upload", form.get("raster_filename", "raster.tif")
         try:
             dataset = gdal.Open(dataset_name)
             wkt = dataset.GetProjection()
@@ -170,6 +170,8 @@ class ContractServer:
                     name = part.get_param("name", header="content-disposition")
                     payload = part.get_payload(decode=True)
                     form[name] = payload if name == "raster" else payload.decode("utf-8")
+                    if name == "raster":
+                        form["raster_filename"] = part.get_filename() or "raster.tif"
                 return form
 
             def do_GET(self):  # noqa: N802

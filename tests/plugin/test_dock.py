@@ -152,8 +152,9 @@ def test_upload_when_the_backend_cannot_read_paths(make_dock, stand_in, raster_l
     assert received["size"] == (20, 20)  # 200 m at 10 m per pixel
     assert received["raster_box"] == pytest.approx([500100, 4999500, 500300, 4999700])
     (layer,) = _result_layers(clean_project)
-    box = next(layer.getFeatures()).geometry().boundingBox()
-    assert QgsRectangle(500100, 4999500, 500300, 4999700).contains(box)
+    feature = next(layer.getFeatures())
+    assert QgsRectangle(500100, 4999500, 500300, 4999700).contains(feature.geometry().boundingBox())
+    assert feature["source"] == "scene.tif"  # the upload carries the layer's name
 
 
 def test_a_refused_path_falls_back_to_an_upload(make_dock, stand_in, raster_layer, clean_project):

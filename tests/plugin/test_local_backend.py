@@ -62,7 +62,7 @@ def test_start_waits_for_health_then_stop_ends_the_process(qgis_app, tmp_path):
     assert backend.state == "running", backend.log_text
     assert ready[0].model_id == "stand-in"
     port = backend.url.rsplit(":", 1)[1]
-    assert f"argv: serve --host 127.0.0.1 --port {port} --preset test" in backend.log_text
+    assert f"argv: serve --host 127.0.0.1 --port {port} --allow-path / --preset test" in backend.log_text
     # The plugin gave its backend a fresh token: without it the backend refuses to serve.
     assert len(backend.token) > 20
     with pytest.raises(BackendError) as refused:

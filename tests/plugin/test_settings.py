@@ -50,7 +50,10 @@ def test_phrase_history_is_most_recent_first_without_duplicates():
 def test_backend_command_prefers_a_checkpoint_over_the_preset():
     program, args = PluginSettings(python_path="/env/bin/python", preset="base").backend_command(8000)
     assert program == "/env/bin/python"
-    assert args == ["-m", "backend.cli", "serve", "--host", "127.0.0.1", "--port", "8000", "--preset", "base"]
+    assert args == ["-m", "backend.cli", "serve", "--host", "127.0.0.1", "--port", "8000", "--allow-path", "/",
+                    "--preset", "base"]
+    _, args = PluginSettings(local_allow_path="").backend_command(8000)
+    assert "--allow-path" not in args
     _, args = PluginSettings(checkpoint="/m/ckpt.safetensors").backend_command(8001)
     assert args[-2:] == ["--checkpoint", "/m/ckpt.safetensors"] and "--preset" not in args
 

@@ -47,11 +47,18 @@ CLIP_VIT_B_16_OPENAI = WeightFile(
     architecture="ViT-B-16",
 )
 
+CLIP_VIT_L_14_OPENAI = WeightFile(
+    name="open_clip_ViT-L-14_openai.safetensors",
+    url=f"{HF_BASE_URL}/timm/vit_large_patch14_clip_224.openai/resolve/main/open_clip_model.safetensors",
+    kind="clip",
+    architecture="ViT-L-14",
+)
+
 PRESET_WEIGHTS: dict[str, tuple[WeightFile, ...]] = {
     "tiny": (SAM2_1_TINY, CLIP_VIT_B_16_OPENAI),
     "base": (SAM2_1_BASE_PLUS, CLIP_VIT_B_16_OPENAI),
-    "large": (SAM2_LARGE, CLIP_VIT_B_16_OPENAI),
+    "large": (SAM2_LARGE, CLIP_VIT_L_14_OPENAI),
 }
 
 ALL_WEIGHTS: tuple[WeightFile, ...] = (SAM2_1_TINY, SAM2_1_SMALL, SAM2_1_BASE_PLUS, SAM2_1_LARGE, SAM2_LARGE,
-                                       CLIP_VIT_B_16_OPENAI)
+                                       CLIP_VIT_B_16_OPENAI, CLIP_VIT_L_14_OPENAI)

@@ -173,3 +173,14 @@ def test_cli_list_shows_cached_files(tmp_path, capsys, tiny_sam2_checkpoint_byte
     line = next(li for li in out.splitlines() if "sam2.1_hiera_tiny.pt" in li)
     assert "MiB" in line and "tiny" in line
     assert "not cached" in next(li for li in out.splitlines() if "sam2_hiera_large.pt" in li)
+
+
+def test_every_preset_downloads_the_files_its_architecture_needs():
+    from backend.model.presets import PRESETS
+
+    for preset, (sam2_file, clip_file) in registry.PRESET_WEIGHTS.items():
+        config = PRESETS[preset]
+        assert (sam2_file.kind, clip_file.kind) == ("sam2", "clip")
+        assert config.official_sam2_file == sam2_file.name, preset
+        assert config.sam2_config == sam2_file.architecture, preset
+        assert config.clip_model == clip_file.architecture, preset

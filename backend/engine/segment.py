@@ -127,7 +127,12 @@ class SegmentRun:
     """One prepared run. Use as a context manager (it holds the raster open)."""
 
     def __init__(
-        self, source: RasterInput, phrases: Sequence[str], model: PhraseSegmenter, options: SegmentOptions
+        self,
+        source: RasterInput,
+        phrases: Sequence[str],
+        model: PhraseSegmenter,
+        options: SegmentOptions,
+        name: str | None = None,
     ):
         self.phrases = clean_phrases(phrases)
         if not 0.0 <= options.threshold < 1.0:
@@ -143,11 +148,13 @@ class SegmentRun:
             raise EngineInputError("the tile size must be at least 16 pixels", "bad_tiling")
         if not 0 <= self.overlap <= self.tile_size // 2:
             raise EngineInputError("the overlap must be between 0 and half the tile size", "bad_tiling")
-        for name in ("simplify", "min_area"):
-            value = getattr(options, name)
+        for option in ("simplify", "min_area"):
+            value = getattr(options, option)
             if value is not None and not value >= 0:
-                raise EngineInputError(f"{name.replace('_', ' ')} must not be negative", f"bad_{name}")
+                raise EngineInputError(f"{option.replace('_', ' ')} must not be negative", f"bad_{option}")
         self.view = RasterView(source, options)
+        if name:
+            self.view.name = name  # e.g. the client's file name for an upload saved under a temp name
         self.tiles: list[Tile] = plan_tiles(self.view.width, self.view.height, self.tile_size, self.overlap)
         pixel = self.view.pixel_size
         self.simplify = DEFAULT_SIMPLIFY_PIXELS * pixel if options.simplify is None else options.simplify
@@ -276,9 +283,13 @@ def segment(
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
     sink: ProbabilitySink | None = None,
+    name: str | None = None,
 ) -> SegmentResult:
-    """Segment `source` by `phrases` with `model`: every tile, merged, as features in the raster's CRS."""
+    """Segment `source` by `phrases` with `model`: every tile, merged, as features in the raster's CRS.
+
+    `name` is recorded as the features' `source` (default: the raster's file name).
+    """
     started = time.perf_counter()
-    with SegmentRun(source, phrases, model, options or SegmentOptions()) as run:
+    with SegmentRun(source, phrases, model, options or SegmentOptions(), name=name) as run:
         pieces = run.predict(progress=progress, cancel=cancel, sink=sink)
         return run.finish(pieces, time.perf_counter() - started)

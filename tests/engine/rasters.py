@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
 
 UTM_ORIGIN = (500_000.0, 5_000_000.0)  # top-left corner in EPSG:32633
 PIXEL = 2.0  # metres
@@ -38,7 +40,8 @@ def write_geotiff(
         transform=transform,
         nodata=nodata,
     )
-    with rasterio.open(path, "w", **profile) as dst:
+    with warnings.catch_warnings(), rasterio.open(path, "w", **profile) as dst:
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # rasters without CRS are made on purpose
         dst.write(data)
         if colorinterp is not None:
             dst.colorinterp = colorinterp

@@ -1,0 +1,101 @@
+"""Run the model behind a local HTTP API (docs/service-api.md).
+
+  rs2sam2 serve [--host 127.0.0.1] [--port 8765] [--preset NAME | --checkpoint FILE] [--device auto]
+
+Binds to 127.0.0.1 by default. Any other address needs a bearer token (--token or the RS2SAM2_TOKEN
+environment variable), or the server refuses to start. Server-side raster paths are accepted only
+under the folders given with --allow-path. The interactive API docs are at /docs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from backend.errors import UserError
+from backend.service.config import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_UPLOAD_MB,
+    DEFAULT_PORT,
+    TOKEN_ENV,
+    ServiceConfig,
+    is_loopback,
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--preset", help="model preset (default: the model package's default)")
+    model.add_argument("--checkpoint", help="a trained checkpoint file")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--token", help=f"bearer token every request must carry (or set {TOKEN_ENV})")
+    parser.add_argument(
+        "--allow-path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="accept server-side raster paths under DIR (repeatable; default: uploads only)",
+    )
+    parser.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=DEFAULT_MAX_UPLOAD_MB,
+        help=f"largest request body in MB (default {DEFAULT_MAX_UPLOAD_MB:g})",
+    )
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+
+
+def config_from_args(args: argparse.Namespace) -> ServiceConfig:
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    if not is_loopback(args.host) and not token:
+        raise UserError(
+            f"refusing to listen on {args.host} without a token: pass --token or set {TOKEN_ENV}, "
+            "or bind to 127.0.0.1"
+        )
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port must be between 1 and 65535, not {args.port}")
+    if args.max_upload_mb <= 0:
+        raise UserError("--max-upload-mb must be positive")
+    roots = []
+    for folder in args.allow_path:
+        root = Path(folder)
+        if not root.is_dir():
+            raise UserError(f"--allow-path {folder} is not a folder")
+        roots.append(root.resolve())
+    return ServiceConfig(
+        host=args.host,
+        port=args.port,
+        token=token,
+        allowed_roots=tuple(roots),
+        max_upload_mb=args.max_upload_mb,
+        preset=args.preset,
+        checkpoint=args.checkpoint,
+        device=args.device,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)  # refuse a bad configuration before loading anything
+
+    import uvicorn
+
+    from backend.engine.model_loading import load_model, model_device
+    from backend.service.app import create_app
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    model = load_model(config.preset, config.checkpoint, config.device)
+    app = create_app(config, model, model_device(model))
+    print(
+        f"rs2sam2 serve: model {model.model_id} on {model_device(model)}; "
+        f"listening on http://{config.host}:{config.port} (API docs at /docs)",
+        flush=True,
+    )
+    uvicorn.run(
+        app, host=config.host, port=config.port, log_level=args.log_level, timeout_graceful_shutdown=5
+    )
+    return 0

@@ -130,7 +130,7 @@ class LocalBackend(QObject):
         if self.state != "starting" or self._probe is not None:
             return
         if time.monotonic() > self._deadline:
-            self._fail("The local backend did not answer within the start-up time.")
+            self._fail(self.tr("The local backend did not answer within the start-up time."))
             return
         self._probe = HealthTask(BackendClient(self.url, self.token, timeout_s=2), self._on_probe_done)
         QgsApplication.taskManager().addTask(self._probe)
@@ -148,13 +148,13 @@ class LocalBackend(QObject):
     def _on_finished(self, exit_code: int, _status) -> None:
         self._read_output()
         if self.state in ("starting", "running"):
-            self._fail(f"The local backend stopped (exit code {exit_code}).")
+            self._fail(self.tr("The local backend stopped (exit code {}).").format(exit_code))
 
     def _on_error(self, error) -> None:
         if error == QProcess.FailedToStart:
             program = self.process.program() if self.process is not None else "?"
-            self._fail(f"The local backend could not be started: “{program}” was not found or is not executable; "
-                       "set the Python environment in the RS2-SAM 2 settings.")
+            self._fail(self.tr("The local backend could not be started: “{}” was not found or is not executable; "
+                               "set the Python environment in the RS2-SAM 2 settings.").format(program))
 
     def _fail(self, message: str) -> None:
         self.stop()

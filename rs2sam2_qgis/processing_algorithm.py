@@ -157,8 +157,7 @@ class SegmentByTextAlgorithm(QgsProcessingAlgorithm):
                                        lambda fraction: feedback.setProgress(100.0 * fraction),
                                        feedback.pushInfo, feedback)
         except RunCancelled:
-            feedback.reportError(self.tr("Cancelled: nothing was written."))
-            return {self.OUTPUT: None}
+            raise QgsProcessingException(self.tr("The run was cancelled; nothing was written.")) from None
         except BackendError as exc:
             message = exc.message
             if exc.code == "unreachable":

@@ -124,3 +124,32 @@ def test_qgis_process_runs_the_installed_plugin(plugin_profile, stand_in, geotif
     assert layer.crs().authid() == f"EPSG:{RASTER_EPSG}"
     # The algorithm ran in the unpacked plugin: it sent the file path from that process.
     assert stand_in.requests[-1]["path"] == geotiff
+
+
+def test_cancel_through_feedback_stops_the_job_and_writes_nothing(provider, stand_in, geotiff, tmp_path,
+                                                                  plugin_settings):
+    import threading
+
+    import processing
+    from qgis.core import QgsProcessingFeedback
+
+    stand_in.behaviour.tiles = 400
+    stand_in.behaviour.seconds_per_tile = 0.05
+    feedback = QgsProcessingFeedback()
+    # Cancel as the Processing dialog's Cancel button does, once the job is under way.
+    watcher = threading.Thread(target=lambda: (_wait_for_progress(stand_in), feedback.cancel()), daemon=True)
+    watcher.start()
+    with pytest.raises(QgsProcessingException, match="The run was cancelled; nothing was written."):
+        processing.run(ALGORITHM, {"INPUT": geotiff, "PHRASES": "a lake", "BACKEND_URL": stand_in.url,
+                                   "OUTPUT": str(tmp_path / "never.gpkg")}, feedback=feedback)
+    (job,) = stand_in.jobs.values()
+    assert job.status == "cancelled" and job.done < job.total
+    assert not (tmp_path / "never.gpkg").exists()
+
+
+def _wait_for_progress(server, timeout_s: float = 20) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not any(j.done > 0 for j in server.jobs.values()) and time.monotonic() < deadline:
+        time.sleep(0.02)

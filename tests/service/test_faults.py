@@ -1,0 +1,112 @@
+"""Faults at the service layer, with model doubles behind a real uvicorn server on 127.0.0.1.
+
+The model is replaced here (only here) to provoke what the real one cannot do on demand: running out
+of memory. Everything else — HTTP, FastAPI, the job worker, the engine, GeoTIFF reading — is real.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+import uvicorn
+
+from backend.service.app import create_app
+from backend.service.config import ServiceConfig
+from tests.engine.rasters import background, paint, write_geotiff
+from tests.engine.standin import ColourModel
+from tests.service.conftest import free_port
+from tests.service.helpers import API, form
+
+
+class OutOfMemory(RuntimeError):
+    """Looks like torch's OutOfMemoryError to the engine (matched by name, as torch's is)."""
+
+
+OutOfMemory.__name__ = "OutOfMemoryError"
+
+
+class MemoryHungryModel(ColourModel):
+    """Runs out of memory when given more than `max_phrases` phrases at once (0: always)."""
+
+    def __init__(self, max_phrases: int):
+        super().__init__(64)
+        self.max_phrases = max_phrases
+
+    def predict(self, image, phrases):
+        if len(phrases) > self.max_phrases:
+            raise OutOfMemory("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().predict(image, phrases)
+
+
+@pytest.fixture
+def serve_model(tmp_path):
+    servers = []
+
+    def start(model) -> httpx.Client:
+        port = free_port()
+        config = uvicorn.Config(
+            create_app(ServiceConfig(), model, "cpu"), host="127.0.0.1", port=port, log_level="error"
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+            time.sleep(0.02)
+        return httpx.Client(base_url=f"http://127.0.0.1:{port}{API}", timeout=60)
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def raster(tmp_path):
+    data = background(100, 100)
+    paint(data, slice(20, 50), slice(30, 70), (255, 0, 0))
+    return write_geotiff(tmp_path / "scene.tif", data)
+
+
+def test_out_of_memory_retries_one_phrase_at_a_time(serve_model, raster):
+    client = serve_model(MemoryHungryModel(max_phrases=1))
+    files, data = form({"phrases": ["red", "blue"], "keep": "all"}, raster=raster)
+    answer = client.post("/segment", files=files, data=data)
+    assert answer.status_code == 200, answer.text
+    assert [f["properties"]["phrase"] for f in answer.json()["features"]] == ["red"]
+
+
+def test_out_of_memory_everywhere_is_a_clear_error_and_the_server_keeps_serving(serve_model, raster):
+    hungry = MemoryHungryModel(max_phrases=0)
+    client = serve_model(hungry)
+    files, data = form({"phrases": ["red"]}, raster=raster)
+    answer = client.post("/segment", files=files, data=data)
+    assert answer.status_code == 503
+    error = answer.json()["error"]
+    assert error["code"] == "out_of_memory" and "smaller tile" in error["message"]
+    job = client.post("/jobs", files=files, data=data).json()["job_id"]
+    while client.get(f"/jobs/{job}").json()["status"] in ("queued", "running"):
+        time.sleep(0.02)
+    assert client.get(f"/jobs/{job}").json()["error"]["code"] == "out_of_memory"
+    assert client.get(f"/jobs/{job}/result").status_code == 503
+    hungry.max_phrases = 8  # memory is back: the same server answers
+    assert client.post("/segment", files=files, data=data).status_code == 200
+    assert client.get("/health").json()["busy"] is False
+
+
+class BrokenModel(ColourModel):
+    def predict(self, image, phrases):
+        raise ValueError("a bug in the model code")
+
+
+def test_a_server_fault_is_a_500_json_error_and_not_a_crash(serve_model, raster):
+    client = serve_model(BrokenModel())
+    files, data = form({"phrases": ["red"]}, raster=raster)
+    answer = client.post("/segment", files=files, data=data)
+    assert answer.status_code == 500 and answer.json()["error"]["code"] == "internal"
+    assert client.get("/health").status_code == 200

@@ -68,6 +68,7 @@ class SegmentDock(QgsDockWidget):
         self.drawn_rect: QgsRectangle | None = None  # in drawn_crs
         self.drawn_crs = QgsCoordinateReferenceSystem()
         self.extent_tool: QgsMapToolExtent | None = None
+        self._previous_tool = None  # the map tool to give back after drawing the rectangle
         self._run_after_start = False
         self.last_layers = []  # the layers the last run added to or created (for callers and tests)
         self._build_ui()
@@ -269,7 +270,7 @@ class SegmentDock(QgsDockWidget):
             return
         canvas = self.iface.mapCanvas()
         self.set_drawn_rectangle(rect, canvas.mapSettings().destinationCrs())
-        if getattr(self, "_previous_tool", None) is not None and self._previous_tool is not self.extent_tool:
+        if self._previous_tool is not None and self._previous_tool is not self.extent_tool:
             canvas.setMapTool(self._previous_tool)
         else:
             canvas.unsetMapTool(self.extent_tool)

@@ -153,3 +153,36 @@ def _wait_for_progress(server, timeout_s: float = 20) -> None:
     deadline = time.monotonic() + timeout_s
     while not any(j.done > 0 for j in server.jobs.values()) and time.monotonic() < deadline:
         time.sleep(0.02)
+
+
+def test_the_algorithm_works_inside_a_model(provider, stand_in, geotiff, tmp_path, plugin_settings):
+    """What the Modeler builds: a model whose child is Segment by text, fed by a model input."""
+    import processing
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterRasterLayer,
+    )
+
+    model = QgsProcessingModelAlgorithm("roofs", "tests")
+    model.addModelParameter(QgsProcessingParameterRasterLayer("scene", "Scene"), QgsProcessingModelParameter("scene"))
+    child = QgsProcessingModelChildAlgorithm(ALGORITHM)
+    child.setChildId("segment")
+    static = QgsProcessingModelChildParameterSource.fromStaticValue
+    child.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromModelParameter("scene")])
+    child.addParameterSources("PHRASES", [static("a roof\na pool")])
+    child.addParameterSources("THRESHOLD", [static(0.5)])
+    child.addParameterSources("KEEP", [static(0)])
+    child.addParameterSources("BACKEND_URL", [static(stand_in.url)])
+    output = QgsProcessingModelOutput("polygons")
+    output.setChildOutputName("OUTPUT")
+    child.setModelOutputs({"polygons": output})
+    model.addChildAlgorithm(child)
+    model.updateDestinationParameters()
+
+    result = processing.run(model, {"scene": geotiff, "segment:polygons": str(tmp_path / "model.gpkg")})
+    layer = QgsVectorLayer(result["segment:polygons"], "model", "ogr")
+    assert sorted(f["phrase"] for f in layer.getFeatures()) == ["a pool", "a roof"]

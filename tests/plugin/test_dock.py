@@ -333,3 +333,21 @@ def test_a_web_layer_is_rendered_for_the_area_and_sent_as_a_geotiff(make_dock, s
     assert received["bands"] == 4 and received["band_max"][:3] == [200, 30, 30]
     (layer,) = _result_layers(clean_project)
     assert layer.crs().authid() == "EPSG:3857"
+
+
+def test_drawing_a_rectangle_sets_the_area_and_gives_the_map_tool_back(make_dock, stand_in, raster_layer,
+                                                                         qgis_canvas):
+    from qgis.gui import QgsMapToolPan
+
+    pan = QgsMapToolPan(qgis_canvas)
+    qgis_canvas.setMapTool(pan)
+    dock = make_dock(server_url=stand_in.url)
+    dock.layer_combo.setLayer(raster_layer)
+    dock.set_area_mode(AREA_RECTANGLE)
+    assert dock.draw_button.isVisibleTo(dock) and not dock.polygon_combo.isVisibleTo(dock)
+    dock.draw_button.click()
+    assert qgis_canvas.mapTool() is dock.extent_tool
+    dock.extent_tool.extentChanged.emit(QgsRectangle(500100, 4999500, 500300, 4999700))  # what a drag emits
+    assert qgis_canvas.mapTool() is pan
+    _run_and_wait(dock, "a pool")
+    assert stand_in.requests[-1]["params"]["bbox"] == pytest.approx([500100, 4999500, 500300, 4999700])

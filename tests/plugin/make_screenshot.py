@@ -1,6 +1,8 @@
 """Take docs/screenshot.png: the panel in a real QGIS desktop window (under Xvfb) after a run.
 
-    .venv/bin/python -m tests.plugin.make_screenshot [--serve "rs2sam2 serve --preset test"] [--out docs/screenshot.png]
+    .venv/bin/python -m tests.plugin.make_screenshot [--out docs/screenshot.png]
+    .venv/bin/python -m tests.plugin.make_screenshot --serve ".venv/bin/rs2sam2 serve --checkpoint C" \
+        --raster SCENE.tif --phrase "…" --keep all
 
 Builds the plugin zip, installs it into a throw-away QGIS profile, writes a small synthetic scene,
 starts a backend (the real `rs2sam2 serve` when --serve is given, else the contract stand-in),
@@ -49,12 +51,14 @@ def setup():
     if plugin is None:
         log("plugin not loaded")
         return finish(3)
-    layer = iface.addRasterLayer(config["raster"], "scene (EPSG:32633)")
+    layer = iface.addRasterLayer(config["raster"], os.path.basename(config["raster"]))
     plugin.action.setChecked(True)
     dock = plugin.dock
     dock.layer_combo.setLayer(layer)
     dock.set_area_mode("layer")
     dock.phrase_combo.setEditText(config["phrase"])
+    dock.keep_combo.setCurrentIndex(dock.keep_combo.findData(config["keep"]))
+    dock.threshold_spin.setValue(config["threshold"])
     dock.check_backend()
     iface.mapCanvas().setExtent(layer.extent())
     state["dock"] = dock
@@ -135,9 +139,16 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshot.png")
     parser.add_argument("--phrase", default="the large red building")
     parser.add_argument("--serve", default="", help="backend command (gets --port N); default: the stand-in")
+    parser.add_argument("--raster", type=Path, help="the scene to open (default: a synthetic one written here)")
+    parser.add_argument("--keep", choices=("best", "all"), default="best")
+    parser.add_argument("--threshold", type=float, default=0.5)
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="rs2sam2-shot-"))
+    with tempfile.TemporaryDirectory(prefix="rs2sam2-shot-") as work_dir:
+        return take(args, Path(work_dir))
+
+
+def take(args: argparse.Namespace, work: Path) -> int:
     built = subprocess.run(["make", "-s", "plugin", f"PLUGIN_OUT={work / 'dist'}"], cwd=ROOT, check=True,
                            capture_output=True, text=True)
     profile = work / "profiles" / "default"
@@ -145,8 +156,11 @@ def main() -> int:
     plugins_dir.mkdir(parents=True)
     with zipfile.ZipFile(built.stdout.strip().splitlines()[-1]) as archive:
         archive.extractall(plugins_dir)
-    raster = work / "scene.tif"
-    write_scene(raster)
+    if args.raster:
+        raster = args.raster.resolve()
+    else:
+        raster = work / "scene.tif"
+        write_scene(raster)
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -163,6 +177,7 @@ def main() -> int:
             f"[rs2sam2]\nserver_url={url}\nsend_mode=auto\n\n"
             "[qgis]\ncheckVersion=false\nshowTips=false\n", encoding="utf-8")
         config = {"raster": str(raster), "phrase": args.phrase, "out": str(args.out.resolve()),
+                  "keep": args.keep, "threshold": args.threshold,
                   "log": str(work / "driver.log")}
         (work / "config.json").write_text(json.dumps(config))
         (work / "driver.py").write_text(DRIVER)

@@ -34,25 +34,17 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from .area import AREA_MAP_VIEW, AREA_RECTANGLE, AREA_SELECTED, AREA_WHOLE_LAYER, AreaChoice
 from .client import BackendClient
 from .local_backend import LocalBackend
 from .notify import log, notify
-from .raster_source import RasterSourceError, area_in_raster_crs, plan_raster
+from .raster_source import RasterSourceError, plan_raster
 from .request import SegmentOptions
 from .resources import icon_path
-from .result_layer import (
-    ResultLayerError,
-    collection_crs,
-    features_from_collection,
-    group_by_phrase,
-    store_in_geopackage,
-    store_in_memory_layer,
-)
+from .result_layer import ResultLayerError, store_collection
 from .runner import SegmentJob
 from .settings import PluginSettings
 from .tasks import HealthTask, SegmentTask
-
-AREA_MAP_VIEW, AREA_WHOLE_LAYER, AREA_SELECTED, AREA_RECTANGLE = "view", "layer", "selected", "rectangle"
 
 
 class SegmentDock(QgsDockWidget):
@@ -281,32 +273,6 @@ class SegmentDock(QgsDockWidget):
         self.draw_label.setText(self.tr("{:.0f} × {:.0f} map units").format(rect.width(), rect.height()))
         self.update_run_state()
 
-    def _requested_area(self, layer: QgsRasterLayer) -> tuple[QgsRectangle | None, float | None]:
-        """(area in the raster's CRS or None for the whole layer, map units per pixel to render at)."""
-        project = QgsProject.instance()
-        context = project.transformContext()
-        canvas = self.iface.mapCanvas()
-        canvas_crs = canvas.mapSettings().destinationCrs()
-        mode = self.area_mode()
-        # Non-file layers (web maps) are rendered at the resolution the map shows them at.
-        units_per_pixel = canvas.mapUnitsPerPixel() or None
-        if units_per_pixel and canvas_crs.isValid() and canvas_crs != layer.crs():
-            view_rect = canvas.extent()
-            moved = QgsCoordinateTransform(canvas_crs, layer.crs(), context).transformBoundingBox(view_rect)
-            units_per_pixel *= moved.width() / view_rect.width()
-        if mode == AREA_WHOLE_LAYER:
-            return None, units_per_pixel
-        if mode == AREA_MAP_VIEW:
-            if canvas.width() <= 0:
-                raise RasterSourceError(self.tr("The map view has no size yet; choose another area."))
-            return area_in_raster_crs(layer, canvas.extent(), canvas_crs, context), units_per_pixel
-        if mode == AREA_SELECTED:
-            polygons: QgsVectorLayer = self.polygon_combo.currentLayer()
-            # The request covers the bounding box of the selected polygons.
-            return area_in_raster_crs(layer, polygons.boundingBoxOfSelected(), polygons.crs(), context), \
-                units_per_pixel
-        return area_in_raster_crs(layer, self.drawn_rect, self.drawn_crs, context), units_per_pixel
-
     # -- running ---------------------------------------------------------------------------------
     def backend_url(self) -> str:
         if self.settings.start_local:
@@ -330,7 +296,10 @@ class SegmentDock(QgsDockWidget):
         layer: QgsRasterLayer = self.layer_combo.currentLayer()
         phrase = self.phrase()
         try:
-            area, units_per_pixel = self._requested_area(layer)
+            choice = AreaChoice(self.area_mode(), self.polygon_combo.currentLayer(), self.drawn_rect,
+                                self.drawn_crs)
+            area, units_per_pixel = choice.resolve(layer, self.iface.mapCanvas(),
+                                                   QgsProject.instance().transformContext())
             plan = plan_raster(layer, area, QgsProject.instance().transformContext(), units_per_pixel)
         except RasterSourceError as exc:
             self._show_error(str(exc))
@@ -384,26 +353,19 @@ class SegmentDock(QgsDockWidget):
             self.set_status(self.tr("Added {} polygon(s) to “{}”.").format(added, self.last_layers[0][0].name()))
 
     def _add_result(self, task: SegmentTask) -> None:
-        collection = task.outcome.collection
-        crs = collection_crs(collection, QgsCoordinateReferenceSystem.fromWkt(task.job.plan.crs_wkt))
-        features = features_from_collection(collection)
-        self.last_layers = []
         phrase = task.job.phrases[0]
+        stored, features = store_collection(QgsProject.instance(), task.outcome.collection,
+                                            QgsCoordinateReferenceSystem.fromWkt(task.job.plan.crs_wkt),
+                                            self.settings.output_gpkg)
+        self.last_layers = [(result.layer, result.added) for result in stored]
         if not features:
             notify(self.iface, self.tr("Nothing matching “{}” was found in the area.").format(phrase), Qgis.Info)
             self.set_status(self.tr("Nothing found for “{}”.").format(phrase))
             return
-        project = QgsProject.instance()
-        for result_phrase, group in group_by_phrase(features).items():
-            if self.settings.output_gpkg:
-                stored = store_in_geopackage(project, self.settings.output_gpkg, result_phrase, crs, group)
-            else:
-                stored = store_in_memory_layer(project, result_phrase, crs, group)
-            self.last_layers.append((stored.layer, stored.added))
-        self._zoom_if_outside([layer for layer, _ in self.last_layers], crs, features)
+        self._zoom_if_outside(stored[0].layer.crs(), features)
         notify(self.iface, self.tr("“{}”: {} polygon(s) added.").format(phrase, len(features)), Qgis.Success)
 
-    def _zoom_if_outside(self, layers, crs, features) -> None:
+    def _zoom_if_outside(self, crs, features) -> None:
         canvas = self.iface.mapCanvas()
         extent = QgsRectangle()
         for feature in features:

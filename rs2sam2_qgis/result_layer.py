@@ -114,6 +114,20 @@ class StoredResult:
     created_layer: bool
 
 
+def store_collection(project: QgsProject, collection: dict, raster_crs: QgsCoordinateReferenceSystem,
+                     gpkg_path: str = "") -> tuple[list[StoredResult], list[QgsFeature]]:
+    """Every phrase's features into its layer (memory, or a table of `gpkg_path`); (results, features)."""
+    crs = collection_crs(collection, raster_crs)
+    features = features_from_collection(collection)
+    stored = []
+    for phrase, group in group_by_phrase(features).items():
+        if gpkg_path:
+            stored.append(store_in_geopackage(project, gpkg_path, phrase, crs, group))
+        else:
+            stored.append(store_in_memory_layer(project, phrase, crs, group))
+    return stored, features
+
+
 def style_layer(layer: QgsVectorLayer) -> None:
     """A clear outline that reads over any imagery, no fill hiding the pixels."""
     symbol = QgsFillSymbol.createSimple(OUTLINE_STYLE)

@@ -18,7 +18,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtTest import QTest
 
-from rs2sam2_qgis.dock import AREA_MAP_VIEW, AREA_RECTANGLE, AREA_SELECTED, AREA_WHOLE_LAYER, SegmentDock
+from rs2sam2_qgis.area import AREA_MAP_VIEW, AREA_RECTANGLE, AREA_SELECTED, AREA_WHOLE_LAYER
+from rs2sam2_qgis.dock import SegmentDock
 from rs2sam2_qgis.result_layer import PHRASE_PROPERTY
 from rs2sam2_qgis.settings import PluginSettings
 from tests.plugin.conftest import RASTER_EPSG, wait_until, write_geotiff

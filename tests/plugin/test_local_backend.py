@@ -17,8 +17,8 @@ from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
 from qgis.PyQt.QtWidgets import QDockWidget
 
 import rs2sam2_qgis
+from rs2sam2_qgis.area import AREA_WHOLE_LAYER
 from rs2sam2_qgis.client import BackendClient, BackendError
-from rs2sam2_qgis.dock import AREA_WHOLE_LAYER
 from rs2sam2_qgis.local_backend import LocalBackend, running_local_endpoint
 from rs2sam2_qgis.result_layer import PHRASE_PROPERTY
 from rs2sam2_qgis.settings import PluginSettings

@@ -17,7 +17,8 @@ import pytest
 from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
 
 import rs2sam2_qgis
-from rs2sam2_qgis.dock import AREA_WHOLE_LAYER, SegmentDock
+from rs2sam2_qgis.area import AREA_WHOLE_LAYER
+from rs2sam2_qgis.dock import SegmentDock
 from rs2sam2_qgis.result_layer import PHRASE_PROPERTY
 from rs2sam2_qgis.settings import PluginSettings
 from tests.plugin.conftest import RASTER_EPSG, wait_until, write_geotiff

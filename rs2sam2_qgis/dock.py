@@ -37,7 +37,7 @@ from qgis.PyQt.QtWidgets import (
 from .area import AREA_MAP_VIEW, AREA_RECTANGLE, AREA_SELECTED, AREA_WHOLE_LAYER, AreaChoice
 from .client import BackendClient
 from .local_backend import LocalBackend
-from .notify import log, notify
+from .notify import guarded, log, notify
 from .raster_source import RasterSourceError, plan_raster
 from .request import SegmentOptions
 from .resources import icon_path
@@ -248,6 +248,7 @@ class SegmentDock(QgsDockWidget):
         self.status_label.setText(text)
 
     # -- the area --------------------------------------------------------------------------------
+    @guarded
     def start_drawing(self) -> None:
         canvas = self.iface.mapCanvas()
         if self.extent_tool is None:
@@ -257,6 +258,7 @@ class SegmentDock(QgsDockWidget):
         canvas.setMapTool(self.extent_tool)
         self.set_status(self.tr("Drag a rectangle on the map."))
 
+    @guarded
     def _on_rectangle_drawn(self, rect: QgsRectangle) -> None:
         if rect.isEmpty():
             return
@@ -283,6 +285,7 @@ class SegmentDock(QgsDockWidget):
         token = self.local_backend.token if self.settings.start_local else self.settings.token
         return BackendClient(self.backend_url(), token, timeout_s=self.settings.request_timeout_s)
 
+    @guarded
     def run(self) -> None:
         """Start a run with what the panel shows (the Run button, Enter in the phrase box)."""
         blocker = self.run_blocker()
@@ -319,12 +322,14 @@ class SegmentDock(QgsDockWidget):
         log(self.tr("Run: “{}” in {} ({})").format(phrase, layer.name(), self.area_combo.currentText()))
         QgsApplication.taskManager().addTask(self.task)
 
+    @guarded
     def cancel(self) -> None:
         if self.task is not None:
             self.set_status(self.tr("Cancelling…"))
             self.task.cancel()
         self._run_after_start = False
 
+    @guarded
     def _on_task_done(self, task: SegmentTask) -> None:
         if task is not self.task:
             return
@@ -343,11 +348,12 @@ class SegmentDock(QgsDockWidget):
             self._show_error(task.error.message, unreachable=task.error.code == "unreachable")
             return
         self.progress_bar.setValue(100)
+        self.update_run_state()
         try:
             self._add_result(task)
         except ResultLayerError as exc:
             self._show_error(str(exc))
-        self.update_run_state()
+            return
         if self.last_layers:
             added = sum(count for _, count in self.last_layers)
             self.set_status(self.tr("Added {} polygon(s) to “{}”.").format(added, self.last_layers[0][0].name()))
@@ -387,6 +393,7 @@ class SegmentDock(QgsDockWidget):
         notify(self.iface, message, Qgis.Critical, buttons)
 
     # -- the backend -----------------------------------------------------------------------------
+    @guarded
     def check_backend(self) -> None:
         if self.health_task is not None:
             return
@@ -397,6 +404,7 @@ class SegmentDock(QgsDockWidget):
         self.health_task = HealthTask(self.client(), self._on_health)
         QgsApplication.taskManager().addTask(self.health_task)
 
+    @guarded
     def _on_health(self, task: HealthTask) -> None:
         self.health_task = None
         if task.health is not None:
@@ -411,6 +419,7 @@ class SegmentDock(QgsDockWidget):
         self.backend_label.setText(self.tr("Backend: connected — {} on {}{}").format(model, health.device, busy))
         self.backend_label.setToolTip(self.tr("{} (version {})").format(self.backend_url(), health.version))
 
+    @guarded
     def start_local_backend(self) -> None:
         if self.local_backend.is_running():
             return
@@ -422,6 +431,7 @@ class SegmentDock(QgsDockWidget):
         self.set_status(self.tr("Starting the local backend (the model loads once)…"))
         self.local_backend.start(self.settings)
 
+    @guarded
     def _on_local_ready(self, health) -> None:
         self._show_health(health)
         log(self.tr("Local backend ready at {}").format(self.local_backend.url))
@@ -431,6 +441,7 @@ class SegmentDock(QgsDockWidget):
         else:
             self.update_run_state()
 
+    @guarded
     def _on_local_failed(self, message: str) -> None:
         self._run_after_start = False
         self.backend_label.setText(self.tr("Backend: local start failed"))
@@ -438,6 +449,7 @@ class SegmentDock(QgsDockWidget):
         self.set_status(first_line)
         notify(self.iface, first_line, Qgis.Critical, [(self.tr("Settings…"), self.open_settings)], details)
 
+    @guarded
     def open_settings(self) -> None:
         from .settings_dialog import SettingsDialog
 

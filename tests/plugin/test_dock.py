@@ -352,3 +352,61 @@ def test_drawing_a_rectangle_sets_the_area_and_gives_the_map_tool_back(make_dock
     assert qgis_canvas.mapTool() is pan
     _run_and_wait(dock, "a pool")
     assert stand_in.requests[-1]["params"]["bbox"] == pytest.approx([500100, 4999500, 500300, 4999700])
+
+
+def test_nothing_found_is_said_and_adds_no_layer(make_dock, stand_in, raster_layer, qgis_iface, clean_project):
+    stand_in.behaviour.empty_result = True
+    dock = make_dock(server_url=stand_in.url)
+    dock.layer_combo.setLayer(raster_layer)
+    _run_and_wait(dock, "a submarine")
+    assert _messages(qgis_iface, Qgis.Info) == ["Nothing matching “a submarine” was found in the area."]
+    assert dock.status_label.text() == "Nothing found for “a submarine”."
+    assert _result_layers(clean_project) == []
+
+
+def test_backend_state_is_shown(make_dock, stand_in):
+    dock = make_dock(server_url=stand_in.url)
+    dock.check_button.click()
+    wait_until(lambda: dock.health_task is None, what="the health check")
+    assert dock.backend_label.text() == "Backend: connected — stand-in on cpu"
+    stand_in.stop()
+    dock.check_backend()
+    wait_until(lambda: dock.health_task is None, what="the second health check")
+    assert dock.backend_label.text() == "Backend: not reachable"
+    assert "not reachable" in dock.backend_label.toolTip()
+
+
+def test_an_unexpected_error_in_a_slot_is_a_message_not_a_traceback(make_dock, stand_in, raster_layer, qgis_iface,
+                                                                    monkeypatch):
+    dock = make_dock(server_url=stand_in.url)
+    dock.layer_combo.setLayer(raster_layer)
+    dock.phrase_combo.setEditText("a roof")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("rs2sam2_qgis.dock.plan_raster", broken)
+    dock.run_button.click()  # clicked(bool) reaches run(), which takes no argument
+    assert _messages(qgis_iface, Qgis.Critical) == [
+        "Something went wrong in RS2-SAM 2 (disk on fire); the details are in the log panel."]
+    assert dock.task is None
+
+
+def test_a_foreign_table_of_the_same_name_is_left_alone(make_dock, stand_in, raster_layer, clean_project, tmp_path,
+                                                        qgis_iface):
+    from qgis.core import QgsVectorFileWriter
+
+    gpkg = tmp_path / "results.gpkg"
+    theirs = QgsVectorLayer("Point?crs=EPSG:4326&field=name:string", "a_roof", "memory")
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName, options.layerName = "GPKG", "a_roof"
+    QgsVectorFileWriter.writeAsVectorFormatV3(theirs, str(gpkg), QgsProject.instance().transformContext(), options)
+    before = gpkg.read_bytes()
+    dock = make_dock(server_url=stand_in.url, output_gpkg=str(gpkg))
+    dock.layer_combo.setLayer(raster_layer)
+    _run_and_wait(dock, "a roof")
+    assert _messages(qgis_iface, Qgis.Critical) == [
+        f"The GeoPackage {gpkg} already holds a layer “a_roof” with other fields or another CRS; choose another "
+        "GeoPackage in the settings."]
+    assert _result_layers(clean_project) == []
+    assert gpkg.read_bytes() == before

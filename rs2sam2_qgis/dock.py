@@ -13,6 +13,7 @@ from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsMapLayerProxyModel,
+    QgsMessageOutput,
     QgsProject,
     QgsRasterLayer,
     QgsRectangle,
@@ -447,7 +448,16 @@ class SegmentDock(QgsDockWidget):
         self.backend_label.setText(self.tr("Backend: local start failed"))
         first_line, _, details = message.partition("\n")
         self.set_status(first_line)
-        notify(self.iface, first_line, Qgis.Critical, [(self.tr("Settings…"), self.open_settings)], details)
+        notify(self.iface, first_line, Qgis.Critical, [(self.tr("Show output"), self.show_backend_output),
+                                                       (self.tr("Settings…"), self.open_settings)], details)
+
+    @guarded
+    def show_backend_output(self) -> None:
+        """The local backend's command line and last output lines, in a window the user can copy from."""
+        viewer = QgsMessageOutput.createMessageOutput()
+        viewer.setTitle(self.tr("RS2-SAM 2 local backend output"))
+        viewer.setMessage(self.local_backend.log_text or self.tr("(no output)"), QgsMessageOutput.MessageText)
+        viewer.showMessage()
 
     @guarded
     def open_settings(self) -> None:

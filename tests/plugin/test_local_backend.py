@@ -148,3 +148,26 @@ def test_run_with_a_local_backend_then_unload_leaves_nothing_behind(plugin, qgis
     assert QgsApplication.processingRegistry().providerById("rs2sam2") is None
     assert [a for a in qgis_main_iface.plugin_toolbar.actions() if a.objectName().startswith("RS2SAM2")] == []
     assert "&RS2-SAM 2" not in [a.text() for a in qgis_main_iface.raster_menu.actions() if a.menu()]
+
+
+def test_a_failed_start_in_the_panel_offers_its_output(plugin, qgis_main_iface, tmp_path):
+    from qgis.core import Qgis
+    from qgis.PyQt.QtWidgets import QPushButton
+
+    folder = _fake_backend_dir(tmp_path, """
+        import sys
+        print("CUDA error: no kernel image is available", file=sys.stderr)
+        sys.exit(1)
+    """)
+    bar = qgis_main_iface.messageBar()
+    bar.clearWidgets()
+    dock = plugin.dock
+    dock.apply_settings(PluginSettings(start_local=True, python_path=sys.executable, working_dir=str(folder)))
+    dock.start_button.click()
+    wait_until(lambda: dock.local_backend.state == "failed", timeout_s=30, what="the failed start")
+    (item,) = [i for i in bar.items() if i.level() == Qgis.Critical]
+    assert item.text() == "The local backend stopped (exit code 1)."
+    assert [b.text() for b in item.findChildren(QPushButton)] == ["Show output", "Settings…"]
+    assert "CUDA error: no kernel image is available" in dock.local_backend.log_text
+    assert dock.backend_label.text() == "Backend: local start failed"
+    bar.clearWidgets()

@@ -125,6 +125,17 @@ def test_qgis_process_runs_the_installed_plugin(plugin_profile, stand_in, geotif
     # The algorithm ran in the unpacked plugin: it sent the file path from that process.
     assert stand_in.requests[-1]["path"] == geotiff
 
+    # Without a backend the command fails with the sentence, and writes nothing.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    failed = _qgis_process(plugin_profile, "run", ALGORITHM, "--", f"INPUT={geotiff}", "PHRASES=a lake",
+                           f"BACKEND_URL={dead}", f"OUTPUT={tmp_path / 'never.gpkg'}")
+    assert failed.returncode != 0
+    assert f"The backend at {dead} is not reachable" in failed.stdout + failed.stderr
+    assert "Traceback" not in failed.stdout + failed.stderr
+    assert not (tmp_path / "never.gpkg").exists()
+
 
 def test_cancel_through_feedback_stops_the_job_and_writes_nothing(provider, stand_in, geotiff, tmp_path,
                                                                   plugin_settings):

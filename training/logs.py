@@ -1,0 +1,59 @@
+"""Training logs: one CSV per stream (train, val) and TensorBoard, written by rank 0 only.
+
+On resume, rows past the resumed step (written by the run that was killed) are dropped, so the
+logs read as one uninterrupted run."""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+
+
+class CsvLog:
+    def __init__(self, path: Path, fields: list[str], resume_step: int | None = None) -> None:
+        self.path, self.fields = path, fields
+        if resume_step is not None and path.exists():
+            with open(path, newline="", encoding="utf-8") as handle:
+                rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= resume_step]
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".csv.part")
+            with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
+            os.replace(tmp, path)
+        elif not path.exists():
+            with open(path, "w", newline="", encoding="utf-8") as handle:
+                csv.DictWriter(handle, fieldnames=fields).writeheader()
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a", newline="", encoding="utf-8") as handle:
+            csv.DictWriter(handle, fieldnames=self.fields, extrasaction="ignore").writerow(row)
+
+
+class TrainingLogs:
+    TRAIN_FIELDS = ["step", "epoch", "loss", "ce", "dice", "tbl", "aux", "lr_new", "lr_rest", "grad_norm", "samples_per_s"]
+    VAL_FIELDS = ["step", "epoch", "samples", "mIoU", "oIoU", "Pr@0.5", "Pr@0.6", "Pr@0.7", "Pr@0.8", "Pr@0.9"]
+
+    def __init__(self, folder: Path, resume_step: int | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.train = CsvLog(folder / "train_log.csv", self.TRAIN_FIELDS, resume_step)
+        self.val = CsvLog(folder / "val_log.csv", self.VAL_FIELDS, resume_step)
+        self.tensorboard = SummaryWriter(str(folder / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+
+    def log_train(self, row: dict) -> None:
+        self.train.write(row)
+        for key in ("loss", "ce", "dice", "tbl", "lr_new", "samples_per_s"):
+            if row.get(key) is not None:
+                self.tensorboard.add_scalar(f"train/{key}", row[key], row["step"])
+
+    def log_val(self, row: dict) -> None:
+        self.val.write(row)
+        for key in ("mIoU", "oIoU", "Pr@0.5", "Pr@0.9"):
+            self.tensorboard.add_scalar(f"val/{key}", row[key], row["step"])
+        self.tensorboard.flush()
+
+    def close(self) -> None:
+        self.tensorboard.close()

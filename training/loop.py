@@ -1,0 +1,314 @@
+"""The training loop: AdamW with the method's two learning-rate groups, warm-up and schedule, bf16
+autocast on GPU, gradient accumulation and clipping, seeded; resumable training states, the best
+checkpoint by val mIoU + oIoU, and the final export in the inference checkpoint format. Runs as one
+process or under torchrun (DDP)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from backend.errors import UserError
+from backend.model.checkpoint import config_mismatch, load_checkpoint, read_checkpoint, save_checkpoint
+from backend.model.factory import build_model, resolve_device
+from backend.model.losses import RS2SAM2Loss
+from backend.model.predictor import RS2SAM2Predictor
+from backend.model.presets import ModelConfig, get_preset
+from backend.model.rs2sam2 import RS2SAM2Output
+from training.augment import AugmentConfig
+from training.batches import EpochPlan, MicroBatches
+from training.config import TrainConfig, build_config
+from training.data.specs import DataSpec, open_datasets
+from training.distributed import (
+    DistributedContext,
+    barrier,
+    gather_objects,
+    init_distributed,
+    shutdown_distributed,
+)
+from training.evaluate import EvaluationConfig, EvaluationResult, evaluate
+from training.logs import TrainingLogs
+from training.schedule import lr_multiplier
+from training.state import STATE_FILE, Progress, load_state, restore_rng, save_state
+
+CONFIG_FILE = "config.json"
+BEST_CHECKPOINT = "best.safetensors"
+FINAL_CHECKPOINT = "final.safetensors"
+DATA_CACHE = "data"
+# Settings that may change when a run is resumed; everything else must match the saved run.
+RESUME_OVERRIDABLE = ("max_steps", "epochs", "stop_after_steps", "device", "num_workers", "progress",
+                      "checkpoint_every", "eval_every", "log_every")
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    steps: int
+    stopped_early: bool = False  # stop_after_steps hit: only the periodic state was written
+    best_checkpoint: Path | None = None
+    final_checkpoint: Path | None = None
+    best_score: float = float("-inf")
+    val_history: list[dict] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# checks before anything trains
+
+
+def check_new_run(out: Path) -> None:
+    if (out / CONFIG_FILE).exists() or (out / STATE_FILE).exists():
+        raise UserError(f"{out} already holds a training run; use --resume to continue it or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+
+
+def resume_config(out: Path, overrides: dict) -> TrainConfig:
+    """The saved config of the run in `out`, with the settings that may change on resume."""
+    if not (out / CONFIG_FILE).is_file() or not (out / STATE_FILE).is_file():
+        raise UserError(f"there is no training run to resume in {out} ({CONFIG_FILE} or {STATE_FILE} is missing)")
+    saved = json.loads((out / CONFIG_FILE).read_text(encoding="utf-8"))
+    changes = {}
+    for name, value in overrides.items():
+        if value is None or name == "out":
+            continue
+        old = saved.get(name)
+        if (list(value) if isinstance(value, tuple) else value) == old:
+            continue
+        if name not in RESUME_OVERRIDABLE:
+            raise UserError(f"--{name.replace('_', '-')} differs from the run being resumed in {out}; "
+                            f"only {', '.join(RESUME_OVERRIDABLE)} may change")
+        changes[name] = value
+    saved.update(changes, out=str(out))
+    saved["stop_after_steps"] = overrides.get("stop_after_steps")  # a test switch, never inherited
+    return build_config({}, saved)
+
+
+def model_config_for(config: TrainConfig) -> ModelConfig:
+    """The architecture to train, read without building it (cheap; errors early)."""
+    if config.checkpoint is None:
+        return get_preset(config.preset)
+    found, _, _ = read_checkpoint(config.checkpoint)
+    if config.preset is not None:
+        differences = config_mismatch(get_preset(config.preset), found)
+        if differences:
+            raise UserError(f"the checkpoint {config.checkpoint} was made for preset {found.name!r}, not "
+                            f"{config.preset!r} ({'; '.join(differences[:2])})")
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+
+def _per_sample_loss(loss_fn: RS2SAM2Loss, output: RS2SAM2Output, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Mean over samples of each sample's loss: the objective of the reference (batch 1 per GPU), and
+    independent of how a batch is split over processes."""
+    terms: dict[str, torch.Tensor] = {}
+    batch = masks.shape[0]
+    for i in range(batch):
+        one = RS2SAM2Output(**{name: getattr(output, name)[i:i + 1] for name in output.__dataclass_fields__})
+        for key, value in loss_fn(one, masks[i:i + 1]).items():
+            terms[key] = terms.get(key, 0) + value / batch
+    return terms
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, context: DistributedContext, device: torch.device) -> None:
+        self.config, self.context, self.device = config, context, device
+        self.out = Path(config.out)
+        self.model_config = model_config_for(config)
+        chip = config.chip_size or self.model_config.image_size
+        cache = self.out / DATA_CACHE
+        for spec in (*config.data, *(config.val_data or ())):
+            DataSpec.parse(spec)
+        if context.is_main:  # synthetic scenes are written once, by rank 0
+            self._open_data(chip, cache)
+        barrier(context)
+        if not context.is_main:
+            self._open_data(chip, cache)
+        self.plan = EpochPlan(len(self.train_data), config.batch_size, config.grad_accum, context.world_size, config.seed)
+        self.total_steps = config.max_steps or config.epochs * self.plan.steps_per_epoch
+        self.eval_every = config.eval_every or self.plan.steps_per_epoch
+        self.augment = AugmentConfig(geometric_prob=config.geometric_prob, rotations=config.rotations,
+                                     black_box_prob=config.black_box_prob)
+
+    def _open_data(self, chip: int, cache: Path) -> None:
+        cfg = self.config
+        self.train_data = open_datasets(list(cfg.data), "train", chip, cache, cfg.seed)
+        self.val_data = open_datasets(list(cfg.val_data or cfg.data), "val", chip, cache, cfg.seed)
+
+    def build(self, resume: bool) -> Progress:
+        cfg = self.config
+        torch.manual_seed(cfg.seed)  # identical initialisation on every rank and every run
+        if cfg.checkpoint is not None:
+            model, _ = load_checkpoint(cfg.checkpoint, device=str(self.device))
+            model.train()
+        else:
+            model = build_model(self.model_config, device=str(self.device))
+        self.model = model
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        # foreach: multi-tensor updates (torch only defaults to it on GPUs; on the CPU it saves a Python loop per tensor)
+        self.optimizer = torch.optim.AdamW(model.param_groups(cfg.lr_new, cfg.lr_rest, cfg.weight_decay), foreach=True)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_multiplier(cfg.schedule, self.total_steps, cfg.warmup_steps, self.plan.steps_per_epoch,
+                                          cfg.lr_drop_epochs, cfg.lr_drop_factor))
+        self.loss_fn = RS2SAM2Loss()
+        progress = Progress()
+        if resume:
+            state = load_state(self.out / STATE_FILE)
+            model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            restore_rng(state)
+            progress = Progress(**state["progress"])
+        self.network = model
+        if self.context.enabled:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.network = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        return progress
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def validate(self, step: int) -> dict:
+        """Val metrics, each rank evaluating every world-th sample, gathered on all ranks."""
+        cfg = self.config
+        count = len(self.val_data) if cfg.val_limit is None else min(cfg.val_limit, len(self.val_data))
+        indices = list(range(count))[self.context.rank::self.context.world_size]
+        predictor = RS2SAM2Predictor(self.model, model_id=f"step-{step}")
+        try:
+            part = evaluate(predictor, self.val_data, EvaluationConfig(protocol=cfg.eval_protocol), indices=indices)
+        finally:
+            self.model.train()
+        merged = EvaluationResult([s for samples in gather_objects(self.context, part.samples) for s in samples])
+        return merged.summary()
+
+    def run(self, progress: Progress, logs: TrainingLogs | None) -> TrainResult:
+        cfg, ctx = self.config, self.context
+        result = TrainResult(out=self.out, steps=progress.step, best_score=progress.best_score)
+        bar = None
+        if ctx.is_main and cfg.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.total_steps, initial=progress.step, desc="train", unit="step", dynamic_ncols=True)
+        window_start, window_samples = time.perf_counter(), 0
+        accumulated: dict[str, float] = {}
+        while progress.step < self.total_steps:
+            batches = MicroBatches(self.train_data, self.plan, progress.epoch, ctx.rank, self.model_config, self.augment)
+            loader = torch.utils.data.DataLoader(batches, batch_size=None, num_workers=cfg.num_workers,
+                                                 sampler=list(range(progress.micro_batch, len(batches))))
+            for k, batch in enumerate(loader, start=progress.micro_batch):
+                boundary = (k + 1) % cfg.grad_accum == 0
+                sync = contextlib.nullcontext() if boundary or not ctx.enabled else self.network.no_sync()
+                with sync:
+                    with self._autocast():
+                        output = self.network(batch["sam"].to(self.device), batch["clip"].to(self.device), batch["phrases"])
+                    terms = _per_sample_loss(self.loss_fn, output, batch["masks"].to(self.device))
+                    (terms["total"] / cfg.grad_accum).backward()
+                for key, value in terms.items():
+                    accumulated[key] = accumulated.get(key, 0.0) + float(value.detach()) / cfg.grad_accum
+                window_samples += len(batch["phrases"]) * ctx.world_size
+                if not boundary:
+                    continue
+                grad_norm = None
+                if cfg.clip_grad_norm:
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, cfg.clip_grad_norm))
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                progress.step += 1
+                progress.micro_batch = k + 1
+                if progress.micro_batch == len(batches):
+                    progress.epoch, progress.micro_batch = progress.epoch + 1, 0
+                step = progress.step
+                if step % cfg.log_every == 0 or step == self.total_steps:
+                    elapsed = time.perf_counter() - window_start
+                    row = {"step": step, "epoch": progress.epoch, "loss": accumulated.get("total", math.nan),
+                           **{key: accumulated.get(key) for key in ("ce", "dice", "tbl", "aux")},
+                           "lr_new": self.optimizer.param_groups[0]["lr"],
+                           "lr_rest": self.optimizer.param_groups[-1]["lr"], "grad_norm": grad_norm,
+                           "samples_per_s": window_samples / max(elapsed, 1e-9)}
+                    if logs is not None:
+                        logs.log_train(row)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{row['samples_per_s']:.1f}")
+                    window_start, window_samples = time.perf_counter(), 0
+                accumulated = {}
+                if bar is not None:
+                    bar.update(1)
+                if step % self.eval_every == 0 or step == self.total_steps:
+                    summary = self.validate(step)
+                    result.val_history.append({"step": step, **summary})
+                    score = summary["mIoU"] + summary["oIoU"]
+                    if score > progress.best_score:
+                        progress.best_score, progress.best_step = score, step
+                        if ctx.is_main:
+                            save_checkpoint(self.out / BEST_CHECKPOINT, self.model, overwrite=True, metadata={
+                                "step": step, "epoch": progress.epoch, "val": summary, "data": list(cfg.data)})
+                    if logs is not None:
+                        logs.log_val({"step": step, "epoch": progress.epoch, **summary})
+                    window_start = time.perf_counter()  # throughput counts training time only
+                if (step % cfg.checkpoint_every == 0 or step == self.total_steps) and ctx.is_main:
+                    save_state(self.out / STATE_FILE, self.model, self.optimizer, self.scheduler, progress, cfg.to_json())
+                if cfg.stop_after_steps is not None and step >= cfg.stop_after_steps and step < self.total_steps:
+                    result.stopped_early = True
+                    break
+                if step >= self.total_steps:
+                    break
+            if result.stopped_early:
+                break
+        if bar is not None:
+            bar.close()
+        result.steps, result.best_score = progress.step, progress.best_score
+        if not result.stopped_early:
+            if ctx.is_main:
+                result.final_checkpoint = save_checkpoint(self.out / FINAL_CHECKPOINT, self.model, overwrite=True,
+                                                          metadata={"step": progress.step, "data": list(cfg.data)})
+            if (self.out / BEST_CHECKPOINT).exists():
+                result.best_checkpoint = self.out / BEST_CHECKPOINT
+        barrier(ctx)
+        return result
+
+
+def train(config: TrainConfig, resume: bool = False) -> TrainResult:
+    """Run (or resume, with the config from `resume_config`) a training run; everything that can be
+    wrong with the input is reported before the first step."""
+    if resume:
+        load_state(Path(config.out) / STATE_FILE)  # readable before anything else happens
+    else:
+        check_new_run(Path(config.out))
+    device = resolve_device(config.device)
+    context = init_distributed(device.type)
+    try:
+        if context.enabled and device.type == "cuda":
+            device = torch.device("cuda", context.local_rank)
+            torch.cuda.set_device(device)
+        out = Path(config.out)
+        if context.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+        barrier(context)
+        trainer = Trainer(config, context, device)
+        progress = trainer.build(resume)
+        logs = None
+        if context.is_main:
+            fd_path = out / CONFIG_FILE
+            tmp = out / f".{CONFIG_FILE}.part"
+            tmp.write_text(config.to_json(), encoding="utf-8")
+            os.replace(tmp, fd_path)
+            logs = TrainingLogs(out, resume_step=progress.step if resume else None)
+        try:
+            return trainer.run(progress, logs)
+        finally:
+            if logs is not None:
+                logs.close()
+    finally:
+        shutdown_distributed(context)

@@ -147,7 +147,8 @@ class SegmentByTextAlgorithm(QgsProcessingAlgorithm):
             if parameters.get(self.EXTENT):
                 rect = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
                 area = area_in_raster_crs(layer, rect, layer.crs(), context.transformContext())
-            plan = plan_raster(layer, area, context.transformContext())
+            # Web layers (no pixels of their own) are rendered at the GSD, in the layer's units.
+            plan = plan_raster(layer, area, context.transformContext(), units_per_pixel=options.gsd)
         except RasterSourceError as exc:
             raise QgsProcessingException(str(exc)) from None
 

@@ -118,8 +118,8 @@ def plan_raster(layer: QgsRasterLayer, area: QgsRectangle | None, context: QgsCo
         # Web and other non-file layers are rendered at the resolution the caller asks for (the map's).
         res_x = res_y = units_per_pixel
     else:
-        raise RasterSourceError(tr("The layer “{}” has no native resolution; choose an area on the map "
-                                   "(it is rendered at the map's resolution).").format(layer.name()))
+        raise RasterSourceError(tr("The layer “{}” has no pixels of its own; give the resolution to render it "
+                                   "at (GSD).").format(layer.name()))
     width = max(1, math.ceil(extent.width() / res_x - 1e-6))
     height = max(1, math.ceil(extent.height() / res_y - 1e-6))
     if file_path is None and max(width, height) > MAX_EXPORT_SIDE_PX:

@@ -149,3 +149,18 @@ def wait_until(condition, timeout_s: float = 20.0, what: str = "condition") -> N
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         QgsApplication.processEvents()
         time.sleep(0.01)
+
+
+def xyz_layer_uri(folder) -> str:
+    """A one-tile XYZ layer (zoom 0, a flat red world) served from local files: a raster without a file."""
+    from pathlib import Path
+
+    from qgis.PyQt.QtGui import QColor, QImage
+
+    tile_dir = Path(folder) / "tiles" / "0" / "0"
+    tile_dir.mkdir(parents=True)
+    tile = QImage(256, 256, QImage.Format_ARGB32)
+    tile.fill(QColor(200, 30, 30))
+    tile.save(str(tile_dir / "0.png"))
+    url = (Path(folder) / "tiles").as_uri() + "/{z}/{x}/{y}.png"
+    return f"type=xyz&url={url}&zmin=0&zmax=0"

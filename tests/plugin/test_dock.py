@@ -22,7 +22,7 @@ from rs2sam2_qgis.area import AREA_MAP_VIEW, AREA_RECTANGLE, AREA_SELECTED, AREA
 from rs2sam2_qgis.dock import SegmentDock
 from rs2sam2_qgis.result_layer import PHRASE_PROPERTY
 from rs2sam2_qgis.settings import PluginSettings
-from tests.plugin.conftest import RASTER_EPSG, wait_until, write_geotiff
+from tests.plugin.conftest import RASTER_EPSG, wait_until, write_geotiff, xyz_layer_uri
 
 RESULT_FIELDS = ["phrase", "score", "area", "source", "model", "created"]
 
@@ -308,15 +308,7 @@ def test_zooms_to_the_result_when_it_is_outside_the_view(make_dock, stand_in, ra
 def test_a_web_layer_is_rendered_for_the_area_and_sent_as_a_geotiff(make_dock, stand_in, clean_project, tmp_path,
                                                                    qgis_canvas):
     """An XYZ layer (no file behind it) travels as the map shows it: RGBA at the map's resolution, in its CRS."""
-    from qgis.PyQt.QtGui import QColor, QImage
-
-    tile_dir = tmp_path / "tiles" / "0" / "0"
-    tile_dir.mkdir(parents=True)
-    tile = QImage(256, 256, QImage.Format_ARGB32)
-    tile.fill(QColor(200, 30, 30))
-    tile.save(str(tile_dir / "0.png"))
-    url = (tmp_path / "tiles").as_uri() + "/{z}/{x}/{y}.png"
-    web = QgsRasterLayer(f"type=xyz&url={url}&zmin=0&zmax=0", "web map", "wms")
+    web = QgsRasterLayer(xyz_layer_uri(tmp_path), "web map", "wms")
     assert web.isValid()
     clean_project.addMapLayer(web)
     qgis_canvas.setDestinationCrs(web.crs())

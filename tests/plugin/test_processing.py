@@ -14,7 +14,7 @@ import pytest
 from qgis.core import QgsApplication, QgsProcessingException, QgsVectorLayer
 
 from rs2sam2_qgis.processing_provider import RS2SAM2Provider
-from tests.plugin.conftest import RASTER_EPSG
+from tests.plugin.conftest import RASTER_EPSG, xyz_layer_uri
 
 ROOT = Path(__file__).resolve().parents[2]
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"  # the /usr/bin/qgis_process wrapper passes a flag 3.22 rejects
@@ -197,3 +197,21 @@ def test_the_algorithm_works_inside_a_model(provider, stand_in, geotiff, tmp_pat
     result = processing.run(model, {"scene": geotiff, "segment:polygons": str(tmp_path / "model.gpkg")})
     layer = QgsVectorLayer(result["segment:polygons"], "model", "ogr")
     assert sorted(f["phrase"] for f in layer.getFeatures()) == ["a pool", "a roof"]
+
+
+def test_a_web_layer_is_rendered_at_the_gsd(provider, stand_in, tmp_path, plugin_settings, clean_project):
+    import processing
+    from qgis.core import QgsRasterLayer
+
+    web = QgsRasterLayer(xyz_layer_uri(tmp_path), "web map", "wms")
+    clean_project.addMapLayer(web)
+    params = {"INPUT": web, "PHRASES": "a red field", "EXTENT": "1000000,1500000,1000000,1400000 [EPSG:3857]",
+              "BACKEND_URL": stand_in.url, "OUTPUT": str(tmp_path / "web.gpkg")}
+    with pytest.raises(QgsProcessingException, match="has no pixels of its own; give the resolution"):
+        processing.run(ALGORITHM, params)
+    result = processing.run(ALGORITHM, {**params, "GSD": 5000})
+    received = stand_in.requests[-1]
+    assert received["kind"] == "upload" and received["size"] == (100, 80)  # 500 km × 400 km at 5 km
+    assert received["bands"] == 4 and received["band_max"][:3] == [200, 30, 30]
+    assert received["params"]["gsd"] == 5000
+    assert QgsVectorLayer(result["OUTPUT"], "web", "ogr").crs().authid() == "EPSG:3857"

@@ -21,7 +21,7 @@ from backend.model.rs2sam2 import RS2SAM2
 
 class RS2SAM2Predictor:
     def __init__(self, model: RS2SAM2, model_id: str, max_batch: int = 16):
-        self.model = model.eval()
+        self.model = model
         self._model_id = model_id
         self.max_batch = max_batch  # phrases per forward; bounds memory for long phrase lists
         self._image_size: tuple[int, int] | None = None
@@ -50,7 +50,7 @@ class RS2SAM2Predictor:
         """Preprocess an (H,W,3) uint8 RGB image and encode its CLIP vision tokens (cached)."""
         tensor = image_to_tensor(image).to(self.device)
         sam, clip = preprocess_batch(tensor, self.model.config)
-        with self._autocast():
+        with self._autocast(), _eval_mode(self.model):
             self._clip_tokens = self.model.union.encode_image(clip)
         self._sam_image = sam
         self._image_size = (int(image.shape[0]), int(image.shape[1]))
@@ -65,7 +65,7 @@ class RS2SAM2Predictor:
         for start in range(0, len(phrases), self.max_batch):
             chunk = phrases[start : start + self.max_batch]
             tokens = self.model.tokenize(chunk)
-            with self._autocast():
+            with self._autocast(), _eval_mode(self.model):
                 out = self.model(self._sam_image, None, tokens, clip_image_tokens=self._clip_tokens)
             logits = F.interpolate(
                 out.low_res_logits.float(), size=self._image_size, mode="bilinear", align_corners=False
@@ -79,6 +79,17 @@ class RS2SAM2Predictor:
             raise UserError("Give a list of at least one phrase.")
         self.set_image(image)
         return self.predict_phrases(phrases)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module):
+    """Eval mode for the call, then the caller's mode back (training can evaluate mid-run)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def _mask_score(probability: np.ndarray) -> float:

@@ -52,3 +52,15 @@ def test_cuda_without_a_gpu_is_refused():
     with pytest.raises(UserError, match="Unknown device"):
         resolve_device("tpu")
     assert resolve_device("auto").type == "cpu"
+
+
+def test_predicting_mid_training_leaves_the_model_in_training_mode(test_model):
+    from backend.model.predictor import RS2SAM2Predictor
+
+    test_model.train()
+    image = np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    RS2SAM2Predictor(test_model, "mid-training").predict(image, ["a roof"])
+    assert test_model.training and test_model.union.joint.training
+    test_model.eval()
+    RS2SAM2Predictor(test_model, "eval").predict(image, ["a roof"])
+    assert not test_model.training

@@ -34,17 +34,29 @@ def default_python() -> str:
     return "python3"
 
 
+DEMO_CHECKPOINT = Path("backend") / "demo" / "assets" / "rs2sam2-demo.safetensors"  # inside a checkout
+
+
+def default_checkpoint() -> str:
+    """The bundled demo model when running from a checkout that has it; else none (the preset decides)."""
+    root = checkout_root()
+    if root is not None and (root / DEMO_CHECKPOINT).is_file():
+        return str(root / DEMO_CHECKPOINT)
+    return ""
+
+
 @dataclass
 class PluginSettings:
     # Where the backend is. When start_local is on, the plugin launches it and server_url is ignored.
     server_url: str = "http://127.0.0.1:8765"
     token: str = ""
     start_local: bool = False
-    # The local backend: `<python> -m backend.cli serve --preset P` (or `--checkpoint C`).
+    # The local backend: `<python> -m backend.cli serve --checkpoint C` (or `--preset P`; neither: the
+    # backend's default model).
     python_path: str = field(default_factory=default_python)
     working_dir: str = field(default_factory=lambda: str(checkout_root() or ""))
-    preset: str = "test"
-    checkpoint: str = ""
+    preset: str = ""
+    checkpoint: str = field(default_factory=default_checkpoint)
     local_port: int = 0  # 0: pick a free port on each start
     # The local backend may read rasters by path under this folder (the filesystem root by default:
     # only the plugin holds its token). Empty: it only takes uploads.
@@ -98,8 +110,8 @@ class PluginSettings:
             args += ["--allow-path", self.local_allow_path.strip()]
         if self.checkpoint.strip():
             args += ["--checkpoint", self.checkpoint.strip()]
-        else:
-            args += ["--preset", self.preset.strip() or "test"]
+        elif self.preset.strip():
+            args += ["--preset", self.preset.strip()]
         return self.python_path, args
 
 

@@ -49,6 +49,8 @@ class SettingsDialog(QDialog):
         self.workdir_edit.setStorageMode(QgsFileWidget.GetDirectory)
         self.workdir_edit.setFilePath(settings.working_dir)
         self.preset_edit = QLineEdit(settings.preset, local)
+        self.preset_edit.setPlaceholderText(self.tr("the backend's default"))
+        self.preset_edit.setToolTip(self.tr("A model preset (test, tiny, base, large); used when no checkpoint is set"))
         self.checkpoint_edit = QgsFileWidget(local)
         self.checkpoint_edit.setFilePath(settings.checkpoint)
         self.checkpoint_edit.setToolTip(self.tr("A trained checkpoint; when set it is used instead of the preset"))
@@ -113,7 +115,7 @@ class SettingsDialog(QDialog):
             start_local=self.local_group.isChecked(),
             python_path=self.python_edit.filePath().strip() or PluginSettings().python_path,
             working_dir=self.workdir_edit.filePath().strip(),
-            preset=self.preset_edit.text().strip() or "test",
+            preset=self.preset_edit.text().strip(),
             checkpoint=self.checkpoint_edit.filePath().strip(),
             local_port=self.port_spin.value(),
             local_allow_path=self.allow_path_edit.filePath().strip(),

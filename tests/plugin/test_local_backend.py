@@ -56,7 +56,7 @@ def test_start_waits_for_health_then_stop_ends_the_process(qgis_app, tmp_path):
     backend = LocalBackend()
     ready = []
     backend.ready.connect(ready.append)
-    settings = PluginSettings(python_path=sys.executable, working_dir=str(_serving_dir(tmp_path)), preset="test")
+    settings = PluginSettings(python_path=sys.executable, working_dir=str(_serving_dir(tmp_path)), preset="test", checkpoint="")
     backend.start(settings)
     wait_until(lambda: ready or backend.state == "failed", timeout_s=30, what="the backend's health")
     assert backend.state == "running", backend.log_text

@@ -173,7 +173,7 @@ def test_the_plugin_starts_the_real_backend_and_unload_stops_it(qgis_main_iface,
     try:
         dock = plugin.dock
         dock.apply_settings(PluginSettings(start_local=True, python_path=sys.executable, working_dir=str(ROOT),
-                                           preset="test", local_allow_path=str(tmp_path)))
+                                           preset="test", checkpoint="", local_allow_path=str(tmp_path)))
         dock.threshold_spin.setValue(LOW_THRESHOLD)
         layer = _add_raster(write_geotiff(tmp_path / "scene.tif", size=64), clean_project)
         _run_started = time.monotonic()

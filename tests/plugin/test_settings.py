@@ -52,8 +52,8 @@ def test_backend_command_prefers_a_checkpoint_over_the_preset():
     assert program == "/env/bin/python"
     assert args == ["-m", "backend.cli", "serve", "--host", "127.0.0.1", "--port", "8000", "--allow-path", "/",
                     "--preset", "base"]
-    _, args = PluginSettings(local_allow_path="").backend_command(8000)
-    assert "--allow-path" not in args
+    _, args = PluginSettings(local_allow_path="", preset="", checkpoint="").backend_command(8000)
+    assert "--allow-path" not in args and "--preset" not in args and "--checkpoint" not in args
     _, args = PluginSettings(checkpoint="/m/ckpt.safetensors").backend_command(8001)
     assert args[-2:] == ["--checkpoint", "/m/ckpt.safetensors"] and "--preset" not in args
 
@@ -71,3 +71,15 @@ def test_dialog_edits_a_copy(qgis_app, plugin_settings):
         "http://b:2", "abc", True, "/tmp/results.gpkg", "path")
     assert edited.phrase_history == ["x"]
     assert original.server_url == "http://a:1"  # untouched until the caller saves
+
+
+def test_the_demo_model_of_a_checkout_is_the_default_checkpoint(monkeypatch, tmp_path):
+    import rs2sam2_qgis.settings as settings_module
+
+    monkeypatch.setattr(settings_module, "checkout_root", lambda: tmp_path)
+    assert settings_module.default_checkpoint() == ""
+    demo = tmp_path / settings_module.DEMO_CHECKPOINT
+    demo.parent.mkdir(parents=True)
+    demo.write_bytes(b"weights")
+    assert settings_module.default_checkpoint() == str(demo)
+    assert PluginSettings().backend_command(9000)[1][-2:] == ["--checkpoint", str(demo)]

@@ -179,13 +179,21 @@ class SegmentDock(QgsDockWidget):
         self.check_button.clicked.connect(self.check_backend)
         self.start_button.clicked.connect(self.start_local_backend)
         self.settings_button.clicked.connect(self.open_settings)
-        self.visibilityChanged.connect(lambda visible: visible and self.check_backend())
+        self.visibilityChanged.connect(self._on_visibility_changed)
         if self.iface is not None and self.iface.mapCanvas() is not None:
             self.iface.mapCanvas().selectionChanged.connect(self.update_run_state)
-        # Default to the active raster layer.
+        self.choose_active_raster()
+
+    def choose_active_raster(self) -> None:
+        """Default to the active raster layer (when the panel is created and each time it opens)."""
         active = self.iface.activeLayer() if self.iface is not None else None
-        if isinstance(active, QgsRasterLayer):
+        if isinstance(active, QgsRasterLayer) and self.task is None:
             self.layer_combo.setLayer(active)
+
+    def _on_visibility_changed(self, visible: bool) -> None:
+        if visible:
+            self.choose_active_raster()
+            self.check_backend()
 
     def _load_history(self) -> None:
         self.phrase_combo.blockSignals(True)

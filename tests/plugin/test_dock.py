@@ -94,6 +94,13 @@ def test_dock_defaults_to_the_active_raster(make_dock, stand_in, raster_layer, q
     qgis_iface.setActiveLayer(raster_layer)
     dock = make_dock(server_url=stand_in.url)
     assert dock.layer_combo.currentLayer() is raster_layer
+    # Opening the panel again picks the raster that is active then.
+    other = QgsRasterLayer(raster_layer.source(), "other")
+    QgsProject.instance().addMapLayer(other)
+    qgis_iface.setActiveLayer(other)
+    dock.show()
+    assert dock.layer_combo.currentLayer() is other
+    dock.hide()
 
 
 def test_run_adds_a_layer_named_after_the_phrase_in_the_raster_crs(make_dock, stand_in, raster_layer,

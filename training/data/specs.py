@@ -12,9 +12,10 @@ from training.data.refsegrs import RefSegRSDataset
 from training.data.region import RegionConfig, RegionDataset
 from training.data.rrsisd import RRSISDDataset
 from training.data.sample import ConcatReferringDataset, ReferringDataset
-from training.data.synthetic import generate_scene, write_region
+from training.data.synthetic import PALETTE, generate_scene, write_region
 
-SPEC_HELP = "rrsisd:PATH | refsegrs:PATH | region:RASTER,VECTOR[,COLUMN] | synthetic:N"
+SPEC_HELP = ("rrsisd:PATH | refsegrs:PATH | region:RASTER,VECTOR[,COLUMN] | synthetic:N[,KIND+KIND…] "
+             "(kinds: " + "+".join(PALETTE) + ")")
 # Synthetic splits draw scenes from disjoint seed ranges, so validation scenes are new scenes.
 SYNTHETIC_SEED_BASE = {"train": 0, "val": 1_000_000, "test": 2_000_000}
 SYNTHETIC_EVAL_SHARE = 5  # synthetic:N has N training scenes and ceil(N / 5) val (and test) scenes
@@ -39,21 +40,27 @@ class DataSpec:
                 raise UserError(f"region spec {text!r} must be region:RASTER,VECTOR[,COLUMN]")
             return cls(kind, parts, text)
         if kind == "synthetic":
-            if not rest.isdigit() or int(rest) < 1:
+            count, _, kinds = rest.partition(",")
+            if not count.isdigit() or int(count) < 1:
                 raise UserError(f"synthetic spec {text!r} needs a positive number of scenes, e.g. synthetic:40")
-            return cls(kind, (rest,), text)
+            unknown = [k for k in kinds.split("+") if k and k not in PALETTE] if kinds else []
+            if unknown or (kinds and not kinds.strip("+")):
+                raise UserError(f"synthetic spec {text!r} names unknown object kinds {unknown}; known: {', '.join(PALETTE)}")
+            return cls(kind, (count, kinds) if kinds else (count,), text)
         raise UserError(f"unknown data kind {kind!r} in {text!r} ({SPEC_HELP})")
 
 
-def synthetic_scene_files(count: int, split: str, size: int, folder: Path) -> list[tuple[Path, Path]]:
+def synthetic_scene_files(count: int, split: str, size: int, folder: Path,
+                          kinds: tuple[str, ...] | None = None) -> list[tuple[Path, Path]]:
     """Write (or reuse) the scenes of a synthetic split under `folder`; returns (raster, vector) pairs."""
-    folder = folder / f"synthetic-{size}px"
+    folder = folder / (f"synthetic-{size}px" + (f"-{'+'.join(kinds)}" if kinds else ""))
     pairs = []
     for i in range(count):
         seed = SYNTHETIC_SEED_BASE[split] + i
         raster, vector = folder / f"scene-{seed}.tif", folder / f"scene-{seed}.gpkg"
         if not (raster.is_file() and vector.is_file()):
-            raster, vector = write_region(generate_scene(seed, size=size), folder, name=f"scene-{seed}")
+            scene = generate_scene(seed, size=size, kinds=kinds)
+            raster, vector = write_region(scene, folder, name=f"scene-{seed}")
         pairs.append((raster, vector))
     return pairs
 
@@ -78,8 +85,9 @@ def open_dataset(spec: DataSpec | str, split: str, chip_size: int, cache_dir: Pa
     if split != "train":
         count = math.ceil(count / SYNTHETIC_EVAL_SHARE)
     config = replace(base, whole_raster=True)  # synthetic phrases speak of positions in the whole scene
+    kinds = tuple(k for k in spec.args[1].split("+") if k) if len(spec.args) > 1 else None
     parts = [RegionDataset(raster, vector, "all", config, name=f"synthetic/{raster.stem}")
-             for raster, vector in synthetic_scene_files(count, split, chip_size, Path(cache_dir))]
+             for raster, vector in synthetic_scene_files(count, split, chip_size, Path(cache_dir), kinds)]
     return ConcatReferringDataset(parts, name=f"synthetic:{spec.args[0]}:{split}")
 
 

@@ -182,11 +182,13 @@ def generate_scene(
     crs: str = "EPSG:32633",
     origin: tuple[float, float] | None = None,
     max_phrases: int = 3,
+    kinds: tuple[str, ...] | None = None,
 ) -> Scene:
     """A random aerial-like scene of `size`×`size` pixels at `gsd` map units per pixel.
 
     Deterministic in `seed`. `origin` is the map coordinate of the top-left corner (random in UTM
-    zone 33N when omitted, so scenes do not overlap).
+    zone 33N when omitted, so scenes do not overlap). `kinds` keeps only those object kinds (e.g. the
+    large land-cover ones for a quick learning check).
     """
     rng = np.random.default_rng(seed)
     s = size / REFERENCE_SIZE
@@ -194,7 +196,7 @@ def generate_scene(
     placed: list[tuple[str, str, Polygon]] = []  # painter's order
 
     def add(kind: str, shape: Polygon | None, colour: str | None = None) -> None:
-        if shape is not None:
+        if shape is not None and (kinds is None or kind in kinds):
             placed.append((kind, colour or str(rng.choice(list(PALETTE[kind]))), shape))
 
     # Large land cover first: fields, water, roads.

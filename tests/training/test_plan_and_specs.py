@@ -1,0 +1,74 @@
+"""Sample order, rank sharding, learning-rate schedule and data specs (no model needed)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from backend.errors import UserError
+from training.batches import EpochPlan
+from training.config import TrainConfig, build_config, read_config_file
+from training.data.specs import DataSpec, open_dataset
+from training.schedule import lr_multiplier
+
+
+def test_two_ranks_share_exactly_the_samples_of_one_process():
+    single = EpochPlan(dataset_size=50, batch_size=4, grad_accum=2, world_size=1, seed=3)
+    double = EpochPlan(dataset_size=50, batch_size=4, grad_accum=2, world_size=2, seed=3)
+    assert single.micro_batches_per_epoch == double.micro_batches_per_epoch == 12  # 50 // 8 steps × 2
+    for k in range(single.micro_batches_per_epoch):
+        both = double.micro_batch(1, k, 0) + double.micro_batch(1, k, 1)
+        assert sorted(both) == sorted(single.micro_batch(1, k, 0)) and len(both) == 4
+    assert single.order(0).tolist() != single.order(1).tolist()  # a new order each epoch
+    assert single.order(1).tolist() == EpochPlan(50, 4, 2, 1, 3).order(1).tolist()  # seeded
+
+
+def test_plan_refuses_uneven_ranks_and_tiny_data():
+    with pytest.raises(UserError, match="divisible"):
+        EpochPlan(50, 3, 1, 2, 0)
+    with pytest.raises(UserError, match="fewer than one step"):
+        EpochPlan(5, 4, 2, 1, 0)
+
+
+def test_schedules():
+    warm_cosine = lr_multiplier("cosine", total_steps=110, warmup_steps=10, steps_per_epoch=10)
+    assert warm_cosine(0) == pytest.approx(0.1) and warm_cosine(9) == pytest.approx(1.0)
+    assert warm_cosine(10) == pytest.approx(1.0) and warm_cosine(60) == pytest.approx(0.5)
+    assert warm_cosine(110) == pytest.approx(0.0, abs=1e-12)
+    drops = lr_multiplier("step", 1000, 0, steps_per_epoch=10, drop_epochs=(50,), drop_factor=0.1)
+    assert drops(499) == 1.0 and drops(500) == pytest.approx(0.1)  # RefSegRS: × 0.1 after epoch 50
+    assert lr_multiplier("constant", 10, 0, 1)(7) == 1.0
+    assert math.isclose(lr_multiplier("constant", 10, 4, 1)(1), 0.5)
+
+
+def test_data_specs():
+    assert DataSpec.parse("region:a.tif,b.gpkg,descr").args == ("a.tif", "b.gpkg", "descr")
+    assert DataSpec.parse("synthetic:4,field+pond").args == ("4", "field+pond")
+    for bad, message in [("synthetic:0", "positive"), ("synthetic:3,castle", "unknown object kinds"),
+                         ("region:a.tif", "RASTER,VECTOR"), ("refsegrs", "KIND:VALUE"), ("coco:x", "unknown data kind")]:
+        with pytest.raises(UserError, match=message):
+            DataSpec.parse(bad)
+
+
+def test_synthetic_splits_are_different_scenes(tmp_path):
+    train = open_dataset("synthetic:5,field+pond+road", "train", 64, tmp_path)
+    val = open_dataset("synthetic:5,field+pond+road", "val", 64, tmp_path)
+    assert len(train.parts) == 5 and len(val.parts) == 1  # ceil(5 / 5) val scenes
+    assert {p.name for p in train.parts}.isdisjoint({p.name for p in val.parts})
+    kinds = {train[i].phrase.split()[-1] for i in range(len(train))}
+    assert not kinds & {"car", "vehicle", "tree", "house", "building", "roof"}
+
+
+def test_config_file_validation(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text('{"data": "synthetic:2", "preset": "test", "max_steps": 3, "warmup-steps": 2}')
+    settings = read_config_file(path)
+    assert settings["data"] == ("synthetic:2",) and settings["warmup_steps"] == 2
+    config = build_config(settings, {"out": "x", "seed": None, "batch_size": 4})
+    assert config.batch_size == 4 and config.seed == 2401 and config.max_steps == 3
+    path.write_text('{"learning_rate": 1}')
+    with pytest.raises(UserError, match="unknown setting 'learning_rate'"):
+        read_config_file(path)
+    with pytest.raises(UserError, match="give --preset or --checkpoint"):
+        TrainConfig(data=("synthetic:1",), out="x", max_steps=1)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+import numpy as np
 import pyproj
+import shapely
 from affine import Affine
 from rasterio.crs import CRS
-from shapely import affinity
 from shapely.geometry.base import BaseGeometry
 
 from backend.engine.options import KeepMode
@@ -58,9 +59,12 @@ class AreaMeasure:
         return geometry.area * self._factor
 
 
-def to_map(geometry: BaseGeometry, transform: Affine) -> BaseGeometry:
+def to_map_all(geometries: list[BaseGeometry], transform: Affine) -> np.ndarray:
+    """Pixel-space geometries → map coordinates, all at once."""
     t = transform
-    return affinity.affine_transform(geometry, [t.a, t.b, t.d, t.e, t.c, t.f])
+    matrix = np.array([[t.a, t.d], [t.b, t.e]])
+    offset = np.array([t.c, t.f])
+    return shapely.transform(np.array(geometries, dtype=object), lambda xy: xy @ matrix + offset)
 
 
 def build_features(
@@ -83,15 +87,22 @@ def build_features(
     created = created or utc_now_iso()
     measure = AreaMeasure(crs)
     features: list[Feature] = []
+    # Pixel polygons have exactly pixels × pixel area: drop specks before any geometry work.
+    pixel_area = abs(transform.determinant)
+    regions = [r for r in regions if r.pixels * pixel_area >= min_area]
+    if not regions:
+        return features
+    # Vectorised over all regions: georeference, simplify, planar area for the min-area filter.
+    geometries = to_map_all([r.geometry for r in regions], transform)
+    if simplify > 0:
+        geometries = shapely.simplify(geometries, simplify, preserve_topology=True)
+    planar = shapely.area(geometries)
     for phrase_index, phrase in enumerate(phrases):
-        candidates = []
-        for region in (r for r in regions if r.phrase_index == phrase_index):
-            geometry = to_map(region.geometry, transform)
-            if simplify > 0:
-                geometry = geometry.simplify(simplify, preserve_topology=True)
-            if geometry.is_empty or geometry.area < min_area:
-                continue
-            candidates.append((region, geometry))
+        candidates = [
+            (region, geometry)
+            for region, geometry, area in zip(regions, geometries, planar)
+            if region.phrase_index == phrase_index and not geometry.is_empty and area >= min_area
+        ]
         candidates.sort(key=lambda item: item[0].probability_sum, reverse=True)
         if keep == "best":
             candidates = candidates[:1]

@@ -60,14 +60,15 @@ def tile_pieces(
     if not mask.any():
         return []
     to_area = Affine.translation(cols.start, rows.start)
-    geometries = [
-        shape(geojson)
-        for geojson, _ in shapes(mask.astype(np.uint8), mask=mask, connectivity=4, transform=to_area)
+    outlines = [
+        outline for outline, _ in shapes(mask.astype(np.uint8), mask=mask, connectivity=4, transform=to_area)
     ]
+    geometries = [shape(outline) for outline in outlines]
     # Burn piece numbers back (pixel centres are never on a pixel-edge outline, so this is exact)
-    # to sum probabilities per piece without a connected-component library.
+    # to sum probabilities per piece without a connected-component library. The GeoJSON outlines
+    # go in as they came out, which is much faster than converting shapely geometries back.
     labels = rasterize(
-        [(geometry, number) for number, geometry in enumerate(geometries, start=1)],
+        list(zip(outlines, range(1, len(outlines) + 1))),
         out_shape=mask.shape,
         transform=to_area,
         fill=0,
@@ -87,27 +88,64 @@ def tile_pieces(
     return pieces
 
 
+def _clusters(geometries: list[BaseGeometry]) -> list[list[int]]:
+    """Groups of geometries that touch or overlap, transitively (union-find over STRtree pairs)."""
+    parent = list(range(len(geometries)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    left, right = shapely.STRtree(geometries).query(geometries, predicate="intersects")
+    for i, j in zip(left.tolist(), right.tolist()):
+        if i < j:
+            parent[root(i)] = root(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(geometries)):
+        groups.setdefault(root(i), []).append(i)
+    return list(groups.values())
+
+
 def merge_pieces(pieces: list[Piece]) -> list[Region]:
-    """Join the pieces of each phrase that meet across tile seams into whole regions."""
+    """Join the pieces of each phrase that meet across tile seams into whole regions.
+
+    Only pieces on a seam can continue elsewhere; they are grouped by contact first so that each
+    union is small (one object's pieces), which keeps merging fast even for very noisy masks.
+    """
     regions: list[Region] = []
-    for phrase_index in sorted({p.phrase_index for p in pieces}):
-        own = [p for p in pieces if p.phrase_index == phrase_index]
+    by_phrase: dict[int, list[Piece]] = {}
+    for piece in pieces:
+        by_phrase.setdefault(piece.phrase_index, []).append(piece)
+    for phrase_index, own in sorted(by_phrase.items()):
         regions += [
             Region(phrase_index, p.geometry, p.probability_sum, p.pixels) for p in own if not p.on_seam
         ]
         seam = [p for p in own if p.on_seam]
         if not seam:
             continue
-        parts = shapely.get_parts(shapely.union_all([p.geometry for p in seam]))
-        sums = np.zeros(len(parts))
-        counts = np.zeros(len(parts), dtype=np.int64)
-        # Every piece lies inside exactly one part of the union: find it through a point on its surface.
-        points = shapely.point_on_surface([p.geometry for p in seam])
-        piece_idx, part_idx = shapely.STRtree(parts).query(points, predicate="within")
-        for i, j in zip(piece_idx, part_idx):
-            sums[j] += seam[i].probability_sum
-            counts[j] += seam[i].pixels
-        regions += [
-            Region(phrase_index, part, float(s), int(c)) for part, s, c in zip(parts, sums, counts) if c > 0
-        ]
+        for group in _clusters([p.geometry for p in seam]):
+            members = [seam[i] for i in group]
+            merged = (
+                members[0].geometry if len(members) == 1 else shapely.union_all([p.geometry for p in members])
+            )
+            total = sum(p.probability_sum for p in members)
+            count = sum(p.pixels for p in members)
+            parts = shapely.get_parts(merged)
+            if len(parts) == 1:
+                regions.append(Region(phrase_index, parts[0], total, count))
+                continue
+            # Pieces meeting only at a corner stay separate objects (4-connectivity, as within a tile):
+            # give each part the sums of the pieces inside it.
+            sums = np.zeros(len(parts))
+            counts = np.zeros(len(parts), dtype=np.int64)
+            points = shapely.point_on_surface([p.geometry for p in members])
+            piece_idx, part_idx = shapely.STRtree(parts).query(points, predicate="within")
+            for i, j in zip(piece_idx, part_idx):
+                sums[j] += members[i].probability_sum
+                counts[j] += members[i].pixels
+            regions += [
+                Region(phrase_index, part, float(t), int(c)) for part, t, c in zip(parts, sums, counts) if c
+            ]
     return regions

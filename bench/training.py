@@ -16,14 +16,22 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--presets", nargs="+", default=["test", "tiny"], help="presets to time (default: test tiny)")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per preset (default: 10 test, 2 others)")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: 8 for test, 1 for the 1024-px presets")
+    parser.add_argument(
+        "--presets", nargs="+", default=["test", "tiny"], help="presets to time (default: test tiny)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="timed steps per preset (default: 10 test, 2 others)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="default: 8 for test, 1 for the 1024-px presets"
+    )
     parser.add_argument("--curve-data", default="synthetic:40", help="data of the learning curve")
     parser.add_argument("--curve-steps", type=int, default=300)
     parser.add_argument("--curve-eval-every", type=int, default=50)
     parser.add_argument("--curve-val", type=int, default=60, help="val phrases per point of the curve")
-    parser.add_argument("--curve-lr", type=float, default=2e-3, help="lr of both groups (from scratch, not fine-tuning)")
+    parser.add_argument(
+        "--curve-lr", type=float, default=2e-3, help="lr of both groups (from scratch, not fine-tuning)"
+    )
     parser.add_argument("--skip-curve", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
 
@@ -77,8 +85,10 @@ def throughput_table(presets: list[str], steps: int | None, batch_size: int | No
     from backend.model.presets import get_preset
 
     context = multiprocessing.get_context("spawn")
-    rows = ["| preset | input px | batch | s/step (median) | samples/s | peak RSS | parameters (trainable) |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| preset | input px | batch | s/step (median) | samples/s | peak RSS | parameters (trainable) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for preset in presets:
         size = get_preset(preset).image_size
         batch = batch_size or (8 if size <= 256 else 1)
@@ -88,63 +98,70 @@ def throughput_table(presets: list[str], steps: int | None, batch_size: int | No
         process.start()
         per_step, rate, peak, total, trainable = queue.get()
         process.join()
-        rows.append(f"| {preset} | {size} | {batch} | {per_step:.2f} | {rate:.2f} | {peak:,.0f} MiB | "
-                    f"{total / 1e6:.1f} M ({trainable / 1e6:.1f} M) |")
+        rows.append(
+            f"| {preset} | {size} | {batch} | {per_step:.2f} | {rate:.2f} | {peak:,.0f} MiB | "
+            f"{total / 1e6:.1f} M ({trainable / 1e6:.1f} M) |"
+        )
     return "\n".join(rows)
 
 
-def trivial_baselines(train_data, val_data, count: int) -> dict[str, float]:
-    """Phrase-blind predictions on the same val phrases: everything, and the best threshold of the mean
-    training mask (a generous "most common object" baseline)."""
-    import numpy as np
-
-    from training.metrics import SegmentationMetrics
-
-    prior = np.mean([train_data[i].mask for i in range(0, len(train_data), max(1, len(train_data) // 400))], axis=0)
-    targets = [val_data[i].mask for i in range(count)]
-    best = {}
-    for name, prediction in [("everything", np.ones_like(prior, bool))] + [
-            (f"mean mask > {t:.2f}", prior > t) for t in (0.02, 0.05, 0.1, 0.2)]:
-        metrics = SegmentationMetrics()
-        for target in targets:
-            metrics.add(prediction, target)
-        best[name] = metrics.summary()["mIoU"]
-    return best
-
-
 def learning_curve(args: argparse.Namespace) -> str:
+    from training.baselines import phrase_blind_baselines
     from training.config import TrainConfig
     from training.data.specs import open_datasets
     from training.loop import train
 
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "run"
-        config = TrainConfig(data=(args.curve_data,), preset="test", out=str(out), max_steps=args.curve_steps,
-                             batch_size=8, eval_every=args.curve_eval_every, val_limit=args.curve_val,
-                             lr_new=args.curve_lr, lr_rest=args.curve_lr, device="cpu", log_every=10)
+        config = TrainConfig(
+            data=(args.curve_data,),
+            preset="test",
+            out=str(out),
+            max_steps=args.curve_steps,
+            batch_size=8,
+            eval_every=args.curve_eval_every,
+            val_limit=args.curve_val,
+            lr_new=args.curve_lr,
+            lr_rest=args.curve_lr,
+            device="cpu",
+            log_every=10,
+        )
         start = time.perf_counter()
         result = train(config)
         minutes = (time.perf_counter() - start) / 60
         train_data = open_datasets([args.curve_data], "train", 128, out / "data")
         val_data = open_datasets([args.curve_data], "val", 128, out / "data")
-        baselines = trivial_baselines(train_data, val_data, min(args.curve_val, len(val_data)))
-    lines = [f"`test` preset from scratch on `{args.curve_data}` ({len(train_data)} training phrases, "
-             f"{min(args.curve_val, len(val_data))} val phrases from unseen scenes), batch 8, lr {args.curve_lr:g} "
-             f"(both groups), {args.curve_steps} steps in {minutes:.1f} min.", "",
-             "| step | val mIoU | val oIoU | Pr@0.5 |", "|---|---|---|---|"]
+        baselines = phrase_blind_baselines(train_data, val_data, args.curve_val)
+    lines = [
+        f"`test` preset from scratch on `{args.curve_data}` ({len(train_data)} training phrases, "
+        f"{min(args.curve_val, len(val_data))} val phrases from unseen scenes), batch 8, lr {args.curve_lr:g} "
+        f"(both groups), {args.curve_steps} steps in {minutes:.1f} min.",
+        "",
+        "| step | val mIoU | val oIoU | Pr@0.5 |",
+        "|---|---|---|---|",
+    ]
     for point in result.val_history:
-        lines.append(f"| {point['step']} | {100 * point['mIoU']:.2f} | {100 * point['oIoU']:.2f} | {100 * point['Pr@0.5']:.2f} |")
+        lines.append(
+            f"| {point['step']} | {100 * point['mIoU']:.2f} | {100 * point['oIoU']:.2f} | {100 * point['Pr@0.5']:.2f} |"
+        )
     best_name = max(baselines, key=baselines.get)
-    lines += ["", "Phrase-blind baselines (val mIoU): " + ", ".join(f"{k} {100 * v:.2f}" for k, v in baselines.items())
-              + f" — the best is {best_name}."]
+    lines += [
+        "",
+        "Phrase-blind baselines (val mIoU): "
+        + ", ".join(f"{k} {100 * v:.2f}" for k, v in baselines.items())
+        + f" — the best is {best_name}.",
+    ]
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> str:
     sections = []
     if not args.skip_throughput:
-        sections += ["### Throughput of one training step (CPU)", "",
-                     throughput_table(args.presets, args.steps, args.batch_size)]
+        sections += [
+            "### Throughput of one training step (CPU)",
+            "",
+            throughput_table(args.presets, args.steps, args.batch_size),
+        ]
     if not args.skip_curve:
         sections += ["", "### Learning curve", "", learning_curve(args)]
     return "\n".join(sections).strip()

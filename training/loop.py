@@ -31,6 +31,7 @@ from training.distributed import (
     barrier,
     gather_objects,
     init_distributed,
+    mean_across_ranks,
     shutdown_distributed,
 )
 from training.evaluate import EvaluationConfig, EvaluationResult, evaluate
@@ -231,6 +232,8 @@ class Trainer:
                     progress.epoch, progress.micro_batch = progress.epoch + 1, 0
                 step = progress.step
                 if step % cfg.log_every == 0 or step == self.total_steps:
+                    # The loss of this step over the whole global batch (every rank takes part).
+                    accumulated = {key: mean_across_ranks(ctx, value, self.device) for key, value in accumulated.items()}
                     elapsed = time.perf_counter() - window_start
                     row = {"step": step, "epoch": progress.epoch, "loss": accumulated.get("total", math.nan),
                            **{key: accumulated.get(key) for key in ("ce", "dice", "tbl", "aux")},

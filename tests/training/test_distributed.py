@@ -16,7 +16,7 @@ from backend.cli import main as rs2sam2
 
 REPO = Path(__file__).resolve().parents[2]
 ARGS = ["--data", "synthetic:2", "--preset", "test", "--device", "cpu", "--batch-size", "4", "--max-steps", "2",
-        "--val-limit", "4", "--no-progress", "--lr-new", "1e-3", "--lr-rest", "1e-3"]
+        "--val-limit", "4", "--no-progress", "--lr-new", "1e-3", "--lr-rest", "1e-3", "--log-every", "1"]
 
 
 def free_port() -> int:
@@ -46,5 +46,9 @@ def test_two_process_gloo_run_matches_single_process(tmp_path):
     val_rows = (ddp / "val_log.csv").read_text().splitlines()
     assert val_rows[1].split(",")[2] == "4"
     assert (single / "val_log.csv").read_text().splitlines()[1].split(",")[3] == val_rows[1].split(",")[3]
-    # Only rank 0 wrote: one log row per step.
-    assert len((ddp / "train_log.csv").read_text().splitlines()) == 1 + 2
+    # Only rank 0 wrote, one row per step, with the loss of the whole global batch.
+    ddp_rows = [row.split(",") for row in (ddp / "train_log.csv").read_text().splitlines()[1:]]
+    single_rows = [row.split(",") for row in (single / "train_log.csv").read_text().splitlines()[1:]]
+    assert [row[0] for row in ddp_rows] == ["1", "2"]
+    for ddp_row, single_row in zip(ddp_rows, single_rows):
+        assert float(ddp_row[2]) == pytest.approx(float(single_row[2]), rel=1e-5)

@@ -15,6 +15,7 @@ from pyogrio import raw as pyogrio_raw
 
 from backend.engine.options import SegmentOptions
 from backend.engine.segment import segment
+from tests.engine.conftest import one_torch_thread
 from tests.engine.rasters import background, paint, write_geotiff
 
 pytestmark = pytest.mark.slow
@@ -38,7 +39,8 @@ def direct(raster, test_checkpoint):
     from backend.model.factory import load_predictor
 
     model = load_predictor(checkpoint=test_checkpoint, device="cpu")
-    return segment(raster, PHRASES, model, SegmentOptions(tile_size=128, overlap=16, keep="all"))
+    with one_torch_thread():
+        return segment(raster, PHRASES, model, SegmentOptions(tile_size=128, overlap=16, keep="all"))
 
 
 def read_features(path: Path) -> list[tuple[str, shapely.Geometry, float]]:
@@ -117,7 +119,7 @@ def test_torchrun_two_cpu_ranks_on_gloo_equal_one_process(raster, direct, test_c
             str(test_checkpoint),
             *CLI_OPTIONS,
         ],
-        env={"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"},
+        env={"GLOO_SOCKET_IFNAME": "lo"},
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("wrote ") == 1  # only rank 0 writes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -29,10 +30,12 @@ def running_server(args: list[str], log_path: Path, host: str = "127.0.0.1", hea
     """Start `rs2sam2 serve`, wait until /health answers, yield (base URL, process); stop it after."""
     port = free_port()
     with open(log_path, "w") as log:
+        # One torch thread: on the shared 2-core test machine two threads stall each other.
         process = subprocess.Popen(
             [RS2SAM2, "serve", "--host", host, "--port", str(port), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import multiprocessing
+import os
 import resource
 import statistics
 import time
@@ -26,9 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 PHRASES = [
-    "the large white building next to the river", "the expressway service area on the bottom right",
-    "a small pond", "the baseball field on the left", "the harbour with many boats", "the road",
-    "the red roof in the middle", "the storage tanks at the top",
+    "the large white building next to the river",
+    "the expressway service area on the bottom right",
+    "a small pond",
+    "the baseball field on the left",
+    "the harbour with many boats",
+    "the road",
+    "the red roof in the middle",
+    "the storage tanks at the top",
 ]
 
 
@@ -115,8 +121,11 @@ def _measure_sam2(preset: str, size: int, repeats: int, threads: int) -> dict:
         predictor.set_image(image)
         predictor.predict(box=box, multimask_output=False)
 
-    image_params = sum(p.numel() for m in (sam.image_encoder, sam.sam_prompt_encoder, sam.sam_mask_decoder)
-                       for p in m.parameters())
+    image_params = sum(
+        p.numel()
+        for m in (sam.image_encoder, sam.sam_prompt_encoder, sam.sam_mask_decoder)
+        for p in m.parameters()
+    )
     with torch.inference_mode():
         total = _timed(run, repeats)
     return {"total": total, "params": image_params, "peak_mib": _peak_rss_mib()}
@@ -133,9 +142,12 @@ def _m(count: int) -> str:
 
 
 def run(args: argparse.Namespace) -> str:
+    threads = args.threads or "torch default"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [
-        f"Preset `{args.preset}`, CPU, random weights, median of {args.repeats} runs after a warm-up; each "
-        "row in a fresh process (peak RSS is that process's).",
+        f"Preset `{args.preset}`, CPU, random weights, torch threads: {threads}, median of {args.repeats} runs "
+        f"after a warm-up; each row in a fresh process (peak RSS is that process's). Load average when the "
+        f"run started: {load} (other jobs share this machine, so times are upper bounds).",
         "",
         "| size | phrases | resize + CLIP vision | CLIP text + joint layers | image encoder + BHF "
         "| gate + MPG + decoder | total | per phrase | peak RSS |",
@@ -146,10 +158,17 @@ def run(args: argparse.Namespace) -> str:
         sam2 = _in_fresh_process(_measure_sam2, args.preset, size, args.repeats, args.threads)
         single = None
         for n_phrases in args.phrases:
-            result = _in_fresh_process(_measure_rs2sam2, args.preset, size, n_phrases, args.repeats, args.threads)
+            result = _in_fresh_process(
+                _measure_rs2sam2, args.preset, size, n_phrases, args.repeats, args.threads
+            )
             counts = result["counts"]
             stages = result["stages"]
-            rest = stages["total"] - stages["set_image"] - stages.get("union", 0.0) - stages.get("image_encoder", 0.0)
+            rest = (
+                stages["total"]
+                - stages["set_image"]
+                - stages.get("union", 0.0)
+                - stages.get("image_encoder", 0.0)
+            )
             lines.append(
                 f"| {size} | {n_phrases} | {stages['set_image']:.2f} s | {stages.get('union', 0):.2f} s "
                 f"| {stages.get('image_encoder', 0):.2f} s | {rest:.2f} s | {result['total']:.2f} s "

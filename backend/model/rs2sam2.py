@@ -69,6 +69,11 @@ class RS2SAM2(nn.Module):
         tokens = text if isinstance(text, TextTokens) else self.tokenize(text)
         tokens = tokens.to(self.device)
         batch = len(tokens)
+        for images in (sam_images, clip_images if clip_images is not None else clip_image_tokens):
+            if images.shape[0] not in (1, batch):
+                raise ValueError(
+                    f"{images.shape[0]} images for {batch} phrases: give one image, or one per phrase"
+                )
         union = self.union(clip_images, tokens, image_tokens=clip_image_tokens)
         padding = ~tokens.valid
         text0 = self.text_proj(union.text)  # (B, L, d)

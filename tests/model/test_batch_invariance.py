@@ -46,3 +46,15 @@ def test_token_batches_concatenate_with_padding():
     joined = TextTokens.cat([a, b])
     assert joined.ids.shape == (2, b.ids.shape[1])
     assert torch.equal(joined.ids[0, : a.ids.shape[1]], a.ids[0]) and not joined.valid[0, a.ids.shape[1]:].any()
+
+
+def test_one_image_is_broadcast_over_the_phrases_and_other_counts_are_refused(test_model, batch_inputs):
+    sam, clip = batch_inputs
+    model = test_model.eval()
+    phrases = ["a small boat", "the harbour"]
+    with torch.no_grad():
+        broadcast = model(sam[:1], clip[:1], phrases).logits
+        explicit = model(sam[[0, 0]], clip[[0, 0]], phrases).logits
+        assert torch.allclose(broadcast, explicit, atol=1e-5)
+        with pytest.raises(ValueError, match="2 images for 3 phrases"):
+            model(sam, clip, [*phrases, "water"])

@@ -52,4 +52,7 @@ class SegmentOptions:
     bands: tuple[int, ...] | None = None  # 1-based band numbers: one (replicated) or three (RGB)
     area: AreaOfInterest | None = None
     allow_no_crs: bool = False  # rasters without a CRS give pixel coordinates only when allowed
+    # GDAL drivers allowed to open the raster (None: any). The service allows only GTiff for uploads,
+    # so an uploaded VRT cannot make the server read other files.
+    drivers: tuple[str, ...] | None = None
     extra: dict[str, str] = field(default_factory=dict)  # free-form provenance, not used by the engine

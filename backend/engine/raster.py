@@ -113,7 +113,9 @@ def compute_stretch(dataset, bands: tuple[int, ...]) -> BandStretch:
     return BandStretch(np.array(low, dtype=np.float32), np.array(high, dtype=np.float32))
 
 
-def _open_dataset(source: RasterInput) -> tuple[rasterio.DatasetReader, MemoryFile | None]:
+def _open_dataset(
+    source: RasterInput, drivers: tuple[str, ...] | None = None
+) -> tuple[rasterio.DatasetReader, MemoryFile | None]:
     if isinstance(source, ArraySource):
         array = source.array[None] if source.array.ndim == 2 else source.array
         if array.ndim != 3 or array.shape[1] == 0 or array.shape[2] == 0:
@@ -140,8 +142,17 @@ def _open_dataset(source: RasterInput) -> tuple[rasterio.DatasetReader, MemoryFi
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(path), None
+            # With one allowed driver GDAL is never asked to try others (a VRT is not even parsed).
+            dataset = rasterio.open(path, driver=drivers[0] if drivers and len(drivers) == 1 else None)
+            if drivers and dataset.driver not in drivers:
+                dataset.close()
+                raise RasterioIOError(f"driver {dataset.driver} is not allowed")
+            return dataset, None
     except RasterioIOError:
+        if drivers:
+            raise RasterError(
+                f"{path.name} is not a raster of an accepted format ({', '.join(drivers)})"
+            ) from None
         raise RasterError(f"{path.name} is not a raster GDAL can read") from None
 
 
@@ -191,7 +202,7 @@ class RasterView:
 
     def __init__(self, source: RasterInput, options: SegmentOptions):
         self.name = source_name(source)
-        self._dataset, self._memfile = _open_dataset(source)
+        self._dataset, self._memfile = _open_dataset(source, options.drivers)
         self._vrt: WarpedVRT | None = None
         try:
             self._setup(options)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import shutil
@@ -42,6 +43,7 @@ from backend.service.security import (
 
 log = logging.getLogger("rs2sam2.service")
 API_PREFIX = "/api/v1"
+UPLOAD_DRIVERS = ("GTiff",)
 DISCONNECT_POLL_S = 0.05  # how often a waiting /segment checks its job and its client
 ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 422, 500, 503)}
 PARAMS_HELP = (
@@ -133,6 +135,8 @@ def create_app(config: ServiceConfig, model: PhraseSegmenter, device: str) -> Fa
             saved = Path(handle.name)
             with handle:
                 await run_in_threadpool(shutil.copyfileobj, raster.file, handle, 1 << 20)
+            # Uploads are GeoTIFF only: other GDAL formats (VRT, …) could point at files on the server.
+            options = dataclasses.replace(options, drivers=UPLOAD_DRIVERS)
             request = SegmentRequest(
                 saved, name, phrases, options, cleanup=lambda: saved.unlink(missing_ok=True)
             )

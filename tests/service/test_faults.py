@@ -110,3 +110,24 @@ def test_a_server_fault_is_a_500_json_error_and_not_a_crash(serve_model, raster)
     answer = client.post("/segment", files=files, data=data)
     assert answer.status_code == 500 and answer.json()["error"]["code"] == "internal"
     assert client.get("/health").status_code == 200
+
+
+def test_an_uploaded_vrt_cannot_make_the_server_read_its_files(serve_model, raster, tmp_path):
+    vrt = tmp_path / "sneaky.vrt"
+    bands = "".join(
+        f'<VRTRasterBand dataType="Byte" band="{b}"><SimpleSource><SourceFilename relativeToVRT="0">{raster}'
+        f"</SourceFilename><SourceBand>{b}</SourceBand></SimpleSource></VRTRasterBand>"
+        for b in (1, 2, 3)
+    )
+    vrt.write_text(
+        '<VRTDataset rasterXSize="100" rasterYSize="100"><SRS>EPSG:32633</SRS>'
+        f"<GeoTransform>500000, 2, 0, 5000000, 0, -2</GeoTransform>{bands}</VRTDataset>"
+    )
+    from backend.engine.segment import segment
+
+    assert segment(vrt, ["red"], ColourModel(64)).features  # GDAL itself reads it fine…
+    client = serve_model(ColourModel(64))
+    files, data = form({"phrases": ["red"]}, raster=vrt)
+    answer = client.post("/segment", files=files, data=data)
+    assert answer.status_code == 400  # …but the service takes GeoTIFF uploads only
+    assert answer.json()["error"]["code"] == "not_a_raster" and "GTiff" in answer.json()["error"]["message"]

@@ -24,3 +24,9 @@ def model_device(model: PhraseSegmenter, fallback: str = "cpu") -> str:
     """The device a model runs on, for reports (stand-ins have none)."""
     device = getattr(model, "device", None)
     return str(device) if device is not None else fallback
+
+
+def model_preset(model: PhraseSegmenter, requested: str | None = None) -> str | None:
+    """The preset a model was built from (a checkpoint carries its own), for reports."""
+    config = getattr(getattr(model, "model", None), "config", None)
+    return getattr(config, "name", None) or requested

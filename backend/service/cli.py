@@ -10,6 +10,7 @@ under the folders given with --allow-path. The interactive API docs are at /docs
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -84,11 +85,12 @@ def run(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from backend.engine.model_loading import load_model, model_device
+    from backend.engine.model_loading import load_model, model_device, model_preset
     from backend.service.app import create_app
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     model = load_model(config.preset, config.checkpoint, config.device)
+    config = dataclasses.replace(config, preset=model_preset(model, config.preset))
     app = create_app(config, model, model_device(model))
     print(
         f"rs2sam2 serve: model {model.model_id} on {model_device(model)}; "

@@ -212,3 +212,12 @@ def test_uint16_many_bands_and_array_scale(model, tmp_path):
     assert segment_cli(raster, "red", "-o", out, "--keep", "best") == 0
     _, _, geometry, fields = pyogrio_raw.read(out)
     assert len(geometry) == 1 and fields[2][0] == pytest.approx(30 * 30 * 4.0, rel=0.05)
+
+
+def test_unreadable_checkpoint_is_a_one_line_error(raster, tmp_path, capsys):
+    garbage = tmp_path / "model.safetensors"
+    garbage.write_bytes(b"\x00\x01 not a checkpoint at all")
+    assert segment_cli(raster, "red", "-o", tmp_path / "o.gpkg", "--checkpoint", garbage, "--device", "cpu") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rs2sam2 segment: error: ") and err.count("\n") == 1 and "checkpoint" in err
+    assert not (tmp_path / "o.gpkg").exists()

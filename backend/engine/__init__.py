@@ -1,0 +1,16 @@
+"""The inference engine: a georeferenced raster and phrases in, polygons in the raster's CRS out.
+
+One engine for the CLI, the service and Python callers:
+
+    from backend.engine.options import SegmentOptions
+    from backend.engine.segment import segment
+    result = segment("scene.tif", ["the red roofs"], model, SegmentOptions(keep="all"))
+    result.features          # Feature(geometry, phrase, score, area, source, model, created)
+    result.to_geojson()      # the service's FeatureCollection
+
+Modules: `options` (parameters and defaults), `raster` (windowed reading, bands, stretch, nodata,
+area, GSD), `tiling` (tiles and the cores kept when stitching), `vectorise` (tile cores → pieces →
+whole regions across seams), `features` (georeferencing, simplify, min area, area in m², keep),
+`segment` (the run), `writers` (GeoPackage/GeoJSON/Shapefile, probability GeoTIFF; atomic),
+`distributed` (torchrun sharding), `cli` (`rs2sam2 segment`).
+"""

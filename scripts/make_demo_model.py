@@ -33,7 +33,7 @@ TRAIN_FLAGS = [
     # lr than the method's fine-tuning rates, warmed up and annealed.
     "--lr-new", "5e-4", "--lr-rest", "5e-4", "--warmup-steps", "100", "--schedule", "cosine",
     "--batch-size", "8", "--seed", str(SEED),
-    "--checkpoint-every", "100", "--eval-every", "250", "--val-limit", "200",
+    "--checkpoint-every", "50", "--eval-every", "200", "--val-limit", "200",
 ]
 
 
@@ -61,8 +61,8 @@ def write_scene() -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenes", type=int, default=400, help="synthetic training scenes")
-    parser.add_argument("--steps", type=int, default=1500, help="optimizer steps")
+    parser.add_argument("--scenes", type=int, default=200, help="synthetic training scenes")
+    parser.add_argument("--steps", type=int, default=600, help="optimizer steps")
     parser.add_argument("--resume", action="store_true", help="continue a killed run")
     args = parser.parse_args()
 

@@ -123,6 +123,33 @@ def predict_tile(model: PhraseSegmenter, image: np.ndarray, phrases: list[str]) 
         ) from None
 
 
+class KeptPieces:
+    """Pieces that lie inside one tile core: already whole objects, so they can be judged at once.
+
+    Specks below the minimum area are dropped, and with keep="best" only the best piece per phrase
+    is kept; the memory of a run then grows with the objects it will output, not with the raster.
+    """
+
+    def __init__(self, keep: str, min_pixels: float):
+        self.keep = keep
+        self.min_pixels = min_pixels
+        self._all: list[Piece] = []
+        self._best: dict[int, Piece] = {}
+
+    def add(self, piece: Piece) -> None:
+        if piece.pixels < self.min_pixels:
+            return
+        if self.keep == "all":
+            self._all.append(piece)
+            return
+        best = self._best.get(piece.phrase_index)
+        if best is None or piece.probability_sum > best.probability_sum:
+            self._best[piece.phrase_index] = piece
+
+    def pieces(self) -> list[Piece]:
+        return self._all if self.keep == "all" else list(self._best.values())
+
+
 class SegmentRun:
     """One prepared run. Use as a context manager (it holds the raster open)."""
 
@@ -176,16 +203,21 @@ class SegmentRun:
     ) -> list[Piece]:
         """Run the model over `tiles` (default all) and return the vectorised pieces of their cores."""
         todo = list(self.tiles if tiles is None else tiles)
-        pieces: list[Piece] = []
+        seam: list[Piece] = []
+        kept = KeptPieces(self.options.keep, self.min_area / (self.view.pixel_size**2))
         if progress:
             progress(0, len(todo))
         for done, tile in enumerate(todo, start=1):
             if cancel is not None and cancel():
                 raise CancelledError("the run was cancelled")
-            pieces += self._predict_one(tile, sink)
+            for piece in self._predict_one(tile, sink):
+                if piece.on_seam:
+                    seam.append(piece)  # may continue in another tile: kept whatever its size
+                else:
+                    kept.add(piece)
             if progress:
                 progress(done, len(todo))
-        return pieces
+        return seam + kept.pieces()
 
     def _predict_one(self, tile: Tile, sink: ProbabilitySink | None) -> list[Piece]:
         image, valid = self.view.read(tile.cols.start, tile.rows.start, tile.cols.size, tile.rows.size)

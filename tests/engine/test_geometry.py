@@ -203,3 +203,25 @@ def test_geojson_form_matches_the_service_contract(tmp_path):
         <= PIXEL
     )
     assert collection["stats"]["tiles"] == 12 and collection["stats"]["model"] == "colour-standin"
+
+
+def test_a_run_keeps_only_what_it_can_output(tmp_path):
+    """Interior specks are dropped and keep=best holds one interior piece per phrase (bounded memory)."""
+    from backend.engine.segment import SegmentRun
+
+    data = background(256, 256)
+    for row in range(8, 250, 16):
+        for col in range(8, 250, 16):
+            paint(data, slice(row, row + 6), slice(col, col + 6), RED)  # 6×6 objects
+    data[:, 3, 3] = RED  # a one-pixel speck
+    path = write_geotiff(tmp_path / "many.tif", data)
+    for keep, expected_interior in (("all", None), ("best", 1)):
+        opts = SegmentOptions(tile_size=64, overlap=8, keep=keep, min_area=10 * PIXEL**2)
+        with SegmentRun(path, ["red"], ColourModel(64), opts) as run:
+            pieces = run.predict()
+            interior = [p for p in pieces if not p.on_seam]
+            assert all(p.pixels >= 10 for p in interior)  # the speck never got stored
+            if expected_interior is not None:
+                assert len(interior) == expected_interior
+            features = run.finish(pieces, 0.0).features
+        assert len(features) == (16 * 16 if keep == "all" else 1)

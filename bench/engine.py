@@ -134,7 +134,7 @@ def throughput(raster: Path, preset: str, tiles_per_side: int, device: str, thre
     }
 
 
-def memory_child(raster: str, preset: str, tile: int, device: str) -> dict:
+def memory_child(raster: str, preset: str, tile: int, device: str, keep: str) -> dict:
     """Runs in a fresh process: RSS after loading the model, peak RSS over the whole run."""
     import psutil
 
@@ -146,7 +146,7 @@ def memory_child(raster: str, preset: str, tile: int, device: str) -> dict:
     loaded = psutil.Process().memory_info().rss / MB
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
-    result = segment(raster, ["the red roofs"], model, SegmentOptions(keep="all", tile_size=tile))
+    result = segment(raster, ["the red roofs"], model, SegmentOptions(keep=keep, tile_size=tile))
     return {
         "rss_after_load_mb": loaded,
         "peak_before_run_mb": peak_before,
@@ -184,7 +184,8 @@ def run(args: argparse.Namespace) -> str:
     if not args.skip_rss:
         lines += [
             "",
-            f"### Peak memory: `{args.rss_preset}` preset, tile {args.rss_tile}, every tile, one process per raster",
+            f"### Peak memory: `{args.rss_preset}` preset, tile {args.rss_tile}, `--keep {args.rss_keep}`, every tile, "
+            "one process per raster",
             "",
             "| raster | tiles | RSS after model load | peak RSS of the run | time | features |",
             "|---|---|---|---|---|---|",
@@ -201,6 +202,7 @@ def run(args: argparse.Namespace) -> str:
                     args.rss_preset,
                     str(args.rss_tile),
                     args.device,
+                    args.rss_keep,
                 ],
                 capture_output=True,
                 text=True,
@@ -221,7 +223,7 @@ def run(args: argparse.Namespace) -> str:
 
 
 if __name__ == "__main__":  # the memory runs' child process
-    if len(sys.argv) == 6 and sys.argv[1] == "--child":
-        print(json.dumps(memory_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])))
+    if len(sys.argv) == 7 and sys.argv[1] == "--child":
+        print(json.dumps(memory_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6])))
     else:
-        sys.exit("usage: python -m bench.engine --child RASTER PRESET TILE DEVICE")
+        sys.exit("usage: python -m bench.engine --child RASTER PRESET TILE DEVICE KEEP")

@@ -39,7 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rss-preset", default="test", help="model preset for the memory runs (default test)"
     )
     parser.add_argument(
-        "--rss-tile", type=int, default=1024, help="tile size of the memory runs (default 1024)"
+        "--rss-tile", type=int, default=2048, help="tile size of the memory runs (default 2048)"
+    )
+    parser.add_argument(
+        "--rss-keep",
+        choices=("best", "all"),
+        default="best",
+        help="--keep of the memory runs (default best; with all, every polygon found is held)",
     )
     parser.add_argument("--skip-rss", action="store_true", help="only the throughput part")
     parser.add_argument("--device", default="auto")

@@ -14,6 +14,8 @@ from backend.model.weights_io import check_state_dict, read_state_file
 
 def build_clip(config: ModelConfig) -> CLIP:
     """CLIP towers with random weights, then `config.clip_pretrained` applied when set."""
+    if config.clip_pretrained and not _is_path(config.clip_pretrained):
+        _check_tag(config.clip_model, config.clip_pretrained)  # before paying for building the towers
     if config.clip_model_config is not None:
         model = CLIP(**clip_model_config(config))
     else:
@@ -30,12 +32,7 @@ def load_clip_weights(model: CLIP, model_name: str, pretrained: str) -> None:
     if _is_path(pretrained):
         load_clip_file(model, pretrained)
         return
-    tags = open_clip.list_pretrained_tags_by_model(model_name)
-    if pretrained not in tags:
-        raise UserError(
-            f"{pretrained!r} is neither a weights file nor an open_clip tag of {model_name} "
-            f"(tags: {', '.join(tags) or 'none'})."
-        )
+    _check_tag(model_name, pretrained)
     try:
         # open_clip resolves the tag on the model hub (HF) and caches the file.
         hub_model = open_clip.create_model(model_name, pretrained=pretrained)
@@ -45,6 +42,14 @@ def load_clip_weights(model: CLIP, model_name: str, pretrained: str) -> None:
             "without internet pass a local weights file instead."
         ) from None
     model.load_state_dict(hub_model.state_dict())
+
+
+def _check_tag(model_name: str, tag: str) -> None:
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    if tag not in tags:
+        raise UserError(
+            f"{tag!r} is neither a weights file nor an open_clip tag of {model_name} (tags: {', '.join(tags) or 'none'})."
+        )
 
 
 def load_clip_file(model: CLIP, path: str | Path) -> None:

@@ -38,3 +38,23 @@ def test_unknown_tag_and_mismatched_file_fail_clearly(tmp_path):
     torch.save({"visual.conv1.weight": torch.zeros(1)}, path)
     with pytest.raises(UserError, match="missing keys .*unexpected|wrongly shaped"):
         build_clip(config.replace(clip_pretrained=str(path)))
+
+
+def test_a_hub_tag_that_cannot_be_fetched_fails_with_advice(monkeypatch):
+    """The hub layer is replaced by one that fails as it does offline (a real attempt takes ~45 s of retries)."""
+    import open_clip
+
+    real_create = open_clip.create_model
+    calls = []
+
+    def offline_create(name, pretrained=None, **kwargs):
+        if pretrained is None:
+            return real_create(name, pretrained=None, **kwargs)
+        calls.append((name, pretrained))
+        raise OSError("We couldn't connect to 'https://huggingface.co'")
+
+    monkeypatch.setattr(open_clip, "create_model", offline_create)
+    config = get_preset("test").replace(clip_model="ViT-B-16", clip_pretrained="openai")  # small towers, real tag
+    with pytest.raises(UserError, match="Could not fetch CLIP weights ViT-B-16/openai.*local weights file"):
+        build_clip(config)
+    assert calls == [("ViT-B-16", "openai")]

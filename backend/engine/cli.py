@@ -49,7 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--preset", help="model preset (default: the model package's default)")
     model.add_argument("--checkpoint", help="a trained checkpoint file")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    parser.add_argument("--bbox", type=_bbox, help="MINX,MINY,MAXX,MAXY (raster CRS unless --bbox-crs); write --bbox=-1,… when MINX is negative")
+    parser.add_argument(
+        "--bbox",
+        type=_bbox,
+        help="MINX,MINY,MAXX,MAXY (raster CRS unless --bbox-crs); write --bbox=-1,… when MINX is negative",
+    )
     parser.add_argument("--bbox-crs", help="CRS of --bbox, e.g. EPSG:4326")
     parser.add_argument("--tile", type=int, help="tile size in pixels (default: the model's input size)")
     parser.add_argument("--overlap", type=int, help="tile overlap in pixels (default: an eighth of the tile)")

@@ -217,7 +217,9 @@ def test_uint16_many_bands_and_array_scale(model, tmp_path):
 def test_unreadable_checkpoint_is_a_one_line_error(raster, tmp_path, capsys):
     garbage = tmp_path / "model.safetensors"
     garbage.write_bytes(b"\x00\x01 not a checkpoint at all")
-    assert segment_cli(raster, "red", "-o", tmp_path / "o.gpkg", "--checkpoint", garbage, "--device", "cpu") == 2
+    assert (
+        segment_cli(raster, "red", "-o", tmp_path / "o.gpkg", "--checkpoint", garbage, "--device", "cpu") == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("rs2sam2 segment: error: ") and err.count("\n") == 1 and "checkpoint" in err
     assert not (tmp_path / "o.gpkg").exists()

@@ -225,3 +225,16 @@ def test_a_run_keeps_only_what_it_can_output(tmp_path):
                 assert len(interior) == expected_interior
             features = run.finish(pieces, 0.0).features
         assert len(features) == (16 * 16 if keep == "all" else 1)
+
+
+def test_simplify_keeps_polygons_valid_and_polygonal():
+    from backend.engine.features import simplify_polygons
+
+    shell = [(0, 0), (40, 0), (40, 40), (0, 40)]
+    thin_hole = [(1, 1), (1.3, 1), (1.3, 39), (1, 39)]  # collapses at tolerance 1
+    staircase = shapely.Polygon([(0, 0), (10, 0)] + [(10 - i, i) for i in range(1, 11)] + [(0, 10)])
+    out = simplify_polygons(np.array([shapely.Polygon(shell, [thin_hole]), staircase], dtype=object), 1.0)
+    assert all(g.is_valid and g.geom_type in ("Polygon", "MultiPolygon") for g in out)
+    assert out[0].area == pytest.approx(1600, abs=15)
+    assert len(shapely.get_coordinates(out[1])) < len(shapely.get_coordinates(staircase))
+    assert out[1].hausdorff_distance(staircase) <= 1.0

@@ -144,6 +144,10 @@ def memory_child(raster: str, preset: str, tile: int, device: str, keep: str) ->
     """Runs in a fresh process: RSS after loading the model, peak RSS over the whole run."""
     import psutil
 
+    from backend.engine.options import bound_gdal_cache
+
+    bound_gdal_cache()  # as the entry points do
+
     from backend.engine.options import SegmentOptions
     from backend.engine.segment import segment
     from backend.model.factory import load_predictor
@@ -164,6 +168,8 @@ def memory_child(raster: str, preset: str, tile: int, device: str, keep: str) ->
 
 
 def run(args: argparse.Namespace) -> str:
+    from backend.engine.options import GDAL_CACHE_MB
+
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="rs2sam2-bench-engine-"))
     workdir.mkdir(parents=True, exist_ok=True)
     raster = make_raster(workdir / f"scene_{args.size}.tif", args.size)
@@ -223,8 +229,10 @@ def run(args: argparse.Namespace) -> str:
             )
         lines += [
             "",
-            "Tiles are streamed and only vectors are kept, so the peak follows the tile size and the number of"
-            " objects output, not the raster's size. With `--keep all` every polygon found is held until"
+            "Tiles are streamed and only vectors are kept (GDAL's block cache bounded to"
+            f" {GDAL_CACHE_MB} MB as in the entry points), so the peak follows the tile size and the objects"
+            " found, not the raster's size; pieces on tile seams are held until merged, which grows with the"
+            " seam length when the mask is noise. With `--keep all` every polygon found is held until"
             " written: an untrained model finds noise everywhere, and a first 16384² run with `--keep all` at"
             " tile 1024 held about 4 GB of polygons before it was stopped.",
         ]

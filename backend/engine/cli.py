@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from backend.engine.options import CLI_DEFAULT_KEEP, AreaOfInterest, SegmentOptions
+from backend.engine.options import CLI_DEFAULT_KEEP, AreaOfInterest, SegmentOptions, bound_gdal_cache
 from backend.errors import UserError
 
 
@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         write_features,
     )
 
+    bound_gdal_cache()
     started = time.perf_counter()
     phrases = clean_phrases(args.phrases)
     options = options_from_args(args)

@@ -24,6 +24,19 @@ DEFAULT_MIN_AREA_PIXELS = 4.0
 STRETCH_PERCENTILES = (2.0, 98.0)
 # Longest side of the decimated read the stretch statistics are computed from.
 STRETCH_SAMPLE_SIDE = 1024
+# GDAL's block cache for the entry points (MB; the GDAL_CACHEMAX environment variable wins). GDAL's
+# own default is 5% of RAM, which a long run fills with blocks it never reads again: on a 16384²
+# mosaic that added ~1.8 GB to the peak. Tiles are read once, row by row; a few rows of blocks suffice.
+GDAL_CACHE_MB = 256
+
+
+def bound_gdal_cache() -> None:
+    """Call at the start of an entry point, before the first raster is read."""
+    import os
+
+    os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
+
+
 # The `--keep` default of each entry point: a batch run from the command line wants every object,
 # an interactive request (plugin → service) usually means the one object the phrase refers to.
 CLI_DEFAULT_KEEP: KeepMode = "all"

@@ -15,6 +15,7 @@ import logging
 import os
 from pathlib import Path
 
+from backend.engine.options import bound_gdal_cache
 from backend.errors import UserError
 from backend.service.config import (
     DEFAULT_HOST,
@@ -82,6 +83,7 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # refuse a bad configuration before loading anything
+    bound_gdal_cache()
 
     import uvicorn
 

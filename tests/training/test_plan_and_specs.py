@@ -72,3 +72,14 @@ def test_config_file_validation(tmp_path):
         read_config_file(path)
     with pytest.raises(UserError, match="give --preset or --checkpoint"):
         TrainConfig(data=("synthetic:1",), out="x", max_steps=1)
+
+
+def test_synthetic_split_skips_scenes_without_a_referable_object(tmp_path):
+    from training.data.specs import synthetic_scene_files
+    from training.data.synthetic import generate_scene
+
+    # With ponds only, seed 2 draws ponds that no phrase can tell apart: nothing to refer to.
+    assert not generate_scene(2, size=64, kinds=("pond",)).referable
+    pairs = synthetic_scene_files(4, "train", 64, tmp_path, ("pond",))
+    names = [raster.name for raster, _ in pairs]
+    assert len(pairs) == 4 and "scene-2.tif" not in names and names[:2] == ["scene-0.tif", "scene-1.tif"]

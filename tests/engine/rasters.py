@@ -40,8 +40,10 @@ def write_geotiff(
         transform=transform,
         nodata=nodata,
     )
-    with warnings.catch_warnings(), rasterio.open(path, "w", **profile) as dst:
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)  # rasters without CRS are made on purpose
+        dst = rasterio.open(path, "w", **profile)
+    with dst:
         dst.write(data)
         if colorinterp is not None:
             dst.colorinterp = colorinterp

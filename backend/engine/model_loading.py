@@ -12,7 +12,17 @@ from backend.errors import UserError
 from backend.model.api import PhraseSegmenter
 
 
+def default_checkpoint() -> Path | None:
+    """The model an entry point uses when given neither a preset nor a checkpoint: the bundled demo
+    model (trained, works offline) when it is there; otherwise None (the model package's default preset)."""
+    from backend.demo import DEMO_CHECKPOINT
+
+    return DEMO_CHECKPOINT if DEMO_CHECKPOINT.is_file() else None
+
+
 def load_model(preset: str | None, checkpoint: str | None, device: str) -> PhraseSegmenter:
+    if preset is None and checkpoint is None and (bundled := default_checkpoint()) is not None:
+        checkpoint = str(bundled)
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise UserError(f"no such checkpoint file: {checkpoint}")
     from backend.model.factory import load_predictor

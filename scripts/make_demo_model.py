@@ -51,8 +51,10 @@ def write_scene() -> tuple[int, list[str]]:
 
     kinds = tuple(KINDS.split("+"))
     seed = FIRST_SCENE_SEED
-    while {obj.kind for obj in (scene := generate_scene(seed, size=128, kinds=kinds)).referable} != set(kinds):
+    scene = generate_scene(seed, size=128, kinds=kinds)
+    while {obj.kind for obj in scene.referable} != set(kinds):
         seed += 1
+        scene = generate_scene(seed, size=128, kinds=kinds)
     tmp = RUN_DIR / "scene"
     shutil.rmtree(tmp, ignore_errors=True)
     raster, vector = write_region(scene, tmp, name="scene")

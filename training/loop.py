@@ -9,6 +9,7 @@ import contextlib
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from backend.model.losses import RS2SAM2Loss
 from backend.model.predictor import RS2SAM2Predictor
 from backend.model.presets import ModelConfig, get_preset
 from backend.model.rs2sam2 import RS2SAM2Output
+from backend.weights.resolve import with_cached_weights
 from training.augment import AugmentConfig
 from training.batches import EpochPlan, MicroBatches
 from training.config import TrainConfig, build_config
@@ -91,10 +93,14 @@ def resume_config(out: Path, overrides: dict) -> TrainConfig:
     return build_config({}, saved)
 
 
-def model_config_for(config: TrainConfig) -> ModelConfig:
-    """The architecture to train, read without building it (cheap; errors early)."""
+def model_config_for(config: TrainConfig, notes: list[str] | None = None) -> ModelConfig:
+    """The architecture to train, read without building it (cheap; errors early). A preset starts from
+    the official SAM 2 / CLIP weights when they are in the weights cache (what was found goes to `notes`)."""
     if config.checkpoint is None:
-        return get_preset(config.preset)
+        model_config, found = with_cached_weights(get_preset(config.preset))
+        if notes is not None:
+            notes.extend(found)
+        return model_config
     found, _, _ = read_checkpoint(config.checkpoint)
     if config.preset is not None:
         differences = config_mismatch(get_preset(config.preset), found)
@@ -124,7 +130,11 @@ class Trainer:
     def __init__(self, config: TrainConfig, context: DistributedContext, device: torch.device) -> None:
         self.config, self.context, self.device = config, context, device
         self.out = Path(config.out)
-        self.model_config = model_config_for(config)
+        notes: list[str] = []
+        self.model_config = model_config_for(config, notes)
+        if context.is_main:
+            for note in notes:
+                print(note, file=sys.stderr)
         chip = config.chip_size or self.model_config.image_size
         cache = self.out / DATA_CACHE
         for spec in (*config.data, *(config.val_data or ())):

@@ -184,3 +184,36 @@ def test_every_preset_downloads_the_files_its_architecture_needs():
         assert config.official_sam2_file == sam2_file.name, preset
         assert config.sam2_config == sam2_file.architecture, preset
         assert config.clip_model == clip_file.architecture, preset
+
+
+def test_training_from_a_preset_uses_the_cached_official_weights(tmp_path, monkeypatch):
+    from training.config import TrainConfig
+    from training.loop import model_config_for
+
+    monkeypatch.setenv("RS2SAM2_CACHE", str(tmp_path))
+    config = TrainConfig(data=("synthetic:1",), preset="tiny", out=str(tmp_path / "run"), max_steps=1)
+
+    notes: list[str] = []
+    bare = model_config_for(config, notes)
+    assert bare.sam2_checkpoint is None and bare.clip_pretrained is None and not bare.sam_backbone_frozen
+    assert any("rs2sam2 weights download --preset tiny" in note for note in notes)
+
+    (tmp_path / "weights").mkdir()
+    sam2_file = tmp_path / "weights" / registry.SAM2_1_TINY.name
+    sam2_file.write_bytes(b"cached")
+    notes.clear()
+    resolved = model_config_for(config, notes)
+    # SAM 2 weights found → the method's freezing applies to the trunk and neck; CLIP still missing.
+    assert resolved.sam2_checkpoint == str(sam2_file) and resolved.sam_backbone_frozen
+    assert resolved.clip_pretrained is None and any("for CLIP" in note for note in notes)
+
+    (tmp_path / "weights" / registry.CLIP_VIT_B_16_OPENAI.name).write_bytes(b"cached")
+    notes.clear()
+    both = model_config_for(config, notes)
+    assert both.clip_pretrained == str(tmp_path / "weights" / registry.CLIP_VIT_B_16_OPENAI.name)
+    assert both.clip_frozen and not any("random" in note for note in notes)
+    # The test preset has no official weights: nothing changes, nothing to say.
+    notes.clear()
+    test_config = model_config_for(TrainConfig(data=("synthetic:1",), preset="test", out=str(tmp_path / "r2"),
+                                               max_steps=1), notes)
+    assert test_config.sam2_checkpoint is None and notes == []

@@ -21,6 +21,25 @@ def _loopback_only_connect(self, address):
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """One intra-op torch thread in the test process, restored at the end (the setting is process-wide).
+
+    Tests start servers and torchrun ranks beside this process on 2 cores; with torch's default of two
+    threads per process they stall each other (measured: the it-learns test took 476 s that way,
+    28–46 s on one thread). The service and DDP tests give their subprocesses OMP_NUM_THREADS=1 too.
+    """
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - the project's environment always has torch
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _no_network():
     socket.socket.connect = _loopback_only_connect
     yield

@@ -2,26 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import pytest
-
-
-@contextlib.contextmanager
-def one_torch_thread():
-    """Run the real model on one torch thread, then restore the setting (it is process-wide).
-
-    On the shared 2-core test machine two intra-op threads stall each other and run many times slower.
-    """
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

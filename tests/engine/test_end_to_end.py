@@ -15,7 +15,6 @@ from pyogrio import raw as pyogrio_raw
 
 from backend.engine.options import SegmentOptions
 from backend.engine.segment import segment
-from tests.engine.conftest import one_torch_thread
 from tests.engine.rasters import background, paint, write_geotiff
 
 pytestmark = pytest.mark.slow
@@ -39,8 +38,7 @@ def direct(raster, test_checkpoint):
     from backend.model.factory import load_predictor
 
     model = load_predictor(checkpoint=test_checkpoint, device="cpu")
-    with one_torch_thread():
-        return segment(raster, PHRASES, model, SegmentOptions(tile_size=128, overlap=16, keep="all"))
+    return segment(raster, PHRASES, model, SegmentOptions(tile_size=128, overlap=16, keep="all"))
 
 
 def read_features(path: Path) -> list[tuple[str, shapely.Geometry, float]]:

@@ -10,21 +10,6 @@ from backend.model.factory import build_model
 from backend.model.presets import get_preset
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread for the model tests, then the setting back (it is process-wide).
-
-    Measured on the shared 2-core machine: torch's two default threads stall each other when other
-    jobs hold the cores (the it-learns test took 476 s that way, 28–46 s on one thread).
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @pytest.fixture
 def test_config():
     return get_preset("test")

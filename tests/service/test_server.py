@@ -15,7 +15,6 @@ from affine import Affine
 
 from backend.engine.options import SegmentOptions
 from backend.engine.segment import segment
-from tests.engine.conftest import one_torch_thread
 from tests.engine.rasters import background, paint, write_geotiff
 from tests.service.conftest import RS2SAM2, running_server
 from tests.service.helpers import API, assert_same_collections, form
@@ -73,8 +72,7 @@ def model(test_checkpoint):
 def direct(model, raster: Path, phrases: list[str], **options) -> dict:
     """The engine's own answer for the same input, computed in this process."""
     opts = SegmentOptions(keep=options.pop("keep", "best"), **options)
-    with one_torch_thread():
-        return segment(raster, phrases, model, opts).to_geojson()
+    return segment(raster, phrases, model, opts).to_geojson()
 
 
 def wait_for(predicate, timeout: float = 120.0, interval: float = 0.1):

@@ -57,10 +57,18 @@ if ! "$PY" -c "import sam2" 2>/dev/null; then
     SAM2_BUILD_CUDA=0 pip_install --no-build-isolation "sam2==1.1.0"
 fi
 
+# sam2's wheel also installs its own training scripts as a top-level `training` package, which
+# shadows this project's `training/` outside the checkout (console script, torchrun). The sam2
+# library never imports them; remove them.
+SITE_PACKAGES=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+if [ -f "$SITE_PACKAGES/training/trainer.py" ] && [ ! -f "$SITE_PACKAGES/training/loop.py" ]; then
+    rm -rf "$SITE_PACKAGES/training"
+fi
+
 log "installing the project and its pinned requirements"
 pip_install --no-build-isolation -e "$ROOT[dev]"
 
-SITE=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+SITE=$SITE_PACKAGES
 # `import processing` needs QGIS's bundled Python plugins on the path.
 echo "/usr/share/qgis/python/plugins" > "$SITE/qgis-processing-plugins.pth"
 # Debian's pyproj looks for PROJ data under the venv prefix; point it at the system's copy.

@@ -1,0 +1,75 @@
+"""`make demo`'s command: the bundled demo model finds the sample scene's objects by phrase, writes a
+GeoPackage whose polygons lie on them and a PNG preview; `rs2sam2 serve` with no model flags uses it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import pytest
+import shapely
+from PIL import Image
+
+from backend.demo import DEMO_CHECKPOINT, DEMO_SCENE, demo_phrases
+
+ROOT = Path(__file__).resolve().parents[2]
+TRUTH = DEMO_SCENE.with_name("scene_truth.gpkg")
+# The demo model's held-out synthetic test mIoU is 46 % (docs/benchmarks.md). On the sample scene every
+# phrase must land on its object, and on average cover it at IoU >= 0.5. (It does not yet reach 0.5 on
+# every phrase: the positional "the street on the right" gets both streets.)
+MIN_MEAN_IOU = 0.5
+
+
+def _truth_by_phrase() -> dict[str, shapely.Geometry]:
+    meta, _, wkb, fields = pyogrio.raw.read(TRUTH)
+    phrase_column = list(meta["fields"]).index("phrase")
+    truth = {}
+    for geometry, phrases in zip(shapely.from_wkb(wkb), fields[phrase_column]):
+        for phrase in str(phrases).split("|"):
+            truth[phrase.strip()] = geometry
+    return truth
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("demo")
+    result = subprocess.run([sys.executable, "-m", "backend.cli", "demo", "--out", str(out), "--device", "cpu"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_demo_polygons_lie_on_the_phrases_objects(demo_run):
+    out, result = demo_run
+    meta, _, wkb, fields = pyogrio.raw.read(out / "rs2sam2-demo.gpkg", layer="demo")
+    columns = list(meta["fields"])
+    assert {"phrase", "score", "area", "source", "model", "created"} <= set(columns)
+    found = dict(zip(fields[columns.index("phrase")], shapely.from_wkb(wkb)))
+    truth = _truth_by_phrase()
+    ious = {}
+    for phrase in demo_phrases():
+        assert phrase in found, f"nothing found for {phrase!r}:\n{result.stdout}"
+        ious[phrase] = shapely.area(shapely.intersection(found[phrase], truth[phrase])) / shapely.area(
+            shapely.union(found[phrase], truth[phrase]))
+    for phrase in ious:
+        assert shapely.intersects(found[phrase], truth[phrase]), f"{phrase!r} landed off its object: {ious}"
+    assert sum(ious.values()) / len(ious) >= MIN_MEAN_IOU, ious
+    assert str(out / "rs2sam2-demo.gpkg") in result.stdout.replace(str(out.resolve()), str(out))
+
+
+def test_demo_preview_png_shows_the_scene_with_outlines(demo_run):
+    out, _ = demo_run
+    preview = np.asarray(Image.open(out / "rs2sam2-demo.png").convert("RGB"))
+    import rasterio
+
+    with rasterio.open(DEMO_SCENE) as scene:
+        assert preview.shape[:2] == (scene.height * 2, scene.width * 2)
+    # Outline colours are not in the scene's palette: the first phrase's yellow is drawn.
+    assert np.all(preview == (255, 221, 0), axis=-1).sum() > 20
+
+
+def test_bundled_demo_model_is_small_enough_for_the_repository():
+    assert DEMO_CHECKPOINT.stat().st_size < 20 * 2**20

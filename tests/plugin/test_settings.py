@@ -48,7 +48,7 @@ def test_phrase_history_is_most_recent_first_without_duplicates():
 
 
 def test_backend_command_prefers_a_checkpoint_over_the_preset():
-    program, args = PluginSettings(python_path="/env/bin/python", preset="base").backend_command(8000)
+    program, args = PluginSettings(python_path="/env/bin/python", preset="base", checkpoint="").backend_command(8000)
     assert program == "/env/bin/python"
     assert args == ["-m", "backend.cli", "serve", "--host", "127.0.0.1", "--port", "8000", "--allow-path", "/",
                     "--preset", "base"]
@@ -83,3 +83,10 @@ def test_the_demo_model_of_a_checkout_is_the_default_checkpoint(monkeypatch, tmp
     demo.write_bytes(b"weights")
     assert settings_module.default_checkpoint() == str(demo)
     assert PluginSettings().backend_command(9000)[1][-2:] == ["--checkpoint", str(demo)]
+
+
+def test_the_local_backend_uses_the_bundled_demo_model_without_configuration():
+    bundled = ROOT / "backend" / "demo" / "assets" / "rs2sam2-demo.safetensors"
+    assert bundled.is_file()
+    _, args = PluginSettings().backend_command(8002)
+    assert args[-2:] == ["--checkpoint", str(bundled)]

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.engine import make_raster
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--presets", default="test,tiny", help="model presets to measure (default test,tiny)")
@@ -41,28 +43,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _raster(path: Path, side: int) -> Path:
-    import rasterio
-    from affine import Affine
-
-    rng = np.random.default_rng(0)
-    data = rng.integers(90, 150, size=(3, side, side), dtype=np.uint8)
-    data[:, side // 4 : side // 2, side // 3 : side // 2] = np.array([220, 30, 30], np.uint8)[:, None, None]
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=side,
-        height=side,
-        count=3,
-        dtype="uint8",
-        crs="EPSG:32633",
-        transform=Affine(0.5, 0, 500_000, 0, -0.5, 5_000_000),
-    ) as dst:
-        dst.write(data)
-    return path
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -173,7 +153,7 @@ def run(args: argparse.Namespace) -> str:
     counts = [int(n) for n in args.requests.split(",")]
     counts += [counts[-1]] * (len(presets) - len(counts))
     with tempfile.TemporaryDirectory() as folder:
-        raster = _raster(Path(folder) / "upload.tif", args.size)
+        raster = make_raster(Path(folder) / "upload.tif", args.size)
         size_kb = raster.stat().st_size / 1024
         rows = [
             measure_preset(p, n, args.clients, raster, args.device, args.threads)

@@ -25,13 +25,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=None, help="default: 8 for test, 1 for the 1024-px presets"
     )
-    parser.add_argument("--curve-data", default="synthetic:40", help="data of the learning curve")
-    parser.add_argument("--curve-steps", type=int, default=300)
-    parser.add_argument("--curve-eval-every", type=int, default=50)
-    parser.add_argument("--curve-val", type=int, default=60, help="val phrases per point of the curve")
+    parser.add_argument("--curve-data", default="synthetic:300,field+pond+river+road",
+                        help="data of the learning curve")
+    parser.add_argument("--curve-steps", type=int, default=600)
+    parser.add_argument("--curve-eval-every", type=int, default=100)
+    parser.add_argument("--curve-val", type=int, default=100, help="val phrases per point of the curve")
     parser.add_argument(
-        "--curve-lr", type=float, default=2e-3, help="lr of both groups (from scratch, not fine-tuning)"
+        "--curve-lr", type=float, default=1e-3, help="lr of both groups (from scratch, not fine-tuning)"
     )
+    parser.add_argument("--curve-warmup", type=int, default=50)
     parser.add_argument("--skip-curve", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
 
@@ -106,50 +108,39 @@ def throughput_table(presets: list[str], steps: int | None, batch_size: int | No
 
 
 def learning_curve(args: argparse.Namespace) -> str:
-    from training.baselines import phrase_blind_baselines
-    from training.config import TrainConfig
-    from training.data.specs import open_datasets
-    from training.loop import train
+    """The same run twice, with the method's loss weights and with FROM_SCRATCH_LOSS."""
+    from training.baselines import learning_check
+    from training.config import FROM_SCRATCH_LOSS, TrainConfig
 
-    with tempfile.TemporaryDirectory() as folder:
-        out = Path(folder) / "run"
-        config = TrainConfig(
-            data=(args.curve_data,),
-            preset="test",
-            out=str(out),
-            max_steps=args.curve_steps,
-            batch_size=8,
-            eval_every=args.curve_eval_every,
-            val_limit=args.curve_val,
-            lr_new=args.curve_lr,
-            lr_rest=args.curve_lr,
-            device="cpu",
-            log_every=10,
-        )
-        start = time.perf_counter()
-        result = train(config)
-        minutes = (time.perf_counter() - start) / 60
-        train_data = open_datasets([args.curve_data], "train", 128, out / "data")
-        val_data = open_datasets([args.curve_data], "val", 128, out / "data")
-        baselines = phrase_blind_baselines(train_data, val_data, args.curve_val)
+    checks = {}
+    for name, loss in (("method loss", {}), ("from-scratch loss", FROM_SCRATCH_LOSS)):
+        with tempfile.TemporaryDirectory() as folder:
+            config = TrainConfig(
+                data=(args.curve_data,), preset="test", out=str(Path(folder) / "run"), max_steps=args.curve_steps,
+                batch_size=8, eval_every=args.curve_eval_every, val_limit=args.curve_val, lr_new=args.curve_lr,
+                lr_rest=args.curve_lr, warmup_steps=args.curve_warmup, device="cpu", log_every=10,
+                checkpoint_every=10**6, progress=False, **loss,
+            )
+            checks[name] = learning_check(config)
+    first = next(iter(checks.values()))
     lines = [
-        f"`test` preset from scratch on `{args.curve_data}` ({len(train_data)} training phrases, "
-        f"{min(args.curve_val, len(val_data))} val phrases from unseen scenes), batch 8, lr {args.curve_lr:g} "
-        f"(both groups), {args.curve_steps} steps in {minutes:.1f} min.",
+        f"`test` preset from scratch on `{args.curve_data}` ({first.train_samples} training phrases, "
+        f"{first.val_samples} val phrases from unseen scenes), batch 8, lr {args.curve_lr:g} (both groups), "
+        f"{args.curve_warmup} warm-up steps, {args.curve_steps} steps; "
+        + "; ".join(f"{name} {check.minutes:.1f} min" for name, check in checks.items())
+        + f". From-scratch loss: {FROM_SCRATCH_LOSS}.",
         "",
-        "| step | val mIoU | val oIoU | Pr@0.5 |",
-        "|---|---|---|---|",
+        "| step | " + " | ".join(f"val mIoU, {name}" for name in checks) + " |",
+        "|---|" + "---|" * len(checks),
     ]
-    for point in result.val_history:
-        lines.append(
-            f"| {point['step']} | {100 * point['mIoU']:.2f} | {100 * point['oIoU']:.2f} | {100 * point['Pr@0.5']:.2f} |"
-        )
-    best_name = max(baselines, key=baselines.get)
+    for points in zip(*(check.val_history for check in checks.values()), strict=True):
+        lines.append(f"| {points[0]['step']} | " + " | ".join(f"{100 * p['mIoU']:.2f}" for p in points) + " |")
+    best_name, best = first.best_baseline
     lines += [
         "",
         "Phrase-blind baselines (val mIoU): "
-        + ", ".join(f"{k} {100 * v:.2f}" for k, v in baselines.items())
-        + f" — the best is {best_name}.",
+        + ", ".join(f"{k} {100 * v:.2f}" for k, v in first.baselines.items())
+        + f" — the best is {best_name} ({100 * best:.2f}).",
     ]
     return "\n".join(lines)
 

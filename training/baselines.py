@@ -1,10 +1,16 @@
 """Phrase-blind baselines: what a model that ignores the phrase scores on a split. A trained model has
-to beat these to show it reads the phrase (or at least the image) at all."""
+to beat these to show it reads the phrase (or at least the image) at all; `learning_check` trains and
+compares in one go (the learning test and `rs2sam2 bench training`)."""
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 
+from training.config import TrainConfig
 from training.data.sample import ReferringDataset
 from training.metrics import SegmentationMetrics
 
@@ -34,3 +40,35 @@ def phrase_blind_baselines(train_data: ReferringDataset, eval_data: ReferringDat
             metrics.add(prediction, target)
         scores[name] = metrics.summary()["mIoU"]
     return scores
+
+
+@dataclass
+class LearningCheck:
+    val_history: list[dict]  # {"step", "mIoU", "oIoU", "Pr@0.5", …} per validation
+    baselines: dict[str, float]  # phrase-blind baseline → val mIoU on the same val samples
+    minutes: float  # wall time of the training run
+    train_samples: int
+    val_samples: int
+
+    @property
+    def best_baseline(self) -> tuple[str, float]:
+        name = max(self.baselines, key=self.baselines.get)
+        return name, self.baselines[name]
+
+
+def learning_check(config: TrainConfig) -> LearningCheck:
+    """Train (one data spec, a fresh run in `config.out`), then score the phrase-blind baselines on the
+    very val samples the run validated on."""
+    from training.data.specs import open_datasets
+    from training.loop import DATA_CACHE, model_config_for, train
+
+    start = time.perf_counter()
+    result = train(config)
+    minutes = (time.perf_counter() - start) / 60
+    chip = config.chip_size or model_config_for(config).image_size
+    cache = Path(config.out) / DATA_CACHE
+    train_data = open_datasets(list(config.data), "train", chip, cache, config.seed)
+    val_data = open_datasets(list(config.val_data or config.data), "val", chip, cache, config.seed)
+    val_count = len(val_data) if config.val_limit is None else min(config.val_limit, len(val_data))
+    return LearningCheck(result.val_history, phrase_blind_baselines(train_data, val_data, val_count), minutes,
+                         len(train_data), val_count)

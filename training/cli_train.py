@@ -41,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tuning.add_argument("--lr-drop-epochs", type=int, nargs="+", help="with --schedule step: epochs where lr × 0.1")
     tuning.add_argument("--clip-grad-norm", type=float, help="default 1.0")
     tuning.add_argument("--seed", type=int, help="default 2401")
+    tuning.add_argument("--loss-ce", type=float, help="weight of the class-weighted cross-entropy; default 0.9")
+    tuning.add_argument("--loss-dice", type=float, help="weight of the Dice loss; default 0.1")
+    tuning.add_argument("--loss-tbl", type=float, help="weight of the text-guided boundary loss; default 0.2")
+    tuning.add_argument("--dice-classes", choices=("both", "foreground"),
+                        help="Dice over object and background (default, the method) or the object only")
     tuning.add_argument("--black-box-prob", type=float, help="share of samples with black boxes; default 0.2")
     tuning.add_argument("--geometric-prob", type=float, help="share of samples flipped/rotated; default 0.5")
     book = parser.add_argument_group("bookkeeping")
@@ -56,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 _FIELDS = ("data", "val_data", "preset", "checkpoint", "max_steps", "epochs", "device", "batch_size", "grad_accum",
            "lr_new", "lr_rest", "weight_decay", "warmup_steps", "schedule", "lr_drop_epochs", "clip_grad_norm", "seed",
+           "loss_ce", "loss_dice", "loss_tbl", "dice_classes",
            "black_box_prob", "geometric_prob", "checkpoint_every", "eval_every", "val_limit", "log_every",
            "num_workers", "chip_size", "stop_after_steps")
 

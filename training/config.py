@@ -11,8 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from backend.errors import UserError
+from backend.model.losses import LossConfig
 
 SCHEDULES = ("cosine", "constant", "step")
+DICE_CLASSES = ("both", "foreground")
+# Loss settings for a model trained from scratch (the `test` preset: the learning test, the demo model).
+# With the method's weights such a model predicts "all background" for its first ~1000 steps; a Dice on
+# the object alone, weighted up, leaves that start within ~100 steps (training/README.md).
+FROM_SCRATCH_LOSS = {"loss_ce": 0.5, "loss_dice": 1.0, "dice_classes": "foreground"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,11 @@ class TrainConfig:
     lr_drop_epochs: tuple[int, ...] = ()  # RefSegRS recipe: (50,) with factor 0.1
     lr_drop_factor: float = 0.1
     clip_grad_norm: float | None = 1.0
+    # --- loss (method.md: λ_ce 0.9, λ_dice 0.1 over both classes, λ_tbl 0.2) ---
+    loss_ce: float = 0.9
+    loss_dice: float = 0.1
+    loss_tbl: float = 0.2
+    dice_classes: str = "both"  # or "foreground": for models trained from scratch (training/README.md)
     seed: int = 2401  # the reference's seed
     device: str = "auto"
     # --- augmentation ---
@@ -71,10 +82,18 @@ class TrainConfig:
             problems.append("--batch-size and --grad-accum must be positive")
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule must be one of {', '.join(SCHEDULES)}")
+        if min(self.loss_ce, self.loss_dice, self.loss_tbl) < 0 or self.loss_ce + self.loss_dice == 0:
+            problems.append("loss weights must not be negative, and CE or Dice must be on")
+        if self.dice_classes not in DICE_CLASSES:
+            problems.append(f"dice_classes must be one of {', '.join(DICE_CLASSES)}")
         if self.checkpoint_every < 1 or (self.eval_every is not None and self.eval_every < 1):
             problems.append("--checkpoint-every and --eval-every must be positive")
         if problems:
             raise UserError("; ".join(problems) + ".")
+
+    def loss_config(self) -> LossConfig:
+        return LossConfig(ce_weight=self.loss_ce, dice_weight=self.loss_dice, tbl_weight=self.loss_tbl,
+                          dice_classes=self.dice_classes)  # type: ignore[arg-type]
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

@@ -11,13 +11,21 @@ import tempfile
 from pathlib import Path
 
 
+def _step(row: dict) -> float:
+    """The row's step; a row the kill cut short counts as past every step, so it is dropped."""
+    try:
+        return int(row["step"]) if row.get(list(row)[-1]) is not None else float("inf")
+    except (TypeError, ValueError):
+        return float("inf")
+
+
 class CsvLog:
     def __init__(self, path: Path, fields: list[str], resume_step: int | None = None) -> None:
         self.path, self.fields = path, fields
         if resume_step is not None and path.exists():
             with open(path, newline="", encoding="utf-8") as handle:
-                rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= resume_step]
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".csv.part")
+                rows = [row for row in csv.DictReader(handle) if _step(row) <= resume_step]
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
             with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
                 writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
                 writer.writeheader()

@@ -170,7 +170,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_multiplier(cfg.schedule, self.total_steps, cfg.warmup_steps, self.plan.steps_per_epoch,
                                           cfg.lr_drop_epochs, cfg.lr_drop_factor))
-        self.loss_fn = RS2SAM2Loss()
+        self.loss_fn = RS2SAM2Loss(cfg.loss_config())
         progress = Progress()
         if resume:
             state = load_state(self.out / STATE_FILE)
@@ -297,6 +297,8 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     wrong with the input is reported before the first step."""
     if resume:
         load_state(Path(config.out) / STATE_FILE)  # readable before anything else happens
+        for leftover in Path(config.out).glob(".*.part"):  # temp files of a write the kill interrupted
+            leftover.unlink(missing_ok=True)
     else:
         check_new_run(Path(config.out))
     device = resolve_device(config.device)

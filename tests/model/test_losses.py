@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 import torch
 
 from backend.model.losses import boundary_map, dice_loss, weighted_bce
@@ -39,3 +41,18 @@ def test_dice_is_zero_for_a_perfect_prediction_and_near_one_for_the_inverse():
     perfect = (target * 2 - 1) * 50
     assert dice_loss(perfect, target, smooth=1e-6).item() < 1e-4
     assert dice_loss(-perfect, target, smooth=1e-6).item() > 0.99
+
+
+def test_foreground_dice_ignores_the_background_class():
+    target = torch.zeros(1, 1, 10, 10)
+    target[..., :1, :] = 1  # a small object: 10 of 100 pixels
+    empty = torch.full_like(target, -50.0)  # "all background"
+    # Both classes: the background half of the Dice is nearly perfect, so the loss is only about 0.5 …
+    both = dice_loss(empty, target, smooth=1e-6).item()
+    assert abs(both - (1 - 0.5 * (2 * 90 / 190))) < 1e-3
+    # … the object alone: missing it entirely is the full loss.
+    assert dice_loss(empty, target, smooth=1e-6, classes="foreground").item() > 0.999
+    half = torch.where(torch.arange(10).reshape(1, 1, 1, 10) < 5, target * 100 - 50, torch.full_like(target, -50.0))
+    assert abs(dice_loss(half, target, smooth=1e-6, classes="foreground").item() - (1 - 10 / 15)) < 1e-3
+    with pytest.raises(ValueError):
+        dice_loss(empty, target, classes="object")

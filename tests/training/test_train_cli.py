@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +17,8 @@ from backend.cli import main as rs2sam2
 from backend.model.checkpoint import load_checkpoint, save_checkpoint
 from backend.model.factory import build_model
 from tests.training.dataset_fixtures import write_refsegrs
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # Small and quick: two synthetic scenes (about 60 phrases), batch 2, validation on 2 phrases.
 QUICK = ["--preset", "test", "--device", "cpu", "--batch-size", "2", "--val-limit", "2", "--no-progress",
@@ -34,27 +41,49 @@ def assert_same_weights(a: Path, b: Path, exact: bool = True) -> None:
             torch.testing.assert_close(first[key], second[key], rtol=1e-4, atol=1e-5, msg=key)
 
 
+def _kill_after_logged_step(args: list[str], out: Path, step: int, timeout: float = 240.0) -> None:
+    """Run `rs2sam2 train` in its own process and SIGKILL it as soon as `step` is in its train log."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "backend.cli", "train", *args, "--out", str(out)],
+                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = out / "train_log.csv"
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            rows = log.read_text().splitlines()[1:] if log.exists() else []
+            if any(row.split(",")[0] == str(step) for row in rows):
+                break
+            time.sleep(0.02)
+        assert process.poll() is None, f"the run ended before step {step}: {process.stderr.read().decode()[-2000:]}"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_exactly_like_an_uninterrupted_run(tmp_path, capsys):
-    common = ["--data", "synthetic:2", *QUICK, "--max-steps", "4", "--eval-every", "2", "--log-every", "1"]
+    common = ["--data", "synthetic:2", *QUICK, "--max-steps", "8", "--eval-every", "2", "--log-every", "1",
+              "--checkpoint-every", "3"]
     assert train(*common, "--out", str(tmp_path / "whole")) == 0
-    # The interrupted run keeps a state every 2 steps and stops (as if killed) after step 3: step 3 is lost.
-    assert train(*common, "--out", str(tmp_path / "cut"), "--checkpoint-every", "2", "--stop-after-steps", "3") == 0
-    assert "resume with" in capsys.readouterr().out
-    assert not (tmp_path / "cut" / "final.safetensors").exists()
-    assert train("--out", str(tmp_path / "cut"), "--resume", "--no-progress") == 0
-    assert_same_weights(tmp_path / "whole" / "final.safetensors", tmp_path / "cut" / "final.safetensors")
-    # The logs read as one run: steps 1–4 once each, validations at 2 and 4.
-    train_rows = (tmp_path / "cut" / "train_log.csv").read_text().splitlines()[1:]
-    assert [row.split(",")[0] for row in train_rows] == ["1", "2", "3", "4"]
+    # A real kill: the process dies with SIGKILL somewhere after logging step 4, so the state of step 3
+    # (or 6) is on disk and the steps after it are lost.
+    cut = tmp_path / "cut"
+    _kill_after_logged_step(common, cut, step=4)
+    assert (cut / "last_state.pt").exists() and not (cut / "final.safetensors").exists()
+    assert train("--out", str(cut), "--resume", "--no-progress") == 0
+    assert_same_weights(tmp_path / "whole" / "final.safetensors", cut / "final.safetensors")
+    # The logs read as one run: steps 1–8 once each with the same losses, validations at 2, 4, 6, 8.
+    train_rows = (cut / "train_log.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in train_rows] == [str(i) for i in range(1, 9)]
     whole_rows = (tmp_path / "whole" / "train_log.csv").read_text().splitlines()[1:]
-    assert [r.split(",")[2] for r in train_rows] == [r.split(",")[2] for r in whole_rows]  # same losses
-    val_rows = (tmp_path / "cut" / "val_log.csv").read_text().splitlines()[1:]
-    assert [row.split(",")[0] for row in val_rows] == ["2", "4"]
+    assert [r.split(",")[2] for r in train_rows] == [r.split(",")[2] for r in whole_rows]
+    val_rows = (cut / "val_log.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in val_rows] == ["2", "4", "6", "8"]
     # Exports are inference checkpoints of the test preset.
-    model, metadata = load_checkpoint(tmp_path / "cut" / "best.safetensors")
-    assert model.config.name == "test" and metadata["step"] in (2, 4)
-    assert (tmp_path / "cut" / "tensorboard").is_dir()
+    model, metadata = load_checkpoint(cut / "best.safetensors")
+    assert model.config.name == "test" and metadata["step"] in (2, 4, 6, 8)
+    assert (cut / "tensorboard").is_dir()
 
 
 def test_config_file_and_flags(tmp_path):
@@ -62,9 +91,11 @@ def test_config_file_and_flags(tmp_path):
     config.write_text('data = ["synthetic:1"]\npreset = "test"\nmax-steps = 1\nbatch-size = 2\nval-limit = 2\n'
                       'device = "cpu"\nlr-new = 0.5\n')
     out = tmp_path / "run"
-    assert train("--config", str(config), "--lr-new", "2e-4", "--out", str(out), "--no-progress") == 0
+    assert train("--config", str(config), "--lr-new", "2e-4", "--out", str(out), "--no-progress",
+                 "--loss-dice", "1.0", "--dice-classes", "foreground") == 0
     saved = json.loads((out / "config.json").read_text())
     assert saved["lr_new"] == 2e-4 and saved["batch_size"] == 2 and saved["data"] == ["synthetic:1"]
+    assert (saved["loss_ce"], saved["loss_dice"], saved["dice_classes"]) == (0.9, 1.0, "foreground")
 
 
 @pytest.fixture(scope="module")

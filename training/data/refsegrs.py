@@ -13,13 +13,13 @@ MASK_THRESHOLD = 50  # the benchmark's masks are 8-bit; > 50 is foreground
 
 
 def read_phrase_file(path: Path) -> list[tuple[str, str]]:
-    """(id, expression) per non-empty line; the expression is everything after the first space."""
+    """(id, expression) per non-empty line; the expression is everything after the first space (or tab)."""
     pairs = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         line = line.rstrip("\r\n")
         if not line.strip():
             continue
-        parts = line.strip().split(" ", 1)
+        parts = line.strip().split(maxsplit=1)  # a space in the published files; a tab is tolerated
         if len(parts) != 2 or not parts[1].strip():
             raise UserError(f"{path.name} line {number} is not '<id> <expression>': {line!r}")
         pairs.append((parts[0], parts[1].strip()))

@@ -8,6 +8,7 @@ from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsCoordinateTransformContext,
+    QgsGeometry,
     QgsRasterLayer,
     QgsRectangle,
     QgsVectorLayer,
@@ -53,7 +54,21 @@ class AreaChoice:
                 raise RasterSourceError(tr("The map view has no size yet; choose another area."))
             return area_in_raster_crs(layer, canvas.extent(), canvas_crs, context), units_per_pixel
         if self.mode == AREA_SELECTED:
-            # The request covers the bounding box of the selected polygons.
+            # The request covers the bounding box of the selected polygons; `clip_geometry` trims
+            # the answer to the polygons themselves.
             return area_in_raster_crs(layer, self.polygons.boundingBoxOfSelected(), self.polygons.crs(),
                                       context), units_per_pixel
         return area_in_raster_crs(layer, self.drawn, self.drawn_crs, context), units_per_pixel
+
+    def clip_geometry(self, layer: QgsRasterLayer, context: QgsCoordinateTransformContext) -> QgsGeometry | None:
+        """The union of the selected polygons in the raster's CRS (AREA_SELECTED), else None."""
+        if self.mode != AREA_SELECTED or self.polygons is None:
+            return None
+        parts = [feature.geometry() for feature in self.polygons.getSelectedFeatures()
+                 if feature.hasGeometry() and not feature.geometry().isEmpty()]
+        if not parts:
+            return None
+        union = QgsGeometry.unaryUnion(parts)
+        if self.polygons.crs() != layer.crs():
+            union.transform(QgsCoordinateTransform(self.polygons.crs(), layer.crs(), context))
+        return union.makeValid()

@@ -313,6 +313,7 @@ class SegmentDock(QgsDockWidget):
             area, units_per_pixel = choice.resolve(layer, self.iface.mapCanvas(),
                                                    QgsProject.instance().transformContext())
             plan = plan_raster(layer, area, QgsProject.instance().transformContext(), units_per_pixel)
+            clip = choice.clip_geometry(layer, QgsProject.instance().transformContext())
         except RasterSourceError as exc:
             self._show_error(str(exc))
             return
@@ -320,7 +321,7 @@ class SegmentDock(QgsDockWidget):
         self.settings.save()
         self._load_history()
         self.phrase_combo.setEditText(phrase)
-        job = SegmentJob([phrase], self.options(), plan, self.settings.send_mode)
+        job = SegmentJob([phrase], self.options(), plan, self.settings.send_mode, clip)
         self.task = SegmentTask(self.tr("RS2-SAM 2: “{}” in {}").format(phrase, layer.name()), self.client(), job,
                                 self._on_task_done)
         self.task.progressChanged.connect(lambda value: self.progress_bar.setValue(int(value)))
@@ -371,7 +372,7 @@ class SegmentDock(QgsDockWidget):
         phrase = task.job.phrases[0]
         stored, features = store_collection(QgsProject.instance(), task.outcome.collection,
                                             QgsCoordinateReferenceSystem.fromWkt(task.job.plan.crs_wkt),
-                                            self.settings.output_gpkg)
+                                            self.settings.output_gpkg, clip=task.job.clip)
         self.last_layers = [(result.layer, result.added) for result in stored]
         if not features:
             notify(self.iface, self.tr("Nothing matching “{}” was found in the area.").format(phrase), Qgis.Info)

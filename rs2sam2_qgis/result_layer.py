@@ -14,10 +14,12 @@ from dataclasses import dataclass
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
     QgsFeature,
     QgsField,
     QgsFields,
     QgsFillSymbol,
+    QgsGeometry,
     QgsJsonUtils,
     QgsProject,
     QgsVectorFileWriter,
@@ -114,11 +116,41 @@ class StoredResult:
     created_layer: bool
 
 
+def clip_features(features: list[QgsFeature], clip: QgsGeometry) -> list[QgsFeature]:
+    """Each feature cut to `clip` (same CRS); features left empty are dropped. `area` shrinks in
+    proportion, so it keeps the backend's meaning (m², geodesic in geographic CRSs)."""
+    clipped = []
+    for feature in features:
+        geometry = feature.geometry()
+        inside = geometry.intersection(clip)
+        if QgsWkbTypes.flatType(inside.wkbType()) == QgsWkbTypes.GeometryCollection:
+            inside.convertGeometryCollectionToSubclass(QgsWkbTypes.PolygonGeometry)  # drop touching lines/points
+        if inside.isEmpty() or inside.type() != QgsWkbTypes.PolygonGeometry or inside.area() <= 0:
+            continue
+        if not inside.equals(geometry):
+            inside.convertToMultiType()
+            share = inside.area() / geometry.area() if geometry.area() > 0 else 1.0
+            feature = QgsFeature(feature)
+            feature.setGeometry(inside)
+            area = feature["area"]
+            if isinstance(area, int | float):
+                feature["area"] = float(area) * share
+        clipped.append(feature)
+    return clipped
+
+
 def store_collection(project: QgsProject, collection: dict, raster_crs: QgsCoordinateReferenceSystem,
-                     gpkg_path: str = "") -> tuple[list[StoredResult], list[QgsFeature]]:
-    """Every phrase's features into its layer (memory, or a table of `gpkg_path`); (results, features)."""
+                     gpkg_path: str = "", clip: QgsGeometry | None = None) -> tuple[list[StoredResult], list[QgsFeature]]:
+    """Every phrase's features into its layer (memory, or a table of `gpkg_path`); (results, features).
+
+    `clip` (in `raster_crs`) keeps only the parts of the features inside it."""
     crs = collection_crs(collection, raster_crs)
     features = features_from_collection(collection)
+    if clip is not None:
+        if not same_crs(crs, raster_crs):
+            clip = QgsGeometry(clip)
+            clip.transform(QgsCoordinateTransform(raster_crs, crs, project.transformContext()))
+        features = clip_features(features, clip)
     stored = []
     for phrase, group in group_by_phrase(features).items():
         if gpkg_path:

@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from qgis.core import QgsFeedback
+from qgis.core import QgsFeedback, QgsGeometry
 from qgis.PyQt.QtCore import QCoreApplication
 
 from .client import BackendClient, BackendError, RasterPayload, RunCancelled, is_loopback_url
@@ -28,6 +28,7 @@ class SegmentJob:
     options: SegmentOptions
     plan: RasterPlan
     send_mode: str = "auto"  # auto | path | upload (see settings.SEND_MODES)
+    clip: QgsGeometry | None = None  # keep only what lies inside (raster CRS): the selected polygons
 
 
 @dataclass

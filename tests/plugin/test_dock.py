@@ -202,6 +202,36 @@ def test_selected_polygons_give_the_area_in_another_crs(make_dock, stand_in, ras
     assert 100 < xmax - xmin < 200 and 50 < ymax - ymin < 150  # 0.002° × 0.001° near 45° N
 
 
+def test_results_are_cut_to_the_selected_polygons(make_dock, stand_in, raster_layer, clean_project):
+    """The request covers the polygons' bounding box; what comes back is trimmed to the polygons."""
+    from qgis.core import QgsCoordinateTransform
+
+    polygons = QgsVectorLayer("Polygon?crs=EPSG:4326", "parcels", "memory")
+    to_wgs84 = QgsCoordinateTransform(raster_layer.crs(), polygons.crs(), QgsProject.instance())
+    triangle = QgsGeometry.fromWkt("POLYGON((500100 4999500, 500400 4999500, 500100 4999800, 500100 4999500))")
+    triangle_in_raster_crs = QgsGeometry(triangle)
+    triangle.transform(to_wgs84)
+    feature = QgsFeature()
+    feature.setGeometry(triangle)
+    polygons.dataProvider().addFeatures([feature])
+    clean_project.addMapLayer(polygons)
+    polygons.selectAll()
+    dock = make_dock(server_url=stand_in.url)
+    dock.layer_combo.setLayer(raster_layer)
+    dock.set_area_mode(AREA_SELECTED)
+    dock.polygon_combo.setLayer(polygons)
+    _run_and_wait(dock, "a pond")
+
+    (layer,) = _result_layers(clean_project)
+    (result,) = list(layer.getFeatures())
+    # The stand-in answers the middle third of the bounding box (a 100 m square); the triangle's
+    # diagonal runs through its centre, so half of it is kept, and `area` shrinks with it.
+    geometry = result.geometry()
+    assert geometry.difference(triangle_in_raster_crs.buffer(0.5, 4)).isEmpty()
+    assert geometry.area() == pytest.approx(100 * 100 / 2, rel=0.03)
+    assert result["area"] == pytest.approx(geometry.area(), rel=1e-6)
+
+
 def test_area_outside_the_raster_is_explained(make_dock, stand_in, raster_layer, qgis_iface, clean_project):
     dock = make_dock(server_url=stand_in.url)
     dock.layer_combo.setLayer(raster_layer)

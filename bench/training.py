@@ -110,10 +110,10 @@ def throughput_table(presets: list[str], steps: int | None, batch_size: int | No
 def learning_curve(args: argparse.Namespace) -> str:
     """The same run twice, with the method's loss weights and with FROM_SCRATCH_LOSS."""
     from training.baselines import learning_check
-    from training.config import FROM_SCRATCH_LOSS, TrainConfig
+    from training.config import FROM_SCRATCH_LOSS, METHOD_LOSS, TrainConfig
 
     checks = {}
-    for name, loss in (("method loss", {}), ("from-scratch loss", FROM_SCRATCH_LOSS)):
+    for name, loss in (("method loss", METHOD_LOSS), ("from-scratch loss", FROM_SCRATCH_LOSS)):
         with tempfile.TemporaryDirectory() as folder:
             config = TrainConfig(
                 data=(args.curve_data,), preset="test", out=str(Path(folder) / "run"), max_steps=args.curve_steps,
@@ -128,7 +128,7 @@ def learning_curve(args: argparse.Namespace) -> str:
         f"{first.val_samples} val phrases from unseen scenes), batch 8, lr {args.curve_lr:g} (both groups), "
         f"{args.curve_warmup} warm-up steps, {args.curve_steps} steps; "
         + "; ".join(f"{name} {check.minutes:.1f} min" for name, check in checks.items())
-        + f". From-scratch loss: {FROM_SCRATCH_LOSS}.",
+        + f". Method loss: {METHOD_LOSS}; from-scratch loss (the default from random weights): {FROM_SCRATCH_LOSS}.",
         "",
         "| step | " + " | ".join(f"val mIoU, {name}" for name in checks) + " |",
         "|---|" + "---|" * len(checks),

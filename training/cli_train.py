@@ -41,11 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tuning.add_argument("--lr-drop-epochs", type=int, nargs="+", help="with --schedule step: epochs where lr × 0.1")
     tuning.add_argument("--clip-grad-norm", type=float, help="default 1.0")
     tuning.add_argument("--seed", type=int, help="default 2401")
-    tuning.add_argument("--loss-ce", type=float, help="weight of the class-weighted cross-entropy; default 0.9")
-    tuning.add_argument("--loss-dice", type=float, help="weight of the Dice loss; default 0.1")
-    tuning.add_argument("--loss-tbl", type=float, help="weight of the text-guided boundary loss; default 0.2")
-    tuning.add_argument("--dice-classes", choices=("both", "foreground"),
-                        help="Dice over object and background (default, the method) or the object only")
+    loss = parser.add_argument_group(
+        "loss (defaults: the method's 0.9 / 0.1 both / 0.2 from pretrained weights; 0.5 / 1.0 foreground / 0.2 "
+        "from random weights, see training/README.md)")
+    loss.add_argument("--loss-ce", type=float, help="weight of the class-weighted cross-entropy")
+    loss.add_argument("--loss-dice", type=float, help="weight of the Dice loss")
+    loss.add_argument("--loss-tbl", type=float, help="weight of the text-guided boundary loss")
+    loss.add_argument("--dice-classes", choices=("both", "foreground"),
+                      help="Dice over object and background (the method) or over the object only")
     tuning.add_argument("--black-box-prob", type=float, help="share of samples with black boxes; default 0.2")
     tuning.add_argument("--geometric-prob", type=float, help="share of samples flipped/rotated; default 0.5")
     book = parser.add_argument_group("bookkeeping")

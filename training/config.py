@@ -15,10 +15,13 @@ from backend.model.losses import LossConfig
 
 SCHEDULES = ("cosine", "constant", "step")
 DICE_CLASSES = ("both", "foreground")
-# Loss settings for a model trained from scratch (the `test` preset: the learning test, the demo model).
-# With the method's weights such a model predicts "all background" for its first ~1000 steps; a Dice on
-# the object alone, weighted up, leaves that start within ~100 steps (training/README.md).
-FROM_SCRATCH_LOSS = {"loss_ce": 0.5, "loss_dice": 1.0, "dice_classes": "foreground"}
+# The method's loss weights: right for fine-tuning from SAM 2 (and CLIP) weights or a checkpoint.
+METHOD_LOSS = {"loss_ce": 0.9, "loss_dice": 0.1, "loss_tbl": 0.2, "dice_classes": "both"}
+# The default for a model that starts from random weights (the `test` preset; any preset whose SAM 2
+# weights are not cached). With the method's weights such a model predicts "all background" for its
+# first ~1000 steps; a Dice on the object alone, weighted up, leaves that start within ~100 steps
+# (training/README.md).
+FROM_SCRATCH_LOSS = {"loss_ce": 0.5, "loss_dice": 1.0, "loss_tbl": 0.2, "dice_classes": "foreground"}
 
 
 @dataclass(frozen=True)
@@ -43,11 +46,11 @@ class TrainConfig:
     lr_drop_epochs: tuple[int, ...] = ()  # RefSegRS recipe: (50,) with factor 0.1
     lr_drop_factor: float = 0.1
     clip_grad_norm: float | None = 1.0
-    # --- loss (method.md: λ_ce 0.9, λ_dice 0.1 over both classes, λ_tbl 0.2) ---
-    loss_ce: float = 0.9
-    loss_dice: float = 0.1
-    loss_tbl: float = 0.2
-    dice_classes: str = "both"  # or "foreground": for models trained from scratch (training/README.md)
+    # --- loss; None: METHOD_LOSS when starting from pretrained weights, else FROM_SCRATCH_LOSS ---
+    loss_ce: float | None = None
+    loss_dice: float | None = None
+    loss_tbl: float | None = None
+    dice_classes: str | None = None  # "both" (the method) or "foreground"
     seed: int = 2401  # the reference's seed
     device: str = "auto"
     # --- augmentation ---
@@ -82,18 +85,26 @@ class TrainConfig:
             problems.append("--batch-size and --grad-accum must be positive")
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule must be one of {', '.join(SCHEDULES)}")
-        if min(self.loss_ce, self.loss_dice, self.loss_tbl) < 0 or self.loss_ce + self.loss_dice == 0:
+        weights = [w for w in (self.loss_ce, self.loss_dice, self.loss_tbl) if w is not None]
+        if min(weights, default=0) < 0 or self.loss_ce == 0 and self.loss_dice == 0:
             problems.append("loss weights must not be negative, and CE or Dice must be on")
-        if self.dice_classes not in DICE_CLASSES:
+        if self.dice_classes is not None and self.dice_classes not in DICE_CLASSES:
             problems.append(f"dice_classes must be one of {', '.join(DICE_CLASSES)}")
         if self.checkpoint_every < 1 or (self.eval_every is not None and self.eval_every < 1):
             problems.append("--checkpoint-every and --eval-every must be positive")
         if problems:
             raise UserError("; ".join(problems) + ".")
 
-    def loss_config(self) -> LossConfig:
-        return LossConfig(ce_weight=self.loss_ce, dice_weight=self.loss_dice, tbl_weight=self.loss_tbl,
-                          dice_classes=self.dice_classes)  # type: ignore[arg-type]
+    def loss_settings(self, from_scratch: bool) -> dict[str, Any]:
+        """The loss fields with the unset ones filled from FROM_SCRATCH_LOSS or METHOD_LOSS."""
+        defaults = FROM_SCRATCH_LOSS if from_scratch else METHOD_LOSS
+        return {name: default if getattr(self, name) is None else getattr(self, name)
+                for name, default in defaults.items()}
+
+    def loss_config(self, from_scratch: bool) -> LossConfig:
+        settings = self.loss_settings(from_scratch)
+        return LossConfig(ce_weight=settings["loss_ce"], dice_weight=settings["loss_dice"],
+                          tbl_weight=settings["loss_tbl"], dice_classes=settings["dice_classes"])
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

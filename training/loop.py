@@ -132,6 +132,13 @@ class Trainer:
         self.out = Path(config.out)
         notes: list[str] = []
         self.model_config = model_config_for(config, notes)
+        # Random initial weights: no RS2-SAM 2 checkpoint and no SAM 2 weights (cached or given).
+        self.from_scratch = config.checkpoint is None and self.model_config.sam2_checkpoint is None
+        if self.from_scratch:
+            loss = config.loss_settings(from_scratch=True)
+            notes.append("training from random weights (no SAM 2 weights, no checkpoint): loss "
+                         + ", ".join(f"{name} {value}" for name, value in loss.items())
+                         + " unless set (training/README.md)")
         if context.is_main:
             for note in notes:
                 print(note, file=sys.stderr)
@@ -170,7 +177,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_multiplier(cfg.schedule, self.total_steps, cfg.warmup_steps, self.plan.steps_per_epoch,
                                           cfg.lr_drop_epochs, cfg.lr_drop_factor))
-        self.loss_fn = RS2SAM2Loss(cfg.loss_config())
+        self.loss_fn = RS2SAM2Loss(cfg.loss_config(self.from_scratch))
         progress = Progress()
         if resume:
             state = load_state(self.out / STATE_FILE)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-
 import torch
 
 from backend.model.losses import boundary_map, dice_loss, weighted_bce

@@ -83,3 +83,19 @@ def test_synthetic_split_skips_scenes_without_a_referable_object(tmp_path):
     pairs = synthetic_scene_files(4, "train", 64, tmp_path, ("pond",))
     names = [raster.name for raster, _ in pairs]
     assert len(pairs) == 4 and "scene-2.tif" not in names and names[:2] == ["scene-0.tif", "scene-1.tif"]
+
+
+def test_loss_defaults_follow_the_starting_weights_and_flags_override():
+    from training.config import FROM_SCRATCH_LOSS, METHOD_LOSS
+
+    config = TrainConfig(data=("synthetic:1",), preset="test", out="x", max_steps=1)
+    assert config.loss_settings(from_scratch=False) == METHOD_LOSS
+    assert config.loss_settings(from_scratch=True) == FROM_SCRATCH_LOSS
+    tuned = config.replace(loss_dice=0.3, dice_classes="both")
+    assert tuned.loss_settings(from_scratch=True) == {**FROM_SCRATCH_LOSS, "loss_dice": 0.3, "dice_classes": "both"}
+    loss = tuned.loss_config(from_scratch=False)
+    assert (loss.ce_weight, loss.dice_weight, loss.tbl_weight, loss.dice_classes) == (0.9, 0.3, 0.2, "both")
+    with pytest.raises(UserError, match="loss weights"):
+        config.replace(loss_ce=0.0, loss_dice=0.0)
+    with pytest.raises(UserError, match="dice_classes"):
+        config.replace(dice_classes="object")

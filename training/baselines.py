@@ -59,16 +59,14 @@ class LearningCheck:
 def learning_check(config: TrainConfig) -> LearningCheck:
     """Train (one data spec, a fresh run in `config.out`), then score the phrase-blind baselines on the
     very val samples the run validated on."""
-    from training.data.specs import open_datasets
-    from training.loop import DATA_CACHE, model_config_for, train
+    from training.loop import DATA_CACHE, model_config_for, open_train_and_val, train
 
     start = time.perf_counter()
     result = train(config)
     minutes = (time.perf_counter() - start) / 60
     chip = config.chip_size or model_config_for(config).image_size
     cache = Path(config.out) / DATA_CACHE
-    train_data = open_datasets(list(config.data), "train", chip, cache, config.seed)
-    val_data = open_datasets(list(config.val_data or config.data), "val", chip, cache, config.seed)
+    train_data, val_data = open_train_and_val(config, chip, cache)
     val_count = len(val_data) if config.val_limit is None else min(config.val_limit, len(val_data))
     return LearningCheck(result.val_history, phrase_blind_baselines(train_data, val_data, val_count), minutes,
                          len(train_data), val_count)

@@ -19,7 +19,9 @@ DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) /
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", action="append", required=True, metavar="SPEC", help=SPEC_HELP + " (repeatable)")
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"), help="default: test")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
+                        help="default: test (a region's test is its spatial val blocks); all: every labelled "
+                        "feature of a region, e.g. a new region the model never saw")
     parser.add_argument("--preset", help="an untrained model of this preset (test, tiny, base, large); with "
                         "--checkpoint, the preset the checkpoint must match")
     parser.add_argument("--checkpoint", type=Path, help="an RS2-SAM 2 checkpoint (.safetensors)")
@@ -70,7 +72,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--limit must be at least 1")
     config = EvaluationConfig(protocol=args.protocol, limit=args.limit)
     segmenter = load_predictor(preset=args.preset, checkpoint=args.checkpoint, device=args.device)
-    dataset = open_datasets(args.data, args.split, segmenter.input_size, args.cache_dir)
+    whole = args.split == "all"
+    if whole and any(DataSpec.parse(spec).kind != "region" for spec in args.data):
+        raise UserError("--split all is for regions; benchmarks and synthetic data have train, val and test")
+    dataset = open_datasets(args.data, "test" if whole else args.split, segmenter.input_size, args.cache_dir,
+                            whole_regions=whole)
     result = evaluate(segmenter, dataset, config, progress=True)
     summary = result.summary()
     name = f"{dataset.name} {args.split}"

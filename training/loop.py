@@ -27,6 +27,7 @@ from backend.weights.resolve import with_cached_weights
 from training.augment import AugmentConfig
 from training.batches import EpochPlan, MicroBatches
 from training.config import TrainConfig, build_config
+from training.data.sample import ReferringDataset
 from training.data.specs import DataSpec, open_datasets
 from training.distributed import (
     DistributedContext,
@@ -110,6 +111,15 @@ def model_config_for(config: TrainConfig, notes: list[str] | None = None) -> Mod
     return found
 
 
+def open_train_and_val(config: TrainConfig, chip: int, cache: Path) -> tuple[ReferringDataset, ReferringDataset]:
+    """The run's training and validation data. Without --val-data both come from the spatial (or
+    seeded) splits of --data; with it, regions give all their features to the side they are on."""
+    separate = config.val_data is not None
+    train = open_datasets(list(config.data), "train", chip, cache, config.seed, whole_regions=separate)
+    val = open_datasets(list(config.val_data or config.data), "val", chip, cache, config.seed, whole_regions=separate)
+    return train, val
+
+
 # ---------------------------------------------------------------------------------------------
 # the loop
 
@@ -158,9 +168,7 @@ class Trainer:
                                      black_box_prob=config.black_box_prob)
 
     def _open_data(self, chip: int, cache: Path) -> None:
-        cfg = self.config
-        self.train_data = open_datasets(list(cfg.data), "train", chip, cache, cfg.seed)
-        self.val_data = open_datasets(list(cfg.val_data or cfg.data), "val", chip, cache, cfg.seed)
+        self.train_data, self.val_data = open_train_and_val(self.config, chip, cache)
 
     def build(self, resume: bool) -> Progress:
         cfg = self.config

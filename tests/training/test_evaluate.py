@@ -96,3 +96,18 @@ def test_cli_evaluates_the_real_test_model_and_never_overwrites(tmp_path, capsys
     assert code == 2 and "already exists" in capsys.readouterr().err
     code = rs2sam2(["evaluate", "--data", f"rrsisd:{tmp_path}", "--preset", "test", "--device", "cpu"])
     assert code == 2 and "not an RRSIS-D folder" in capsys.readouterr().err
+
+
+def test_cli_evaluates_every_feature_of_a_new_region_with_split_all(tmp_path, capsys):
+    scene = generate_scene(21, size=128)
+    raster, vector = write_region(scene, tmp_path / "new-region")
+    phrases = sum(len(obj.phrases) for obj in scene.referable)
+    out = tmp_path / "new-region.json"
+    code = rs2sam2(["evaluate", "--data", f"region:{raster},{vector}", "--split", "all", "--preset", "test",
+                    "--protocol", "native", "--device", "cpu", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    saved = json.loads(out.read_text())
+    assert saved["split"] == "all" and saved["metrics"]["samples"] == phrases
+    assert {s["phrase"] for s in saved["samples"]} == {p for obj in scene.referable for p in obj.phrases}
+    code = rs2sam2(["evaluate", "--data", "synthetic:2", "--split", "all", "--preset", "test", "--device", "cpu"])
+    assert code == 2 and "--split all is for regions" in capsys.readouterr().err

@@ -91,7 +91,7 @@ def test_chips_contain_the_whole_feature_and_vary_per_epoch_only_in_training(tmp
     write_raster(raster)
     vector = write_vector(tmp_path / "labels.gpkg", RASTER_CRS)
     config = RegionConfig(chip_size=32, context=(1.5, 2.5), min_chip_fraction=0.1)
-    train = RegionDataset(raster, vector, "all", config)
+    train = RegionDataset(raster, vector, "all", config, random_chips=True)
     pond = 2  # sample index of "the pond": a 10×14 pixel feature
     first = train[pond]
     assert first.mask.shape == (32, 32) and first.image.shape == (32, 32, 3)
@@ -102,6 +102,13 @@ def test_chips_contain_the_whole_feature_and_vary_per_epoch_only_in_training(tmp
     np.testing.assert_array_equal(train[pond].image, first.image)  # same epoch → same chip
     train.set_epoch(1)
     assert not np.array_equal(train[pond].image, first.image)
+    # Evaluation chips (the default for "all" and "val") are centred and the same every epoch.
+    fixed = RegionDataset(raster, vector, "all", config)
+    chip = fixed[pond]
+    fixed.set_epoch(1)
+    np.testing.assert_array_equal(fixed[pond].image, chip.image)
+    rows, cols = np.nonzero(chip.mask)
+    assert abs((rows.min() + rows.max()) / 2 - 15.5) <= 1 and abs((cols.min() + cols.max()) / 2 - 15.5) <= 1
 
 
 def test_target_gsd_sets_the_chip_scale(tmp_path):
@@ -109,7 +116,8 @@ def test_target_gsd_sets_the_chip_scale(tmp_path):
     write_raster(raster)
     vector = write_vector(tmp_path / "labels.gpkg", RASTER_CRS)
     # 2 map units per output pixel on a 1-unit raster: the 10×14 pond covers 5×7 chip pixels.
-    dataset = RegionDataset(raster, vector, "all", RegionConfig(chip_size=32, target_gsd=2.0, gsd_jitter=(1.0, 1.0)))
+    dataset = RegionDataset(raster, vector, "all", RegionConfig(chip_size=32, target_gsd=2.0, gsd_jitter=(1.0, 1.0)),
+                            random_chips=True)  # a random offset: no pixel centre on the pond's edges
     assert dataset[2].mask.sum() == 35
 
 

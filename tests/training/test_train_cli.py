@@ -141,3 +141,20 @@ def test_existing_run_is_never_overwritten_and_resume_needs_a_run(tmp_path, caps
     assert "already holds a training run" in capsys.readouterr().err
     assert train("--out", str(tmp_path / "nothing"), "--resume") == 2
     assert "no training run to resume" in capsys.readouterr().err
+
+
+def test_with_separate_val_data_each_region_gives_all_its_features(tmp_path):
+    """Train on one region, validate on another: no spatial split of either (a one-block region has
+    no val blocks to lose), and validation covers every phrase of the other region."""
+    from training.data.synthetic import generate_scene, write_region
+
+    train_scene, val_scene = generate_scene(31, size=128), generate_scene(32, size=128)
+    train_raster, train_vector = write_region(train_scene, tmp_path / "mine")
+    val_raster, val_vector = write_region(val_scene, tmp_path / "new")
+    out = tmp_path / "run"
+    assert train("--data", f"region:{train_raster},{train_vector}", "--val-data", f"region:{val_raster},{val_vector}",
+                 "--preset", "test", "--device", "cpu", "--batch-size", "2", "--max-steps", "1", "--val-limit", "1000",
+                 "--no-progress", "--out", str(out)) == 0
+    val_rows = (out / "val_log.csv").read_text().splitlines()
+    samples = int(val_rows[1].split(",")[2])
+    assert samples == sum(len(obj.phrases) for obj in val_scene.referable)

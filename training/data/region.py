@@ -134,11 +134,15 @@ class RegionDataset:
     """Chips of labelled features from one or more rasters of a region, for one split."""
 
     def __init__(self, rasters: list[str | Path] | str | Path, vector: str | Path, split: str = "train",
-                 config: RegionConfig | None = None, name: str | None = None) -> None:
+                 config: RegionConfig | None = None, name: str | None = None,
+                 random_chips: bool | None = None) -> None:
+        """`split`: "train" / "val" (the spatial split) or "all" features. `random_chips`: random context,
+        scale and offset per epoch (training) or fixed chips (evaluation); default: only for "train"."""
         if split not in REGION_SPLITS:
             raise UserError(f"unknown split {split!r}; a region has {', '.join(REGION_SPLITS)}")
         self.config = config or RegionConfig()
         self.split = split
+        self.random_chips = split == "train" if random_chips is None else random_chips
         raster_paths = [Path(rasters)] if isinstance(rasters, str | Path) else [Path(r) for r in rasters]
         vector = Path(vector)
         self.name = name or f"region:{vector.stem}"
@@ -229,7 +233,7 @@ class RegionDataset:
         if self.config.whole_raster:
             return Window(0, 0, info.width, info.height)
         cfg = self.config
-        randomise = self.split != "val"
+        randomise = self.random_chips
         rng = np.random.default_rng([cfg.seed, self.epoch, feature_index, feature.raster_index])
         # Feature extent in raster pixels.
         minx, miny, maxx, maxy = feature.geometry.bounds

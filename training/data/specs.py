@@ -72,10 +72,12 @@ def synthetic_scene_files(count: int, split: str, size: int, folder: Path,
 
 
 def open_dataset(spec: DataSpec | str, split: str, chip_size: int, cache_dir: Path, seed: int = 0,
-                 region_config: RegionConfig | None = None) -> ReferringDataset:
+                 region_config: RegionConfig | None = None, whole_regions: bool = False) -> ReferringDataset:
     """The `split` ("train", "val" or "test") of the data a spec names.
 
-    Regions have a spatial train/val split (their "test" is their val blocks); synthetic data is
+    Regions have a spatial train/val split (their "test" is their val blocks); with `whole_regions`
+    every labelled feature of a region is taken instead (a region used only for training, or only for
+    validation/testing), with random chips for "train" and fixed ones otherwise. Synthetic data is
     generated at `chip_size` into `cache_dir` and read through the region reader.
     """
     spec = DataSpec.parse(spec) if isinstance(spec, str) else spec
@@ -86,6 +88,8 @@ def open_dataset(spec: DataSpec | str, split: str, chip_size: int, cache_dir: Pa
         return RefSegRSDataset(spec.args[0], split)
     if spec.kind == "region":
         config = replace(base, text_column=spec.args[2]) if len(spec.args) == 3 else base
+        if whole_regions:
+            return RegionDataset(spec.args[0], spec.args[1], "all", config, random_chips=split == "train")
         return RegionDataset(spec.args[0], spec.args[1], "train" if split == "train" else "val", config)
     count = int(spec.args[0])
     if split != "train":
@@ -98,10 +102,11 @@ def open_dataset(spec: DataSpec | str, split: str, chip_size: int, cache_dir: Pa
 
 
 def open_datasets(specs: list[str], split: str, chip_size: int, cache_dir: Path, seed: int = 0,
-                  region_config: RegionConfig | None = None) -> ReferringDataset:
+                  region_config: RegionConfig | None = None, whole_regions: bool = False) -> ReferringDataset:
     """Several specs as one dataset (one spec → that dataset itself)."""
     if not specs:
         raise UserError("no data given")
     parsed = [DataSpec.parse(text) for text in specs]  # all specs checked before anything is read
-    datasets = [open_dataset(spec, split, chip_size, cache_dir, seed, region_config) for spec in parsed]
+    datasets = [open_dataset(spec, split, chip_size, cache_dir, seed, region_config, whole_regions)
+                for spec in parsed]
     return datasets[0] if len(datasets) == 1 else ConcatReferringDataset(datasets)

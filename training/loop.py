@@ -146,9 +146,9 @@ class Trainer:
         self.from_scratch = config.checkpoint is None and self.model_config.sam2_checkpoint is None
         if self.from_scratch:
             loss = config.loss_settings(from_scratch=True)
-            notes.append("training from random weights (no SAM 2 weights, no checkpoint): loss "
-                         + ", ".join(f"{name} {value}" for name, value in loss.items())
-                         + " unless set (training/README.md)")
+            notes.append("training from random weights (no SAM 2 weights, no checkpoint); loss: "
+                         + ", ".join(f"{name.removeprefix('loss_')} {value}" for name, value in loss.items())
+                         + " (unset loss settings take the from-scratch defaults, training/README.md)")
         if context.is_main:
             for note in notes:
                 print(note, file=sys.stderr)

@@ -145,6 +145,12 @@ def learning_curve(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def run(args: argparse.Namespace) -> str:
     sections = []
     if not args.skip_throughput:
@@ -152,6 +158,8 @@ def run(args: argparse.Namespace) -> str:
             "### Throughput of one training step (CPU)",
             "",
             throughput_table(args.presets, args.steps, args.batch_size),
+            "",
+            f"Torch threads per process: {_torch_threads()} (set OMP_NUM_THREADS to change).",
         ]
     if not args.skip_curve:
         sections += ["", "### Learning curve", "", learning_curve(args)]

@@ -1,8 +1,8 @@
 """The product's main job on the bundled demo model: phrases in, a GeoPackage of polygons and a PNG
 preview out, on a sample scene the model was not trained on. No internet, no GPU needed.
 
-The demo model knows only the project's synthetic scenes (fields, roads, water, buildings, vehicles,
-trees); for real imagery, download real weights and fine-tune (see the README).
+The demo model knows only the project's synthetic land cover (fields, ponds, rivers, roads); for real
+imagery, download real weights and fine-tune (see the README).
 """
 
 from __future__ import annotations

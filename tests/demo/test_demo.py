@@ -17,10 +17,10 @@ from backend.demo import DEMO_CHECKPOINT, DEMO_SCENE, demo_phrases
 
 ROOT = Path(__file__).resolve().parents[2]
 TRUTH = DEMO_SCENE.with_name("scene_truth.gpkg")
-# The demo model's held-out synthetic test mIoU is 46 % (docs/benchmarks.md). On the sample scene every
-# phrase must land on its object, and on average cover it at IoU >= 0.5. (It does not yet reach 0.5 on
-# every phrase: the positional "the street on the right" gets both streets.)
-MIN_MEAN_IOU = 0.5
+# The demo model's held-out synthetic test mIoU is 58.8 % overall and 77 % for phrases naming kind and
+# colour only, as the sample scene's do (docs/benchmarks.md). On the sample scene every phrase's polygons
+# must cover its object at IoU >= 0.7 (measured: 0.82–0.91).
+MIN_IOU = 0.7
 
 
 def _truth_by_phrase() -> dict[str, shapely.Geometry]:
@@ -54,9 +54,7 @@ def test_demo_polygons_lie_on_the_phrases_objects(demo_run):
         assert phrase in found, f"nothing found for {phrase!r}:\n{result.stdout}"
         ious[phrase] = shapely.area(shapely.intersection(found[phrase], truth[phrase])) / shapely.area(
             shapely.union(found[phrase], truth[phrase]))
-    for phrase in ious:
-        assert shapely.intersects(found[phrase], truth[phrase]), f"{phrase!r} landed off its object: {ious}"
-    assert sum(ious.values()) / len(ious) >= MIN_MEAN_IOU, ious
+    assert min(ious.values()) >= MIN_IOU, ious
     assert str(out / "rs2sam2-demo.gpkg") in result.stdout.replace(str(out.resolve()), str(out))
 
 

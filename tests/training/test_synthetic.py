@@ -63,3 +63,16 @@ def test_written_region_reads_back_with_exact_masks_and_georeferencing(tmp_path)
         np.testing.assert_array_equal(sample.mask, mask)
     np.testing.assert_array_equal(dataset[0].image, scene.image)
     assert not list(tmp_path.glob("*.part*"))  # temporary files are gone
+
+
+def test_phrase_cues_name_what_a_phrase_needs_besides_kind_and_colour():
+    from training.data.synthetic import phrase_cues
+
+    assert phrase_cues("the dark lake") == ()
+    assert phrase_cues("the leftmost grey road") == ("position",)
+    assert phrase_cues("the biggest field beside the river") == ("size", "relation")
+    assert phrase_cues("the car at the bottom near the road") == ("position", "relation")
+    assert phrase_cues("the topmost red house") == ("position",)
+    # Every generated phrase of a scene is classified from the generator's own word lists.
+    scene = generate_scene(5, size=256)
+    assert any(phrase_cues(p) for obj in scene.referable for p in obj.phrases)

@@ -62,6 +62,27 @@ COLOUR_WORDS: dict[str, list[str]] = {
     "dirt": ["dirt", "unpaved"],
 }
 LANDMARK_KINDS = ("river", "pond", "road")
+# The words of the cues that tell objects of one kind apart (besides colour).
+SIZE_WORDS = {"large": ("large", "big", "largest", "biggest"), "small": ("small", "smallest", "little")}
+POSITION_WORDS = {
+    "left": ("on the left", "leftmost", "furthest to the left"),
+    "right": ("on the right", "rightmost", "furthest to the right"),
+    "top": ("at the top", "topmost", "nearest the top"),
+    "bottom": ("at the bottom", "bottommost", "nearest the bottom"),
+}
+RELATION_WORDS = ("next to", "near", "beside")
+
+
+def phrase_cues(phrase: str) -> tuple[str, ...]:
+    """Which cue types a generated phrase uses besides kind and colour: a subset of ("size",
+    "position", "relation"), in that order (for breaking results down by what a phrase asks)."""
+    text = f" {phrase} "
+    found = {
+        "size": any(f" {w} " in text for words in SIZE_WORDS.values() for w in words),
+        "position": any(f" {w} " in text for words in POSITION_WORDS.values() for w in words),
+        "relation": any(f" {w} the " in text for w in RELATION_WORDS),
+    }
+    return tuple(name for name, present in found.items() if present)
 
 
 @dataclass
@@ -333,16 +354,16 @@ def _cue_options(target: SceneObject, objects: list[SceneObject], size: int) -> 
             return [target] if ok else None
         return narrow
 
-    options.append((_Cue("large", ("large", "big", "largest", "biggest"), "adjective"), size_extreme(True)))
-    options.append((_Cue("small", ("small", "smallest", "little"), "adjective"), size_extreme(False)))
+    options.append((_Cue("large", SIZE_WORDS["large"], "adjective"), size_extreme(True)))
+    options.append((_Cue("small", SIZE_WORDS["small"], "adjective"), size_extreme(False)))
 
     margin = 0.12 * size
     centre = target.polygon.centroid
     axes = {  # name → (key growing toward that side, is the target on that half, word variants)
-        "left": (lambda o: -o.polygon.centroid.x, centre.x < size / 2, ("on the left", "leftmost", "furthest to the left")),
-        "right": (lambda o: o.polygon.centroid.x, centre.x > size / 2, ("on the right", "rightmost", "furthest to the right")),
-        "top": (lambda o: -o.polygon.centroid.y, centre.y < size / 2, ("at the top", "topmost", "nearest the top")),
-        "bottom": (lambda o: o.polygon.centroid.y, centre.y > size / 2, ("at the bottom", "bottommost", "nearest the bottom")),
+        "left": (lambda o: -o.polygon.centroid.x, centre.x < size / 2, POSITION_WORDS["left"]),
+        "right": (lambda o: o.polygon.centroid.x, centre.x > size / 2, POSITION_WORDS["right"]),
+        "top": (lambda o: -o.polygon.centroid.y, centre.y < size / 2, POSITION_WORDS["top"]),
+        "bottom": (lambda o: o.polygon.centroid.y, centre.y > size / 2, POSITION_WORDS["bottom"]),
     }
     for name, (key, on_half, words) in axes.items():
         if not on_half:
@@ -362,7 +383,7 @@ def _cue_options(target: SceneObject, objects: list[SceneObject], size: int) -> 
         if sum(o.kind == landmark.kind for o in objects) != 1 or target.polygon.distance(landmark.polygon) > near:
             continue
         noun = NOUNS[landmark.kind][0]
-        words = tuple(f"{prep} the {noun}" for prep in ("next to", "near", "beside"))
+        words = tuple(f"{prep} the {noun}" for prep in RELATION_WORDS)
 
         def narrow(cands, landmark=landmark):
             # Candidates within twice the distance count as "near" too, so the phrase stays unambiguous.

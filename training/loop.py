@@ -26,7 +26,7 @@ from backend.model.rs2sam2 import RS2SAM2Output
 from backend.weights.resolve import with_cached_weights
 from training.augment import AugmentConfig
 from training.batches import EpochPlan, MicroBatches
-from training.config import TrainConfig, build_config
+from training.config import METHOD_LOSS, TrainConfig, build_config
 from training.data.sample import ReferringDataset
 from training.data.specs import DataSpec, open_datasets
 from training.distributed import (
@@ -78,6 +78,8 @@ def resume_config(out: Path, overrides: dict) -> TrainConfig:
     if not (out / CONFIG_FILE).is_file() or not (out / STATE_FILE).is_file():
         raise UserError(f"there is no training run to resume in {out} ({CONFIG_FILE} or {STATE_FILE} is missing)")
     saved = json.loads((out / CONFIG_FILE).read_text(encoding="utf-8"))
+    for name, value in METHOD_LOSS.items():
+        saved.setdefault(name, value)  # runs from before the loss settings existed used the method's loss
     changes = {}
     for name, value in overrides.items():
         if value is None or name == "out":

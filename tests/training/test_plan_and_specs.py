@@ -99,3 +99,18 @@ def test_loss_defaults_follow_the_starting_weights_and_flags_override():
         config.replace(loss_ce=0.0, loss_dice=0.0)
     with pytest.raises(UserError, match="dice_classes"):
         config.replace(dice_classes="object")
+
+
+def test_resuming_a_run_saved_before_loss_settings_keeps_the_method_loss(tmp_path):
+    import json
+
+    from training.config import METHOD_LOSS
+    from training.loop import resume_config
+
+    saved = json.loads(TrainConfig(data=("synthetic:1",), preset="test", out=str(tmp_path), max_steps=3).to_json())
+    for name in METHOD_LOSS:
+        saved.pop(name)
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    (tmp_path / "last_state.pt").write_bytes(b"")
+    config = resume_config(tmp_path, {})
+    assert config.loss_settings(from_scratch=True) == METHOD_LOSS

@@ -147,7 +147,8 @@ def run(args: argparse.Namespace) -> str:
     lines = [
         f"Preset `{args.preset}`, CPU, random weights, torch threads: {threads}, median of {args.repeats} runs "
         f"after a warm-up; each row in a fresh process (peak RSS is that process's). Load average when the "
-        f"run started: {load} (other jobs share this machine, so times are upper bounds).",
+        f"run started: {load} (1-minute figures above the threads in use mean other work shared the machine, "
+        f"and the times are upper bounds).",
         "",
         "| size | phrases | resize + CLIP vision | CLIP text + joint layers | image encoder + BHF "
         "| gate + MPG + decoder | total | per phrase | peak RSS |",

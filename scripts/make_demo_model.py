@@ -11,7 +11,7 @@ scenes with the project's own training package, then write the demo assets.
   4. `rs2sam2 evaluate` on held-out synthetic test scenes; the table and the recipe (seed, steps,
      time) go into docs/benchmarks.md, section "Demo model".
 
-Runs with one torch thread per process is fastest on a shared 2-core machine: OMP_NUM_THREADS=1.
+Run it with one torch thread per process (OMP_NUM_THREADS=1) on a 2-core machine that does other work.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,28 +97,27 @@ def write_scene() -> tuple[int, list[str]]:
     return seed, phrases
 
 
-def run_stage(stage: Stage, resume: bool) -> float:
-    """Train one stage unless it is finished; minutes spent now."""
+def run_stage(stage: Stage, resume: bool) -> None:
+    """Train one stage unless it is finished."""
     if (stage.folder / "final.safetensors").exists():
         print(f"{stage.name}: finished earlier ({stage.folder})")
-        return 0.0
-    started = time.perf_counter()
+        return
     if resume and (stage.folder / "last_state.pt").exists():
         rs2sam2("train", "--out", str(stage.folder), "--resume")
     else:
         rs2sam2("train", "--data", stage.data, "--out", str(stage.folder), "--max-steps", str(stage.steps),
                 *stage.flags, *COMMON_FLAGS)
-    return (time.perf_counter() - started) / 60
 
 
 def stage_minutes(stage: Stage) -> float:
     """Training time of a stage from its log (the samples/s column over its logged steps)."""
     import csv
 
+    batch = json.loads((stage.folder / "config.json").read_text())["batch_size"]
     with open(stage.folder / "train_log.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     steps = [int(r["step"]) for r in rows]
-    seconds = sum((b - a) * 8 / float(r["samples_per_s"]) for a, b, r in zip([0, *steps], steps, rows, strict=False))
+    seconds = sum((b - a) * batch / float(r["samples_per_s"]) for a, b, r in zip([0, *steps], steps, rows, strict=False))
     return seconds / 60
 
 

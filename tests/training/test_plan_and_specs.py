@@ -114,3 +114,14 @@ def test_resuming_a_run_saved_before_loss_settings_keeps_the_method_loss(tmp_pat
     (tmp_path / "last_state.pt").write_bytes(b"")
     config = resume_config(tmp_path, {})
     assert config.loss_settings(from_scratch=True) == METHOD_LOSS
+
+
+def test_resumed_logs_drop_rows_a_kill_cut_short(tmp_path):
+    from training.logs import CsvLog
+
+    path = tmp_path / "train_log.csv"
+    path.write_text("step,loss,samples_per_s\n1,0.9,10\n2,0.8,11\n3,0.7,12\n4,0.6\n\n5,")
+    # The state was saved at step 5, but the process died while writing rows 4 and 5: both are partial.
+    CsvLog(path, ["step", "loss", "samples_per_s"], resume_step=5)
+    assert path.read_text().splitlines() == ["step,loss,samples_per_s", "1,0.9,10", "2,0.8,11", "3,0.7,12"]
+    assert not list(tmp_path.glob(".*.part"))

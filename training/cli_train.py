@@ -58,7 +58,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     book.add_argument("--log-every", type=int, help="steps between log rows; default 10")
     book.add_argument("--num-workers", type=int, help="data-loading processes; default 0")
     book.add_argument("--chip-size", type=int, help="region/synthetic chip size; default the model's input size")
-    book.add_argument("--stop-after-steps", type=int, help=argparse.SUPPRESS)  # tests: stop as if killed
     book.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -66,7 +65,7 @@ _FIELDS = ("data", "val_data", "preset", "checkpoint", "max_steps", "epochs", "d
            "lr_new", "lr_rest", "weight_decay", "warmup_steps", "schedule", "lr_drop_epochs", "clip_grad_norm", "seed",
            "loss_ce", "loss_dice", "loss_tbl", "dice_classes",
            "black_box_prob", "geometric_prob", "checkpoint_every", "eval_every", "val_limit", "log_every",
-           "num_workers", "chip_size", "stop_after_steps")
+           "num_workers", "chip_size")
 
 
 def overrides_from(args: argparse.Namespace) -> dict:
@@ -91,9 +90,6 @@ def run(args: argparse.Namespace) -> int:
         file_settings = read_config_file(args.config) if args.config else {}
         config = build_config(file_settings, overrides)
     result = train(config, resume=args.resume)
-    if result.stopped_early:
-        print(f"stopped after step {result.steps}; resume with: rs2sam2 train --out {result.out} --resume")
-        return 0
     print(f"trained {result.steps} steps; run folder {result.out}")
     if result.val_history:
         from training.metrics import format_table

@@ -65,7 +65,6 @@ class TrainConfig:
     log_every: int = 10
     num_workers: int = 0
     chip_size: int | None = None  # region/synthetic chips; default the model's input size
-    stop_after_steps: int | None = None  # stop as if killed after N steps (no final export): resume tests
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict, compare=False)  # ignored; keeps config files flexible
 

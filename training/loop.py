@@ -47,7 +47,7 @@ BEST_CHECKPOINT = "best.safetensors"
 FINAL_CHECKPOINT = "final.safetensors"
 DATA_CACHE = "data"
 # Settings that may change when a run is resumed; everything else must match the saved run.
-RESUME_OVERRIDABLE = ("max_steps", "epochs", "stop_after_steps", "device", "num_workers", "progress",
+RESUME_OVERRIDABLE = ("max_steps", "epochs", "device", "num_workers", "progress",
                       "checkpoint_every", "eval_every", "log_every")
 
 
@@ -55,7 +55,6 @@ RESUME_OVERRIDABLE = ("max_steps", "epochs", "stop_after_steps", "device", "num_
 class TrainResult:
     out: Path
     steps: int
-    stopped_early: bool = False  # stop_after_steps hit: only the periodic state was written
     best_checkpoint: Path | None = None
     final_checkpoint: Path | None = None
     best_score: float = float("-inf")
@@ -92,7 +91,7 @@ def resume_config(out: Path, overrides: dict) -> TrainConfig:
                             f"only {', '.join(RESUME_OVERRIDABLE)} may change")
         changes[name] = value
     saved.update(changes, out=str(out))
-    saved["stop_after_steps"] = overrides.get("stop_after_steps")  # a test switch, never inherited
+    saved.pop("stop_after_steps", None)  # a test switch that runs of earlier versions saved
     return build_config({}, saved)
 
 
@@ -289,22 +288,16 @@ class Trainer:
                     window_start = time.perf_counter()  # throughput counts training time only
                 if (step % cfg.checkpoint_every == 0 or step == self.total_steps) and ctx.is_main:
                     save_state(self.out / STATE_FILE, self.model, self.optimizer, self.scheduler, progress, cfg.to_json())
-                if cfg.stop_after_steps is not None and step >= cfg.stop_after_steps and step < self.total_steps:
-                    result.stopped_early = True
-                    break
                 if step >= self.total_steps:
                     break
-            if result.stopped_early:
-                break
         if bar is not None:
             bar.close()
         result.steps, result.best_score = progress.step, progress.best_score
-        if not result.stopped_early:
-            if ctx.is_main:
-                result.final_checkpoint = save_checkpoint(self.out / FINAL_CHECKPOINT, self.model, overwrite=True,
-                                                          metadata={"step": progress.step, "data": list(cfg.data)})
-            if (self.out / BEST_CHECKPOINT).exists():
-                result.best_checkpoint = self.out / BEST_CHECKPOINT
+        if ctx.is_main:
+            result.final_checkpoint = save_checkpoint(self.out / FINAL_CHECKPOINT, self.model, overwrite=True,
+                                                      metadata={"step": progress.step, "data": list(cfg.data)})
+        if (self.out / BEST_CHECKPOINT).exists():
+            result.best_checkpoint = self.out / BEST_CHECKPOINT
         barrier(ctx)
         return result
 

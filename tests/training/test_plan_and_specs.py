@@ -110,6 +110,7 @@ def test_resuming_a_run_saved_before_loss_settings_keeps_the_method_loss(tmp_pat
     saved = json.loads(TrainConfig(data=("synthetic:1",), preset="test", out=str(tmp_path), max_steps=3).to_json())
     for name in METHOD_LOSS:
         saved.pop(name)
+    saved["stop_after_steps"] = None  # a test switch those versions saved too
     (tmp_path / "config.json").write_text(json.dumps(saved))
     (tmp_path / "last_state.pt").write_bytes(b"")
     config = resume_config(tmp_path, {})

@@ -3,13 +3,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint demo demo-model plugin clean
+.PHONY: setup test lint format demo demo-model plugin clean
 
 setup:
 	@bash scripts/setup.sh
 
+LINTED := backend training rs2sam2_qgis tests scripts bench
 lint: setup
-	$(PY) -m ruff check backend training rs2sam2_qgis tests scripts bench
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
+
+format: setup
+	$(PY) -m ruff format $(LINTED)
 
 test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)

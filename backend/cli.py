@@ -28,7 +28,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rs2sam2", description="RS2-SAM 2: referring segmentation of rasters.")
+    parser = argparse.ArgumentParser(
+        prog="rs2sam2", description="RS2-SAM 2: referring segmentation of rasters."
+    )
     parser.add_argument("--version", action="version", version=f"rs2sam2 {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():

@@ -178,7 +178,8 @@ def run(args: argparse.Namespace) -> str:
         "the whole raster"
         if args.tiles_per_side <= 0
         else (
-            f"its first {args.tiles_per_side}×{args.tiles_per_side} tiles ({t['area_px'] / 1e6:.1f} MP; the whole "
+            f"its first {args.tiles_per_side}×{args.tiles_per_side} tiles "
+            f"({t['area_px'] / 1e6:.1f} MP; the whole "
             f"raster would take about {args.size**2 / 1e6 / t['mp_per_s'] / 60:.0f} min here)"
         )
     )
@@ -196,7 +197,8 @@ def run(args: argparse.Namespace) -> str:
     if not args.skip_rss:
         lines += [
             "",
-            f"### Peak memory: `{args.rss_preset}` preset, tile {args.rss_tile}, `--keep {args.rss_keep}`, every tile, "
+            f"### Peak memory: `{args.rss_preset}` preset, tile {args.rss_tile}, "
+            f"`--keep {args.rss_keep}`, every tile, "
             "one process per raster",
             "",
             "| raster | tiles | RSS after model load | peak RSS of the run | time | features |",

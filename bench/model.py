@@ -145,7 +145,8 @@ def run(args: argparse.Namespace) -> str:
     threads = args.threads or "torch default"
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [
-        f"Preset `{args.preset}`, CPU, random weights, torch threads: {threads}, median of {args.repeats} runs "
+        f"Preset `{args.preset}`, CPU, random weights, torch threads: {threads}, "
+        f"median of {args.repeats} runs "
         f"after a warm-up; each row in a fresh process (peak RSS is that process's). Load average when the "
         f"run started: {load} (1-minute figures above the threads in use mean other work shared the machine, "
         f"and the times are upper bounds).",

@@ -27,7 +27,10 @@ def machine_description() -> str:
     except (OSError, ValueError, IndexError):
         memory = "unknown RAM"
     cpu = platform.processor() or platform.machine()
-    return f"{os.cpu_count()} CPU cores ({cpu}), {memory}, {gpu}; Python {platform.python_version()}, torch {torch_version}"
+    return (
+        f"{os.cpu_count()} CPU cores ({cpu}), {memory}, {gpu}; "
+        f"Python {platform.python_version()}, torch {torch_version}"
+    )
 
 
 def record_section(heading: str, report: str, path: Path = BENCHMARKS_MD) -> Path:
@@ -35,7 +38,10 @@ def record_section(heading: str, report: str, path: Path = BENCHMARKS_MD) -> Pat
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     # The load average tells a reader whether other work shared the machine (times are then upper bounds).
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    body = f"Ran {stamp} on {machine_description()}; load average (1, 5, 15 min) at the end: {load}.\n\n{report.strip()}\n"
+    body = (
+        f"Ran {stamp} on {machine_description()}; "
+        f"load average (1, 5, 15 min) at the end: {load}.\n\n{report.strip()}\n"
+    )
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
     pattern = re.compile(rf"(^## {re.escape(heading)}\n)(.*?)(?=^## |\Z)", re.S | re.M)
     if pattern.search(text):

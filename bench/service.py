@@ -160,13 +160,17 @@ def run(args: argparse.Namespace) -> str:
             for p, n in zip(presets, counts)
         ]
     lines = [
-        f"`POST /api/v1/segment`, a {args.size}×{args.size} uint8 RGB GeoTIFF upload ({size_kb:.0f} KB), one phrase,"
-        f" default tiling (the preset's input size, overlap 1/8), device {args.device}, {args.threads} torch thread(s),"
+        f"`POST /api/v1/segment`, a {args.size}×{args.size} uint8 RGB GeoTIFF upload "
+        f"({size_kb:.0f} KB), one phrase,"
+        " default tiling (the preset's input size, overlap 1/8), "
+        f"device {args.device}, {args.threads} torch thread(s),"
         " server and engine on the same seeded checkpoint. Latency from sequential"
-        f" requests; requests/s with {args.clients} concurrent clients (the server runs one model, so they queue);"
+        f" requests; requests/s with {args.clients} concurrent clients "
+        "(the server runs one model, so they queue);"
         " engine: `segment()` on the same file in this process.",
         "",
-        "| preset | tiles | requests | p50 latency | p95 latency | requests/s | engine direct (median) | service / engine |",
+        "| preset | tiles | requests | p50 latency | p95 latency | requests/s "
+        "| engine direct (median) | service / engine |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:

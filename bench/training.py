@@ -25,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=None, help="default: 8 for test, 1 for the 1024-px presets"
     )
-    parser.add_argument("--curve-data", default="synthetic:300,field+pond+river+road",
-                        help="data of the learning curve")
+    parser.add_argument(
+        "--curve-data", default="synthetic:300,field+pond+river+road", help="data of the learning curve"
+    )
     parser.add_argument("--curve-steps", type=int, default=600)
     parser.add_argument("--curve-eval-every", type=int, default=100)
     parser.add_argument("--curve-val", type=int, default=100, help="val phrases per point of the curve")
@@ -116,10 +117,21 @@ def learning_curve(args: argparse.Namespace) -> str:
     for name, loss in (("method loss", METHOD_LOSS), ("from-scratch loss", FROM_SCRATCH_LOSS)):
         with tempfile.TemporaryDirectory() as folder:
             config = TrainConfig(
-                data=(args.curve_data,), preset="test", out=str(Path(folder) / "run"), max_steps=args.curve_steps,
-                batch_size=8, eval_every=args.curve_eval_every, val_limit=args.curve_val, lr_new=args.curve_lr,
-                lr_rest=args.curve_lr, warmup_steps=args.curve_warmup, device="cpu", log_every=10,
-                checkpoint_every=10**6, progress=False, **loss,
+                data=(args.curve_data,),
+                preset="test",
+                out=str(Path(folder) / "run"),
+                max_steps=args.curve_steps,
+                batch_size=8,
+                eval_every=args.curve_eval_every,
+                val_limit=args.curve_val,
+                lr_new=args.curve_lr,
+                lr_rest=args.curve_lr,
+                warmup_steps=args.curve_warmup,
+                device="cpu",
+                log_every=10,
+                checkpoint_every=10**6,
+                progress=False,
+                **loss,
             )
             checks[name] = learning_check(config)
     first = next(iter(checks.values()))
@@ -128,13 +140,16 @@ def learning_curve(args: argparse.Namespace) -> str:
         f"{first.val_samples} val phrases from unseen scenes), batch 8, lr {args.curve_lr:g} (both groups), "
         f"{args.curve_warmup} warm-up steps, {args.curve_steps} steps; "
         + "; ".join(f"{name} {check.minutes:.1f} min" for name, check in checks.items())
-        + f". Method loss: {METHOD_LOSS}; from-scratch loss (the default from random weights): {FROM_SCRATCH_LOSS}.",
+        + f". Method loss: {METHOD_LOSS}; "
+        + f"from-scratch loss (the default from random weights): {FROM_SCRATCH_LOSS}.",
         "",
         "| step | " + " | ".join(f"val mIoU, {name}" for name in checks) + " |",
         "|---|" + "---|" * len(checks),
     ]
     for points in zip(*(check.val_history for check in checks.values()), strict=True):
-        lines.append(f"| {points[0]['step']} | " + " | ".join(f"{100 * p['mIoU']:.2f}" for p in points) + " |")
+        lines.append(
+            f"| {points[0]['step']} | " + " | ".join(f"{100 * p['mIoU']:.2f}" for p in points) + " |"
+        )
     best_name, best = first.best_baseline
     lines += [
         "",

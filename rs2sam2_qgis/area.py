@@ -34,8 +34,9 @@ class AreaChoice:
     drawn: QgsRectangle | None = None  # for AREA_RECTANGLE, in drawn_crs
     drawn_crs: QgsCoordinateReferenceSystem | None = None
 
-    def resolve(self, layer: QgsRasterLayer, canvas: QgsMapCanvas,
-                context: QgsCoordinateTransformContext) -> tuple[QgsRectangle | None, float | None]:
+    def resolve(
+        self, layer: QgsRasterLayer, canvas: QgsMapCanvas, context: QgsCoordinateTransformContext
+    ) -> tuple[QgsRectangle | None, float | None]:
         """(the area in the raster's CRS, or None for the whole layer; map units per pixel of the view).
 
         The map's resolution matters for layers without pixels of their own (web maps): they are
@@ -56,16 +57,22 @@ class AreaChoice:
         if self.mode == AREA_SELECTED:
             # The request covers the bounding box of the selected polygons; `clip_geometry` trims
             # the answer to the polygons themselves.
-            return area_in_raster_crs(layer, self.polygons.boundingBoxOfSelected(), self.polygons.crs(),
-                                      context), units_per_pixel
+            return area_in_raster_crs(
+                layer, self.polygons.boundingBoxOfSelected(), self.polygons.crs(), context
+            ), units_per_pixel
         return area_in_raster_crs(layer, self.drawn, self.drawn_crs, context), units_per_pixel
 
-    def clip_geometry(self, layer: QgsRasterLayer, context: QgsCoordinateTransformContext) -> QgsGeometry | None:
+    def clip_geometry(
+        self, layer: QgsRasterLayer, context: QgsCoordinateTransformContext
+    ) -> QgsGeometry | None:
         """The union of the selected polygons in the raster's CRS (AREA_SELECTED), else None."""
         if self.mode != AREA_SELECTED or self.polygons is None:
             return None
-        parts = [feature.geometry() for feature in self.polygons.getSelectedFeatures()
-                 if feature.hasGeometry() and not feature.geometry().isEmpty()]
+        parts = [
+            feature.geometry()
+            for feature in self.polygons.getSelectedFeatures()
+            if feature.hasGeometry() and not feature.geometry().isEmpty()
+        ]
         if not parts:
             return None
         union = QgsGeometry.unaryUnion(parts)

@@ -161,15 +161,23 @@ class BackendClient:
             if status.status == "done":
                 return self.job_result(job_id)
             if status.status == "failed":
-                raise BackendError(as_sentence(status.error_message or "") or "The backend failed without saying why.",
-                                   code=status.error_code or "failed")
+                raise BackendError(
+                    as_sentence(status.error_message or "") or "The backend failed without saying why.",
+                    code=status.error_code or "failed",
+                )
             if status.status == "cancelled":
                 raise RunCancelled("The backend cancelled the run.")
             time.sleep(JOB_POLL_INTERVAL_S)
 
     # -- plumbing --------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None,
-                 timeout_s: float | None = None) -> dict:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        timeout_s: float | None = None,
+    ) -> dict:
         url = f"{self.base_url}{API_PREFIX}{path}"
         request = urllib.request.Request(url, data=body, method=method)
         request.add_header("Accept", "application/json")
@@ -187,12 +195,15 @@ class BackendClient:
                 f"The backend at {self.base_url} is not reachable ({_reason(exc.reason)})."
             ) from None
         except (TimeoutError, ConnectionError, OSError) as exc:
-            raise BackendUnreachable(f"The backend at {self.base_url} is not reachable ({_reason(exc)}).") from None
+            raise BackendUnreachable(
+                f"The backend at {self.base_url} is not reachable ({_reason(exc)})."
+            ) from None
         try:
             return json.loads(raw.decode("utf-8")) if raw else {}
         except (UnicodeDecodeError, json.JSONDecodeError):
-            raise BackendError(f"The server at {self.base_url} did not answer like an RS2-SAM 2 backend.",
-                               code="bad_answer") from None
+            raise BackendError(
+                f"The server at {self.base_url} did not answer like an RS2-SAM 2 backend.", code="bad_answer"
+            ) from None
 
 
 def as_sentence(text: str) -> str:
@@ -228,12 +239,18 @@ def _error_from_response(exc: urllib.error.HTTPError) -> BackendError:
         detail = data["detail"]
         if isinstance(detail, list) and detail and isinstance(detail[0], dict):
             detail = detail[0].get("msg", detail)
-        return BackendError(f"The backend rejected the request: {detail}.", code="http_error", status=exc.code)
+        return BackendError(
+            f"The backend rejected the request: {detail}.", code="http_error", status=exc.code
+        )
     if exc.code == 401:
-        return BackendError("The backend refused the access token; check it in the RS2-SAM 2 settings.",
-                            code="unauthorized", status=401)
-    return BackendError(f"The backend answered with HTTP error {exc.code} ({exc.reason}).",
-                        code="http_error", status=exc.code)
+        return BackendError(
+            "The backend refused the access token; check it in the RS2-SAM 2 settings.",
+            code="unauthorized",
+            status=401,
+        )
+    return BackendError(
+        f"The backend answered with HTTP error {exc.code} ({exc.reason}).", code="http_error", status=exc.code
+    )
 
 
 def encode_multipart(payload: RasterPayload, params: dict) -> tuple[bytes, str]:
@@ -255,7 +272,7 @@ def encode_multipart(payload: RasterPayload, params: dict) -> tuple[bytes, str]:
         field("path", payload.path.encode("utf-8"))
     else:
         data = Path(payload.upload_file).read_bytes()
-        name = re.sub(r'[^\w.\- ]+', "_", payload.upload_name).strip() or "raster.tif"
+        name = re.sub(r"[^\w.\- ]+", "_", payload.upload_name).strip() or "raster.tif"
         field("raster", data, filename=name, content_type="image/tiff")
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     return body, f"multipart/form-data; boundary={boundary}"

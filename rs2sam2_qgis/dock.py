@@ -103,7 +103,9 @@ class SegmentDock(QgsDockWidget):
         self.phrase_combo = QComboBox(body)
         self.phrase_combo.setEditable(True)
         self.phrase_combo.setInsertPolicy(QComboBox.NoInsert)
-        self.phrase_combo.lineEdit().setPlaceholderText(self.tr("Describe the object, e.g. the large white building"))
+        self.phrase_combo.lineEdit().setPlaceholderText(
+            self.tr("Describe the object, e.g. the large white building")
+        )
         self.phrase_combo.setToolTip(self.tr("What to find; Enter runs. Earlier phrases are in the list."))
         form.addRow(self.tr("Phrase"), self.phrase_combo)
 
@@ -133,12 +135,16 @@ class SegmentDock(QgsDockWidget):
         self.simplify_spin.setRange(0.0, 1e6)
         self.simplify_spin.setDecimals(2)
         self.simplify_spin.setSpecialValueText(self.tr("default"))
-        self.simplify_spin.setToolTip(self.tr("Simplification tolerance in the raster's units (default: the engine's)"))
+        self.simplify_spin.setToolTip(
+            self.tr("Simplification tolerance in the raster's units (default: the engine's)")
+        )
         self.min_area_spin = QDoubleSpinBox(options)
         self.min_area_spin.setRange(0.0, 1e12)
         self.min_area_spin.setDecimals(1)
         self.min_area_spin.setSpecialValueText(self.tr("default"))
-        self.min_area_spin.setToolTip(self.tr("Drop polygons smaller than this, in the raster's square units"))
+        self.min_area_spin.setToolTip(
+            self.tr("Drop polygons smaller than this, in the raster's square units")
+        )
         self.keep_combo = QComboBox(options)
         self.keep_combo.addItem(self.tr("Best match"), "best")
         self.keep_combo.addItem(self.tr("All matches"), "all")
@@ -308,10 +314,12 @@ class SegmentDock(QgsDockWidget):
         layer: QgsRasterLayer = self.layer_combo.currentLayer()
         phrase = self.phrase()
         try:
-            choice = AreaChoice(self.area_mode(), self.polygon_combo.currentLayer(), self.drawn_rect,
-                                self.drawn_crs)
-            area, units_per_pixel = choice.resolve(layer, self.iface.mapCanvas(),
-                                                   QgsProject.instance().transformContext())
+            choice = AreaChoice(
+                self.area_mode(), self.polygon_combo.currentLayer(), self.drawn_rect, self.drawn_crs
+            )
+            area, units_per_pixel = choice.resolve(
+                layer, self.iface.mapCanvas(), QgsProject.instance().transformContext()
+            )
             plan = plan_raster(layer, area, QgsProject.instance().transformContext(), units_per_pixel)
             clip = choice.clip_geometry(layer, QgsProject.instance().transformContext())
         except RasterSourceError as exc:
@@ -322,8 +330,12 @@ class SegmentDock(QgsDockWidget):
         self._load_history()
         self.phrase_combo.setEditText(phrase)
         job = SegmentJob([phrase], self.options(), plan, self.settings.send_mode, clip)
-        self.task = SegmentTask(self.tr("RS2-SAM 2: “{}” in {}").format(phrase, layer.name()), self.client(), job,
-                                self._on_task_done)
+        self.task = SegmentTask(
+            self.tr("RS2-SAM 2: “{}” in {}").format(phrase, layer.name()),
+            self.client(),
+            job,
+            self._on_task_done,
+        )
         self.task.progressChanged.connect(lambda value: self.progress_bar.setValue(int(value)))
         self.progress_bar.setValue(0)
         self.cancel_button.setEnabled(True)
@@ -350,7 +362,11 @@ class SegmentDock(QgsDockWidget):
             self.progress_bar.setValue(0)
             self.update_run_state()
             self.set_status(self.tr("Cancelled: nothing was added."))
-            notify(self.iface, self.tr("The run for “{}” was cancelled; nothing was added.").format(phrase), Qgis.Info)
+            notify(
+                self.iface,
+                self.tr("The run for “{}” was cancelled; nothing was added.").format(phrase),
+                Qgis.Info,
+            )
             return
         if task.error is not None:
             self.progress_bar.setValue(0)
@@ -366,16 +382,24 @@ class SegmentDock(QgsDockWidget):
             return
         if self.last_layers:
             added = sum(count for _, count in self.last_layers)
-            self.set_status(self.tr("Added {} polygon(s) to “{}”.").format(added, self.last_layers[0][0].name()))
+            self.set_status(
+                self.tr("Added {} polygon(s) to “{}”.").format(added, self.last_layers[0][0].name())
+            )
 
     def _add_result(self, task: SegmentTask) -> None:
         phrase = task.job.phrases[0]
-        stored, features = store_collection(QgsProject.instance(), task.outcome.collection,
-                                            QgsCoordinateReferenceSystem.fromWkt(task.job.plan.crs_wkt),
-                                            self.settings.output_gpkg, clip=task.job.clip)
+        stored, features = store_collection(
+            QgsProject.instance(),
+            task.outcome.collection,
+            QgsCoordinateReferenceSystem.fromWkt(task.job.plan.crs_wkt),
+            self.settings.output_gpkg,
+            clip=task.job.clip,
+        )
         self.last_layers = [(result.layer, result.added) for result in stored]
         if not features:
-            notify(self.iface, self.tr("Nothing matching “{}” was found in the area.").format(phrase), Qgis.Info)
+            notify(
+                self.iface, self.tr("Nothing matching “{}” was found in the area.").format(phrase), Qgis.Info
+            )
             self.set_status(self.tr("Nothing found for “{}”.").format(phrase))
             return
         self._zoom_if_outside(stored[0].layer.crs(), features)
@@ -388,7 +412,9 @@ class SegmentDock(QgsDockWidget):
             extent.combineExtentWith(feature.geometry().boundingBox())
         canvas_crs = canvas.mapSettings().destinationCrs()
         if canvas_crs.isValid() and canvas_crs != crs:
-            extent = QgsCoordinateTransform(crs, canvas_crs, QgsProject.instance()).transformBoundingBox(extent)
+            extent = QgsCoordinateTransform(crs, canvas_crs, QgsProject.instance()).transformBoundingBox(
+                extent
+            )
         if not canvas.extent().contains(extent):
             extent.scale(1.2)
             canvas.setExtent(extent)
@@ -398,8 +424,10 @@ class SegmentDock(QgsDockWidget):
         self.set_status(message)
         buttons = []
         if unreachable:
-            buttons = [(self.tr("Start local backend"), self.start_local_backend),
-                       (self.tr("Settings…"), self.open_settings)]
+            buttons = [
+                (self.tr("Start local backend"), self.start_local_backend),
+                (self.tr("Settings…"), self.open_settings),
+            ]
         notify(self.iface, message, Qgis.Critical, buttons)
 
     # -- the backend -----------------------------------------------------------------------------
@@ -426,7 +454,9 @@ class SegmentDock(QgsDockWidget):
     def _show_health(self, health) -> None:
         model = health.model_id or health.preset or "?"
         busy = self.tr(", busy") if health.busy else ""
-        self.backend_label.setText(self.tr("Backend: connected — {} on {}{}").format(model, health.device, busy))
+        self.backend_label.setText(
+            self.tr("Backend: connected — {} on {}{}").format(model, health.device, busy)
+        )
         self.backend_label.setToolTip(self.tr("{} (version {})").format(self.backend_url(), health.version))
 
     @guarded
@@ -457,8 +487,13 @@ class SegmentDock(QgsDockWidget):
         self.backend_label.setText(self.tr("Backend: local start failed"))
         first_line, _, details = message.partition("\n")
         self.set_status(first_line)
-        notify(self.iface, first_line, Qgis.Critical, [(self.tr("Show output"), self.show_backend_output),
-                                                       (self.tr("Settings…"), self.open_settings)], details)
+        notify(
+            self.iface,
+            first_line,
+            Qgis.Critical,
+            [(self.tr("Show output"), self.show_backend_output), (self.tr("Settings…"), self.open_settings)],
+            details,
+        )
 
     @guarded
     def show_backend_output(self) -> None:
@@ -478,7 +513,8 @@ class SegmentDock(QgsDockWidget):
 
     def apply_settings(self, settings: PluginSettings) -> None:
         restart = self.local_backend.is_running() and (
-            not settings.start_local or settings.backend_command(0) != self.settings.backend_command(0))
+            not settings.start_local or settings.backend_command(0) != self.settings.backend_command(0)
+        )
         self.settings = settings
         self.settings.save()
         if restart:

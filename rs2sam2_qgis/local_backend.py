@@ -153,8 +153,12 @@ class LocalBackend(QObject):
     def _on_error(self, error) -> None:
         if error == QProcess.FailedToStart:
             program = self.process.program() if self.process is not None else "?"
-            self._fail(self.tr("The local backend could not be started: “{}” was not found or is not executable; "
-                               "set the Python environment in the RS2-SAM 2 settings.").format(program))
+            self._fail(
+                self.tr(
+                    "The local backend could not be started: “{}” was not found or is not executable; "
+                    "set the Python environment in the RS2-SAM 2 settings."
+                ).format(program)
+            )
 
     def _fail(self, message: str) -> None:
         self.stop()

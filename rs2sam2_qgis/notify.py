@@ -20,8 +20,13 @@ def log(message: str, level=Qgis.Info) -> None:
     QgsMessageLog.logMessage(message, LOG_TAG, level)
 
 
-def notify(iface, message: str, level=Qgis.Info, buttons: list[tuple[str, Callable[[], None]]] | None = None,
-           details: str = "") -> None:
+def notify(
+    iface,
+    message: str,
+    level=Qgis.Info,
+    buttons: list[tuple[str, Callable[[], None]]] | None = None,
+    details: str = "",
+) -> None:
     """Show `message` in the message bar (and log it, with `details` such as a process's output)."""
     log(f"{message}\n{details}" if details else message, level)
     if iface is None:
@@ -45,8 +50,10 @@ def guarded(method):
     if any(p.kind == inspect.Parameter.VAR_POSITIONAL for p in parameters):
         positional = None
     else:
-        positional = sum(p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-                         for p in parameters)
+        positional = sum(
+            p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            for p in parameters
+        )
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
@@ -54,9 +61,13 @@ def guarded(method):
             return method(self, *(args if positional is None else args[:positional]), **kwargs)
         except Exception as exc:  # noqa: BLE001 - the last line of defence for UI slots
             log(traceback.format_exc(), Qgis.Critical)
-            notify(getattr(self, "iface", None),
-                   QCoreApplication.translate("Notify", "Something went wrong in RS2-SAM 2 ({}); the details are in "
-                                                        "the log panel.").format(exc), Qgis.Critical)
+            notify(
+                getattr(self, "iface", None),
+                QCoreApplication.translate(
+                    "Notify", "Something went wrong in RS2-SAM 2 ({}); the details are in " "the log panel."
+                ).format(exc),
+                Qgis.Critical,
+            )
             return None
 
     return wrapper

@@ -38,7 +38,9 @@ class RS2SAM2Plugin:
         self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
         self.dock.hide()
 
-        self.action = QAction(QIcon(icon_path("rs2sam2.svg")), self.tr("Segment by text (RS2-SAM 2)"), main_window)
+        self.action = QAction(
+            QIcon(icon_path("rs2sam2.svg")), self.tr("Segment by text (RS2-SAM 2)"), main_window
+        )
         self.action.setObjectName("RS2SAM2ShowDock")
         self.action.setCheckable(True)
         self.action.toggled.connect(self._set_dock_visible)

@@ -71,51 +71,105 @@ class SegmentByTextAlgorithm(QgsProcessingAlgorithm):
     def shortHelpString(self) -> str:  # noqa: N802
         return self.tr(
             "Finds what each phrase describes in the raster (RS2-SAM 2) and writes it as polygons in the "
-            "raster's CRS, with the phrase, score, area, source and model as attributes. One phrase per line. "
+            "raster's CRS, with the phrase, score, area, source and model as attributes. "
+            "One phrase per line. "
             "The model runs in the RS2-SAM 2 backend service (`rs2sam2 serve`): the one set in the plugin's "
             "settings, or the backend URL given here."
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Raster")))
-        self.addParameter(QgsProcessingParameterString(self.PHRASES, self.tr("Phrases (one per line)"),
-                                                       multiLine=True))
-        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, self.tr("Area (default: the whole raster)"),
-                                                       optional=True))
-        self.addParameter(QgsProcessingParameterNumber(self.TILE_SIZE, self.tr("Tile size in pixels (default: "
-                                                       "the model's input size)"), QgsProcessingParameterNumber.Integer,
-                                                       optional=True, minValue=16))
-        self.addParameter(QgsProcessingParameterNumber(self.OVERLAP, self.tr("Tile overlap in pixels (default: "
-                                                       "the engine's)"), QgsProcessingParameterNumber.Integer,
-                                                       optional=True, minValue=0))
-        self.addParameter(QgsProcessingParameterNumber(self.GSD, self.tr("Resample to this ground sampling "
-                                                       "distance (default: native)"), QgsProcessingParameterNumber.Double,
-                                                       optional=True, minValue=0.0))
-        self.addParameter(QgsProcessingParameterNumber(self.THRESHOLD, self.tr("Probability threshold"),
-                                                       QgsProcessingParameterNumber.Double, defaultValue=0.5,
-                                                       minValue=0.0, maxValue=1.0))
-        self.addParameter(QgsProcessingParameterNumber(self.SIMPLIFY, self.tr("Simplify tolerance (raster units; "
-                                                       "default: the engine's)"), QgsProcessingParameterNumber.Double,
-                                                       optional=True, minValue=0.0))
-        self.addParameter(QgsProcessingParameterNumber(self.MIN_AREA, self.tr("Minimum polygon area (raster "
-                                                       "square units)"), QgsProcessingParameterNumber.Double,
-                                                       optional=True, minValue=0.0))
-        self.addParameter(QgsProcessingParameterEnum(self.KEEP, self.tr("Keep"),
-                                                     options=[self.tr("best match per phrase"),
-                                                              self.tr("all matches")], defaultValue=0))
-        url = QgsProcessingParameterString(self.BACKEND_URL, self.tr("Backend URL (default: from the plugin "
-                                                                     "settings)"), optional=True)
+        self.addParameter(
+            QgsProcessingParameterString(self.PHRASES, self.tr("Phrases (one per line)"), multiLine=True)
+        )
+        self.addParameter(
+            QgsProcessingParameterExtent(
+                self.EXTENT, self.tr("Area (default: the whole raster)"), optional=True
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.TILE_SIZE,
+                self.tr("Tile size in pixels (default: " "the model's input size)"),
+                QgsProcessingParameterNumber.Integer,
+                optional=True,
+                minValue=16,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.OVERLAP,
+                self.tr("Tile overlap in pixels (default: " "the engine's)"),
+                QgsProcessingParameterNumber.Integer,
+                optional=True,
+                minValue=0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.GSD,
+                self.tr("Resample to this ground sampling " "distance (default: native)"),
+                QgsProcessingParameterNumber.Double,
+                optional=True,
+                minValue=0.0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.THRESHOLD,
+                self.tr("Probability threshold"),
+                QgsProcessingParameterNumber.Double,
+                defaultValue=0.5,
+                minValue=0.0,
+                maxValue=1.0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.SIMPLIFY,
+                self.tr("Simplify tolerance (raster units; " "default: the engine's)"),
+                QgsProcessingParameterNumber.Double,
+                optional=True,
+                minValue=0.0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.MIN_AREA,
+                self.tr("Minimum polygon area (raster " "square units)"),
+                QgsProcessingParameterNumber.Double,
+                optional=True,
+                minValue=0.0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.KEEP,
+                self.tr("Keep"),
+                options=[self.tr("best match per phrase"), self.tr("all matches")],
+                defaultValue=0,
+            )
+        )
+        url = QgsProcessingParameterString(
+            self.BACKEND_URL, self.tr("Backend URL (default: from the plugin " "settings)"), optional=True
+        )
         url.setFlags(url.flags() | QgsProcessingParameterString.FlagAdvanced)
         self.addParameter(url)
-        self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, self.tr("Segmented polygons"),
-                                                            QgsProcessing.TypeVectorPolygon))
+        self.addParameter(
+            QgsProcessingParameterFeatureSink(
+                self.OUTPUT, self.tr("Segmented polygons"), QgsProcessing.TypeVectorPolygon
+            )
+        )
 
     def _optional_number(self, parameters, name, context, as_int=False):
         value = parameters.get(name)
         if value is None or value == "":
             return None
-        return self.parameterAsInt(parameters, name, context) if as_int else \
-            self.parameterAsDouble(parameters, name, context)
+        return (
+            self.parameterAsInt(parameters, name, context)
+            if as_int
+            else self.parameterAsDouble(parameters, name, context)
+        )
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
@@ -154,29 +208,44 @@ class SegmentByTextAlgorithm(QgsProcessingAlgorithm):
 
         job = SegmentJob(phrases, options, plan, settings.send_mode)
         try:
-            outcome = run_segmentation(client, job, feedback.isCanceled,
-                                       lambda fraction: feedback.setProgress(100.0 * fraction),
-                                       feedback.pushInfo, feedback)
+            outcome = run_segmentation(
+                client,
+                job,
+                feedback.isCanceled,
+                lambda fraction: feedback.setProgress(100.0 * fraction),
+                feedback.pushInfo,
+                feedback,
+            )
         except RunCancelled:
             raise QgsProcessingException(self.tr("The run was cancelled; nothing was written.")) from None
         except BackendError as exc:
             message = exc.message
             if exc.code == "unreachable":
-                message += " " + self.tr("Start it with `rs2sam2 serve` (or from the RS2-SAM 2 panel) or set its "
-                                         "URL in the plugin's settings.")
+                message += " " + self.tr(
+                    "Start it with `rs2sam2 serve` (or from the RS2-SAM 2 panel) or set its "
+                    "URL in the plugin's settings."
+                )
             raise QgsProcessingException(message) from None
         except RasterSourceError as exc:
             raise QgsProcessingException(str(exc)) from None
 
         crs = collection_crs(outcome.collection, layer.crs())
-        sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, result_fields(),
-                                             QgsWkbTypes.MultiPolygon, crs)
+        sink, dest_id = self.parameterAsSink(
+            parameters, self.OUTPUT, context, result_fields(), QgsWkbTypes.MultiPolygon, crs
+        )
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
         features = features_from_collection(outcome.collection)
         for feature in features:
             sink.addFeature(feature, QgsFeatureSink.FastInsert)
         stats = outcome.collection.get("stats") or {}
-        feedback.pushInfo(self.tr("{} polygon(s) for {} phrase(s); {} tile(s) in {:.1f} s; sent as {}.").format(
-            len(features), len(phrases), stats.get("tiles", "?"), float(stats.get("seconds") or 0), outcome.sent_as))
+        feedback.pushInfo(
+            self.tr("{} polygon(s) for {} phrase(s); {} tile(s) in {:.1f} s; sent as {}.").format(
+                len(features),
+                len(phrases),
+                stats.get("tiles", "?"),
+                float(stats.get("seconds") or 0),
+                outcome.sent_as,
+            )
+        )
         return {self.OUTPUT: dest_id}

@@ -48,8 +48,12 @@ def layer_file_path(layer: QgsRasterLayer) -> str | None:
     return os.path.abspath(path)
 
 
-def area_in_raster_crs(layer: QgsRasterLayer, rect: QgsRectangle, rect_crs: QgsCoordinateReferenceSystem,
-                       context: QgsCoordinateTransformContext) -> QgsRectangle:
+def area_in_raster_crs(
+    layer: QgsRasterLayer,
+    rect: QgsRectangle,
+    rect_crs: QgsCoordinateReferenceSystem,
+    context: QgsCoordinateTransformContext,
+) -> QgsRectangle:
     """`rect` (in `rect_crs`) moved to the raster's CRS and cut to the raster; an error when they miss."""
     if rect_crs.isValid() and rect_crs != layer.crs():
         transform = QgsCoordinateTransform(rect_crs, layer.crs(), context)
@@ -87,25 +91,35 @@ class RasterPlan:
             if feedback.isCanceled():
                 return
             feedback.canceled.connect(block_feedback.cancel)
-        error = writer.writeRaster(self.pipe, self.width_px, self.height_px, self.extent, crs,
-                                   self.transform_context, block_feedback)
+        error = writer.writeRaster(
+            self.pipe, self.width_px, self.height_px, self.extent, crs, self.transform_context, block_feedback
+        )
         if feedback is not None:
             feedback.canceled.disconnect(block_feedback.cancel)
         if feedback is not None and feedback.isCanceled():
             return
         if error != QgsRasterFileWriter.NoError or not os.path.isfile(out_path):
-            raise RasterSourceError(tr("Could not write the area of “{}” as a GeoTIFF (error {}).").format(
-                self.name, int(error)))
+            raise RasterSourceError(
+                tr("Could not write the area of “{}” as a GeoTIFF (error {}).").format(self.name, int(error))
+            )
 
 
-def plan_raster(layer: QgsRasterLayer, area: QgsRectangle | None, context: QgsCoordinateTransformContext,
-                units_per_pixel: float | None = None) -> RasterPlan:
+def plan_raster(
+    layer: QgsRasterLayer,
+    area: QgsRectangle | None,
+    context: QgsCoordinateTransformContext,
+    units_per_pixel: float | None = None,
+) -> RasterPlan:
     """Check the layer and capture how to send it. `area` is already in the raster's CRS."""
     if layer is None or not layer.isValid():
         raise RasterSourceError(tr("The raster layer is not available."))
     if not layer.crs().isValid():
-        raise RasterSourceError(tr("The raster “{}” has no coordinate reference system; set one in its "
-                                   "layer properties first.").format(layer.name()))
+        raise RasterSourceError(
+            tr(
+                "The raster “{}” has no coordinate reference system; set one in its "
+                "layer properties first."
+            ).format(layer.name())
+        )
     provider: QgsRasterDataProvider = layer.dataProvider()
     extent = QgsRectangle(area) if area is not None else QgsRectangle(layer.extent())
     file_path = layer_file_path(layer)
@@ -118,13 +132,19 @@ def plan_raster(layer: QgsRasterLayer, area: QgsRectangle | None, context: QgsCo
         # Web and other non-file layers are rendered at the resolution the caller asks for (the map's).
         res_x = res_y = units_per_pixel
     else:
-        raise RasterSourceError(tr("The layer “{}” has no pixels of its own; give the resolution to render it "
-                                   "at (GSD).").format(layer.name()))
+        raise RasterSourceError(
+            tr(
+                "The layer “{}” has no pixels of its own; give the resolution to render it " "at (GSD)."
+            ).format(layer.name())
+        )
     width = max(1, math.ceil(extent.width() / res_x - 1e-6))
     height = max(1, math.ceil(extent.height() / res_y - 1e-6))
     if file_path is None and max(width, height) > MAX_EXPORT_SIDE_PX:
-        raise RasterSourceError(tr("The area is {} × {} pixels, too large to send; choose a smaller area or "
-                                   "zoom out.").format(width, height))
+        raise RasterSourceError(
+            tr("The area is {} × {} pixels, too large to send; choose a smaller area or " "zoom out.").format(
+                width, height
+            )
+        )
     pipe = QgsRasterPipe()
     pipe.set(provider.clone())
     if file_path is None and layer.providerType() != "gdal" and layer.renderer() is not None:

@@ -37,8 +37,9 @@ class AreaBox:
         return [self.xmin, self.ymin, self.xmax, self.ymax]
 
 
-def build_params(phrases: list[str], options: SegmentOptions, bbox: AreaBox | None = None,
-                 bbox_crs: str | None = None) -> dict:
+def build_params(
+    phrases: list[str], options: SegmentOptions, bbox: AreaBox | None = None, bbox_crs: str | None = None
+) -> dict:
     """The `params` JSON of docs/service-api.md."""
     params: dict = {
         "phrases": phrases,

@@ -30,8 +30,13 @@ from qgis.PyQt.QtCore import QCoreApplication, QVariant
 
 PHRASE_PROPERTY = "rs2sam2/phrase"
 MAX_LAYER_NAME = 60
-OUTLINE_STYLE = {"style": "no", "outline_color": "255,215,0,255", "outline_width": "0.8",
-                 "outline_width_unit": "MM", "joinstyle": "round"}
+OUTLINE_STYLE = {
+    "style": "no",
+    "outline_color": "255,215,0,255",
+    "outline_width": "0.8",
+    "outline_width_unit": "MM",
+    "joinstyle": "round",
+}
 
 
 class ResultLayerError(Exception):
@@ -72,9 +77,9 @@ def collection_crs(collection: dict, fallback: QgsCoordinateReferenceSystem) -> 
 def features_from_collection(collection: dict, fields: QgsFields | None = None) -> list[QgsFeature]:
     """Features with multipolygon geometries and the result fields filled from `properties`."""
     fields = fields or result_fields()
-    parsed = QgsJsonUtils.stringToFeatureList(json.dumps({"type": "FeatureCollection",
-                                                          "features": collection.get("features", [])}),
-                                              fields)
+    parsed = QgsJsonUtils.stringToFeatureList(
+        json.dumps({"type": "FeatureCollection", "features": collection.get("features", [])}), fields
+    )
     features = []
     for source in parsed:
         geometry = source.geometry()
@@ -124,7 +129,9 @@ def clip_features(features: list[QgsFeature], clip: QgsGeometry) -> list[QgsFeat
         geometry = feature.geometry()
         inside = geometry.intersection(clip)
         if QgsWkbTypes.flatType(inside.wkbType()) == QgsWkbTypes.GeometryCollection:
-            inside.convertGeometryCollectionToSubclass(QgsWkbTypes.PolygonGeometry)  # drop touching lines/points
+            inside.convertGeometryCollectionToSubclass(
+                QgsWkbTypes.PolygonGeometry
+            )  # drop touching lines/points
         if inside.isEmpty() or inside.type() != QgsWkbTypes.PolygonGeometry or inside.area() <= 0:
             continue
         if not inside.equals(geometry):
@@ -139,8 +146,13 @@ def clip_features(features: list[QgsFeature], clip: QgsGeometry) -> list[QgsFeat
     return clipped
 
 
-def store_collection(project: QgsProject, collection: dict, raster_crs: QgsCoordinateReferenceSystem,
-                     gpkg_path: str = "", clip: QgsGeometry | None = None) -> tuple[list[StoredResult], list[QgsFeature]]:
+def store_collection(
+    project: QgsProject,
+    collection: dict,
+    raster_crs: QgsCoordinateReferenceSystem,
+    gpkg_path: str = "",
+    clip: QgsGeometry | None = None,
+) -> tuple[list[StoredResult], list[QgsFeature]]:
     """Every phrase's features into its layer (memory, or a table of `gpkg_path`); (results, features).
 
     `clip` (in `raster_crs`) keeps only the parts of the features inside it."""
@@ -167,13 +179,15 @@ def style_layer(layer: QgsVectorLayer) -> None:
     layer.triggerRepaint()
 
 
-def store_in_memory_layer(project: QgsProject, phrase: str, crs: QgsCoordinateReferenceSystem,
-                          features: list[QgsFeature]) -> StoredResult:
+def store_in_memory_layer(
+    project: QgsProject, phrase: str, crs: QgsCoordinateReferenceSystem, features: list[QgsFeature]
+) -> StoredResult:
     layer = _find_memory_layer(project, phrase, crs)
     created = layer is None
     if created:
-        layer = QgsVectorLayer(f"MultiPolygon?crs={crs.authid() or 'wkt:' + crs.toWkt()}",
-                               layer_name_for(phrase), "memory")
+        layer = QgsVectorLayer(
+            f"MultiPolygon?crs={crs.authid() or 'wkt:' + crs.toWkt()}", layer_name_for(phrase), "memory"
+        )
         if not crs.authid():
             layer.setCrs(crs)
         layer.dataProvider().addAttributes(result_fields().toList())
@@ -186,8 +200,13 @@ def store_in_memory_layer(project: QgsProject, phrase: str, crs: QgsCoordinateRe
     return StoredResult(layer, len(features), created)
 
 
-def store_in_geopackage(project: QgsProject, gpkg_path: str, phrase: str, crs: QgsCoordinateReferenceSystem,
-                        features: list[QgsFeature]) -> StoredResult:
+def store_in_geopackage(
+    project: QgsProject,
+    gpkg_path: str,
+    phrase: str,
+    crs: QgsCoordinateReferenceSystem,
+    features: list[QgsFeature],
+) -> StoredResult:
     table = table_name_for(phrase)
     uri = f"{gpkg_path}|layername={table}"
     layer = _find_project_layer_by_source(project, gpkg_path, table)
@@ -200,9 +219,12 @@ def store_in_geopackage(project: QgsProject, gpkg_path: str, phrase: str, crs: Q
             raise ResultLayerError(tr("Could not open the layer “{}” in {}.").format(table, gpkg_path))
         missing = [n for n in result_fields().names() if layer.fields().indexFromName(n) < 0]
         if missing or not same_crs(layer.crs(), crs):
-            raise ResultLayerError(tr("The GeoPackage {} already holds a layer “{}” with other fields or "
-                                      "another CRS; choose another GeoPackage in the settings.").format(
-                                          gpkg_path, table))
+            raise ResultLayerError(
+                tr(
+                    "The GeoPackage {} already holds a layer “{}” with other fields or "
+                    "another CRS; choose another GeoPackage in the settings."
+                ).format(gpkg_path, table)
+            )
         layer.setCustomProperty(PHRASE_PROPERTY, phrase)
         style_layer(layer)
         created_layer = True
@@ -230,16 +252,23 @@ def _add(layer: QgsVectorLayer, features: list[QgsFeature]) -> None:
         return
     ok, _ = layer.dataProvider().addFeatures(features)
     if not ok:
-        raise ResultLayerError(tr("Could not add the features to “{}”: {}").format(
-            layer.name(), "; ".join(layer.dataProvider().errors()[-1:]) or tr("unknown reason")))
+        raise ResultLayerError(
+            tr("Could not add the features to “{}”: {}").format(
+                layer.name(), "; ".join(layer.dataProvider().errors()[-1:]) or tr("unknown reason")
+            )
+        )
     layer.updateExtents()
     layer.triggerRepaint()
 
 
 def _find_memory_layer(project: QgsProject, phrase: str, crs: QgsCoordinateReferenceSystem):
     for layer in project.mapLayers().values():
-        if (isinstance(layer, QgsVectorLayer) and layer.providerType() == "memory"
-                and layer.customProperty(PHRASE_PROPERTY) == phrase and same_crs(layer.crs(), crs)):
+        if (
+            isinstance(layer, QgsVectorLayer)
+            and layer.providerType() == "memory"
+            and layer.customProperty(PHRASE_PROPERTY) == phrase
+            and same_crs(layer.crs(), crs)
+        ):
             return layer
     return None
 
@@ -262,8 +291,9 @@ def _gpkg_tables(gpkg_path: str) -> set[str]:
     names = set()
     for sub in probe.dataProvider().subLayers():
         # "index!!::!!name!!::!!count!!::!!geometry type!!::!!…"
-        parts = sub.split(QgsVectorLayer.subLayerSeparator() if hasattr(QgsVectorLayer, "subLayerSeparator")
-                          else "!!::!!")
+        parts = sub.split(
+            QgsVectorLayer.subLayerSeparator() if hasattr(QgsVectorLayer, "subLayerSeparator") else "!!::!!"
+        )
         if len(parts) > 1:
             names.add(parts[1])
     return names
@@ -275,13 +305,24 @@ def _create_gpkg_table(gpkg_path: str, table: str, crs: QgsCoordinateReferenceSy
     options.driverName = "GPKG"
     options.layerName = table
     options.fileEncoding = "UTF-8"
-    options.actionOnExistingFile = (QgsVectorFileWriter.CreateOrOverwriteLayer if os.path.isfile(gpkg_path)
-                                    else QgsVectorFileWriter.CreateOrOverwriteFile)
+    options.actionOnExistingFile = (
+        QgsVectorFileWriter.CreateOrOverwriteLayer
+        if os.path.isfile(gpkg_path)
+        else QgsVectorFileWriter.CreateOrOverwriteFile
+    )
     # CreateOrOverwriteLayer only runs for a table checked above not to exist.
-    writer = QgsVectorFileWriter.create(gpkg_path, result_fields(), QgsWkbTypes.MultiPolygon, crs,
-                                        QgsProject.instance().transformContext(), options)
+    writer = QgsVectorFileWriter.create(
+        gpkg_path,
+        result_fields(),
+        QgsWkbTypes.MultiPolygon,
+        crs,
+        QgsProject.instance().transformContext(),
+        options,
+    )
     error = writer.hasError()
     message = writer.errorMessage()
     del writer  # closes the file
     if error != QgsVectorFileWriter.NoError:
-        raise ResultLayerError(tr("Could not create the layer “{}” in {}: {}").format(table, gpkg_path, message))
+        raise ResultLayerError(
+            tr("Could not create the layer “{}” in {}: {}").format(table, gpkg_path, message)
+        )

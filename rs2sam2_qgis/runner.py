@@ -37,9 +37,14 @@ class SegmentOutcome:
     sent_as: str  # "path" or "upload"
 
 
-def run_segmentation(client: BackendClient, job: SegmentJob, is_cancelled: Callable[[], bool],
-                     on_progress: Callable[[float], None], log: Callable[[str], None],
-                     export_feedback: QgsFeedback | None = None) -> SegmentOutcome:
+def run_segmentation(
+    client: BackendClient,
+    job: SegmentJob,
+    is_cancelled: Callable[[], bool],
+    on_progress: Callable[[float], None],
+    log: Callable[[str], None],
+    export_feedback: QgsFeedback | None = None,
+) -> SegmentOutcome:
     """Check the backend, send the raster (path or GeoTIFF), wait for the job, return the features.
 
     `export_feedback` lets a cancel stop the GeoTIFF export midway (QgsFeedback.cancel()).
@@ -54,7 +59,9 @@ def run_segmentation(client: BackendClient, job: SegmentJob, is_cancelled: Calla
         params = build_params(job.phrases, job.options, bbox)
         log(tr("Sending the path {} to {}").format(job.plan.file_path, client.base_url))
         try:
-            collection = client.segment(RasterPayload(path=job.plan.file_path), params, is_cancelled, on_progress)
+            collection = client.segment(
+                RasterPayload(path=job.plan.file_path), params, is_cancelled, on_progress
+            )
             return SegmentOutcome(collection, "path")
         except RunCancelled:
             raise
@@ -66,23 +73,40 @@ def run_segmentation(client: BackendClient, job: SegmentJob, is_cancelled: Calla
     return _run_upload(client, job, health.max_upload_mb, is_cancelled, on_progress, log, export_feedback)
 
 
-def _run_upload(client: BackendClient, job: SegmentJob, max_upload_mb: float, is_cancelled, on_progress,
-                log, feedback: QgsFeedback | None) -> SegmentOutcome:
+def _run_upload(
+    client: BackendClient,
+    job: SegmentJob,
+    max_upload_mb: float,
+    is_cancelled,
+    on_progress,
+    log,
+    feedback: QgsFeedback | None,
+) -> SegmentOutcome:
     fd, tmp_path = tempfile.mkstemp(prefix="rs2sam2-", suffix=".tif")
     os.close(fd)
     try:
-        log(tr("Writing {} × {} pixels of “{}” as a GeoTIFF").format(job.plan.width_px, job.plan.height_px,
-                                                                     job.plan.name))
+        log(
+            tr("Writing {} × {} pixels of “{}” as a GeoTIFF").format(
+                job.plan.width_px, job.plan.height_px, job.plan.name
+            )
+        )
         job.plan.write_geotiff(tmp_path, feedback)
         if is_cancelled():
             raise RunCancelled()
         size_mb = os.path.getsize(tmp_path) / 1e6
         if max_upload_mb and size_mb > max_upload_mb:
-            raise BackendError(tr("The area is {:.0f} MB, more than the backend accepts ({:.0f} MB); choose a "
-                                  "smaller area.").format(size_mb, max_upload_mb), code="too_large")
+            raise BackendError(
+                tr(
+                    "The area is {:.0f} MB, more than the backend accepts ({:.0f} MB); choose a "
+                    "smaller area."
+                ).format(size_mb, max_upload_mb),
+                code="too_large",
+            )
         # The GeoTIFF already covers just the requested area, so no bbox travels with it.
         params = build_params(job.phrases, job.options)
-        upload_name = f"{job.plan.name}.tif" if not job.plan.name.lower().endswith((".tif", ".tiff")) else job.plan.name
+        upload_name = (
+            f"{job.plan.name}.tif" if not job.plan.name.lower().endswith((".tif", ".tiff")) else job.plan.name
+        )
         payload = RasterPayload(upload_file=tmp_path, upload_name=upload_name)
         collection = client.segment(payload, params, is_cancelled, on_progress)
         return SegmentOutcome(collection, "upload")

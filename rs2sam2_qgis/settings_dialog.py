@@ -44,16 +44,22 @@ class SettingsDialog(QDialog):
         local_form = QFormLayout(local)
         self.python_edit = QgsFileWidget(local)
         self.python_edit.setFilePath(settings.python_path)
-        self.python_edit.setToolTip(self.tr("The Python of an environment where the rs2sam2 backend is installed"))
+        self.python_edit.setToolTip(
+            self.tr("The Python of an environment where the rs2sam2 backend is installed")
+        )
         self.workdir_edit = QgsFileWidget(local)
         self.workdir_edit.setStorageMode(QgsFileWidget.GetDirectory)
         self.workdir_edit.setFilePath(settings.working_dir)
         self.preset_edit = QLineEdit(settings.preset, local)
         self.preset_edit.setPlaceholderText(self.tr("the backend's default"))
-        self.preset_edit.setToolTip(self.tr("A model preset (test, tiny, base, large); used when no checkpoint is set"))
+        self.preset_edit.setToolTip(
+            self.tr("A model preset (test, tiny, base, large); used when no checkpoint is set")
+        )
         self.checkpoint_edit = QgsFileWidget(local)
         self.checkpoint_edit.setFilePath(settings.checkpoint)
-        self.checkpoint_edit.setToolTip(self.tr("A trained checkpoint; when set it is used instead of the preset"))
+        self.checkpoint_edit.setToolTip(
+            self.tr("A trained checkpoint; when set it is used instead of the preset")
+        )
         self.port_spin = QSpinBox(local)
         self.port_spin.setRange(0, 65535)
         self.port_spin.setSpecialValueText(self.tr("any free port"))
@@ -65,8 +71,11 @@ class SettingsDialog(QDialog):
         self.allow_path_edit = QgsFileWidget(local)
         self.allow_path_edit.setStorageMode(QgsFileWidget.GetDirectory)
         self.allow_path_edit.setFilePath(settings.local_allow_path)
-        self.allow_path_edit.setToolTip(self.tr("The backend reads rasters by path under this folder; empty: "
-                                                "rasters are always uploaded"))
+        self.allow_path_edit.setToolTip(
+            self.tr(
+                "The backend reads rasters by path under this folder; empty: " "rasters are always uploaded"
+            )
+        )
         local_form.addRow(self.tr("Port"), self.port_spin)
         local_form.addRow(self.tr("Readable folder"), self.allow_path_edit)
         layout.addWidget(local)
@@ -74,9 +83,11 @@ class SettingsDialog(QDialog):
         output = QGroupBox(self.tr("Sending and results"), self)
         output_form = QFormLayout(output)
         self.send_combo = QComboBox(output)
-        labels = {"auto": self.tr("File path when the backend can read it, else GeoTIFF"),
-                  "path": self.tr("Always the file path (shared file system)"),
-                  "upload": self.tr("Always a GeoTIFF of the area")}
+        labels = {
+            "auto": self.tr("File path when the backend can read it, else GeoTIFF"),
+            "path": self.tr("Always the file path (shared file system)"),
+            "upload": self.tr("Always a GeoTIFF of the area"),
+        }
         for mode in SEND_MODES:
             self.send_combo.addItem(labels[mode], mode)
         self.send_combo.setCurrentIndex(max(0, self.send_combo.findData(settings.send_mode)))
@@ -84,8 +95,12 @@ class SettingsDialog(QDialog):
         self.gpkg_edit.setStorageMode(QgsFileWidget.SaveFile)
         self.gpkg_edit.setFilter("GeoPackage (*.gpkg)")
         self.gpkg_edit.setFilePath(settings.output_gpkg)
-        self.gpkg_edit.setToolTip(self.tr("Empty: a memory layer per phrase. Otherwise layers are appended to "
-                                          "this GeoPackage (existing layers are never overwritten)."))
+        self.gpkg_edit.setToolTip(
+            self.tr(
+                "Empty: a memory layer per phrase. Otherwise layers are appended to "
+                "this GeoPackage (existing layers are never overwritten)."
+            )
+        )
         self.timeout_spin = QSpinBox(output)
         self.timeout_spin.setRange(5, 3600)
         self.timeout_spin.setSuffix(" s")

@@ -19,8 +19,9 @@ from .runner import SegmentJob, SegmentOutcome, run_segmentation
 class SegmentTask(QgsTask):
     """One run of the dock: `outcome` on success, `error` (a person's sentence) on failure."""
 
-    def __init__(self, description: str, client: BackendClient, job: SegmentJob,
-                 on_done: Callable[[SegmentTask], None]):
+    def __init__(
+        self, description: str, client: BackendClient, job: SegmentJob, on_done: Callable[[SegmentTask], None]
+    ):
         super().__init__(description, QgsTask.CanCancel)
         self.client = client
         self.job = job
@@ -37,7 +38,9 @@ class SegmentTask(QgsTask):
     def run(self) -> bool:
         try:
             self.outcome = run_segmentation(
-                self.client, self.job, self.isCanceled,
+                self.client,
+                self.job,
+                self.isCanceled,
                 lambda fraction: self.setProgress(100.0 * fraction),
                 lambda message: QgsMessageLog.logMessage(message, LOG_TAG, Qgis.Info),
                 self._export_feedback,

@@ -42,8 +42,21 @@ RUN_DIR = ROOT / "runs" / "demo-model"
 # from random weights; given explicitly because stage 2 starts from a checkpoint, whose default
 # would be the method's fine-tuning loss). See training/README.md.
 LOSS_FLAGS = ["--loss-ce", "0.5", "--loss-dice", "1.0", "--loss-tbl", "0.2", "--dice-classes", "foreground"]
-COMMON_FLAGS = ["--schedule", "cosine", "--batch-size", "8", "--seed", str(SEED), "--checkpoint-every", "250",
-                "--eval-every", "500", "--val-limit", "200", *LOSS_FLAGS]
+COMMON_FLAGS = [
+    "--schedule",
+    "cosine",
+    "--batch-size",
+    "8",
+    "--seed",
+    str(SEED),
+    "--checkpoint-every",
+    "250",
+    "--eval-every",
+    "500",
+    "--val-limit",
+    "200",
+    *LOSS_FLAGS,
+]
 
 
 @dataclass(frozen=True)
@@ -64,9 +77,27 @@ class Stage:
 
 STAGES = (
     # A model trained from scratch learns faster with a higher lr than the method's fine-tuning rates.
-    Stage("stage1", 2000, 10_000, ("--preset", "test", "--lr-new", "1e-3", "--lr-rest", "1e-3", "--warmup-steps", "200")),
-    Stage("stage2", 4000, 6_000, ("--checkpoint", str(RUN_DIR / "stage1" / "final.safetensors"),
-                                  "--lr-new", "3e-4", "--lr-rest", "3e-4", "--warmup-steps", "100")),
+    Stage(
+        "stage1",
+        2000,
+        10_000,
+        ("--preset", "test", "--lr-new", "1e-3", "--lr-rest", "1e-3", "--warmup-steps", "200"),
+    ),
+    Stage(
+        "stage2",
+        4000,
+        6_000,
+        (
+            "--checkpoint",
+            str(RUN_DIR / "stage1" / "final.safetensors"),
+            "--lr-new",
+            "3e-4",
+            "--lr-rest",
+            "3e-4",
+            "--warmup-steps",
+            "100",
+        ),
+    ),
 )
 
 
@@ -105,8 +136,17 @@ def run_stage(stage: Stage, resume: bool) -> None:
     if resume and (stage.folder / "last_state.pt").exists():
         rs2sam2("train", "--out", str(stage.folder), "--resume")
     else:
-        rs2sam2("train", "--data", stage.data, "--out", str(stage.folder), "--max-steps", str(stage.steps),
-                *stage.flags, *COMMON_FLAGS)
+        rs2sam2(
+            "train",
+            "--data",
+            stage.data,
+            "--out",
+            str(stage.folder),
+            "--max-steps",
+            str(stage.steps),
+            *stage.flags,
+            *COMMON_FLAGS,
+        )
 
 
 def stage_minutes(stage: Stage) -> float:
@@ -117,7 +157,9 @@ def stage_minutes(stage: Stage) -> float:
     with open(stage.folder / "train_log.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     steps = [int(r["step"]) for r in rows]
-    seconds = sum((b - a) * batch / float(r["samples_per_s"]) for a, b, r in zip([0, *steps], steps, rows, strict=False))
+    seconds = sum(
+        (b - a) * batch / float(r["samples_per_s"]) for a, b, r in zip([0, *steps], steps, rows, strict=False)
+    )
     return seconds / 60
 
 
@@ -130,12 +172,19 @@ def by_cue(samples: list[dict]) -> dict[str, dict]:
     for sample in samples:
         for cue in phrase_cues(sample["phrase"]) or ("",):
             groups.setdefault(f"with {cue} words" if cue else "kind and colour only", []).append(sample)
-    return {f"… {name}": SegmentationMetrics([g["intersection"] for g in group], [g["union"] for g in group]).summary()
-            for name, group in groups.items() if group}
+    return {
+        f"… {name}": SegmentationMetrics(
+            [g["intersection"] for g in group], [g["union"] for g in group]
+        ).summary()
+        for name, group in groups.items()
+        if group
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--resume", action="store_true", help="continue a killed stage")
     args = parser.parse_args()
 
@@ -148,8 +197,21 @@ def main() -> None:
 
     metrics_path = RUN_DIR / "test_metrics.json"
     metrics_path.unlink(missing_ok=True)
-    rs2sam2("evaluate", "--data", last.data, "--split", "test", "--protocol", "native",
-            "--checkpoint", str(DEMO_CHECKPOINT), "--out", str(metrics_path), "--cache-dir", str(RUN_DIR / "data"))
+    rs2sam2(
+        "evaluate",
+        "--data",
+        last.data,
+        "--split",
+        "test",
+        "--protocol",
+        "native",
+        "--checkpoint",
+        str(DEMO_CHECKPOINT),
+        "--out",
+        str(metrics_path),
+        "--cache-dir",
+        str(RUN_DIR / "data"),
+    )
     metrics = json.loads(metrics_path.read_text())
     from bench.record import record_section
     from training.metrics import format_table

@@ -20,6 +20,11 @@ def test_record_section_rewrites_only_its_own_section(tmp_path):
 
 
 def test_training_throughput_benchmark_runs_the_real_step(capsys):
-    assert rs2sam2(["bench", "training", "--presets", "test", "--steps", "1", "--batch-size", "2", "--skip-curve"]) == 0
+    assert (
+        rs2sam2(
+            ["bench", "training", "--presets", "test", "--steps", "1", "--batch-size", "2", "--skip-curve"]
+        )
+        == 0
+    )
     report = capsys.readouterr().out
     assert "| test | 128 | 2 |" in report and "MiB" in report

@@ -30,10 +30,16 @@ _FAMILIES: list[dict[tuple[int, int], str]] = [
     {_N: "above", _S: "below"},
     {_N: "up", _S: "down"},
 ]
-_AXIS_WORDS = {"horizontal": "vertical", "vertical": "horizontal", "horizontally": "vertically",
-               "vertically": "horizontally"}
+_AXIS_WORDS = {
+    "horizontal": "vertical",
+    "vertical": "horizontal",
+    "horizontally": "vertically",
+    "vertically": "horizontally",
+}
 # Words that are not positions in the image despite the spelling, protected from rewriting.
-_IDIOMS = re.compile(r"\b(on top of|right (next|beside|by|in|at|on|near|across|behind|above|below|under)\b|left behind|up to)")
+_IDIOMS = re.compile(
+    r"\b(on top of|right (next|beside|by|in|at|on|near|across|behind|above|below|under)\b|left behind|up to)"
+)
 # Compass compounds ("northwest", "north-east") are decomposed by the word regex on '-' but not
 # without it; such single words are refused rather than guessed.
 _COMPASS_COMPOUND = re.compile(r"\b(north|south)(east|west)(ern)?\b")
@@ -118,8 +124,9 @@ class AugmentConfig:
     black_box_fraction: float = 32 / 1024  # … of 32 px at 1024 (scaled to the image's side)
 
 
-def augment(image: np.ndarray, mask: np.ndarray, phrase: str, rng: np.random.Generator,
-            config: AugmentConfig) -> tuple[np.ndarray, np.ndarray, str]:
+def augment(
+    image: np.ndarray, mask: np.ndarray, phrase: str, rng: np.random.Generator, config: AugmentConfig
+) -> tuple[np.ndarray, np.ndarray, str]:
     """One random augmentation of a training sample (the mask is never boxed: the object stays the target)."""
     if config.geometric_prob > 0 and rng.random() < config.geometric_prob:
         choices = ["hflip", "vflip"] + (["rot90", "rot180", "rot270"] if config.rotations else [])
@@ -127,7 +134,11 @@ def augment(image: np.ndarray, mask: np.ndarray, phrase: str, rng: np.random.Gen
         for k in order:  # the first transform the phrase can follow
             rewritten = rewrite_phrase(phrase, choices[k])
             if rewritten is not None:
-                image, mask, phrase = apply_transform(image, choices[k]), apply_transform(mask, choices[k]), rewritten
+                image, mask, phrase = (
+                    apply_transform(image, choices[k]),
+                    apply_transform(mask, choices[k]),
+                    rewritten,
+                )
                 break
     if config.black_box_prob > 0 and rng.random() < config.black_box_prob:
         image = image.copy()
@@ -137,5 +148,5 @@ def augment(image: np.ndarray, mask: np.ndarray, phrase: str, rng: np.random.Gen
         ys = rng.integers(0, max(1, height - side + 1), count)
         xs = rng.integers(0, max(1, width - side + 1), count)
         for y, x in zip(ys, xs):
-            image[y:y + side, x:x + side] = 0
+            image[y : y + side, x : x + side] = 0
     return image, mask, phrase

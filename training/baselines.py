@@ -23,8 +23,9 @@ def mean_training_mask(train_data: ReferringDataset, max_samples: int = 400) -> 
     return np.mean([train_data[i].mask for i in range(0, len(train_data), stride)], axis=0)
 
 
-def phrase_blind_baselines(train_data: ReferringDataset, eval_data: ReferringDataset,
-                           count: int | None = None) -> dict[str, float]:
+def phrase_blind_baselines(
+    train_data: ReferringDataset, eval_data: ReferringDataset, count: int | None = None
+) -> dict[str, float]:
     """mIoU on the first `count` samples of eval_data of: predicting everything, and the mean training
     mask at several thresholds (the "most common object" guess, with the threshold chosen on the very
     samples it is scored on — generous on purpose)."""
@@ -68,5 +69,10 @@ def learning_check(config: TrainConfig) -> LearningCheck:
     cache = Path(config.out) / DATA_CACHE
     train_data, val_data = open_train_and_val(config, chip, cache)
     val_count = len(val_data) if config.val_limit is None else min(config.val_limit, len(val_data))
-    return LearningCheck(result.val_history, phrase_blind_baselines(train_data, val_data, val_count), minutes,
-                         len(train_data), val_count)
+    return LearningCheck(
+        result.val_history,
+        phrase_blind_baselines(train_data, val_data, val_count),
+        minutes,
+        len(train_data),
+        val_count,
+    )

@@ -31,10 +31,14 @@ class EpochPlan:
 
     def __post_init__(self) -> None:
         if self.batch_size % self.world_size:
-            raise UserError(f"--batch-size {self.batch_size} must be divisible by the {self.world_size} processes")
+            raise UserError(
+                f"--batch-size {self.batch_size} must be divisible by the {self.world_size} processes"
+            )
         if self.micro_batches_per_epoch < 1:
-            raise UserError(f"the training data has {self.dataset_size} samples, fewer than one step of "
-                            f"{self.batch_size * self.grad_accum}")
+            raise UserError(
+                f"the training data has {self.dataset_size} samples, fewer than one step of "
+                f"{self.batch_size * self.grad_accum}"
+            )
 
     @property
     def micro_batches_per_epoch(self) -> int:
@@ -51,14 +55,21 @@ class EpochPlan:
 
     def micro_batch(self, epoch: int, index: int, rank: int) -> list[int]:
         start = index * self.batch_size
-        return [int(i) for i in self.order(epoch)[start:start + self.batch_size][rank::self.world_size]]
+        return [int(i) for i in self.order(epoch)[start : start + self.batch_size][rank :: self.world_size]]
 
 
 class MicroBatches(torch.utils.data.Dataset):
     """Item k = rank's share of micro-batch k of one epoch, preprocessed and stacked."""
 
-    def __init__(self, dataset: ReferringDataset, plan: EpochPlan, epoch: int, rank: int, model_config: ModelConfig,
-                 augment_config: AugmentConfig | None) -> None:
+    def __init__(
+        self,
+        dataset: ReferringDataset,
+        plan: EpochPlan,
+        epoch: int,
+        rank: int,
+        model_config: ModelConfig,
+        augment_config: AugmentConfig | None,
+    ) -> None:
         self.dataset, self.plan, self.epoch, self.rank = dataset, plan, epoch, rank
         self.model_config, self.augment_config = model_config, augment_config
         if hasattr(dataset, "set_epoch"):
@@ -80,4 +91,9 @@ class MicroBatches(torch.utils.data.Dataset):
             clips.append(inputs.clip)
             masks.append(preprocess_mask(mask, self.model_config))
             phrases.append(phrase)
-        return {"sam": torch.stack(sams), "clip": torch.stack(clips), "masks": torch.stack(masks), "phrases": phrases}
+        return {
+            "sam": torch.stack(sams),
+            "clip": torch.stack(clips),
+            "masks": torch.stack(masks),
+            "phrases": phrases,
+        }

@@ -1,7 +1,8 @@
-"""Evaluate a model on a data split: Pr@0.5–0.9, oIoU and mIoU (method.md's protocol), printed as a
+r"""Evaluate a model on a data split: Pr@0.5–0.9, oIoU and mIoU (method.md's protocol), printed as a
 table and optionally saved as JSON.
 
-  rs2sam2 evaluate --data refsegrs:/data/RefSegRS --split test --checkpoint run/best.safetensors --out test.json
+  rs2sam2 evaluate --data refsegrs:/data/RefSegRS --split test \
+      --checkpoint run/best.safetensors --out test.json
 """
 
 from __future__ import annotations
@@ -18,19 +19,36 @@ DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) /
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", action="append", required=True, metavar="SPEC", help=SPEC_HELP + " (repeatable)")
-    parser.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
-                        help="default: test (a region's test is its spatial val blocks); all: every labelled "
-                        "feature of a region, e.g. a new region the model never saw")
-    parser.add_argument("--preset", help="an untrained model of this preset (test, tiny, base, large); with "
-                        "--checkpoint, the preset the checkpoint must match")
+    parser.add_argument(
+        "--data", action="append", required=True, metavar="SPEC", help=SPEC_HELP + " (repeatable)"
+    )
+    parser.add_argument(
+        "--split",
+        default="test",
+        choices=("train", "val", "test", "all"),
+        help="default: test (a region's test is its spatial val blocks); all: every labelled "
+        "feature of a region, e.g. a new region the model never saw",
+    )
+    parser.add_argument(
+        "--preset",
+        help="an untrained model of this preset (test, tiny, base, large); with "
+        "--checkpoint, the preset the checkpoint must match",
+    )
     parser.add_argument("--checkpoint", type=Path, help="an RS2-SAM 2 checkpoint (.safetensors)")
-    parser.add_argument("--protocol", default="reference", choices=("reference", "native"),
-                        help="reference: at 1024×1024 as the papers; native: at each image's own size")
+    parser.add_argument(
+        "--protocol",
+        default="reference",
+        choices=("reference", "native"),
+        help="reference: at 1024×1024 as the papers; native: at each image's own size",
+    )
     parser.add_argument("--limit", type=int, help="evaluate the first N samples only")
-    parser.add_argument("--out", type=Path, help="save metrics and per-sample IoU as JSON (never overwritten)")
+    parser.add_argument(
+        "--out", type=Path, help="save metrics and per-sample IoU as JSON (never overwritten)"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where synthetic scenes are written")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=DEFAULT_CACHE, help="where synthetic scenes are written"
+    )
 
 
 def check_new_file(path: Path) -> None:
@@ -75,15 +93,24 @@ def run(args: argparse.Namespace) -> int:
     whole = args.split == "all"
     if whole and any(DataSpec.parse(spec).kind != "region" for spec in args.data):
         raise UserError("--split all is for regions; benchmarks and synthetic data have train, val and test")
-    dataset = open_datasets(args.data, "test" if whole else args.split, segmenter.input_size, args.cache_dir,
-                            whole_regions=whole)
+    dataset = open_datasets(
+        args.data, "test" if whole else args.split, segmenter.input_size, args.cache_dir, whole_regions=whole
+    )
     result = evaluate(segmenter, dataset, config, progress=True)
     summary = result.summary()
     name = f"{dataset.name} {args.split}"
     print(f"{segmenter.model_id} on {name} ({args.protocol} protocol)\n")
     print(format_table({name: summary}))
     if args.out is not None:
-        write_json_atomically(args.out, {"model": segmenter.model_id, "data": args.data, "split": args.split,
-                                         "protocol": args.protocol, **result.to_json()})
+        write_json_atomically(
+            args.out,
+            {
+                "model": segmenter.model_id,
+                "data": args.data,
+                "split": args.split,
+                "protocol": args.protocol,
+                **result.to_json(),
+            },
+        )
         print(f"\nsaved {args.out}")
     return 0

@@ -1,7 +1,8 @@
-"""Fine-tune RS2-SAM 2 on benchmarks, your own regions or synthetic scenes.
+r"""Fine-tune RS2-SAM 2 on benchmarks, your own regions or synthetic scenes.
 
   rs2sam2 train --data refsegrs:/data/RefSegRS --preset tiny --out runs/refsegrs --epochs 60
-  rs2sam2 train --data region:ortho.tif,labels.gpkg,description --checkpoint model.safetensors --out runs/mine --max-steps 2000
+  rs2sam2 train --data region:ortho.tif,labels.gpkg,description --checkpoint model.safetensors \
+      --out runs/mine --max-steps 2000
   rs2sam2 train --out runs/mine --resume            # continue exactly where a killed run stopped
   torchrun --nproc-per-node 2 -m backend.cli train …   # DDP (gloo on CPU, NCCL on GPUs)
 
@@ -20,9 +21,16 @@ from training.data.specs import SPEC_HELP
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", action="append", metavar="SPEC", help=SPEC_HELP + " (repeatable)")
-    parser.add_argument("--val-data", action="append", metavar="SPEC", help="validation data (default: the val split of --data)")
+    parser.add_argument(
+        "--val-data",
+        action="append",
+        metavar="SPEC",
+        help="validation data (default: the val split of --data)",
+    )
     parser.add_argument("--preset", help="start from this preset's model (test, tiny, base, large)")
-    parser.add_argument("--checkpoint", help="start from an RS2-SAM 2 checkpoint (with --preset: it must match)")
+    parser.add_argument(
+        "--checkpoint", help="start from an RS2-SAM 2 checkpoint (with --preset: it must match)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="the run folder")
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--max-steps", type=int, help="optimizer steps")
@@ -38,17 +46,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tuning.add_argument("--weight-decay", type=float, help="AdamW weight decay; default 0.01")
     tuning.add_argument("--warmup-steps", type=int, help="linear warm-up; default 0")
     tuning.add_argument("--schedule", choices=("constant", "cosine", "step"), help="default constant")
-    tuning.add_argument("--lr-drop-epochs", type=int, nargs="+", help="with --schedule step: epochs where lr × 0.1")
+    tuning.add_argument(
+        "--lr-drop-epochs", type=int, nargs="+", help="with --schedule step: epochs where lr × 0.1"
+    )
     tuning.add_argument("--clip-grad-norm", type=float, help="default 1.0")
     tuning.add_argument("--seed", type=int, help="default 2401")
     loss = parser.add_argument_group(
-        "loss (defaults: the method's 0.9 / 0.1 both / 0.2 from pretrained weights; 0.5 / 1.0 foreground / 0.2 "
-        "from random weights, see training/README.md)")
+        "loss (defaults: the method's 0.9 / 0.1 both / 0.2 from pretrained weights; "
+        "0.5 / 1.0 foreground / 0.2 "
+        "from random weights, see training/README.md)"
+    )
     loss.add_argument("--loss-ce", type=float, help="weight of the class-weighted cross-entropy")
     loss.add_argument("--loss-dice", type=float, help="weight of the Dice loss")
     loss.add_argument("--loss-tbl", type=float, help="weight of the text-guided boundary loss")
-    loss.add_argument("--dice-classes", choices=("both", "foreground"),
-                      help="Dice over object and background (the method) or over the object only")
+    loss.add_argument(
+        "--dice-classes",
+        choices=("both", "foreground"),
+        help="Dice over object and background (the method) or over the object only",
+    )
     tuning.add_argument("--black-box-prob", type=float, help="share of samples with black boxes; default 0.2")
     tuning.add_argument("--geometric-prob", type=float, help="share of samples flipped/rotated; default 0.5")
     book = parser.add_argument_group("bookkeeping")
@@ -57,15 +72,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     book.add_argument("--val-limit", type=int, help="validation samples; default 500")
     book.add_argument("--log-every", type=int, help="steps between log rows; default 10")
     book.add_argument("--num-workers", type=int, help="data-loading processes; default 0")
-    book.add_argument("--chip-size", type=int, help="region/synthetic chip size; default the model's input size")
+    book.add_argument(
+        "--chip-size", type=int, help="region/synthetic chip size; default the model's input size"
+    )
     book.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-_FIELDS = ("data", "val_data", "preset", "checkpoint", "max_steps", "epochs", "device", "batch_size", "grad_accum",
-           "lr_new", "lr_rest", "weight_decay", "warmup_steps", "schedule", "lr_drop_epochs", "clip_grad_norm", "seed",
-           "loss_ce", "loss_dice", "loss_tbl", "dice_classes",
-           "black_box_prob", "geometric_prob", "checkpoint_every", "eval_every", "val_limit", "log_every",
-           "num_workers", "chip_size")
+_FIELDS = (
+    "data",
+    "val_data",
+    "preset",
+    "checkpoint",
+    "max_steps",
+    "epochs",
+    "device",
+    "batch_size",
+    "grad_accum",
+    "lr_new",
+    "lr_rest",
+    "weight_decay",
+    "warmup_steps",
+    "schedule",
+    "lr_drop_epochs",
+    "clip_grad_norm",
+    "seed",
+    "loss_ce",
+    "loss_dice",
+    "loss_tbl",
+    "dice_classes",
+    "black_box_prob",
+    "geometric_prob",
+    "checkpoint_every",
+    "eval_every",
+    "val_limit",
+    "log_every",
+    "num_workers",
+    "chip_size",
+)
 
 
 def overrides_from(args: argparse.Namespace) -> dict:

@@ -97,13 +97,19 @@ class TrainConfig:
     def loss_settings(self, from_scratch: bool) -> dict[str, Any]:
         """The loss fields with the unset ones filled from FROM_SCRATCH_LOSS or METHOD_LOSS."""
         defaults = FROM_SCRATCH_LOSS if from_scratch else METHOD_LOSS
-        return {name: default if getattr(self, name) is None else getattr(self, name)
-                for name, default in defaults.items()}
+        return {
+            name: default if getattr(self, name) is None else getattr(self, name)
+            for name, default in defaults.items()
+        }
 
     def loss_config(self, from_scratch: bool) -> LossConfig:
         settings = self.loss_settings(from_scratch)
-        return LossConfig(ce_weight=settings["loss_ce"], dice_weight=settings["loss_dice"],
-                          tbl_weight=settings["loss_tbl"], dice_classes=settings["dice_classes"])
+        return LossConfig(
+            ce_weight=settings["loss_ce"],
+            dice_weight=settings["loss_dice"],
+            tbl_weight=settings["loss_tbl"],
+            dice_classes=settings["dice_classes"],
+        )
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -128,7 +134,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         else:
             raw = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, tomllib.TOMLDecodeError) as exc:
-        raise UserError(f"config file {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'} ({exc})") from exc
+        raise UserError(
+            f"config file {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'} ({exc})"
+        ) from exc
     if not isinstance(raw, dict):
         raise UserError(f"config file {path} must hold a table of settings")
     known = {f.name for f in dataclasses.fields(TrainConfig)} - {"extra"}

@@ -65,10 +65,19 @@ class EvaluationResult:
         return self.metrics.summary()
 
     def to_json(self) -> dict:
-        return {"metrics": self.summary(),
-                "samples": [{"sample_id": s.sample_id, "phrase": s.phrase, "iou": s.iou,
-                             "intersection": s.intersection, "union": s.union}
-                            for s in sorted(self.samples, key=lambda s: s.index)]}
+        return {
+            "metrics": self.summary(),
+            "samples": [
+                {
+                    "sample_id": s.sample_id,
+                    "phrase": s.phrase,
+                    "iou": s.iou,
+                    "intersection": s.intersection,
+                    "union": s.union,
+                }
+                for s in sorted(self.samples, key=lambda s: s.index)
+            ],
+        }
 
 
 def _resize_image(image: np.ndarray, size: int) -> np.ndarray:
@@ -83,7 +92,9 @@ def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((size, size), Image.NEAREST)).astype(bool)
 
 
-def _groups(dataset: ReferringDataset, indices: Sequence[int], max_size: int) -> Iterable[list[tuple[int, ReferringSample]]]:
+def _groups(
+    dataset: ReferringDataset, indices: Sequence[int], max_size: int
+) -> Iterable[list[tuple[int, ReferringSample]]]:
     """Runs of consecutive indices whose samples share an image."""
     group: list[tuple[int, ReferringSample]] = []
     for index in indices:
@@ -96,8 +107,13 @@ def _groups(dataset: ReferringDataset, indices: Sequence[int], max_size: int) ->
         yield group
 
 
-def evaluate(segmenter: PhraseSegmenter, dataset: ReferringDataset, config: EvaluationConfig | None = None,
-             indices: Sequence[int] | None = None, progress: bool = False) -> EvaluationResult:
+def evaluate(
+    segmenter: PhraseSegmenter,
+    dataset: ReferringDataset,
+    config: EvaluationConfig | None = None,
+    indices: Sequence[int] | None = None,
+    progress: bool = False,
+) -> EvaluationResult:
     """Evaluate `segmenter` on `dataset` (or on the given sample indices, e.g. one rank's share)."""
     config = config or EvaluationConfig()
     if indices is None:
@@ -117,7 +133,11 @@ def evaluate(segmenter: PhraseSegmenter, dataset: ReferringDataset, config: Eval
             image = _resize_image(image, config.reference_size)
         predictions = segmenter.predict(image, [sample.phrase for _, sample in group])
         for (index, sample), prediction in zip(group, predictions):
-            target = sample.mask if config.protocol == "native" else _resize_mask(sample.mask, config.reference_size)
+            target = (
+                sample.mask
+                if config.protocol == "native"
+                else _resize_mask(sample.mask, config.reference_size)
+            )
             predicted = prediction.probability > config.threshold
             intersection = int(np.logical_and(predicted, target).sum())
             union = int(np.logical_or(predicted, target).sum())

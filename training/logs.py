@@ -41,15 +41,40 @@ class CsvLog:
 
 
 class TrainingLogs:
-    TRAIN_FIELDS = ["step", "epoch", "loss", "ce", "dice", "tbl", "aux", "lr_new", "lr_rest", "grad_norm", "samples_per_s"]
-    VAL_FIELDS = ["step", "epoch", "samples", "mIoU", "oIoU", "Pr@0.5", "Pr@0.6", "Pr@0.7", "Pr@0.8", "Pr@0.9"]
+    TRAIN_FIELDS = [
+        "step",
+        "epoch",
+        "loss",
+        "ce",
+        "dice",
+        "tbl",
+        "aux",
+        "lr_new",
+        "lr_rest",
+        "grad_norm",
+        "samples_per_s",
+    ]
+    VAL_FIELDS = [
+        "step",
+        "epoch",
+        "samples",
+        "mIoU",
+        "oIoU",
+        "Pr@0.5",
+        "Pr@0.6",
+        "Pr@0.7",
+        "Pr@0.8",
+        "Pr@0.9",
+    ]
 
     def __init__(self, folder: Path, resume_step: int | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.train = CsvLog(folder / "train_log.csv", self.TRAIN_FIELDS, resume_step)
         self.val = CsvLog(folder / "val_log.csv", self.VAL_FIELDS, resume_step)
-        self.tensorboard = SummaryWriter(str(folder / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+        self.tensorboard = SummaryWriter(
+            str(folder / "tensorboard"), purge_step=resume_step + 1 if resume_step else None
+        )
 
     def log_train(self, row: dict) -> None:
         self.train.write(row)

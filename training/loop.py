@@ -47,8 +47,16 @@ BEST_CHECKPOINT = "best.safetensors"
 FINAL_CHECKPOINT = "final.safetensors"
 DATA_CACHE = "data"
 # Settings that may change when a run is resumed; everything else must match the saved run.
-RESUME_OVERRIDABLE = ("max_steps", "epochs", "device", "num_workers", "progress",
-                      "checkpoint_every", "eval_every", "log_every")
+RESUME_OVERRIDABLE = (
+    "max_steps",
+    "epochs",
+    "device",
+    "num_workers",
+    "progress",
+    "checkpoint_every",
+    "eval_every",
+    "log_every",
+)
 
 
 @dataclass
@@ -67,7 +75,9 @@ class TrainResult:
 
 def check_new_run(out: Path) -> None:
     if (out / CONFIG_FILE).exists() or (out / STATE_FILE).exists():
-        raise UserError(f"{out} already holds a training run; use --resume to continue it or choose another --out")
+        raise UserError(
+            f"{out} already holds a training run; use --resume to continue it or choose another --out"
+        )
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder")
 
@@ -75,7 +85,9 @@ def check_new_run(out: Path) -> None:
 def resume_config(out: Path, overrides: dict) -> TrainConfig:
     """The saved config of the run in `out`, with the settings that may change on resume."""
     if not (out / CONFIG_FILE).is_file() or not (out / STATE_FILE).is_file():
-        raise UserError(f"there is no training run to resume in {out} ({CONFIG_FILE} or {STATE_FILE} is missing)")
+        raise UserError(
+            f"there is no training run to resume in {out} ({CONFIG_FILE} or {STATE_FILE} is missing)"
+        )
     saved = json.loads((out / CONFIG_FILE).read_text(encoding="utf-8"))
     for name, value in METHOD_LOSS.items():
         saved.setdefault(name, value)  # runs from before the loss settings existed used the method's loss
@@ -87,8 +99,10 @@ def resume_config(out: Path, overrides: dict) -> TrainConfig:
         if (list(value) if isinstance(value, tuple) else value) == old:
             continue
         if name not in RESUME_OVERRIDABLE:
-            raise UserError(f"--{name.replace('_', '-')} differs from the run being resumed in {out}; "
-                            f"only {', '.join(RESUME_OVERRIDABLE)} may change")
+            raise UserError(
+                f"--{name.replace('_', '-')} differs from the run being resumed in {out}; "
+                f"only {', '.join(RESUME_OVERRIDABLE)} may change"
+            )
         changes[name] = value
     saved.update(changes, out=str(out))
     saved.pop("stop_after_steps", None)  # a test switch that runs of earlier versions saved
@@ -107,17 +121,23 @@ def model_config_for(config: TrainConfig, notes: list[str] | None = None) -> Mod
     if config.preset is not None:
         differences = config_mismatch(get_preset(config.preset), found)
         if differences:
-            raise UserError(f"the checkpoint {config.checkpoint} was made for preset {found.name!r}, not "
-                            f"{config.preset!r} ({'; '.join(differences[:2])})")
+            raise UserError(
+                f"the checkpoint {config.checkpoint} was made for preset {found.name!r}, not "
+                f"{config.preset!r} ({'; '.join(differences[:2])})"
+            )
     return found
 
 
-def open_train_and_val(config: TrainConfig, chip: int, cache: Path) -> tuple[ReferringDataset, ReferringDataset]:
+def open_train_and_val(
+    config: TrainConfig, chip: int, cache: Path
+) -> tuple[ReferringDataset, ReferringDataset]:
     """The run's training and validation data. Without --val-data both come from the spatial (or
     seeded) splits of --data; with it, regions give all their features to the side they are on."""
     separate = config.val_data is not None
     train = open_datasets(list(config.data), "train", chip, cache, config.seed, whole_regions=separate)
-    val = open_datasets(list(config.val_data or config.data), "val", chip, cache, config.seed, whole_regions=separate)
+    val = open_datasets(
+        list(config.val_data or config.data), "val", chip, cache, config.seed, whole_regions=separate
+    )
     return train, val
 
 
@@ -125,14 +145,18 @@ def open_train_and_val(config: TrainConfig, chip: int, cache: Path) -> tuple[Ref
 # the loop
 
 
-def _per_sample_loss(loss_fn: RS2SAM2Loss, output: RS2SAM2Output, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+def _per_sample_loss(
+    loss_fn: RS2SAM2Loss, output: RS2SAM2Output, masks: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Mean over samples of each sample's loss: the objective of the reference (batch 1 per GPU), and
     independent of how a batch is split over processes."""
     terms: dict[str, torch.Tensor] = {}
     batch = masks.shape[0]
     for i in range(batch):
-        one = RS2SAM2Output(**{name: getattr(output, name)[i:i + 1] for name in output.__dataclass_fields__})
-        for key, value in loss_fn(one, masks[i:i + 1]).items():
+        one = RS2SAM2Output(
+            **{name: getattr(output, name)[i : i + 1] for name in output.__dataclass_fields__}
+        )
+        for key, value in loss_fn(one, masks[i : i + 1]).items():
             terms[key] = terms.get(key, 0) + value / batch
     return terms
 
@@ -147,9 +171,11 @@ class Trainer:
         self.from_scratch = config.checkpoint is None and self.model_config.sam2_checkpoint is None
         if self.from_scratch:
             loss = config.loss_settings(from_scratch=True)
-            notes.append("training from random weights (no SAM 2 weights, no checkpoint); loss: "
-                         + ", ".join(f"{name.removeprefix('loss_')} {value}" for name, value in loss.items())
-                         + " (unset loss settings take the from-scratch defaults, training/README.md)")
+            notes.append(
+                "training from random weights (no SAM 2 weights, no checkpoint); loss: "
+                + ", ".join(f"{name.removeprefix('loss_')} {value}" for name, value in loss.items())
+                + " (unset loss settings take the from-scratch defaults, training/README.md)"
+            )
         if context.is_main:
             for note in notes:
                 print(note, file=sys.stderr)
@@ -162,11 +188,16 @@ class Trainer:
         barrier(context)
         if not context.is_main:
             self._open_data(chip, cache)
-        self.plan = EpochPlan(len(self.train_data), config.batch_size, config.grad_accum, context.world_size, config.seed)
+        self.plan = EpochPlan(
+            len(self.train_data), config.batch_size, config.grad_accum, context.world_size, config.seed
+        )
         self.total_steps = config.max_steps or config.epochs * self.plan.steps_per_epoch
         self.eval_every = config.eval_every or self.plan.steps_per_epoch
-        self.augment = AugmentConfig(geometric_prob=config.geometric_prob, rotations=config.rotations,
-                                     black_box_prob=config.black_box_prob)
+        self.augment = AugmentConfig(
+            geometric_prob=config.geometric_prob,
+            rotations=config.rotations,
+            black_box_prob=config.black_box_prob,
+        )
 
     def _open_data(self, chip: int, cache: Path) -> None:
         self.train_data, self.val_data = open_train_and_val(self.config, chip, cache)
@@ -181,11 +212,22 @@ class Trainer:
             model = build_model(self.model_config, device=str(self.device))
         self.model = model
         self.trainable = [p for p in model.parameters() if p.requires_grad]
-        # foreach: multi-tensor updates (torch only defaults to it on GPUs; on the CPU it saves a Python loop per tensor)
-        self.optimizer = torch.optim.AdamW(model.param_groups(cfg.lr_new, cfg.lr_rest, cfg.weight_decay), foreach=True)
+        # foreach: multi-tensor updates (torch only defaults to it on GPUs; on the CPU it saves a Python
+        # loop per tensor)
+        self.optimizer = torch.optim.AdamW(
+            model.param_groups(cfg.lr_new, cfg.lr_rest, cfg.weight_decay), foreach=True
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_multiplier(cfg.schedule, self.total_steps, cfg.warmup_steps, self.plan.steps_per_epoch,
-                                          cfg.lr_drop_epochs, cfg.lr_drop_factor))
+            self.optimizer,
+            lr_multiplier(
+                cfg.schedule,
+                self.total_steps,
+                cfg.warmup_steps,
+                self.plan.steps_per_epoch,
+                cfg.lr_drop_epochs,
+                cfg.lr_drop_factor,
+            ),
+        )
         self.loss_fn = RS2SAM2Loss(cfg.loss_config(self.from_scratch))
         progress = Progress()
         if resume:
@@ -210,13 +252,17 @@ class Trainer:
         """Val metrics, each rank evaluating every world-th sample, gathered on all ranks."""
         cfg = self.config
         count = len(self.val_data) if cfg.val_limit is None else min(cfg.val_limit, len(self.val_data))
-        indices = list(range(count))[self.context.rank::self.context.world_size]
+        indices = list(range(count))[self.context.rank :: self.context.world_size]
         predictor = RS2SAM2Predictor(self.model, model_id=f"step-{step}")
         try:
-            part = evaluate(predictor, self.val_data, EvaluationConfig(protocol=cfg.eval_protocol), indices=indices)
+            part = evaluate(
+                predictor, self.val_data, EvaluationConfig(protocol=cfg.eval_protocol), indices=indices
+            )
         finally:
             self.model.train()
-        merged = EvaluationResult([s for samples in gather_objects(self.context, part.samples) for s in samples])
+        merged = EvaluationResult(
+            [s for samples in gather_objects(self.context, part.samples) for s in samples]
+        )
         return merged.summary()
 
     def run(self, progress: Progress, logs: TrainingLogs | None) -> TrainResult:
@@ -226,19 +272,29 @@ class Trainer:
         if ctx.is_main and cfg.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=self.total_steps, initial=progress.step, desc="train", unit="step", dynamic_ncols=True)
+            bar = tqdm(
+                total=self.total_steps, initial=progress.step, desc="train", unit="step", dynamic_ncols=True
+            )
         window_start, window_samples = time.perf_counter(), 0
         accumulated: dict[str, float] = {}
         while progress.step < self.total_steps:
-            batches = MicroBatches(self.train_data, self.plan, progress.epoch, ctx.rank, self.model_config, self.augment)
-            loader = torch.utils.data.DataLoader(batches, batch_size=None, num_workers=cfg.num_workers,
-                                                 sampler=list(range(progress.micro_batch, len(batches))))
+            batches = MicroBatches(
+                self.train_data, self.plan, progress.epoch, ctx.rank, self.model_config, self.augment
+            )
+            loader = torch.utils.data.DataLoader(
+                batches,
+                batch_size=None,
+                num_workers=cfg.num_workers,
+                sampler=list(range(progress.micro_batch, len(batches))),
+            )
             for k, batch in enumerate(loader, start=progress.micro_batch):
                 boundary = (k + 1) % cfg.grad_accum == 0
                 sync = contextlib.nullcontext() if boundary or not ctx.enabled else self.network.no_sync()
                 with sync:
                     with self._autocast():
-                        output = self.network(batch["sam"].to(self.device), batch["clip"].to(self.device), batch["phrases"])
+                        output = self.network(
+                            batch["sam"].to(self.device), batch["clip"].to(self.device), batch["phrases"]
+                        )
                     terms = _per_sample_loss(self.loss_fn, output, batch["masks"].to(self.device))
                     (terms["total"] / cfg.grad_accum).backward()
                 for key, value in terms.items():
@@ -259,13 +315,20 @@ class Trainer:
                 step = progress.step
                 if step % cfg.log_every == 0 or step == self.total_steps:
                     # The loss of this step over the whole global batch (every rank takes part).
-                    accumulated = {key: mean_across_ranks(ctx, value, self.device) for key, value in accumulated.items()}
+                    accumulated = {
+                        key: mean_across_ranks(ctx, value, self.device) for key, value in accumulated.items()
+                    }
                     elapsed = time.perf_counter() - window_start
-                    row = {"step": step, "epoch": progress.epoch, "loss": accumulated.get("total", math.nan),
-                           **{key: accumulated.get(key) for key in ("ce", "dice", "tbl", "aux")},
-                           "lr_new": self.optimizer.param_groups[0]["lr"],
-                           "lr_rest": self.optimizer.param_groups[-1]["lr"], "grad_norm": grad_norm,
-                           "samples_per_s": window_samples / max(elapsed, 1e-9)}
+                    row = {
+                        "step": step,
+                        "epoch": progress.epoch,
+                        "loss": accumulated.get("total", math.nan),
+                        **{key: accumulated.get(key) for key in ("ce", "dice", "tbl", "aux")},
+                        "lr_new": self.optimizer.param_groups[0]["lr"],
+                        "lr_rest": self.optimizer.param_groups[-1]["lr"],
+                        "grad_norm": grad_norm,
+                        "samples_per_s": window_samples / max(elapsed, 1e-9),
+                    }
                     if logs is not None:
                         logs.log_train(row)
                     if bar is not None:
@@ -281,21 +344,41 @@ class Trainer:
                     if score > progress.best_score:
                         progress.best_score, progress.best_step = score, step
                         if ctx.is_main:
-                            save_checkpoint(self.out / BEST_CHECKPOINT, self.model, overwrite=True, metadata={
-                                "step": step, "epoch": progress.epoch, "val": summary, "data": list(cfg.data)})
+                            save_checkpoint(
+                                self.out / BEST_CHECKPOINT,
+                                self.model,
+                                overwrite=True,
+                                metadata={
+                                    "step": step,
+                                    "epoch": progress.epoch,
+                                    "val": summary,
+                                    "data": list(cfg.data),
+                                },
+                            )
                     if logs is not None:
                         logs.log_val({"step": step, "epoch": progress.epoch, **summary})
                     window_start = time.perf_counter()  # throughput counts training time only
                 if (step % cfg.checkpoint_every == 0 or step == self.total_steps) and ctx.is_main:
-                    save_state(self.out / STATE_FILE, self.model, self.optimizer, self.scheduler, progress, cfg.to_json())
+                    save_state(
+                        self.out / STATE_FILE,
+                        self.model,
+                        self.optimizer,
+                        self.scheduler,
+                        progress,
+                        cfg.to_json(),
+                    )
                 if step >= self.total_steps:
                     break
         if bar is not None:
             bar.close()
         result.steps, result.best_score = progress.step, progress.best_score
         if ctx.is_main:
-            result.final_checkpoint = save_checkpoint(self.out / FINAL_CHECKPOINT, self.model, overwrite=True,
-                                                      metadata={"step": progress.step, "data": list(cfg.data)})
+            result.final_checkpoint = save_checkpoint(
+                self.out / FINAL_CHECKPOINT,
+                self.model,
+                overwrite=True,
+                metadata={"step": progress.step, "data": list(cfg.data)},
+            )
         if (self.out / BEST_CHECKPOINT).exists():
             result.best_checkpoint = self.out / BEST_CHECKPOINT
         barrier(ctx)

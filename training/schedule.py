@@ -6,8 +6,14 @@ import math
 from collections.abc import Callable
 
 
-def lr_multiplier(schedule: str, total_steps: int, warmup_steps: int, steps_per_epoch: int,
-                  drop_epochs: tuple[int, ...] = (), drop_factor: float = 0.1) -> Callable[[int], float]:
+def lr_multiplier(
+    schedule: str,
+    total_steps: int,
+    warmup_steps: int,
+    steps_per_epoch: int,
+    drop_epochs: tuple[int, ...] = (),
+    drop_factor: float = 0.1,
+) -> Callable[[int], float]:
     """f(step) for torch's LambdaLR; `step` counts optimizer steps from 0."""
 
     def multiplier(step: int) -> float:

@@ -50,7 +50,9 @@ def load_state(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a damaged file
-        raise UserError(f"the training state {path} is unreadable ({str(exc).splitlines()[0][:100]})") from exc
+        raise UserError(
+            f"the training state {path} is unreadable ({str(exc).splitlines()[0][:100]})"
+        ) from exc
 
 
 def restore_rng(state: dict) -> None:

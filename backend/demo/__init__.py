@@ -25,9 +25,13 @@ def demo_phrases() -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})"
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("phrases", nargs="*", help="phrases to look for (default: the scene's sample phrases)")
+    parser.add_argument(
+        "phrases", nargs="*", help="phrases to look for (default: the scene's sample phrases)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,14 +57,18 @@ def run(args: argparse.Namespace) -> int:
     write_features(result, resolve_target(gpkg, "demo"), {"demo": result.features}, overwrite=True)
     render_preview(DEMO_SCENE, [(f.phrase, f.geometry) for f in result.features], png)
 
-    print(f"RS2-SAM 2 demo: {len(phrases)} phrase(s) on {DEMO_SCENE.name} with the demo model "
-          f"({result.tiles} tiles, {time.perf_counter() - started:.1f} s)")
+    print(
+        f"RS2-SAM 2 demo: {len(phrases)} phrase(s) on {DEMO_SCENE.name} with the demo model "
+        f"({result.tiles} tiles, {time.perf_counter() - started:.1f} s)"
+    )
     for phrase in phrases:
         found = [f for f in result.features if f.phrase == phrase]
-        summary = (f"score {found[0].score:.2f}, {found[0].area:.0f} m²" if found else "nothing found")
+        summary = f"score {found[0].score:.2f}, {found[0].area:.0f} m²" if found else "nothing found"
         print(f"  {phrase!r}: {summary}")
     print(f"polygons: {gpkg.resolve()} (layer 'demo')")
     print(f"preview:  {png.resolve()}")
-    print(f"open in QGIS: qgis {DEMO_SCENE} {gpkg.resolve()}  "
-          "(or Layer › Add Layer › Add Vector Layer… and pick the GeoPackage)")
+    print(
+        f"open in QGIS: qgis {DEMO_SCENE} {gpkg.resolve()}  "
+        "(or Layer › Add Layer › Add Vector Layer… and pick the GeoPackage)"
+    )
     return 0

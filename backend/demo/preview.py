@@ -13,7 +13,14 @@ import shapely
 from PIL import Image, ImageDraw, ImageFont
 
 # Distinct outline colours, one per phrase (cycled).
-PHRASE_COLOURS = [(255, 221, 0), (0, 229, 255), (255, 64, 160), (120, 255, 80), (255, 140, 0), (170, 120, 255)]
+PHRASE_COLOURS = [
+    (255, 221, 0),
+    (0, 229, 255),
+    (255, 64, 160),
+    (120, 255, 80),
+    (255, 140, 0),
+    (170, 120, 255),
+]
 
 
 def _read_rgb(raster: Path) -> tuple[np.ndarray, rasterio.Affine]:
@@ -35,8 +42,9 @@ def _rings(geometry: shapely.Geometry) -> list[np.ndarray]:
     return rings
 
 
-def render_preview(raster: Path, features: Sequence[tuple[str, shapely.Geometry]], out_png: Path,
-                   scale: int = 2) -> Path:
+def render_preview(
+    raster: Path, features: Sequence[tuple[str, shapely.Geometry]], out_png: Path, scale: int = 2
+) -> Path:
     """Draw (phrase, geometry-in-raster-CRS) pairs on the raster; written atomically to `out_png`."""
     image, transform = _read_rgb(raster)
     canvas = Image.fromarray(image).resize((image.shape[1] * scale, image.shape[0] * scale), Image.NEAREST)

@@ -46,7 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer", help="GeoPackage layer name (default: the raster's name)")
     parser.add_argument("--layer-per-phrase", action="store_true", help="one GeoPackage layer per phrase")
     model = parser.add_mutually_exclusive_group()
-    model.add_argument("--preset", help="model preset (default: the bundled demo model, else the test preset)")
+    model.add_argument(
+        "--preset", help="model preset (default: the bundled demo model, else the test preset)"
+    )
     model.add_argument("--checkpoint", help="a trained checkpoint file")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument(

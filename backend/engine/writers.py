@@ -84,7 +84,8 @@ def check_writable(target: VectorTarget, layers: list[str], overwrite: bool) -> 
         clash = sorted(existing.intersection(layers))
         if clash:
             raise OutputExistsError(
-                f"layer {clash[0]!r} already exists in {target.path.name}; choose another layer or pass --overwrite"
+                f"layer {clash[0]!r} already exists in {target.path.name}; "
+                "choose another layer or pass --overwrite"
             )
         return
     raise OutputExistsError(f"{target.path} already exists; pass --overwrite to replace it")
@@ -167,7 +168,8 @@ def default_layers(result: SegmentResult, target: VectorTarget, per_phrase: bool
 
 
 class ProbabilityGeoTIFF(ProbabilitySink):
-    """A float32 GeoTIFF with one band per phrase, written tile core by tile core, moved into place on commit."""
+    """A float32 GeoTIFF with one band per phrase, written tile core by tile core, moved into place on
+    commit."""
 
     def __init__(
         self,

@@ -63,7 +63,10 @@ class FusionAdapter(nn.Module):
         batch, height, width, _ = attn_out.shape
         z = F.gelu(self.down(attn_out)).reshape(batch, height * width, -1)
         text_q = self.text_down(state.text)
-        z = z + self.vision_from_text(z, text_q, text_q, key_padding_mask=state.padding, need_weights=False)[0]
+        z = (
+            z
+            + self.vision_from_text(z, text_q, text_q, key_padding_mask=state.padding, need_weights=False)[0]
+        )
         if self.updates_text:
             text_new = text_q + self.text_from_vision(text_q, z, z, need_weights=False)[0]
             state.text = (1.0 - self.alpha) * state.text + self.alpha * self.text_up(text_new)

@@ -63,7 +63,9 @@ def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tens
             f"({str(exc).splitlines()[0][:120]})."
         ) from None
     if header.get("format") != FORMAT or "config" not in header:
-        raise UserError(f"{str(path)!r} is a safetensors file but not an RS2-SAM 2 checkpoint (no model configuration).")
+        raise UserError(
+            f"{str(path)!r} is a safetensors file but not an RS2-SAM 2 checkpoint (no model configuration)."
+        )
     try:
         config = ModelConfig.from_json(header["config"])
         metadata = json.loads(header.get("metadata", "{}"))
@@ -75,12 +77,12 @@ def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tens
 def config_mismatch(expected: ModelConfig, found: ModelConfig) -> list[str]:
     """Architecture fields that differ, as 'field: expected X, file has Y'."""
     want, have = expected.architecture(), found.architecture()
-    return [f"{key}: expected {want[key]!r}, file has {have[key]!r}" for key in want if want[key] != have[key]]
+    return [
+        f"{key}: expected {want[key]!r}, file has {have[key]!r}" for key in want if want[key] != have[key]
+    ]
 
 
-def load_checkpoint(
-    path: str | Path, device: str = "cpu", expected: ModelConfig | None = None
-):
+def load_checkpoint(path: str | Path, device: str = "cpu", expected: ModelConfig | None = None):
     """Rebuild the model from the file's own config and load its weights (eval mode).
 
     `expected`: refuse a checkpoint whose architecture differs from that config.

@@ -48,7 +48,8 @@ def _check_tag(model_name: str, tag: str) -> None:
     tags = open_clip.list_pretrained_tags_by_model(model_name)
     if tag not in tags:
         raise UserError(
-            f"{tag!r} is neither a weights file nor an open_clip tag of {model_name} (tags: {', '.join(tags) or 'none'})."
+            f"{tag!r} is neither a weights file nor an open_clip tag of {model_name} "
+            f"(tags: {', '.join(tags) or 'none'})."
         )
 
 
@@ -58,10 +59,12 @@ def load_clip_file(model: CLIP, path: str | Path) -> None:
     if "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if state and all(key.startswith("module.") for key in state):
-        state = {key[len("module."):]: value for key, value in state.items()}
+        state = {key[len("module.") :]: value for key, value in state.items()}
     check_state_dict(model, state, "CLIP weights", path)
     model.load_state_dict(state)
 
 
 def _is_path(value: str) -> bool:
-    return Path(value).suffix in (".pt", ".pth", ".bin", ".safetensors") or Path(value).exists() or "/" in value
+    return (
+        Path(value).suffix in (".pt", ".pth", ".bin", ".safetensors") or Path(value).exists() or "/" in value
+    )

@@ -17,13 +17,15 @@ DEFAULT_PRESET = "test"
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """"auto" → CUDA when available, else CPU; "cuda" without CUDA is refused (never a silent fallback)."""
+    """ "auto" → CUDA when available, else CPU; "cuda" without CUDA is refused (never a silent fallback)."""
     name = (device or "auto").lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise UserError("Device 'cuda' was asked for but this torch sees no CUDA GPU; use --device cpu or auto.")
+            raise UserError(
+                "Device 'cuda' was asked for but this torch sees no CUDA GPU; use --device cpu or auto."
+            )
         return torch.device(name)
     if name == "cpu":
         return torch.device("cpu")
@@ -41,9 +43,7 @@ def build_model(config: ModelConfig | str = DEFAULT_PRESET, device: str = "cpu")
     return model.to(resolve_device(device)).train()
 
 
-def load_predictor(
-    preset: str | None = None, checkpoint: str | Path | None = None, device: str = "auto"
-):
+def load_predictor(preset: str | None = None, checkpoint: str | Path | None = None, device: str = "auto"):
     """A PhraseSegmenter: an RS2-SAM 2 checkpoint (its own config), or a preset's fresh model.
 
     With both, the checkpoint must have been trained from that preset's architecture.

@@ -38,14 +38,18 @@ class LossConfig:
     smooth: float = 1.0  # Dice smoothing
 
 
-def weighted_bce(logits: torch.Tensor, target: torch.Tensor, background: float, foreground: float) -> torch.Tensor:
+def weighted_bce(
+    logits: torch.Tensor, target: torch.Tensor, background: float, foreground: float
+) -> torch.Tensor:
     """Class-weighted cross-entropy (normalised by the weights, as torch's weighted CE)."""
     weights = torch.where(target > 0.5, foreground, background).to(logits.dtype)
     losses = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     return (weights * losses).sum() / weights.sum()
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0, classes: str = "both") -> torch.Tensor:
+def dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0, classes: str = "both"
+) -> torch.Tensor:
     """1 − Dice, averaged over the batch and over both classes (foreground and background) or the
     foreground alone."""
     prob = torch.sigmoid(logits).flatten(1)
@@ -89,7 +93,8 @@ class RS2SAM2Loss(nn.Module):
         self.config = config or LossConfig()
 
     def forward(self, output: RS2SAM2Output, masks: torch.Tensor) -> dict[str, torch.Tensor]:
-        """masks (B,1,S,S) float {0,1} at the model's input size → {"total" (with grad), "ce", "dice", "tbl", "aux"}."""
+        """masks (B,1,S,S) float {0,1} at the model's input size →
+        {"total" (with grad), "ce", "dice", "tbl", "aux"}."""
         cfg = self.config
         logits = output.logits.float()
         masks = masks.to(logits.dtype)
@@ -104,4 +109,10 @@ class RS2SAM2Loss(nn.Module):
             soft_target = F.adaptive_avg_pool2d(masks, grid)  # share of object pixels in each patch
             aux = F.binary_cross_entropy_with_logits(output.pseudo_mask_logits.float(), soft_target)
             total = total + cfg.aux_weight * aux
-        return {"total": total, "ce": ce.detach(), "dice": dice.detach(), "tbl": tbl.detach(), "aux": aux.detach()}
+        return {
+            "total": total,
+            "ce": ce.detach(),
+            "dice": dice.detach(),
+            "tbl": tbl.detach(),
+            "aux": aux.detach(),
+        }

@@ -30,7 +30,9 @@ class MaskPromptGenerator(nn.Module):
 
 def pseudo_mask_to_prompt(pseudo_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """σ(P) resized (bilinear, antialiased) to SAM 2's mask-prompt size (4× the embedding grid)."""
-    return F.interpolate(torch.sigmoid(pseudo_logits), size=size, mode="bilinear", align_corners=False, antialias=True)
+    return F.interpolate(
+        torch.sigmoid(pseudo_logits), size=size, mode="bilinear", align_corners=False, antialias=True
+    )
 
 
 class TextGate(nn.Module):

@@ -37,7 +37,9 @@ def _resize(image: torch.Tensor, size: int, mode: str) -> torch.Tensor:
     """(B,3,H,W) float in [0,1] → (B,3,size,size); antialiased when shrinking."""
     if image.shape[-2:] == (size, size):
         return image
-    return F.interpolate(image, size=(size, size), mode=mode, align_corners=False, antialias=True).clamp_(0, 1)
+    return F.interpolate(image, size=(size, size), mode=mode, align_corners=False, antialias=True).clamp_(
+        0, 1
+    )
 
 
 def _normalise(image: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
@@ -49,7 +51,9 @@ def _normalise(image: torch.Tensor, mean: tuple[float, ...], std: tuple[float, .
 def preprocess_batch(images: torch.Tensor, config: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """(B,3,H,W) float in [0,1] (any device) → (sam (B,3,S,S), clip (B,3,C,C))."""
     sam = _normalise(_resize(images, config.image_size, "bilinear"), IMAGENET_MEAN, IMAGENET_STD)
-    clip = _normalise(_resize(images, config.clip_image_size, "bicubic"), OPENAI_DATASET_MEAN, OPENAI_DATASET_STD)
+    clip = _normalise(
+        _resize(images, config.clip_image_size, "bicubic"), OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+    )
     return sam, clip
 
 

@@ -73,9 +73,19 @@ class ModelConfig:
     def architecture(self) -> dict[str, Any]:
         """The fields that decide the weights' shapes (what a checkpoint must agree on)."""
         keys = (
-            "sam2_config", "sam2_overrides", "image_size", "clip_model", "clip_model_config",
-            "text_context_length", "union_width", "union_layers", "union_heads", "bhf_heads", "bhf_ratio",
-            "post_bhf_heads", "mpg_heads",
+            "sam2_config",
+            "sam2_overrides",
+            "image_size",
+            "clip_model",
+            "clip_model_config",
+            "text_context_length",
+            "union_width",
+            "union_layers",
+            "union_heads",
+            "bhf_heads",
+            "bhf_ratio",
+            "post_bhf_heads",
+            "mpg_heads",
         )
         return {key: _jsonable(getattr(self, key)) for key in keys}
 
@@ -89,7 +99,9 @@ class ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise UserError(f"The model configuration has unknown fields {unknown}; it was written by a newer version.")
+            raise UserError(
+                f"The model configuration has unknown fields {unknown}; it was written by a newer version."
+            )
         data["sam2_overrides"] = tuple(data.get("sam2_overrides", ()))
         return cls(**data)
 

@@ -37,8 +37,12 @@ class RS2SAM2(nn.Module):
         self.sparse_proj = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, prompt_dim))
         self.boundary_head = nn.Linear(prompt_dim, 1)
         self.adapters = make_adapters(
-            sam.image_encoder.trunk, prompt_dim, config.bhf_ratio, config.bhf_heads,
-            config.bhf_text_alpha, config.mlp_adapter_scale,
+            sam.image_encoder.trunk,
+            prompt_dim,
+            config.bhf_ratio,
+            config.bhf_heads,
+            config.bhf_text_alpha,
+            config.mlp_adapter_scale,
         )
         self.text_gate = TextGate(prompt_dim, config.post_bhf_heads)
         self.mpg = MaskPromptGenerator(width, config.mpg_heads)
@@ -94,11 +98,17 @@ class RS2SAM2(nn.Module):
 
         pseudo_logits = self.mpg(union.cls, union.patches)
         prompt_size = (embedding.shape[-2] * 4, embedding.shape[-1] * 4)
-        dense = self.sam.sam_prompt_encoder.mask_downscaling(pseudo_mask_to_prompt(pseudo_logits, prompt_size))
+        dense = self.sam.sam_prompt_encoder.mask_downscaling(
+            pseudo_mask_to_prompt(pseudo_logits, prompt_size)
+        )
 
         masks = self.sam.sam_mask_decoder.predict_masks(
-            image_embeddings=embedding, image_pe=position, sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense, repeat_image=False, high_res_features=high_res,
+            image_embeddings=embedding,
+            image_pe=position,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            repeat_image=False,
+            high_res_features=high_res,
         )[0]
         low_res = masks[:, :1]  # single-mask output: mask token 0
         full = F.interpolate(low_res, size=sam_images.shape[-2:], mode="bilinear", align_corners=False)

@@ -21,7 +21,9 @@ from backend.model.weights_io import check_state_dict, read_state_file
 
 def sam2_overrides(config: ModelConfig) -> list[str]:
     if config.image_size % 32 != 0 or config.image_size < 64:
-        raise UserError(f"Image size {config.image_size} must be a multiple of 32 and at least 64 (Hiera's stride).")
+        raise UserError(
+            f"Image size {config.image_size} must be a multiple of 32 and at least 64 (Hiera's stride)."
+        )
     return [*config.sam2_overrides, f"++model.image_size={config.image_size}"]
 
 
@@ -29,11 +31,17 @@ def build_sam2_model(config: ModelConfig) -> SAM2Base:
     """The full SAM 2 model of the preset, random weights (then the official file if configured)."""
     try:
         model = build_sam2(
-            config.sam2_config, ckpt_path=None, device="cpu", mode="eval",
-            hydra_overrides_extra=sam2_overrides(config), apply_postprocessing=False,
+            config.sam2_config,
+            ckpt_path=None,
+            device="cpu",
+            mode="eval",
+            hydra_overrides_extra=sam2_overrides(config),
+            apply_postprocessing=False,
         )
     except Exception as exc:  # hydra's MissingConfigException, bad overrides …
-        raise UserError(f"Cannot build SAM 2 from {config.sam2_config!r}: {str(exc).splitlines()[0]}") from None
+        raise UserError(
+            f"Cannot build SAM 2 from {config.sam2_config!r}: {str(exc).splitlines()[0]}"
+        ) from None
     if config.sam2_checkpoint:
         load_official_sam2(model, config.sam2_checkpoint)
     return model
@@ -44,7 +52,8 @@ def load_official_sam2(model: SAM2Base, path: str | Path) -> None:
     data = read_state_file(path, "SAM 2 checkpoint")
     if "model" not in data or not isinstance(data["model"], dict):
         raise UserError(
-            f"The SAM 2 checkpoint {str(path)!r} is not in the official layout (a dict with a 'model' state dict)."
+            f"The SAM 2 checkpoint {str(path)!r} is not in the official layout "
+            "(a dict with a 'model' state dict)."
         )
     state = data["model"]
     check_state_dict(model, state, "SAM 2 checkpoint", path)
@@ -73,8 +82,12 @@ class SAM2ImageParts(nn.Module):
         hypernetworks of masks 1–3 (single-mask output uses mask token 0). Never trained."""
         encoder, decoder = self.sam_prompt_encoder, self.sam_mask_decoder
         modules: list[nn.Module] = [
-            encoder.pe_layer, *encoder.point_embeddings, encoder.not_a_point_embed, encoder.no_mask_embed,
-            decoder.iou_prediction_head, *list(decoder.output_hypernetworks_mlps)[1:],
+            encoder.pe_layer,
+            *encoder.point_embeddings,
+            encoder.not_a_point_embed,
+            encoder.no_mask_embed,
+            decoder.iou_prediction_head,
+            *list(decoder.output_hypernetworks_mlps)[1:],
         ]
         if getattr(decoder, "pred_obj_scores", False) and hasattr(decoder, "pred_obj_score_head"):
             modules.append(decoder.pred_obj_score_head)
@@ -85,7 +98,8 @@ class SAM2ImageParts(nn.Module):
         return [*self.image_encoder.parameters(), self.no_mem_embed]
 
     def encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(B,3,S,S) → image embedding (B, d, S/16, S/16) and high-res features [(B,d/8,S/4,.), (B,d/4,S/8,.)].
+        """(B,3,S,S) → image embedding (B, d, S/16, S/16) and high-res features
+        [(B,d/8,S/4,.), (B,d/4,S/8,.)].
 
         The same steps as SAM2ImagePredictor.set_image, with grid sizes taken from the tensors.
         """

@@ -35,8 +35,13 @@ class UnionEncoder(nn.Module):
         self.modality = nn.Parameter(torch.zeros(2, width))  # learned [vision, text] embeddings
         nn.init.normal_(self.modality, std=0.02)
         layer = nn.TransformerEncoderLayer(
-            width, heads, dim_feedforward=4 * width, dropout=0.0, activation="gelu",
-            batch_first=True, norm_first=True,
+            width,
+            heads,
+            dim_feedforward=4 * width,
+            dropout=0.0,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
         )
         # enable_nested_tensor=False: the same code path in training and inference.
         self.joint = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)

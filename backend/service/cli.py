@@ -32,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     model = parser.add_mutually_exclusive_group()
-    model.add_argument("--preset", help="model preset (default: the bundled demo model, else the test preset)")
+    model.add_argument(
+        "--preset", help="model preset (default: the bundled demo model, else the test preset)"
+    )
     model.add_argument("--checkpoint", help="a trained checkpoint file")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--token", help=f"bearer token every request must carry (or set {TOKEN_ENV})")

@@ -11,7 +11,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
     download = sub.add_parser("download", help="fetch, verify and cache a preset's SAM 2 and CLIP weights")
     download.add_argument("--preset", required=True, choices=["tiny", "base", "large"])
-    download.add_argument("--cache", help="cache folder (default: $RS2SAM2_CACHE/weights or ~/.cache/rs2sam2/weights)")
+    download.add_argument(
+        "--cache", help="cache folder (default: $RS2SAM2_CACHE/weights or ~/.cache/rs2sam2/weights)"
+    )
     download.add_argument("--mirror", help="base URL of a mirror that keeps the official paths")
     sub.add_parser("list", help="show which weight files are in the cache").add_argument("--cache")
 
@@ -33,7 +35,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"cache: {cache}")
         for weight in ALL_WEIGHTS:
             path = cached_path(weight, cache)
-            state = f"{path.stat().st_size / 2**20:8.1f} MiB  sha256 {sha256_of(path)[:12]}" if path.exists() else "not cached"
+            state = (
+                f"{path.stat().st_size / 2**20:8.1f} MiB  sha256 {sha256_of(path)[:12]}"
+                if path.exists()
+                else "not cached"
+            )
             presets = ",".join(p for p, files in PRESET_WEIGHTS.items() if weight in files) or "-"
             print(f"  {weight.name:42s} {state:40s} presets: {presets}")
         return 0

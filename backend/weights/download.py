@@ -1,6 +1,7 @@
 """Resumable, verified downloads into the weights cache.
 
-A file is fetched to `<cache>/<stem>.partial<suffix>` (resumed with an HTTP Range request when a part is there),
+A file is fetched to `<cache>/<stem>.partial<suffix>` (resumed with an HTTP Range request when a part
+is there),
 checked (SHA-256 where the publisher gives one, and always a real load through the model's loaders),
 and only then moved to `<cache>/<name>`. A file in the cache is therefore always a good one.
 """
@@ -83,14 +84,24 @@ def fetch(url: str, part: Path, show_progress: bool = True) -> None:
         start = have if resumed else 0
         length = response.headers.get("Content-Length")
         total = start + int(length) if length is not None else None
-        with open(part, mode) as handle, tqdm(total=total, initial=start, unit="B", unit_scale=True,
-                                              desc=part.name.replace(".partial", ""), disable=not show_progress) as bar:
+        with (
+            open(part, mode) as handle,
+            tqdm(
+                total=total,
+                initial=start,
+                unit="B",
+                unit_scale=True,
+                desc=part.name.replace(".partial", ""),
+                disable=not show_progress,
+            ) as bar,
+        ):
             while True:
                 try:
                     chunk = response.read(CHUNK_BYTES)
                 except OSError as exc:
-                    raise UserError(f"download of {url} was interrupted ({exc}); run the command again "
-                                    "to resume it") from None
+                    raise UserError(
+                        f"download of {url} was interrupted ({exc}); run the command again " "to resume it"
+                    ) from None
                 if not chunk:
                     break
                 handle.write(chunk)
@@ -99,8 +110,13 @@ def fetch(url: str, part: Path, show_progress: bool = True) -> None:
         raise UserError(f"download of {url} stopped early; run the command again to resume it")
 
 
-def download(weight: WeightFile, cache: Path | None = None, mirror: str | None = None,
-             verify: Callable[[WeightFile, Path], None] | None = None, show_progress: bool = True) -> Path:
+def download(
+    weight: WeightFile,
+    cache: Path | None = None,
+    mirror: str | None = None,
+    verify: Callable[[WeightFile, Path], None] | None = None,
+    show_progress: bool = True,
+) -> Path:
     """Return the cached file for `weight`, downloading and verifying it first when needed."""
     from backend.weights.verify import verify_weight_file
 
@@ -118,8 +134,10 @@ def download(weight: WeightFile, cache: Path | None = None, mirror: str | None =
         actual = sha256_of(part)
         if actual != weight.sha256:
             part.unlink()
-            raise UserError(f"{weight.name}: checksum mismatch (expected {weight.sha256}, got {actual}); "
-                            "the partial file was removed, run the command again")
+            raise UserError(
+                f"{weight.name}: checksum mismatch (expected {weight.sha256}, got {actual}); "
+                "the partial file was removed, run the command again"
+            )
     try:
         verify(weight, part)
     except UserError as exc:

@@ -28,8 +28,9 @@ class WeightFile:
 
 
 def _sam2(release: str, stem: str, config: str) -> WeightFile:
-    return WeightFile(name=f"{stem}.pt", url=f"{SAM2_BASE_URL}/{release}/{stem}.pt", kind="sam2",
-                      architecture=config)
+    return WeightFile(
+        name=f"{stem}.pt", url=f"{SAM2_BASE_URL}/{release}/{stem}.pt", kind="sam2", architecture=config
+    )
 
 
 SAM2_1_TINY = _sam2("092824", "sam2.1_hiera_tiny", "configs/sam2.1/sam2.1_hiera_t.yaml")
@@ -60,5 +61,12 @@ PRESET_WEIGHTS: dict[str, tuple[WeightFile, ...]] = {
     "large": (SAM2_LARGE, CLIP_VIT_L_14_OPENAI),
 }
 
-ALL_WEIGHTS: tuple[WeightFile, ...] = (SAM2_1_TINY, SAM2_1_SMALL, SAM2_1_BASE_PLUS, SAM2_1_LARGE, SAM2_LARGE,
-                                       CLIP_VIT_B_16_OPENAI, CLIP_VIT_L_14_OPENAI)
+ALL_WEIGHTS: tuple[WeightFile, ...] = (
+    SAM2_1_TINY,
+    SAM2_1_SMALL,
+    SAM2_1_BASE_PLUS,
+    SAM2_1_LARGE,
+    SAM2_LARGE,
+    CLIP_VIT_B_16_OPENAI,
+    CLIP_VIT_L_14_OPENAI,
+)

@@ -19,14 +19,21 @@ def with_cached_weights(config: ModelConfig, cache: Path | None = None) -> tuple
         if cached_path(sam2, cache).is_file():
             changes["sam2_checkpoint"] = str(cached_path(sam2, cache))
     if config.clip_pretrained is None and config.official_sam2_file:
-        clip = next((w for w in ALL_WEIGHTS if w.kind == "clip" and w.architecture == config.clip_model), None)
+        clip = next(
+            (w for w in ALL_WEIGHTS if w.kind == "clip" and w.architecture == config.clip_model), None
+        )
         if clip is not None and cached_path(clip, cache).is_file():
             changes["clip_pretrained"] = str(cached_path(clip, cache))
     for field, path in changes.items():
-        notes.append(f"preset {config.name}: pretrained {'SAM 2' if field == 'sam2_checkpoint' else 'CLIP'} weights from {path}")
+        notes.append(
+            f"preset {config.name}: pretrained {'SAM 2' if field == 'sam2_checkpoint' else 'CLIP'} "
+            f"weights from {path}"
+        )
     if config.official_sam2_file and len(changes) < 2:
-        notes.append(f"preset {config.name}: no pretrained weights cached for "
-                     f"{'SAM 2 and CLIP' if not changes else 'CLIP' if 'sam2_checkpoint' in changes else 'SAM 2'}; "
-                     f"those parts start from random weights (fetch them with: rs2sam2 weights download "
-                     f"--preset {config.name})")
+        notes.append(
+            f"preset {config.name}: no pretrained weights cached for "
+            f"{'SAM 2 and CLIP' if not changes else 'CLIP' if 'sam2_checkpoint' in changes else 'SAM 2'}; "
+            f"those parts start from random weights (fetch them with: rs2sam2 weights download "
+            f"--preset {config.name})"
+        )
     return (config.replace(**changes) if changes else config), notes

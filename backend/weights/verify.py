@@ -28,10 +28,15 @@ def verify_sam2_checkpoint(weight: WeightFile, path: Path) -> None:
     try:
         result = model.load_state_dict(state["model"], strict=False)
     except RuntimeError as exc:  # shape mismatches
-        mismatched = [line.split(":")[0].removeprefix("size mismatch for ").strip()
-                      for line in str(exc).splitlines() if "size mismatch" in line]
-        raise UserError(f"does not match {weight.architecture}: {len(mismatched)} tensors have other shapes "
-                        f"(e.g. {', '.join(mismatched[:3])})") from None
+        mismatched = [
+            line.split(":")[0].removeprefix("size mismatch for ").strip()
+            for line in str(exc).splitlines()
+            if "size mismatch" in line
+        ]
+        raise UserError(
+            f"does not match {weight.architecture}: {len(mismatched)} tensors have other shapes "
+            f"(e.g. {', '.join(mismatched[:3])})"
+        ) from None
     if result.missing_keys or result.unexpected_keys:
         raise UserError(
             f"does not match {weight.architecture}: missing keys {result.missing_keys[:5]}, "
@@ -46,7 +51,9 @@ def verify_clip_weights(weight: WeightFile, path: Path) -> None:
     try:
         open_clip.create_model(weight.architecture, pretrained=str(path), device="cpu")
     except Exception as exc:  # noqa: BLE001 - open_clip raises many types for a bad file
-        raise UserError(f"does not load as open_clip {weight.architecture} ({type(exc).__name__}: {exc})") from None
+        raise UserError(
+            f"does not load as open_clip {weight.architecture} ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def verify_weight_file(weight: WeightFile, path: Path) -> None:

@@ -36,8 +36,13 @@ def _truth_by_phrase() -> dict[str, shapely.Geometry]:
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("demo")
-    result = subprocess.run([sys.executable, "-m", "backend.cli", "demo", "--out", str(out), "--device", "cpu"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "backend.cli", "demo", "--out", str(out), "--device", "cpu"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     return out, result
 
@@ -53,7 +58,8 @@ def test_demo_polygons_lie_on_the_phrases_objects(demo_run):
     for phrase in demo_phrases():
         assert phrase in found, f"nothing found for {phrase!r}:\n{result.stdout}"
         ious[phrase] = shapely.area(shapely.intersection(found[phrase], truth[phrase])) / shapely.area(
-            shapely.union(found[phrase], truth[phrase]))
+            shapely.union(found[phrase], truth[phrase])
+        )
     assert min(ious.values()) >= MIN_IOU, ious
     assert str(out / "rs2sam2-demo.gpkg") in result.stdout.replace(str(out.resolve()), str(out))
 

@@ -28,7 +28,9 @@ def test_training_forward_is_batch_invariant_too(test_model, batch_inputs):
     sam, clip = batch_inputs
     model = test_model.train()
     solo = model(sam[:1], clip[:1], ["a small boat"]).logits
-    pair = model(sam[[0, 0]], clip[[0, 0]], ["a small boat", "a much longer phrase about a harbour with many boats"])
+    pair = model(
+        sam[[0, 0]], clip[[0, 0]], ["a small boat", "a much longer phrase about a harbour with many boats"]
+    )
     assert torch.allclose(pair.logits[0], solo[0], atol=1e-5)
 
 
@@ -45,7 +47,9 @@ def test_token_batches_concatenate_with_padding():
     a, b = tokenize(["a tree"], 32), tokenize(["the big red roof near the road"], 32)
     joined = TextTokens.cat([a, b])
     assert joined.ids.shape == (2, b.ids.shape[1])
-    assert torch.equal(joined.ids[0, : a.ids.shape[1]], a.ids[0]) and not joined.valid[0, a.ids.shape[1]:].any()
+    assert (
+        torch.equal(joined.ids[0, : a.ids.shape[1]], a.ids[0]) and not joined.valid[0, a.ids.shape[1] :].any()
+    )
 
 
 def test_one_image_is_broadcast_over_the_phrases_and_other_counts_are_refused(test_model, batch_inputs):

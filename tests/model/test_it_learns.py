@@ -64,7 +64,9 @@ def test_test_preset_overfits_phrase_dependent_masks():
         optimizer.step()
         # No dropout or batch norm: the training forward's masks are the inference masks.
         prediction = out.logits.detach() > 0
-        train_ious = (prediction & target).flatten(1).sum(1) / (prediction | target).flatten(1).sum(1).clamp(min=1)
+        train_ious = (prediction & target).flatten(1).sum(1) / (prediction | target).flatten(1).sum(1).clamp(
+            min=1
+        )
         if step % 5 == 0 and train_ious.min() >= 0.92:
             break
 

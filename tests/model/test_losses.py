@@ -51,7 +51,9 @@ def test_foreground_dice_ignores_the_background_class():
     assert abs(both - (1 - 0.5 * (2 * 90 / 190))) < 1e-3
     # … the object alone: missing it entirely is the full loss.
     assert dice_loss(empty, target, smooth=1e-6, classes="foreground").item() > 0.999
-    half = torch.where(torch.arange(10).reshape(1, 1, 1, 10) < 5, target * 100 - 50, torch.full_like(target, -50.0))
+    half = torch.where(
+        torch.arange(10).reshape(1, 1, 1, 10) < 5, target * 100 - 50, torch.full_like(target, -50.0)
+    )
     assert abs(dice_loss(half, target, smooth=1e-6, classes="foreground").item() - (1 - 10 / 15)) < 1e-3
     with pytest.raises(ValueError):
         dice_loss(empty, target, classes="object")

@@ -50,7 +50,10 @@ def test_missing_and_unexpected_keys_are_named(tmp_path):
     state["extra_head.weight"] = torch.zeros(3)
     path = tmp_path / "edited.pt"
     torch.save({"model": state}, path)
-    with pytest.raises(UserError, match=r"missing keys sam_mask_decoder\.iou_token\.weight.*unexpected keys extra_head\.weight"):
+    with pytest.raises(
+        UserError,
+        match=r"missing keys sam_mask_decoder\.iou_token\.weight.*unexpected keys extra_head\.weight",
+    ):
         build_model(config.replace(sam2_checkpoint=str(path)))
 
 

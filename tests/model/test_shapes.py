@@ -1,4 +1,5 @@
-"""Shapes of every module's outputs, at two image sizes; one adapter per Hiera block; sam2's key names kept."""
+"""Shapes of every module's outputs, at two image sizes; one adapter per Hiera block; sam2's key names
+kept."""
 
 from __future__ import annotations
 
@@ -33,8 +34,9 @@ def test_module_output_shapes(image_size):
 
         pseudo = model.mpg(union.cls, union.patches)
         assert pseudo.shape == (3, 1, grid, grid)
-        gated = model.text_gate(embedding, model.sam.sam_prompt_encoder.get_dense_pe(),
-                                model.text_proj(union.text), ~tokens.valid)
+        gated = model.text_gate(
+            embedding, model.sam.sam_prompt_encoder.get_dense_pe(), model.text_proj(union.text), ~tokens.valid
+        )
         assert gated.shape == embedding.shape
 
         out = model(sam, clip, tokens)
@@ -57,8 +59,11 @@ def test_one_adapter_per_hiera_block_and_sam2_key_names_are_kept(test_model):
 
     reference = build_sam2_model(test_model.config)
     sam_keys = set(test_model.sam.state_dict())
-    official = {k for k in reference.state_dict() if k.split(".")[0] in
-                ("image_encoder", "sam_prompt_encoder", "sam_mask_decoder", "no_mem_embed")}
+    official = {
+        k
+        for k in reference.state_dict()
+        if k.split(".")[0] in ("image_encoder", "sam_prompt_encoder", "sam_mask_decoder", "no_mem_embed")
+    }
     assert sam_keys == official  # adapters add no keys inside SAM 2
 
 

@@ -1,4 +1,5 @@
-"""After one training step every trainable parameter got a gradient and frozen ones are bit-for-bit unchanged."""
+"""After one training step every trainable parameter got a gradient and frozen ones are bit-for-bit
+unchanged."""
 
 from __future__ import annotations
 
@@ -35,11 +36,17 @@ def test_one_step_updates_exactly_the_trainable_parameters(freeze_backbones, bat
     optimizer = torch.optim.AdamW(model.param_groups(lr_new=1e-3, lr_rest=5e-4))
     grouped = {id(p) for group in optimizer.param_groups for p in group["params"]}
     assert grouped == {id(p) for p in model.parameters() if p.requires_grad}
-    loss = RS2SAM2Loss(LossConfig(aux_weight=0.5))(model(sam, clip, ["a red roof", "the river"]), _masks(2, 128))
+    loss = RS2SAM2Loss(LossConfig(aux_weight=0.5))(
+        model(sam, clip, ["a red roof", "the river"]), _masks(2, 128)
+    )
     optimizer.zero_grad()
     loss["total"].backward()
 
-    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    no_grad = [
+        n
+        for n, p in model.named_parameters()
+        if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
+    ]
     assert no_grad == []
     optimizer.step()
     after = dict(model.named_parameters())
@@ -62,7 +69,9 @@ def test_boundary_loss_alone_sends_gradient_to_the_mask_logits():
     logits.grad = None
     reference = text_boundary_loss(logits, target, weight_logit, mode="reference")
     reference.backward()
-    assert logits.grad is None or logits.grad.abs().sum() == 0  # the published version: nothing reaches the mask
+    assert (
+        logits.grad is None or logits.grad.abs().sum() == 0
+    )  # the published version: nothing reaches the mask
 
 
 def test_boundary_loss_through_the_model_reaches_the_decoder(test_model, batch_inputs):

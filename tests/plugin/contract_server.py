@@ -96,7 +96,9 @@ class ContractServer:
             wkt = dataset.GetProjection()
             gt = dataset.GetGeoTransform()
             width, height, bands = dataset.RasterXSize, dataset.RasterYSize, dataset.RasterCount
-            band_max = [float(dataset.GetRasterBand(b + 1).ComputeRasterMinMax(False)[1]) for b in range(bands)]
+            band_max = [
+                float(dataset.GetRasterBand(b + 1).ComputeRasterMinMax(False)[1]) for b in range(bands)
+            ]
             dataset = None
         finally:
             if kind == "upload":
@@ -105,12 +107,26 @@ class ContractServer:
             raise ApiError(400, "no_crs", "The raster has no coordinate reference system.")
         raster_box = [gt[0], gt[3] + gt[5] * height, gt[0] + gt[1] * width, gt[3]]
         box = params.get("bbox") or raster_box
-        box = [max(box[0], raster_box[0]), max(box[1], raster_box[1]), min(box[2], raster_box[2]),
-               min(box[3], raster_box[3])]
+        box = [
+            max(box[0], raster_box[0]),
+            max(box[1], raster_box[1]),
+            min(box[2], raster_box[2]),
+            min(box[3], raster_box[3]),
+        ]
         if box[0] >= box[2] or box[1] >= box[3]:
             raise ApiError(400, "bbox_outside", "The area is outside the raster.")
-        self.requests.append({"kind": kind, "params": params, "crs_wkt": wkt, "size": (width, height),
-                              "bands": bands, "band_max": band_max, "raster_box": raster_box, "path": form.get("path")})
+        self.requests.append(
+            {
+                "kind": kind,
+                "params": params,
+                "crs_wkt": wkt,
+                "size": (width, height),
+                "bands": bands,
+                "band_max": band_max,
+                "raster_box": raster_box,
+                "path": form.get("path"),
+            }
+        )
         total = max(1, self.behaviour.tiles)
         for tile in range(total):
             if cancel is not None and cancel.is_set():
@@ -118,12 +134,18 @@ class ContractServer:
             time.sleep(self.behaviour.seconds_per_tile)
             if job is not None:
                 job.done = tile + 1
-        features = [] if self.behaviour.empty_result else [_middle_third(box, phrase, source) for phrase in phrases]
+        features = (
+            [] if self.behaviour.empty_result else [_middle_third(box, phrase, source) for phrase in phrases]
+        )
         srs = osr.SpatialReference(wkt=wkt)
         authority = f"{srs.GetAuthorityName(None)}:{srs.GetAuthorityCode(None)}"
-        return {"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": authority}},
-                "crs_wkt": wkt, "features": features,
-                "stats": {"tiles": total, "seconds": 0.01, "model": "stand-in"}}
+        return {
+            "type": "FeatureCollection",
+            "crs": {"type": "name", "properties": {"name": authority}},
+            "crs_wkt": wkt,
+            "features": features,
+            "stats": {"tiles": total, "seconds": 0.01, "model": "stand-in"},
+        }
 
     def _run_job(self, job: Job, form: dict) -> None:
         job.status = "running"
@@ -157,14 +179,17 @@ class ContractServer:
                     return True
                 if self.headers.get("Authorization") == f"Bearer {server.behaviour.token}":
                     return True
-                self._send(401, {"error": {"code": "unauthorized", "message": "A valid access token is required."}})
+                self._send(
+                    401, {"error": {"code": "unauthorized", "message": "A valid access token is required."}}
+                )
                 return False
 
             def _form(self) -> dict:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 message = BytesParser(policy=HTTP).parsebytes(
-                    f"Content-Type: {self.headers['Content-Type']}\r\n\r\n".encode() + body)
+                    f"Content-Type: {self.headers['Content-Type']}\r\n\r\n".encode() + body
+                )
                 form = {}
                 for part in message.iter_parts():
                     name = part.get_param("name", header="content-disposition")
@@ -180,23 +205,40 @@ class ContractServer:
                 parts = self.path.strip("/").split("/")
                 if parts == ["api", "v1", "health"]:
                     busy = any(j.status == "running" for j in server.jobs.values())
-                    return self._send(200, {"status": "ok", "version": "0.0-test",
-                                            "model": {"id": "stand-in", "preset": "test", "input_size": 64,
-                                                      "device": "cpu"},
-                                            "busy": busy, "allow_paths": server.behaviour.allow_paths,
-                                            "max_upload_mb": 50})
+                    return self._send(
+                        200,
+                        {
+                            "status": "ok",
+                            "version": "0.0-test",
+                            "model": {"id": "stand-in", "preset": "test", "input_size": 64, "device": "cpu"},
+                            "busy": busy,
+                            "allow_paths": server.behaviour.allow_paths,
+                            "max_upload_mb": 50,
+                        },
+                    )
                 if parts[:3] == ["api", "v1", "jobs"] and len(parts) >= 4 and parts[3] in server.jobs:
                     job = server.jobs[parts[3]]
                     if len(parts) == 5 and parts[4] == "result":
                         if job.status == "done":
                             return self._send(200, job.result)
                         if job.status == "failed":
-                            return self._send(job.error["http"], {"error": {"code": job.error["code"],
-                                                                            "message": job.error["message"]}})
-                        return self._send(409, {"error": {"code": "not_done", "message": "The job is not done."}})
+                            return self._send(
+                                job.error["http"],
+                                {"error": {"code": job.error["code"], "message": job.error["message"]}},
+                            )
+                        return self._send(
+                            409, {"error": {"code": "not_done", "message": "The job is not done."}}
+                        )
                     error = {k: job.error[k] for k in ("code", "message")} if job.error else None
-                    return self._send(200, {"job_id": job.job_id, "status": job.status,
-                                            "progress": {"done": job.done, "total": job.total}, "error": error})
+                    return self._send(
+                        200,
+                        {
+                            "job_id": job.job_id,
+                            "status": job.status,
+                            "progress": {"done": job.done, "total": job.total},
+                            "error": error,
+                        },
+                    )
                 self._send(404, {"error": {"code": "not_found", "message": "No such resource."}})
 
             def do_POST(self):  # noqa: N802
@@ -239,11 +281,25 @@ class ApiError(Exception):
 def _middle_third(box: list[float], phrase: str, source: str) -> dict:
     xmin, ymin, xmax, ymax = box
     dx, dy = (xmax - xmin) / 3, (ymax - ymin) / 3
-    ring = [[xmin + dx, ymin + dy], [xmax - dx, ymin + dy], [xmax - dx, ymax - dy], [xmin + dx, ymax - dy],
-            [xmin + dx, ymin + dy]]
-    return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
-            "properties": {"phrase": phrase, "score": 0.9, "area": dx * dy, "source": source,
-                           "model": "stand-in", "created": "2026-11-24T05:30:00Z"}}
+    ring = [
+        [xmin + dx, ymin + dy],
+        [xmax - dx, ymin + dy],
+        [xmax - dx, ymax - dy],
+        [xmin + dx, ymax - dy],
+        [xmin + dx, ymin + dy],
+    ]
+    return {
+        "type": "Feature",
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+        "properties": {
+            "phrase": phrase,
+            "score": 0.9,
+            "area": dx * dy,
+            "source": source,
+            "model": "stand-in",
+            "created": "2026-11-24T05:30:00Z",
+        },
+    }
 
 
 def main() -> None:
@@ -252,7 +308,9 @@ def main() -> None:
     parser.add_argument("--token", default="")
     args, _ = parser.parse_known_args()
     # Like the real service, the token may come from the environment (the plugin's local backend does that).
-    server = ContractServer(Behaviour(token=args.token or os.environ.get("RS2SAM2_TOKEN", "")), port=args.port)
+    server = ContractServer(
+        Behaviour(token=args.token or os.environ.get("RS2SAM2_TOKEN", "")), port=args.port
+    )
     print(f"stand-in backend on {server.url}", flush=True)
     server.httpd.serve_forever()
 

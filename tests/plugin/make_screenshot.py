@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-DRIVER = r'''
+DRIVER = r"""
 import json, os
 from qgis.core import QgsApplication, QgsProject
 from qgis.PyQt.QtCore import QTimer
@@ -85,7 +85,7 @@ def grab():
     finish(0 if ok else 4)
 
 QTimer.singleShot(3000, setup)
-'''
+"""
 
 
 def write_scene(path: Path) -> None:
@@ -135,11 +135,15 @@ def wait_for_health(url: str, timeout_s: float) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshot.png")
     parser.add_argument("--phrase", default="the large red building")
     parser.add_argument("--serve", default="", help="backend command (gets --port N); default: the stand-in")
-    parser.add_argument("--raster", type=Path, help="the scene to open (default: a synthetic one written here)")
+    parser.add_argument(
+        "--raster", type=Path, help="the scene to open (default: a synthetic one written here)"
+    )
     parser.add_argument("--keep", choices=("best", "all"), default="best")
     parser.add_argument("--threshold", type=float, default=0.5)
     args = parser.parse_args()
@@ -149,8 +153,13 @@ def main() -> int:
 
 
 def take(args: argparse.Namespace, work: Path) -> int:
-    built = subprocess.run(["make", "-s", "plugin", f"PLUGIN_OUT={work / 'dist'}"], cwd=ROOT, check=True,
-                           capture_output=True, text=True)
+    built = subprocess.run(
+        ["make", "-s", "plugin", f"PLUGIN_OUT={work / 'dist'}"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     profile = work / "profiles" / "default"
     plugins_dir = profile / "python" / "plugins"
     plugins_dir.mkdir(parents=True)
@@ -175,19 +184,41 @@ def take(args: argparse.Namespace, work: Path) -> int:
         (profile / "QGIS" / "QGIS3.ini").write_text(
             "[PythonPlugins]\nrs2sam2_qgis=true\n\n"
             f"[rs2sam2]\nserver_url={url}\nsend_mode=auto\n\n"
-            "[qgis]\ncheckVersion=false\nshowTips=false\n", encoding="utf-8")
-        config = {"raster": str(raster), "phrase": args.phrase, "out": str(args.out.resolve()),
-                  "keep": args.keep, "threshold": args.threshold,
-                  "log": str(work / "driver.log")}
+            "[qgis]\ncheckVersion=false\nshowTips=false\n",
+            encoding="utf-8",
+        )
+        config = {
+            "raster": str(raster),
+            "phrase": args.phrase,
+            "out": str(args.out.resolve()),
+            "keep": args.keep,
+            "threshold": args.threshold,
+            "log": str(work / "driver.log"),
+        }
         (work / "config.json").write_text(json.dumps(config))
         (work / "driver.py").write_text(DRIVER)
         env = dict(os.environ, RS2SAM2_SHOT_CONFIG=str(work / "config.json"))
         env.pop("QT_QPA_PLATFORM", None)
         env.pop("PYTHONPATH", None)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "/usr/bin/qgis.bin", "--nologo",
-                        "--noversioncheck", "--profiles-path", str(work), "--code", str(work / "driver.py")],
-                       env=env, timeout=600, capture_output=True)
+        subprocess.run(
+            [
+                "xvfb-run",
+                "-a",
+                "-s",
+                "-screen 0 1600x1000x24",
+                "/usr/bin/qgis.bin",
+                "--nologo",
+                "--noversioncheck",
+                "--profiles-path",
+                str(work),
+                "--code",
+                str(work / "driver.py"),
+            ],
+            env=env,
+            timeout=600,
+            capture_output=True,
+        )
     finally:
         backend.terminate()
         backend.wait(10)

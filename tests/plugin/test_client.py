@@ -45,8 +45,9 @@ def test_token_travels_as_bearer_and_a_wrong_one_is_explained(stand_in):
 def test_job_by_path_returns_features_and_reports_progress(stand_in, geotiff):
     stand_in.behaviour.tiles = 4
     seen: list[float] = []
-    params = build_params(["the red roof"], SegmentOptions(threshold=0.4, keep="all"),
-                         AreaBox(500100, 4999500, 500400, 4999800))
+    params = build_params(
+        ["the red roof"], SegmentOptions(threshold=0.4, keep="all"), AreaBox(500100, 4999500, 500400, 4999800)
+    )
     answer = BackendClient(stand_in.url).segment(RasterPayload(path=geotiff), params, on_progress=seen.append)
     assert [f["properties"]["phrase"] for f in answer["features"]] == ["the red roof"]
     received = stand_in.requests[-1]
@@ -58,8 +59,9 @@ def test_job_by_path_returns_features_and_reports_progress(stand_in, geotiff):
 
 
 def test_job_by_upload_sends_the_geotiff_bytes(stand_in, geotiff):
-    answer = BackendClient(stand_in.url).segment(RasterPayload(upload_file=geotiff),
-                                                 build_params(["a field"], SegmentOptions()))
+    answer = BackendClient(stand_in.url).segment(
+        RasterPayload(upload_file=geotiff), build_params(["a field"], SegmentOptions())
+    )
     assert stand_in.requests[-1]["kind"] == "upload"
     assert stand_in.requests[-1]["size"] == (64, 64)
     assert answer["crs"]["properties"]["name"] == "EPSG:32633"
@@ -68,7 +70,9 @@ def test_job_by_upload_sends_the_geotiff_bytes(stand_in, geotiff):
 def test_backend_error_message_is_passed_through(stand_in, geotiff):
     stand_in.behaviour.reject_phrase = "zzz"
     with pytest.raises(BackendError) as info:
-        BackendClient(stand_in.url).segment(RasterPayload(path=geotiff), build_params(["zzz"], SegmentOptions()))
+        BackendClient(stand_in.url).segment(
+            RasterPayload(path=geotiff), build_params(["zzz"], SegmentOptions())
+        )
     assert info.value.code == "bad_phrase"
     assert info.value.message == "The phrase “zzz” has no words the model knows."
 
@@ -77,7 +81,9 @@ def test_unreachable_backend_is_one_clear_sentence():
     url = f"http://127.0.0.1:{_free_port()}"
     with pytest.raises(BackendUnreachable) as info:
         BackendClient(url, timeout_s=2).health()
-    assert info.value.message == f"The backend at {url} is not reachable (connection refused: is it running?)."
+    assert (
+        info.value.message == f"The backend at {url} is not reachable (connection refused: is it running?)."
+    )
 
 
 def test_a_server_that_is_not_the_backend_is_named_as_such():
@@ -112,8 +118,9 @@ def test_cancel_deletes_the_job_on_the_server(stand_in, geotiff):
         return len(polls) > 2
 
     with pytest.raises(RunCancelled):
-        BackendClient(stand_in.url).segment(RasterPayload(path=geotiff), build_params(["x"], SegmentOptions()),
-                                            is_cancelled=cancelled)
+        BackendClient(stand_in.url).segment(
+            RasterPayload(path=geotiff), build_params(["x"], SegmentOptions()), is_cancelled=cancelled
+        )
     (job,) = stand_in.jobs.values()
     assert job.status == "cancelled"
     assert job.done < job.total
@@ -123,11 +130,14 @@ def test_lowercase_backend_messages_become_sentences(stand_in, geotiff):
     stand_in.behaviour.allow_paths = False
     stand_in.behaviour.reject_phrase = ""
     with pytest.raises(BackendError) as info:
-        BackendClient(stand_in.url).segment(RasterPayload(path=geotiff), build_params(["x"], SegmentOptions()))
+        BackendClient(stand_in.url).segment(
+            RasterPayload(path=geotiff), build_params(["x"], SegmentOptions())
+        )
     assert info.value.code == "path_not_allowed"
     assert info.value.message == "This server does not read files by path."
     assert as_sentence("  that path is outside the folders this server allows ") == (
-        "That path is outside the folders this server allows.")
+        "That path is outside the folders this server allows."
+    )
     assert as_sentence("Done!") == "Done!" and as_sentence("") == ""
 
 

@@ -103,8 +103,9 @@ def test_dock_defaults_to_the_active_raster(make_dock, stand_in, raster_layer, q
     dock.hide()
 
 
-def test_run_adds_a_layer_named_after_the_phrase_in_the_raster_crs(make_dock, stand_in, raster_layer,
-                                                                   clean_project, geotiff):
+def test_run_adds_a_layer_named_after_the_phrase_in_the_raster_crs(
+    make_dock, stand_in, raster_layer, clean_project, geotiff
+):
     dock = make_dock(server_url=stand_in.url)
     dock.layer_combo.setLayer(raster_layer)
     dock.set_area_mode(AREA_WHOLE_LAYER)
@@ -130,7 +131,9 @@ def test_run_adds_a_layer_named_after_the_phrase_in_the_raster_crs(make_dock, st
     assert PluginSettings.load().phrase_history == ["the red roof"]
 
 
-def test_same_phrase_appends_to_the_same_layer_and_enter_runs(make_dock, stand_in, raster_layer, clean_project):
+def test_same_phrase_appends_to_the_same_layer_and_enter_runs(
+    make_dock, stand_in, raster_layer, clean_project
+):
     dock = make_dock(server_url=stand_in.url)
     dock.layer_combo.setLayer(raster_layer)
     dock.set_area_mode(AREA_MAP_VIEW)
@@ -208,7 +211,9 @@ def test_results_are_cut_to_the_selected_polygons(make_dock, stand_in, raster_la
 
     polygons = QgsVectorLayer("Polygon?crs=EPSG:4326", "parcels", "memory")
     to_wgs84 = QgsCoordinateTransform(raster_layer.crs(), polygons.crs(), QgsProject.instance())
-    triangle = QgsGeometry.fromWkt("POLYGON((500100 4999500, 500400 4999500, 500100 4999800, 500100 4999500))")
+    triangle = QgsGeometry.fromWkt(
+        "POLYGON((500100 4999500, 500400 4999500, 500100 4999800, 500100 4999500))"
+    )
     triangle_in_raster_crs = QgsGeometry(triangle)
     triangle.transform(to_wgs84)
     feature = QgsFeature()
@@ -288,7 +293,9 @@ def test_bad_phrase_shows_the_backends_message(make_dock, stand_in, raster_layer
     assert _result_layers(clean_project) == []
 
 
-def test_raster_without_crs_is_refused_before_sending(make_dock, stand_in, tmp_path, qgis_iface, clean_project):
+def test_raster_without_crs_is_refused_before_sending(
+    make_dock, stand_in, tmp_path, qgis_iface, clean_project
+):
     layer = QgsRasterLayer(write_geotiff(tmp_path / "nocrs.tif", epsg=None), "no crs")
     clean_project.addMapLayer(layer)
     dock = make_dock(server_url=stand_in.url)
@@ -297,12 +304,14 @@ def test_raster_without_crs_is_refused_before_sending(make_dock, stand_in, tmp_p
     dock.phrase_combo.setEditText("a roof")
     dock.run_button.click()
     assert _messages(qgis_iface, Qgis.Critical) == [
-        "The raster “no crs” has no coordinate reference system; set one in its layer properties first."]
+        "The raster “no crs” has no coordinate reference system; set one in its layer properties first."
+    ]
     assert stand_in.requests == []
 
 
 def test_results_go_into_the_settings_geopackage_without_touching_its_other_layers(
-        make_dock, stand_in, raster_layer, clean_project, tmp_path):
+    make_dock, stand_in, raster_layer, clean_project, tmp_path
+):
     gpkg = tmp_path / "results.gpkg"
     # A GeoPackage the user already has, with a layer of their own.
     own = QgsVectorLayer("Point?crs=EPSG:4326&field=name:string", "mine", "memory")
@@ -314,8 +323,12 @@ def test_results_go_into_the_settings_geopackage_without_touching_its_other_laye
 
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName, options.layerName = "GPKG", "mine"
-    assert QgsVectorFileWriter.writeAsVectorFormatV3(own, str(gpkg), QgsProject.instance().transformContext(),
-                                                     options)[0] == QgsVectorFileWriter.NoError
+    assert (
+        QgsVectorFileWriter.writeAsVectorFormatV3(
+            own, str(gpkg), QgsProject.instance().transformContext(), options
+        )[0]
+        == QgsVectorFileWriter.NoError
+    )
 
     dock = make_dock(server_url=stand_in.url, output_gpkg=str(gpkg))
     dock.layer_combo.setLayer(raster_layer)
@@ -338,13 +351,17 @@ def test_zooms_to_the_result_when_it_is_outside_the_view(make_dock, stand_in, ra
     dock.set_area_mode(AREA_WHOLE_LAYER)
     qgis_canvas.setExtent(QgsRectangle(400000, 4800000, 400100, 4800100))  # far away
     _run_and_wait(dock, "a roof")
-    result_box = QgsRectangle(500000 + 640 / 3, 5000000 - 2 * 640 / 3, 500000 + 2 * 640 / 3, 5000000 - 640 / 3)
+    result_box = QgsRectangle(
+        500000 + 640 / 3, 5000000 - 2 * 640 / 3, 500000 + 2 * 640 / 3, 5000000 - 640 / 3
+    )
     assert qgis_canvas.extent().contains(result_box)
 
 
-def test_a_web_layer_is_rendered_for_the_area_and_sent_as_a_geotiff(make_dock, stand_in, clean_project, tmp_path,
-                                                                   qgis_canvas):
-    """An XYZ layer (no file behind it) travels as the map shows it: RGBA at the map's resolution, in its CRS."""
+def test_a_web_layer_is_rendered_for_the_area_and_sent_as_a_geotiff(
+    make_dock, stand_in, clean_project, tmp_path, qgis_canvas
+):
+    """An XYZ layer (no file behind it) travels as the map shows it: RGBA at the map's resolution, in its
+    CRS."""
     web = QgsRasterLayer(xyz_layer_uri(tmp_path), "web map", "wms")
     assert web.isValid()
     clean_project.addMapLayer(web)
@@ -365,8 +382,9 @@ def test_a_web_layer_is_rendered_for_the_area_and_sent_as_a_geotiff(make_dock, s
     assert layer.crs().authid() == "EPSG:3857"
 
 
-def test_drawing_a_rectangle_sets_the_area_and_gives_the_map_tool_back(make_dock, stand_in, raster_layer,
-                                                                         qgis_canvas):
+def test_drawing_a_rectangle_sets_the_area_and_gives_the_map_tool_back(
+    make_dock, stand_in, raster_layer, qgis_canvas
+):
     from qgis.gui import QgsMapToolPan
 
     pan = QgsMapToolPan(qgis_canvas)
@@ -383,7 +401,9 @@ def test_drawing_a_rectangle_sets_the_area_and_gives_the_map_tool_back(make_dock
     assert stand_in.requests[-1]["params"]["bbox"] == pytest.approx([500100, 4999500, 500300, 4999700])
 
 
-def test_nothing_found_is_said_and_adds_no_layer(make_dock, stand_in, raster_layer, qgis_iface, clean_project):
+def test_nothing_found_is_said_and_adds_no_layer(
+    make_dock, stand_in, raster_layer, qgis_iface, clean_project
+):
     stand_in.behaviour.empty_result = True
     dock = make_dock(server_url=stand_in.url)
     dock.layer_combo.setLayer(raster_layer)
@@ -405,8 +425,9 @@ def test_backend_state_is_shown(make_dock, stand_in):
     assert "not reachable" in dock.backend_label.toolTip()
 
 
-def test_an_unexpected_error_in_a_slot_is_a_message_not_a_traceback(make_dock, stand_in, raster_layer, qgis_iface,
-                                                                    monkeypatch):
+def test_an_unexpected_error_in_a_slot_is_a_message_not_a_traceback(
+    make_dock, stand_in, raster_layer, qgis_iface, monkeypatch
+):
     dock = make_dock(server_url=stand_in.url)
     dock.layer_combo.setLayer(raster_layer)
     dock.phrase_combo.setEditText("a roof")
@@ -417,25 +438,31 @@ def test_an_unexpected_error_in_a_slot_is_a_message_not_a_traceback(make_dock, s
     monkeypatch.setattr("rs2sam2_qgis.dock.plan_raster", broken)
     dock.run_button.click()  # clicked(bool) reaches run(), which takes no argument
     assert _messages(qgis_iface, Qgis.Critical) == [
-        "Something went wrong in RS2-SAM 2 (disk on fire); the details are in the log panel."]
+        "Something went wrong in RS2-SAM 2 (disk on fire); the details are in the log panel."
+    ]
     assert dock.task is None
 
 
-def test_a_foreign_table_of_the_same_name_is_left_alone(make_dock, stand_in, raster_layer, clean_project, tmp_path,
-                                                        qgis_iface):
+def test_a_foreign_table_of_the_same_name_is_left_alone(
+    make_dock, stand_in, raster_layer, clean_project, tmp_path, qgis_iface
+):
     from qgis.core import QgsVectorFileWriter
 
     gpkg = tmp_path / "results.gpkg"
     theirs = QgsVectorLayer("Point?crs=EPSG:4326&field=name:string", "a_roof", "memory")
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName, options.layerName = "GPKG", "a_roof"
-    QgsVectorFileWriter.writeAsVectorFormatV3(theirs, str(gpkg), QgsProject.instance().transformContext(), options)
+    QgsVectorFileWriter.writeAsVectorFormatV3(
+        theirs, str(gpkg), QgsProject.instance().transformContext(), options
+    )
     before = gpkg.read_bytes()
     dock = make_dock(server_url=stand_in.url, output_gpkg=str(gpkg))
     dock.layer_combo.setLayer(raster_layer)
     _run_and_wait(dock, "a roof")
     assert _messages(qgis_iface, Qgis.Critical) == [
-        f"The GeoPackage {gpkg} already holds a layer “a_roof” with other fields or another CRS; choose another "
-        "GeoPackage in the settings."]
+        f"The GeoPackage {gpkg} already holds a layer “a_roof” with other fields or another CRS; "
+        "choose another "
+        "GeoPackage in the settings."
+    ]
     assert _result_layers(clean_project) == []
     assert gpkg.read_bytes() == before

@@ -36,13 +36,16 @@ def _fake_backend_dir(tmp_path: Path, body: str) -> Path:
 
 
 def _serving_dir(tmp_path: Path) -> Path:
-    return _fake_backend_dir(tmp_path, f"""
+    return _fake_backend_dir(
+        tmp_path,
+        f"""
         import sys
         sys.path.insert(0, {str(ROOT)!r})
         print("argv:", " ".join(sys.argv[1:]), flush=True)
         from tests.plugin.contract_server import main
         main()
-    """)
+    """,
+    )
 
 
 def _gone(pid: int) -> bool:
@@ -56,7 +59,9 @@ def test_start_waits_for_health_then_stop_ends_the_process(qgis_app, tmp_path):
     backend = LocalBackend()
     ready = []
     backend.ready.connect(ready.append)
-    settings = PluginSettings(python_path=sys.executable, working_dir=str(_serving_dir(tmp_path)), preset="test", checkpoint="")
+    settings = PluginSettings(
+        python_path=sys.executable, working_dir=str(_serving_dir(tmp_path)), preset="test", checkpoint=""
+    )
     backend.start(settings)
     wait_until(lambda: ready or backend.state == "failed", timeout_s=30, what="the backend's health")
     assert backend.state == "running", backend.log_text
@@ -75,11 +80,14 @@ def test_start_waits_for_health_then_stop_ends_the_process(qgis_app, tmp_path):
 
 
 def test_a_backend_that_dies_shows_its_output(qgis_app, tmp_path):
-    folder = _fake_backend_dir(tmp_path, """
+    folder = _fake_backend_dir(
+        tmp_path,
+        """
         import sys
         print("loading checkpoint /nowhere/model.safetensors failed: no such file", file=sys.stderr)
         sys.exit(3)
-    """)
+    """,
+    )
     backend = LocalBackend()
     failures = []
     backend.failed.connect(failures.append)
@@ -97,7 +105,9 @@ def test_a_missing_python_is_explained(qgis_app, tmp_path):
     backend.failed.connect(failures.append)
     backend.start(PluginSettings(python_path=str(tmp_path / "no-python"), working_dir=str(tmp_path)))
     wait_until(lambda: failures, timeout_s=10, what="the failure")
-    assert failures[0].startswith(f"The local backend could not be started: “{tmp_path / 'no-python'}” was not found")
+    assert failures[0].startswith(
+        f"The local backend could not be started: “{tmp_path / 'no-python'}” was not found"
+    )
 
 
 @pytest.fixture()
@@ -109,27 +119,35 @@ def plugin(qgis_main_iface, plugin_settings, clean_project):
         loaded.unload()
 
 
-def test_run_with_a_local_backend_then_unload_leaves_nothing_behind(plugin, qgis_main_iface, tmp_path, geotiff,
-                                                                   clean_project):
+def test_run_with_a_local_backend_then_unload_leaves_nothing_behind(
+    plugin, qgis_main_iface, tmp_path, geotiff, clean_project
+):
     dock = plugin.dock
-    dock.apply_settings(PluginSettings(start_local=True, python_path=sys.executable,
-                                       working_dir=str(_serving_dir(tmp_path))))
+    dock.apply_settings(
+        PluginSettings(start_local=True, python_path=sys.executable, working_dir=str(_serving_dir(tmp_path)))
+    )
     raster = QgsRasterLayer(geotiff, "scene")
     clean_project.addMapLayer(raster)
     dock.layer_combo.setLayer(raster)
     dock.set_area_mode(AREA_WHOLE_LAYER)
     dock.phrase_combo.setEditText("a roof")
     dock.run_button.click()  # starts the backend first, then runs
-    wait_until(lambda: any(lyr.customProperty(PHRASE_PROPERTY) for lyr in QgsProject.instance().mapLayers().values())
-               or dock.local_backend.state == "failed", timeout_s=60, what="the run on the local backend")
+    wait_until(
+        lambda: any(lyr.customProperty(PHRASE_PROPERTY) for lyr in QgsProject.instance().mapLayers().values())
+        or dock.local_backend.state == "failed",
+        timeout_s=60,
+        what="the run on the local backend",
+    )
     assert dock.local_backend.state == "running", dock.local_backend.log_text
     pid = dock.local_backend.pid()
 
     # Processing in the same session uses the backend the panel started (its port and token).
     import processing
 
-    result = processing.run("rs2sam2:segmentbytext", {"INPUT": geotiff, "PHRASES": "a pond",
-                                                      "OUTPUT": str(tmp_path / "local.gpkg")})
+    result = processing.run(
+        "rs2sam2:segmentbytext",
+        {"INPUT": geotiff, "PHRASES": "a pond", "OUTPUT": str(tmp_path / "local.gpkg")},
+    )
     assert [f["phrase"] for f in QgsVectorLayer(result["OUTPUT"], "out", "ogr").getFeatures()] == ["a pond"]
 
     canvas = qgis_main_iface.mapCanvas()
@@ -143,8 +161,11 @@ def test_run_with_a_local_backend_then_unload_leaves_nothing_behind(plugin, qgis
     assert _gone(pid)
     assert running_local_endpoint() is None
     assert canvas.mapTool() is None or canvas.mapTool().__class__.__name__ != "QgsMapToolExtent"
-    assert [d for d in main_window.findChildren(QDockWidget) if d.objectName() == "RS2SAM2SegmentDock"
-            and main_window.dockWidgetArea(d) != 0] == []
+    assert [
+        d
+        for d in main_window.findChildren(QDockWidget)
+        if d.objectName() == "RS2SAM2SegmentDock" and main_window.dockWidgetArea(d) != 0
+    ] == []
     assert QgsApplication.processingRegistry().providerById("rs2sam2") is None
     assert [a for a in qgis_main_iface.plugin_toolbar.actions() if a.objectName().startswith("RS2SAM2")] == []
     assert "&RS2-SAM 2" not in [a.text() for a in qgis_main_iface.raster_menu.actions() if a.menu()]
@@ -154,11 +175,14 @@ def test_a_failed_start_in_the_panel_offers_its_output(plugin, qgis_main_iface, 
     from qgis.core import Qgis
     from qgis.PyQt.QtWidgets import QPushButton
 
-    folder = _fake_backend_dir(tmp_path, """
+    folder = _fake_backend_dir(
+        tmp_path,
+        """
         import sys
         print("CUDA error: no kernel image is available", file=sys.stderr)
         sys.exit(1)
-    """)
+    """,
+    )
     bar = qgis_main_iface.messageBar()
     bar.clearWidgets()
     dock = plugin.dock

@@ -13,15 +13,24 @@ import pytest
 from qgis.core import QgsApplication
 
 ROOT = Path(__file__).resolve().parents[2]
-REQUIRED_METADATA = ("name", "qgisMinimumVersion", "description", "about", "version", "author", "email",
-                     "repository")
+REQUIRED_METADATA = (
+    "name",
+    "qgisMinimumVersion",
+    "description",
+    "about",
+    "version",
+    "author",
+    "email",
+    "repository",
+)
 
 
 @pytest.fixture(scope="module")
 def plugin_zip(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist")
-    result = subprocess.run(["make", "-s", "plugin", f"PLUGIN_OUT={out}"], cwd=ROOT, capture_output=True,
-                            text=True, check=True)
+    result = subprocess.run(
+        ["make", "-s", "plugin", f"PLUGIN_OUT={out}"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     return Path(result.stdout.strip().splitlines()[-1])
 
 
@@ -61,8 +70,11 @@ def test_unpacked_zip_loads_and_unloads_in_qgis(plugin_zip, tmp_path, qgis_main_
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.syspath_prepend(str(tmp_path))
     errors: list[str] = []
-    monkeypatch.setattr(qgis.utils, "showException",
-                        lambda etype, value, tb, msg, *a, **k: errors.append(f"{msg}: {etype.__name__}: {value}"))
+    monkeypatch.setattr(
+        qgis.utils,
+        "showException",
+        lambda etype, value, tb, msg, *a, **k: errors.append(f"{msg}: {etype.__name__}: {value}"),
+    )
 
     # Install it the way QGIS finds plugins: a plugin folder on plugin_paths, scanned with its metadata.
     monkeypatch.setattr(qgis.utils, "plugin_paths", [str(tmp_path)])

@@ -35,8 +35,19 @@ def test_provider_loads_without_a_backend_and_lists_the_algorithm(provider):
     algorithm = QgsApplication.processingRegistry().algorithmById(ALGORITHM)
     assert algorithm is not None and algorithm.displayName() == "Segment by text"
     names = [p.name() for p in algorithm.parameterDefinitions()]
-    for name in ("INPUT", "PHRASES", "EXTENT", "TILE_SIZE", "OVERLAP", "GSD", "THRESHOLD", "SIMPLIFY",
-                 "MIN_AREA", "KEEP", "OUTPUT"):
+    for name in (
+        "INPUT",
+        "PHRASES",
+        "EXTENT",
+        "TILE_SIZE",
+        "OVERLAP",
+        "GSD",
+        "THRESHOLD",
+        "SIMPLIFY",
+        "MIN_AREA",
+        "KEEP",
+        "OUTPUT",
+    ):
         assert name in names
 
 
@@ -44,10 +55,20 @@ def test_processing_run_writes_a_geopackage(provider, stand_in, geotiff, tmp_pat
     import processing
 
     out = tmp_path / "out.gpkg"
-    result = processing.run(ALGORITHM, {
-        "INPUT": geotiff, "PHRASES": "the red roof\n\na road\n", "EXTENT": "500100,500400,4999500,4999800 "
-        f"[EPSG:{RASTER_EPSG}]", "THRESHOLD": 0.3, "KEEP": 1, "TILE_SIZE": 32, "MIN_AREA": 5,
-        "BACKEND_URL": stand_in.url, "OUTPUT": str(out)})
+    result = processing.run(
+        ALGORITHM,
+        {
+            "INPUT": geotiff,
+            "PHRASES": "the red roof\n\na road\n",
+            "EXTENT": "500100,500400,4999500,4999800 " f"[EPSG:{RASTER_EPSG}]",
+            "THRESHOLD": 0.3,
+            "KEEP": 1,
+            "TILE_SIZE": 32,
+            "MIN_AREA": 5,
+            "BACKEND_URL": stand_in.url,
+            "OUTPUT": str(out),
+        },
+    )
     layer = QgsVectorLayer(result["OUTPUT"], "out", "ogr")
     assert layer.isValid() and layer.featureCount() == 2
     assert layer.crs().authid() == f"EPSG:{RASTER_EPSG}"
@@ -68,8 +89,15 @@ def test_backend_down_stops_with_a_clear_message(provider, geotiff, tmp_path, pl
         s.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{s.getsockname()[1]}"
     with pytest.raises(QgsProcessingException) as info:
-        processing.run(ALGORITHM, {"INPUT": geotiff, "PHRASES": "a roof", "BACKEND_URL": url,
-                                   "OUTPUT": str(tmp_path / "never.gpkg")})
+        processing.run(
+            ALGORITHM,
+            {
+                "INPUT": geotiff,
+                "PHRASES": "a roof",
+                "BACKEND_URL": url,
+                "OUTPUT": str(tmp_path / "never.gpkg"),
+            },
+        )
     assert str(info.value).startswith(f"The backend at {url} is not reachable")
     assert "rs2sam2 serve" in str(info.value)
     assert not (tmp_path / "never.gpkg").exists()
@@ -80,16 +108,24 @@ def test_backend_message_reaches_the_user(provider, stand_in, geotiff, tmp_path,
 
     stand_in.behaviour.reject_phrase = "qwxz"
     with pytest.raises(QgsProcessingException, match="The phrase “qwxz” has no words the model knows."):
-        processing.run(ALGORITHM, {"INPUT": geotiff, "PHRASES": "qwxz", "BACKEND_URL": stand_in.url,
-                                   "OUTPUT": str(tmp_path / "never.gpkg")})
+        processing.run(
+            ALGORITHM,
+            {
+                "INPUT": geotiff,
+                "PHRASES": "qwxz",
+                "BACKEND_URL": stand_in.url,
+                "OUTPUT": str(tmp_path / "never.gpkg"),
+            },
+        )
 
 
 @pytest.fixture(scope="module")
 def plugin_profile(tmp_path_factory) -> Path:
     """A QGIS profile folder with the plugin unpacked from `make plugin`'s zip."""
     dist = tmp_path_factory.mktemp("dist")
-    built = subprocess.run(["make", "-s", "plugin", f"PLUGIN_OUT={dist}"], cwd=ROOT, capture_output=True,
-                           text=True, check=True)
+    built = subprocess.run(
+        ["make", "-s", "plugin", f"PLUGIN_OUT={dist}"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     config = tmp_path_factory.mktemp("qgis-config")
     plugins = config / "profiles" / "default" / "python" / "plugins"
     plugins.mkdir(parents=True)
@@ -101,8 +137,9 @@ def plugin_profile(tmp_path_factory) -> Path:
 def _qgis_process(config: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, QGIS_CUSTOM_CONFIG_PATH=str(config), QT_QPA_PLATFORM="offscreen")
     env.pop("PYTHONPATH", None)  # the plugin must load from the profile, not from this checkout
-    return subprocess.run([QGIS_PROCESS, *args], env=env, capture_output=True, text=True, timeout=180,
-                          cwd=config)
+    return subprocess.run(
+        [QGIS_PROCESS, *args], env=env, capture_output=True, text=True, timeout=180, cwd=config
+    )
 
 
 @pytest.mark.slow
@@ -115,8 +152,16 @@ def test_qgis_process_runs_the_installed_plugin(plugin_profile, stand_in, geotif
     with ini.open("a", encoding="utf-8") as f:
         f.write(f"\n[rs2sam2]\nserver_url={stand_in.url}\n")
     out = tmp_path / "cli.gpkg"
-    run = _qgis_process(plugin_profile, "run", ALGORITHM, "--", f"INPUT={geotiff}", "PHRASES=a small lake",
-                        "KEEP=0", f"OUTPUT={out}")
+    run = _qgis_process(
+        plugin_profile,
+        "run",
+        ALGORITHM,
+        "--",
+        f"INPUT={geotiff}",
+        "PHRASES=a small lake",
+        "KEEP=0",
+        f"OUTPUT={out}",
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     layer = QgsVectorLayer(str(out), "cli", "ogr")
     assert layer.featureCount() == 1
@@ -129,16 +174,25 @@ def test_qgis_process_runs_the_installed_plugin(plugin_profile, stand_in, geotif
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
-    failed = _qgis_process(plugin_profile, "run", ALGORITHM, "--", f"INPUT={geotiff}", "PHRASES=a lake",
-                           f"BACKEND_URL={dead}", f"OUTPUT={tmp_path / 'never.gpkg'}")
+    failed = _qgis_process(
+        plugin_profile,
+        "run",
+        ALGORITHM,
+        "--",
+        f"INPUT={geotiff}",
+        "PHRASES=a lake",
+        f"BACKEND_URL={dead}",
+        f"OUTPUT={tmp_path / 'never.gpkg'}",
+    )
     assert failed.returncode != 0
     assert f"The backend at {dead} is not reachable" in failed.stdout + failed.stderr
     assert "Traceback" not in failed.stdout + failed.stderr
     assert not (tmp_path / "never.gpkg").exists()
 
 
-def test_cancel_through_feedback_stops_the_job_and_writes_nothing(provider, stand_in, geotiff, tmp_path,
-                                                                  plugin_settings):
+def test_cancel_through_feedback_stops_the_job_and_writes_nothing(
+    provider, stand_in, geotiff, tmp_path, plugin_settings
+):
     import threading
 
     import processing
@@ -151,8 +205,16 @@ def test_cancel_through_feedback_stops_the_job_and_writes_nothing(provider, stan
     watcher = threading.Thread(target=lambda: (_wait_for_progress(stand_in), feedback.cancel()), daemon=True)
     watcher.start()
     with pytest.raises(QgsProcessingException, match="The run was cancelled; nothing was written."):
-        processing.run(ALGORITHM, {"INPUT": geotiff, "PHRASES": "a lake", "BACKEND_URL": stand_in.url,
-                                   "OUTPUT": str(tmp_path / "never.gpkg")}, feedback=feedback)
+        processing.run(
+            ALGORITHM,
+            {
+                "INPUT": geotiff,
+                "PHRASES": "a lake",
+                "BACKEND_URL": stand_in.url,
+                "OUTPUT": str(tmp_path / "never.gpkg"),
+            },
+            feedback=feedback,
+        )
     (job,) = stand_in.jobs.values()
     assert job.status == "cancelled" and job.done < job.total
     assert not (tmp_path / "never.gpkg").exists()
@@ -179,7 +241,9 @@ def test_the_algorithm_works_inside_a_model(provider, stand_in, geotiff, tmp_pat
     )
 
     model = QgsProcessingModelAlgorithm("roofs", "tests")
-    model.addModelParameter(QgsProcessingParameterRasterLayer("scene", "Scene"), QgsProcessingModelParameter("scene"))
+    model.addModelParameter(
+        QgsProcessingParameterRasterLayer("scene", "Scene"), QgsProcessingModelParameter("scene")
+    )
     child = QgsProcessingModelChildAlgorithm(ALGORITHM)
     child.setChildId("segment")
     static = QgsProcessingModelChildParameterSource.fromStaticValue
@@ -205,8 +269,13 @@ def test_a_web_layer_is_rendered_at_the_gsd(provider, stand_in, tmp_path, plugin
 
     web = QgsRasterLayer(xyz_layer_uri(tmp_path), "web map", "wms")
     clean_project.addMapLayer(web)
-    params = {"INPUT": web, "PHRASES": "a red field", "EXTENT": "1000000,1500000,1000000,1400000 [EPSG:3857]",
-              "BACKEND_URL": stand_in.url, "OUTPUT": str(tmp_path / "web.gpkg")}
+    params = {
+        "INPUT": web,
+        "PHRASES": "a red field",
+        "EXTENT": "1000000,1500000,1000000,1400000 [EPSG:3857]",
+        "BACKEND_URL": stand_in.url,
+        "OUTPUT": str(tmp_path / "web.gpkg"),
+    }
     with pytest.raises(QgsProcessingException, match="has no pixels of its own; give the resolution"):
         processing.run(ALGORITHM, params)
     result = processing.run(ALGORITHM, {**params, "GSD": 5000})

@@ -50,9 +50,23 @@ def service(tmp_path_factory):
     log = data / "serve.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "backend.cli", "serve", "--preset", "test", "--port", str(port),
-             "--allow-path", str(data)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-            env=dict(os.environ, RS2SAM2_TOKEN=TOKEN))
+            [
+                sys.executable,
+                "-m",
+                "backend.cli",
+                "serve",
+                "--preset",
+                "test",
+                "--port",
+                str(port),
+                "--allow-path",
+                str(data),
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, RS2SAM2_TOKEN=TOKEN),
+        )
     deadline = time.monotonic() + 180
     health = None
     while health is None:
@@ -147,7 +161,9 @@ def test_cancel_stops_the_real_run_and_adds_nothing(dock, service, clean_project
     wait_until(lambda: not _health(service["url"], TOKEN)["busy"], timeout_s=30, what="the backend to stop")
 
 
-def test_processing_on_the_real_backend_to_a_geopackage(qgis_processing, plugin_settings, service, scene, tmp_path):
+def test_processing_on_the_real_backend_to_a_geopackage(
+    qgis_processing, plugin_settings, service, scene, tmp_path
+):
     import processing
 
     from rs2sam2_qgis.processing_provider import RS2SAM2Provider
@@ -156,9 +172,15 @@ def test_processing_on_the_real_backend_to_a_geopackage(qgis_processing, plugin_
     registry.addProvider(RS2SAM2Provider())
     try:
         PluginSettings(server_url=service["url"], token=TOKEN).save()
-        result = processing.run("rs2sam2:segmentbytext", {
-            "INPUT": scene, "PHRASES": "the red roof\na road", "THRESHOLD": LOW_THRESHOLD,
-            "OUTPUT": str(tmp_path / "out.gpkg")})
+        result = processing.run(
+            "rs2sam2:segmentbytext",
+            {
+                "INPUT": scene,
+                "PHRASES": "the red roof\na road",
+                "THRESHOLD": LOW_THRESHOLD,
+                "OUTPUT": str(tmp_path / "out.gpkg"),
+            },
+        )
     finally:
         registry.removeProvider("rs2sam2")
     layer = QgsVectorLayer(result["OUTPUT"], "out", "ogr")
@@ -166,14 +188,23 @@ def test_processing_on_the_real_backend_to_a_geopackage(qgis_processing, plugin_
     assert {f["phrase"] for f in layer.getFeatures()} == {"the red roof", "a road"}
 
 
-def test_the_plugin_starts_the_real_backend_and_unload_stops_it(qgis_main_iface, plugin_settings, clean_project,
-                                                                  tmp_path):
+def test_the_plugin_starts_the_real_backend_and_unload_stops_it(
+    qgis_main_iface, plugin_settings, clean_project, tmp_path
+):
     plugin = rs2sam2_qgis.classFactory(qgis_main_iface)
     plugin.initGui()
     try:
         dock = plugin.dock
-        dock.apply_settings(PluginSettings(start_local=True, python_path=sys.executable, working_dir=str(ROOT),
-                                           preset="test", checkpoint="", local_allow_path=str(tmp_path)))
+        dock.apply_settings(
+            PluginSettings(
+                start_local=True,
+                python_path=sys.executable,
+                working_dir=str(ROOT),
+                preset="test",
+                checkpoint="",
+                local_allow_path=str(tmp_path),
+            )
+        )
         dock.threshold_spin.setValue(LOW_THRESHOLD)
         layer = _add_raster(write_geotiff(tmp_path / "scene.tif", size=64), clean_project)
         _run_started = time.monotonic()
@@ -181,8 +212,11 @@ def test_the_plugin_starts_the_real_backend_and_unload_stops_it(qgis_main_iface,
         dock.set_area_mode(AREA_WHOLE_LAYER)
         dock.phrase_combo.setEditText("a roof")
         dock.run_button.click()  # starts `python -m backend.cli serve` first, then runs
-        wait_until(lambda: _result_layers(QgsProject.instance()) or dock.local_backend.state == "failed",
-                   timeout_s=180, what="the local backend and the run")
+        wait_until(
+            lambda: _result_layers(QgsProject.instance()) or dock.local_backend.state == "failed",
+            timeout_s=180,
+            what="the local backend and the run",
+        )
         assert dock.local_backend.state == "running", dock.local_backend.log_text
         assert time.monotonic() - _run_started < 180
         pid = dock.local_backend.pid()

@@ -14,8 +14,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_round_trip_through_qgs_settings_under_one_prefix(plugin_settings):
-    saved = PluginSettings(server_url="http://gpu-box:9000", token="t0k", start_local=True, local_port=8123,
-                           send_mode="upload", output_gpkg="/data/out.gpkg", phrase_history=["a", "b c"])
+    saved = PluginSettings(
+        server_url="http://gpu-box:9000",
+        token="t0k",
+        start_local=True,
+        local_port=8123,
+        send_mode="upload",
+        output_gpkg="/data/out.gpkg",
+        phrase_history=["a", "b c"],
+    )
     saved.save()
     ours = {key.split("/", 1)[1] for key in QgsSettings().allKeys() if key.startswith("rs2sam2/")}
     assert ours == {f.name for f in fields(PluginSettings)}
@@ -44,14 +51,30 @@ def test_phrase_history_is_most_recent_first_without_duplicates():
     assert settings.phrase_history == ["a", "b"]
     for i in range(HISTORY_LENGTH + 5):
         settings.remember_phrase(f"p{i}")
-    assert len(settings.phrase_history) == HISTORY_LENGTH and settings.phrase_history[0] == f"p{HISTORY_LENGTH + 4}"
+    assert (
+        len(settings.phrase_history) == HISTORY_LENGTH
+        and settings.phrase_history[0] == f"p{HISTORY_LENGTH + 4}"
+    )
 
 
 def test_backend_command_prefers_a_checkpoint_over_the_preset():
-    program, args = PluginSettings(python_path="/env/bin/python", preset="base", checkpoint="").backend_command(8000)
+    program, args = PluginSettings(
+        python_path="/env/bin/python", preset="base", checkpoint=""
+    ).backend_command(8000)
     assert program == "/env/bin/python"
-    assert args == ["-m", "backend.cli", "serve", "--host", "127.0.0.1", "--port", "8000", "--allow-path", "/",
-                    "--preset", "base"]
+    assert args == [
+        "-m",
+        "backend.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8000",
+        "--allow-path",
+        "/",
+        "--preset",
+        "base",
+    ]
     _, args = PluginSettings(local_allow_path="", preset="", checkpoint="").backend_command(8000)
     assert "--allow-path" not in args and "--preset" not in args and "--checkpoint" not in args
     _, args = PluginSettings(checkpoint="/m/ckpt.safetensors").backend_command(8001)
@@ -68,7 +91,12 @@ def test_dialog_edits_a_copy(qgis_app, plugin_settings):
     dialog.send_combo.setCurrentIndex(dialog.send_combo.findData("path"))
     edited = dialog.result_settings()
     assert (edited.server_url, edited.token, edited.start_local, edited.output_gpkg, edited.send_mode) == (
-        "http://b:2", "abc", True, "/tmp/results.gpkg", "path")
+        "http://b:2",
+        "abc",
+        True,
+        "/tmp/results.gpkg",
+        "path",
+    )
     assert edited.phrase_history == ["x"]
     assert original.server_url == "http://a:1"  # untouched until the caller saves
 

@@ -88,7 +88,12 @@ def wait_for(predicate, timeout: float = 120.0, interval: float = 0.1):
 def test_health_and_openapi(server, test_checkpoint):
     health = server.get("/health").json()
     assert health["status"] == "ok" and health["version"]
-    assert health["model"] == {"id": test_checkpoint.stem, "preset": "test", "input_size": 128, "device": "cpu"}
+    assert health["model"] == {
+        "id": test_checkpoint.stem,
+        "preset": "test",
+        "input_size": 128,
+        "device": "cpu",
+    }
     assert health["busy"] is False and health["allow_paths"] is True and health["max_upload_mb"] == 1
     paths = httpx.get(server.base_url.copy_with(path="/openapi.json")).json()["paths"]
     assert {f"{API}/health", f"{API}/segment", f"{API}/jobs", f"{API}/jobs/{{job_id}}"} <= set(paths)

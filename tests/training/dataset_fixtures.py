@@ -51,7 +51,7 @@ def write_rrsisd(root: Path, seed: int = 0, size: int = 32) -> dict[str, list[tu
     def random_mask():
         mask = np.zeros((size, size), bool)
         y, x = rng.integers(0, size - 10, 2)
-        mask[y:y + rng.integers(3, 10), x:x + rng.integers(3, 10)] = True
+        mask[y : y + rng.integers(3, 10), x : x + rng.integers(3, 10)] = True
         mask[rng.integers(0, size), rng.integers(0, size)] = True  # a stray pixel: RLE must keep it
         return mask
 
@@ -63,8 +63,13 @@ def write_rrsisd(root: Path, seed: int = 0, size: int = 32) -> dict[str, list[tu
 
     def uncompressed_ann(ann_id: int, image_id: int):
         mask = random_mask()
-        return {"id": ann_id, "image_id": image_id, "category_id": 2, "segmentation": uncompressed_rle(mask),
-                "iscrowd": 1}, mask
+        return {
+            "id": ann_id,
+            "image_id": image_id,
+            "category_id": 2,
+            "segmentation": uncompressed_rle(mask),
+            "iscrowd": 1,
+        }, mask
 
     plan = [  # (image_id, split, ann maker, sentences)
         (7, "train", polygon_ann, ["the two roofs", "both buildings"]),
@@ -81,17 +86,30 @@ def write_rrsisd(root: Path, seed: int = 0, size: int = 32) -> dict[str, list[tu
         if image_id not in seen_images:
             seen_images.add(image_id)
             file_name = f"{image_id:05d}.jpg"
-            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(images_dir / file_name)
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(
+                images_dir / file_name
+            )
             images.append({"id": image_id, "file_name": file_name, "height": size, "width": size})
         annotation, masks[ann_id] = make(ann_id, image_id)
         annotations.append(annotation)
         sentence_dicts = []
         for text in sentences:
-            sentence_dicts.append({"raw": text, "tokens": text.split(), "sent_id": sent_id, "sent": text.lower()})
+            sentence_dicts.append(
+                {"raw": text, "tokens": text.split(), "sent_id": sent_id, "sent": text.lower()}
+            )
             sent_id += 1
-        refs.append({"ref_id": ref_id, "ann_id": ann_id, "image_id": image_id, "category_id": annotation["category_id"],
-                     "split": split, "sentences": sentence_dicts, "sent_ids": [s["sent_id"] for s in sentence_dicts],
-                     "file_name": f"{image_id:05d}_{ann_id}.jpg"})
+        refs.append(
+            {
+                "ref_id": ref_id,
+                "ann_id": ann_id,
+                "image_id": image_id,
+                "category_id": annotation["category_id"],
+                "split": split,
+                "sentences": sentence_dicts,
+                "sent_ids": [s["sent_id"] for s in sentence_dicts],
+                "file_name": f"{image_id:05d}_{ann_id}.jpg",
+            }
+        )
         ann_id += 1
     # Reading order: by image id, then ref id.
     for ref in sorted(refs, key=lambda r: (r["image_id"], r["ref_id"])):
@@ -99,8 +117,15 @@ def write_rrsisd(root: Path, seed: int = 0, size: int = 32) -> dict[str, list[tu
             expected[ref["split"]].append((sentence["raw"], masks[ref["ann_id"]]))
     with open(root / "rrsisd" / "refs(unc).p", "wb") as handle:
         pickle.dump(refs, handle, protocol=2)
-    (root / "rrsisd" / "instances.json").write_text(json.dumps(
-        {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "building"}, {"id": 2, "name": "other"}]}))
+    (root / "rrsisd" / "instances.json").write_text(
+        json.dumps(
+            {
+                "images": images,
+                "annotations": annotations,
+                "categories": [{"id": 1, "name": "building"}, {"id": 2, "name": "other"}],
+            }
+        )
+    )
     return expected
 
 
@@ -127,8 +152,15 @@ def write_refsegrs(root: Path, seed: int = 0, size: int = 24) -> dict[str, list[
             for folder, data in (("images", image), ("masks", values[None])):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # RefSegRS tiles carry no georeferencing
-                    with rasterio.open(root / folder / f"{image_id}.tif", "w", driver="GTiff", width=size,
-                                       height=size, count=data.shape[0], dtype="uint8") as dataset:
+                    with rasterio.open(
+                        root / folder / f"{image_id}.tif",
+                        "w",
+                        driver="GTiff",
+                        width=size,
+                        height=size,
+                        count=data.shape[0],
+                        dtype="uint8",
+                    ) as dataset:
                         dataset.write(data)
     expected = {}
     for split, split_lines in lines.items():

@@ -8,30 +8,44 @@ import pytest
 from training.augment import AugmentConfig, apply_transform, augment, rewrite_phrase
 
 
-@pytest.mark.parametrize("transform,phrase,expected", [
-    ("hflip", "the car on the left", "the car on the right"),
-    ("hflip", "the leftmost building at the top", "the rightmost building at the top"),
-    ("vflip", "the tree in the upper left corner", "the tree in the lower left corner"),
-    ("vflip", "the pond above the road", "the pond below the road"),
-    ("rot90", "the house at the top", "the house at the left"),
-    ("rot90", "the car on the left", "the car on the bottom"),
-    ("rot270", "the car on the left", "the car on the top"),
-    ("rot180", "The building in the bottom right", "The building in the top left"),
-    ("rot90", "the horizontal road", "the vertical road"),
-    ("hflip", "the horizontal road", "the horizontal road"),
-    ("hflip", "the car right next to the house on the left", "the car right next to the house on the right"),
-    ("vflip", "the tank on top of the building at the top", "the tank on top of the building at the bottom"),
-    ("rot90", "the red roof", "the red roof"),
-])
+@pytest.mark.parametrize(
+    "transform,phrase,expected",
+    [
+        ("hflip", "the car on the left", "the car on the right"),
+        ("hflip", "the leftmost building at the top", "the rightmost building at the top"),
+        ("vflip", "the tree in the upper left corner", "the tree in the lower left corner"),
+        ("vflip", "the pond above the road", "the pond below the road"),
+        ("rot90", "the house at the top", "the house at the left"),
+        ("rot90", "the car on the left", "the car on the bottom"),
+        ("rot270", "the car on the left", "the car on the top"),
+        ("rot180", "The building in the bottom right", "The building in the top left"),
+        ("rot90", "the horizontal road", "the vertical road"),
+        ("hflip", "the horizontal road", "the horizontal road"),
+        (
+            "hflip",
+            "the car right next to the house on the left",
+            "the car right next to the house on the right",
+        ),
+        (
+            "vflip",
+            "the tank on top of the building at the top",
+            "the tank on top of the building at the bottom",
+        ),
+        ("rot90", "the red roof", "the red roof"),
+    ],
+)
 def test_rewrites(transform, phrase, expected):
     assert rewrite_phrase(phrase, transform) == expected
 
 
-@pytest.mark.parametrize("transform,phrase", [
-    ("rot90", "the pond above the road"),  # no word for "above" turned sideways
-    ("rot90", "the upper building"),
-    ("hflip", "the northwest field"),
-])
+@pytest.mark.parametrize(
+    "transform,phrase",
+    [
+        ("rot90", "the pond above the road"),  # no word for "above" turned sideways
+        ("rot90", "the upper building"),
+        ("hflip", "the northwest field"),
+    ],
+)
 def test_unsafe_rewrites_are_refused(transform, phrase):
     assert rewrite_phrase(phrase, transform) is None
 
@@ -73,5 +87,10 @@ def test_augment_is_deterministic_per_generator():
         _, moved, phrase = augment(image, mask, "the car on the left", np.random.default_rng(seed), config)
         rows, cols = np.nonzero(moved)
         side = phrase.split()[-1]
-        centre = {"left": cols.mean() < 8, "right": cols.mean() > 8, "top": rows.mean() < 8, "bottom": rows.mean() > 8}
+        centre = {
+            "left": cols.mean() < 8,
+            "right": cols.mean() > 8,
+            "top": rows.mean() < 8,
+            "bottom": rows.mean() > 8,
+        }
         assert centre[side], (seed, phrase)

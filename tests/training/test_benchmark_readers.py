@@ -101,7 +101,11 @@ def test_refsegrs_split_counts_and_masks_above_50(refsegrs, split, count):
 def test_refsegrs_phrase_file_keeps_everything_after_the_first_space(tmp_path):
     path = tmp_path / "output_phrase_train.txt"
     path.write_text("12 the road  next to the  river\n\n7 car\r\n3\tthe white roof\n")
-    assert read_phrase_file(path) == [("12", "the road  next to the  river"), ("7", "car"), ("3", "the white roof")]
+    assert read_phrase_file(path) == [
+        ("12", "the road  next to the  river"),
+        ("7", "car"),
+        ("3", "the white roof"),
+    ]
 
 
 def test_refsegrs_missing_folder_or_empty_split_is_a_user_error(tmp_path):

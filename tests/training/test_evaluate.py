@@ -73,7 +73,12 @@ def test_reference_protocol_compares_at_1024_with_nearest_ground_truth(tmp_path)
 
 def test_limit_and_unknown_protocol(scene_dataset):
     _, dataset = scene_dataset
-    assert evaluate(LeftHalfSegmenter(), dataset, EvaluationConfig(protocol="native", limit=2)).summary()["samples"] == 2
+    assert (
+        evaluate(LeftHalfSegmenter(), dataset, EvaluationConfig(protocol="native", limit=2)).summary()[
+            "samples"
+        ]
+        == 2
+    )
     from backend.errors import UserError
 
     with pytest.raises(UserError, match="protocol"):
@@ -84,8 +89,23 @@ def test_cli_evaluates_the_real_test_model_and_never_overwrites(tmp_path, capsys
     data = tmp_path / "RefSegRS"
     write_refsegrs(data)
     out = tmp_path / "val.json"
-    code = rs2sam2(["evaluate", "--data", f"refsegrs:{data}", "--split", "val", "--preset", "test",
-                    "--protocol", "native", "--device", "cpu", "--out", str(out)])
+    code = rs2sam2(
+        [
+            "evaluate",
+            "--data",
+            f"refsegrs:{data}",
+            "--split",
+            "val",
+            "--preset",
+            "test",
+            "--protocol",
+            "native",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "| refsegrs val |" in printed and "mIoU" in printed
@@ -103,11 +123,28 @@ def test_cli_evaluates_every_feature_of_a_new_region_with_split_all(tmp_path, ca
     raster, vector = write_region(scene, tmp_path / "new-region")
     phrases = sum(len(obj.phrases) for obj in scene.referable)
     out = tmp_path / "new-region.json"
-    code = rs2sam2(["evaluate", "--data", f"region:{raster},{vector}", "--split", "all", "--preset", "test",
-                    "--protocol", "native", "--device", "cpu", "--out", str(out)])
+    code = rs2sam2(
+        [
+            "evaluate",
+            "--data",
+            f"region:{raster},{vector}",
+            "--split",
+            "all",
+            "--preset",
+            "test",
+            "--protocol",
+            "native",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     saved = json.loads(out.read_text())
     assert saved["split"] == "all" and saved["metrics"]["samples"] == phrases
     assert {s["phrase"] for s in saved["samples"]} == {p for obj in scene.referable for p in obj.phrases}
-    code = rs2sam2(["evaluate", "--data", "synthetic:2", "--split", "all", "--preset", "test", "--device", "cpu"])
+    code = rs2sam2(
+        ["evaluate", "--data", "synthetic:2", "--split", "all", "--preset", "test", "--device", "cpu"]
+    )
     assert code == 2 and "--split all is for regions" in capsys.readouterr().err

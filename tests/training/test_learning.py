@@ -12,9 +12,19 @@ from training.config import TrainConfig
 @pytest.mark.slow
 def test_training_beats_phrase_blind_baselines_on_unseen_scenes(tmp_path):
     config = TrainConfig(
-        data=("synthetic:300,field+pond+river+road",), preset="test", out=str(tmp_path / "run"), device="cpu",
-        max_steps=300, batch_size=8, lr_new=1e-3, lr_rest=1e-3, warmup_steps=50, eval_every=150, val_limit=80,
-        checkpoint_every=1000, progress=False,  # the loss: the default for random weights (FROM_SCRATCH_LOSS)
+        data=("synthetic:300,field+pond+river+road",),
+        preset="test",
+        out=str(tmp_path / "run"),
+        device="cpu",
+        max_steps=300,
+        batch_size=8,
+        lr_new=1e-3,
+        lr_rest=1e-3,
+        warmup_steps=50,
+        eval_every=150,
+        val_limit=80,
+        checkpoint_every=1000,
+        progress=False,  # the loss: the default for random weights (FROM_SCRATCH_LOSS)
     )
     check = learning_check(config)
     last = check.val_history[-1]

@@ -10,7 +10,7 @@ from training.metrics import SegmentationMetrics, format_table, intersection_uni
 
 def rect(shape, rows, cols):
     mask = np.zeros(shape, bool)
-    mask[rows[0]:rows[1], cols[0]:cols[1]] = True
+    mask[rows[0] : rows[1], cols[0] : cols[1]] = True
     return mask
 
 
@@ -25,8 +25,12 @@ def test_summary_follows_the_protocol():
     target = rect(shape, (0, 10), (0, 10))  # 100 pixels
     metrics = SegmentationMetrics()
     # IoU 0.95, 0.75, 0.5, 0 (miss), and an empty prediction of an empty target: U = 0 → IoU 0.
-    assert metrics.add(rect(shape, (0, 10), (0, 10)) & ~rect(shape, (0, 1), (0, 5)), target) == pytest.approx(0.95)
-    assert metrics.add(rect(shape, (0, 10), (0, 7)) & ~rect(shape, (0, 5), (6, 7)), target) == pytest.approx(0.65)
+    assert metrics.add(rect(shape, (0, 10), (0, 10)) & ~rect(shape, (0, 1), (0, 5)), target) == pytest.approx(
+        0.95
+    )
+    assert metrics.add(rect(shape, (0, 10), (0, 7)) & ~rect(shape, (0, 5), (6, 7)), target) == pytest.approx(
+        0.65
+    )
     assert metrics.add(rect(shape, (0, 5), (0, 10)), target) == pytest.approx(0.5)
     assert metrics.add(np.zeros(shape, bool), target) == 0.0
     assert metrics.add(np.zeros(shape, bool), np.zeros(shape, bool)) == 0.0

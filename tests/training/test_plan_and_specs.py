@@ -45,8 +45,13 @@ def test_schedules():
 def test_data_specs():
     assert DataSpec.parse("region:a.tif,b.gpkg,descr").args == ("a.tif", "b.gpkg", "descr")
     assert DataSpec.parse("synthetic:4,field+pond").args == ("4", "field+pond")
-    for bad, message in [("synthetic:0", "positive"), ("synthetic:3,castle", "unknown object kinds"),
-                         ("region:a.tif", "RASTER,VECTOR"), ("refsegrs", "KIND:VALUE"), ("coco:x", "unknown data kind")]:
+    for bad, message in [
+        ("synthetic:0", "positive"),
+        ("synthetic:3,castle", "unknown object kinds"),
+        ("region:a.tif", "RASTER,VECTOR"),
+        ("refsegrs", "KIND:VALUE"),
+        ("coco:x", "unknown data kind"),
+    ]:
         with pytest.raises(UserError, match=message):
             DataSpec.parse(bad)
 
@@ -92,7 +97,11 @@ def test_loss_defaults_follow_the_starting_weights_and_flags_override():
     assert config.loss_settings(from_scratch=False) == METHOD_LOSS
     assert config.loss_settings(from_scratch=True) == FROM_SCRATCH_LOSS
     tuned = config.replace(loss_dice=0.3, dice_classes="both")
-    assert tuned.loss_settings(from_scratch=True) == {**FROM_SCRATCH_LOSS, "loss_dice": 0.3, "dice_classes": "both"}
+    assert tuned.loss_settings(from_scratch=True) == {
+        **FROM_SCRATCH_LOSS,
+        "loss_dice": 0.3,
+        "dice_classes": "both",
+    }
     loss = tuned.loss_config(from_scratch=False)
     assert (loss.ce_weight, loss.dice_weight, loss.tbl_weight, loss.dice_classes) == (0.9, 0.3, 0.2, "both")
     with pytest.raises(UserError, match="loss weights"):
@@ -107,7 +116,9 @@ def test_resuming_a_run_saved_before_loss_settings_keeps_the_method_loss(tmp_pat
     from training.config import METHOD_LOSS
     from training.loop import resume_config
 
-    saved = json.loads(TrainConfig(data=("synthetic:1",), preset="test", out=str(tmp_path), max_steps=3).to_json())
+    saved = json.loads(
+        TrainConfig(data=("synthetic:1",), preset="test", out=str(tmp_path), max_steps=3).to_json()
+    )
     for name in METHOD_LOSS:
         saved.pop(name)
     saved["stop_after_steps"] = None  # a test switch those versions saved too

@@ -17,8 +17,12 @@ ORIGIN = (500_000.0, 5_000_064.0)
 RASTER_CRS = "EPSG:32633"
 TRANSFORM = Affine(1.0, 0, ORIGIN[0], 0, -1.0, ORIGIN[1])
 # (col0, row0, col1, row1) pixel boxes, half-open, with their phrases.
-BOXES = [((4, 4, 12, 10), "the red roof|the building in the corner"), ((40, 30, 50, 44), "the pond"),
-         ((20, 50, 26, 56), None), ((50, 2, 60, 8), "  |the car| ")]
+BOXES = [
+    ((4, 4, 12, 10), "the red roof|the building in the corner"),
+    ((40, 30, 50, 44), "the pond"),
+    ((20, 50, 26, 56), None),
+    ((50, 2, 60, 8), "  |the car| "),
+]
 
 
 def pixel_box_polygon(col0, row0, col1, row1):
@@ -29,8 +33,17 @@ def pixel_box_polygon(col0, row0, col1, row1):
 def write_raster(path, size=64, dtype="uint8"):
     rng = np.random.default_rng(1)
     data = rng.integers(0, 200, (4, size, size)).astype(dtype)
-    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=4, dtype=dtype, crs=RASTER_CRS,
-                       transform=TRANSFORM) as dataset:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=4,
+        dtype=dtype,
+        crs=RASTER_CRS,
+        transform=TRANSFORM,
+    ) as dataset:
         dataset.write(data)
     return data
 
@@ -39,11 +52,20 @@ def write_vector(path, crs, boxes=BOXES, column="phrase", driver=None):
     geometries = [pixel_box_polygon(*b) for b, _ in boxes]
     if crs != RASTER_CRS:
         transformer = Transformer.from_crs(RASTER_CRS, crs, always_xy=True)
-        geometries = [shapely.transform(g.segmentize(0.5), lambda xy: np.c_[transformer.transform(xy[:, 0], xy[:, 1])])
-                      for g in geometries]
+        geometries = [
+            shapely.transform(g.segmentize(0.5), lambda xy: np.c_[transformer.transform(xy[:, 0], xy[:, 1])])
+            for g in geometries
+        ]
     texts = np.array([text for _, text in boxes], dtype=object)
-    pyogrio.raw.write(str(path), geometry=shapely.to_wkb(np.array(geometries, dtype=object)), field_data=[texts],
-                      fields=[column], crs=crs, geometry_type="Polygon", driver=driver)
+    pyogrio.raw.write(
+        str(path),
+        geometry=shapely.to_wkb(np.array(geometries, dtype=object)),
+        field_data=[texts],
+        fields=[column],
+        crs=crs,
+        geometry_type="Polygon",
+        driver=driver,
+    )
     return path
 
 
@@ -53,15 +75,21 @@ def expected_mask(col0, row0, col1, row1, size=64):
     return mask
 
 
-@pytest.mark.parametrize("suffix,crs", [(".gpkg", RASTER_CRS), (".shp", "EPSG:3857"), (".geojson", "EPSG:4326")])
+@pytest.mark.parametrize(
+    "suffix,crs", [(".gpkg", RASTER_CRS), (".shp", "EPSG:3857"), (".geojson", "EPSG:4326")]
+)
 def test_whole_raster_masks_are_exact_in_any_vector_crs_and_format(tmp_path, suffix, crs):
     raster = tmp_path / "scene.tif"
     data = write_raster(raster)
     vector = write_vector(tmp_path / f"labels{suffix}", crs)
     dataset = RegionDataset(raster, vector, "all", RegionConfig(chip_size=64, whole_raster=True))
     # Features without a phrase are skipped; empty parts of "a|b" lists too.
-    assert [dataset[i].phrase for i in range(len(dataset))] == ["the red roof", "the building in the corner",
-                                                                 "the pond", "the car"]
+    assert [dataset[i].phrase for i in range(len(dataset))] == [
+        "the red roof",
+        "the building in the corner",
+        "the pond",
+        "the car",
+    ]
     expectations = [BOXES[0][0], BOXES[0][0], BOXES[1][0], BOXES[3][0]]
     for index, box in enumerate(expectations):
         sample = dataset[index]
@@ -81,7 +109,9 @@ def test_text_column_is_configurable_and_missing_column_is_named(tmp_path):
 def test_polygons_outside_the_raster_are_a_user_error(tmp_path):
     raster = tmp_path / "scene.tif"
     write_raster(raster)
-    vector = write_vector(tmp_path / "labels.gpkg", RASTER_CRS, boxes=[*BOXES, ((100, 100, 110, 110), "far away")])
+    vector = write_vector(
+        tmp_path / "labels.gpkg", RASTER_CRS, boxes=[*BOXES, ((100, 100, 110, 110), "far away")]
+    )
     with pytest.raises(UserError, match="1 of 4 labelled features .* outside the raster"):
         RegionDataset(raster, vector, "all")
 
@@ -98,7 +128,12 @@ def test_chips_contain_the_whole_feature_and_vary_per_epoch_only_in_training(tmp
     # The chip side is 1.5–2.5 × the 14-pixel extent, resampled to 32 pixels: the feature covers
     # 10×14 source pixels → between (32/35)² and (32/21)² times that many chip pixels, never cut off.
     assert 140 * (32 / 35) ** 2 * 0.8 <= first.mask.sum() <= 140 * (32 / 21) ** 2 * 1.2
-    assert not first.mask[0].any() and not first.mask[-1].any() and not first.mask[:, 0].any() and not first.mask[:, -1].any()
+    assert (
+        not first.mask[0].any()
+        and not first.mask[-1].any()
+        and not first.mask[:, 0].any()
+        and not first.mask[:, -1].any()
+    )
     np.testing.assert_array_equal(train[pond].image, first.image)  # same epoch → same chip
     train.set_epoch(1)
     assert not np.array_equal(train[pond].image, first.image)
@@ -116,8 +151,13 @@ def test_target_gsd_sets_the_chip_scale(tmp_path):
     write_raster(raster)
     vector = write_vector(tmp_path / "labels.gpkg", RASTER_CRS)
     # 2 map units per output pixel on a 1-unit raster: the 10×14 pond covers 5×7 chip pixels.
-    dataset = RegionDataset(raster, vector, "all", RegionConfig(chip_size=32, target_gsd=2.0, gsd_jitter=(1.0, 1.0)),
-                            random_chips=True)  # a random offset: no pixel centre on the pond's edges
+    dataset = RegionDataset(
+        raster,
+        vector,
+        "all",
+        RegionConfig(chip_size=32, target_gsd=2.0, gsd_jitter=(1.0, 1.0)),
+        random_chips=True,
+    )  # a random offset: no pixel centre on the pond's edges
     assert dataset[2].mask.sum() == 35
 
 

@@ -34,10 +34,12 @@ def test_visible_footprints_do_not_overlap_and_every_phrase_names_its_kind():
 
 
 def test_phrases_need_colour_size_position_and_relations():
-    cues = {"colour": r"\b(red|white|grey|gray|blue|orange|black|yellow|green|brown|dark|dirt|unpaved)\b",
-            "size": r"\b(large|big|largest|biggest|small|smallest|little)\b",
-            "position": r"\b(left|right|top|bottom|leftmost|rightmost|topmost|bottommost)\b",
-            "relation": r"\b(next to|near|beside) the\b"}
+    cues = {
+        "colour": r"\b(red|white|grey|gray|blue|orange|black|yellow|green|brown|dark|dirt|unpaved)\b",
+        "size": r"\b(large|big|largest|biggest|small|smallest|little)\b",
+        "position": r"\b(left|right|top|bottom|leftmost|rightmost|topmost|bottommost)\b",
+        "relation": r"\b(next to|near|beside) the\b",
+    }
     phrases = [p for seed in range(20) for obj in generate_scene(seed, size=128).objects for p in obj.phrases]
     shares = {name: np.mean([bool(re.search(pattern, p)) for p in phrases]) for name, pattern in cues.items()}
     assert len(phrases) > 200
@@ -51,7 +53,9 @@ def test_written_region_reads_back_with_exact_masks_and_georeferencing(tmp_path)
     scene = generate_scene(3, size=128, gsd=0.5, crs="EPSG:32631", origin=(400_000.0, 5_600_000.0))
     raster, vector = write_region(scene, tmp_path)
     with rasterio.open(raster) as dataset:
-        assert dataset.crs.to_epsg() == 32631 and dataset.transform.c == 400_000.0 and dataset.res == (0.5, 0.5)
+        assert (
+            dataset.crs.to_epsg() == 32631 and dataset.transform.c == 400_000.0 and dataset.res == (0.5, 0.5)
+        )
     info = pyogrio.read_info(vector)
     assert info["features"] == len(scene.objects) and "phrase" in list(info["fields"])
     dataset = RegionDataset(raster, vector, "all", RegionConfig(chip_size=128, whole_raster=True))

@@ -21,8 +21,21 @@ from tests.training.dataset_fixtures import write_refsegrs
 ROOT = Path(__file__).resolve().parents[2]
 
 # Small and quick: two synthetic scenes (about 60 phrases), batch 2, validation on 2 phrases.
-QUICK = ["--preset", "test", "--device", "cpu", "--batch-size", "2", "--val-limit", "2", "--no-progress",
-         "--lr-new", "1e-3", "--lr-rest", "1e-3"]
+QUICK = [
+    "--preset",
+    "test",
+    "--device",
+    "cpu",
+    "--batch-size",
+    "2",
+    "--val-limit",
+    "2",
+    "--no-progress",
+    "--lr-new",
+    "1e-3",
+    "--lr-rest",
+    "1e-3",
+]
 
 
 def train(*args: str) -> int:
@@ -44,8 +57,13 @@ def assert_same_weights(a: Path, b: Path, exact: bool = True) -> None:
 def _kill_after_logged_step(args: list[str], out: Path, step: int, timeout: float = 240.0) -> None:
     """Run `rs2sam2 train` in its own process and SIGKILL it as soon as `step` is in its train log."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "backend.cli", "train", *args, "--out", str(out)],
-                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "backend.cli", "train", *args, "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     log = out / "train_log.csv"
     deadline = time.monotonic() + timeout
     try:
@@ -54,7 +72,9 @@ def _kill_after_logged_step(args: list[str], out: Path, step: int, timeout: floa
             if any(row.split(",")[0] == str(step) for row in rows):
                 break
             time.sleep(0.02)
-        assert process.poll() is None, f"the run ended before step {step}: {process.stderr.read().decode()[-2000:]}"
+        assert (
+            process.poll() is None
+        ), f"the run ended before step {step}: {process.stderr.read().decode()[-2000:]}"
         process.send_signal(signal.SIGKILL)
     finally:
         process.kill()
@@ -63,8 +83,19 @@ def _kill_after_logged_step(args: list[str], out: Path, step: int, timeout: floa
 
 @pytest.mark.slow
 def test_killed_run_resumes_exactly_like_an_uninterrupted_run(tmp_path, capsys):
-    common = ["--data", "synthetic:2", *QUICK, "--max-steps", "8", "--eval-every", "2", "--log-every", "1",
-              "--checkpoint-every", "3"]
+    common = [
+        "--data",
+        "synthetic:2",
+        *QUICK,
+        "--max-steps",
+        "8",
+        "--eval-every",
+        "2",
+        "--log-every",
+        "1",
+        "--checkpoint-every",
+        "3",
+    ]
     assert train(*common, "--out", str(tmp_path / "whole")) == 0
     # A real kill: the process dies with SIGKILL somewhere after logging step 4, so the state of step 3
     # (or 6) is on disk and the steps after it are lost.
@@ -88,11 +119,27 @@ def test_killed_run_resumes_exactly_like_an_uninterrupted_run(tmp_path, capsys):
 
 def test_config_file_and_flags(tmp_path):
     config = tmp_path / "settings.toml"
-    config.write_text('data = ["synthetic:1"]\npreset = "test"\nmax-steps = 1\nbatch-size = 2\nval-limit = 2\n'
-                      'device = "cpu"\nlr-new = 0.5\n')
+    config.write_text(
+        'data = ["synthetic:1"]\npreset = "test"\nmax-steps = 1\nbatch-size = 2\nval-limit = 2\n'
+        'device = "cpu"\nlr-new = 0.5\n'
+    )
     out = tmp_path / "run"
-    assert train("--config", str(config), "--lr-new", "2e-4", "--out", str(out), "--no-progress",
-                 "--loss-dice", "1.0", "--dice-classes", "foreground") == 0
+    assert (
+        train(
+            "--config",
+            str(config),
+            "--lr-new",
+            "2e-4",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--loss-dice",
+            "1.0",
+            "--dice-classes",
+            "foreground",
+        )
+        == 0
+    )
     saved = json.loads((out / "config.json").read_text())
     assert saved["lr_new"] == 2e-4 and saved["batch_size"] == 2 and saved["data"] == ["synthetic:1"]
     assert (saved["loss_ce"], saved["loss_dice"], saved["dice_classes"]) == (None, 1.0, "foreground")
@@ -113,15 +160,33 @@ def inputs(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("make_args,message", [
-    (lambda p: ["--data", f"rrsisd:{p}"], "not an RRSIS-D folder"),
-    (lambda p: ["--data", "coco:/x"], "unknown data kind"),
-    (lambda p: ["--data", f"region:{p / 'scene.tif'},{p / 'scene.gpkg'},description"], "no text column 'description'"),
-    (lambda p: ["--data", f"refsegrs:{p / 'RefSegRS'}", "--val-data", f"refsegrs:{p / 'empty'}"], "is empty"),
-    (lambda p: ["--data", "synthetic:1", "--checkpoint", str(p / "test.safetensors"), "--preset", "tiny"],
-     "made for preset 'test', not 'tiny'"),
-    (lambda p: ["--data", f"refsegrs:{p / 'RefSegRS'}", "--batch-size", "8"], "fewer than one step"),
-])
+@pytest.mark.parametrize(
+    "make_args,message",
+    [
+        (lambda p: ["--data", f"rrsisd:{p}"], "not an RRSIS-D folder"),
+        (lambda p: ["--data", "coco:/x"], "unknown data kind"),
+        (
+            lambda p: ["--data", f"region:{p / 'scene.tif'},{p / 'scene.gpkg'},description"],
+            "no text column 'description'",
+        ),
+        (
+            lambda p: ["--data", f"refsegrs:{p / 'RefSegRS'}", "--val-data", f"refsegrs:{p / 'empty'}"],
+            "is empty",
+        ),
+        (
+            lambda p: [
+                "--data",
+                "synthetic:1",
+                "--checkpoint",
+                str(p / "test.safetensors"),
+                "--preset",
+                "tiny",
+            ],
+            "made for preset 'test', not 'tiny'",
+        ),
+        (lambda p: ["--data", f"refsegrs:{p / 'RefSegRS'}", "--batch-size", "8"], "fewer than one step"),
+    ],
+)
 def test_bad_input_is_a_clear_error_before_training(tmp_path, capsys, inputs, make_args, message):
     out = tmp_path / "run"
     args = make_args(inputs)
@@ -152,9 +217,28 @@ def test_with_separate_val_data_each_region_gives_all_its_features(tmp_path):
     train_raster, train_vector = write_region(train_scene, tmp_path / "mine")
     val_raster, val_vector = write_region(val_scene, tmp_path / "new")
     out = tmp_path / "run"
-    assert train("--data", f"region:{train_raster},{train_vector}", "--val-data", f"region:{val_raster},{val_vector}",
-                 "--preset", "test", "--device", "cpu", "--batch-size", "2", "--max-steps", "1", "--val-limit", "1000",
-                 "--no-progress", "--out", str(out)) == 0
+    assert (
+        train(
+            "--data",
+            f"region:{train_raster},{train_vector}",
+            "--val-data",
+            f"region:{val_raster},{val_vector}",
+            "--preset",
+            "test",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "2",
+            "--max-steps",
+            "1",
+            "--val-limit",
+            "1000",
+            "--no-progress",
+            "--out",
+            str(out),
+        )
+        == 0
+    )
     val_rows = (out / "val_log.csv").read_text().splitlines()
     samples = int(val_rows[1].split(",")[2])
     assert samples == sum(len(obj.phrases) for obj in val_scene.referable)

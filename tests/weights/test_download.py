@@ -71,16 +71,25 @@ def tiny_sam2_checkpoint_bytes(tmp_path_factory) -> bytes:
     """A random tiny SAM 2 saved in the official {"model": state_dict} layout."""
     from sam2.build_sam import build_sam2
 
-    model = build_sam2(registry.SAM2_1_TINY.architecture, ckpt_path=None, device="cpu",
-                       hydra_overrides_extra=list(TINY_SAM2_OVERRIDES), apply_postprocessing=False)
+    model = build_sam2(
+        registry.SAM2_1_TINY.architecture,
+        ckpt_path=None,
+        device="cpu",
+        hydra_overrides_extra=list(TINY_SAM2_OVERRIDES),
+        apply_postprocessing=False,
+    )
     path = tmp_path_factory.mktemp("ckpt") / "sam2.pt"
     torch.save({"model": model.state_dict()}, path)
     return path.read_bytes()
 
 
 def _tiny_weight(base_url: str, sha256: str | None = None) -> registry.WeightFile:
-    return replace(registry.SAM2_1_TINY, url=f"{base_url}/segment_anything_2/092824/sam2.1_hiera_tiny.pt",
-                   hydra_overrides=TINY_SAM2_OVERRIDES, sha256=sha256)
+    return replace(
+        registry.SAM2_1_TINY,
+        url=f"{base_url}/segment_anything_2/092824/sam2.1_hiera_tiny.pt",
+        hydra_overrides=TINY_SAM2_OVERRIDES,
+        sha256=sha256,
+    )
 
 
 def test_download_verifies_by_loading_and_caches(file_server, tiny_sam2_checkpoint_bytes, tmp_path):
@@ -124,7 +133,9 @@ def test_file_for_another_architecture_is_refused(file_server, tiny_sam2_checkpo
     handler.files["/segment_anything_2/092824/sam2.1_hiera_tiny.pt"] = tiny_sam2_checkpoint_bytes
     # Claimed to be the full-size Hiera-T: the tiny test model's weights must not load into it.
     weight = replace(_tiny_weight(base), hydra_overrides=())
-    with pytest.raises(UserError, match="does not load.*missing keys|does not load.*unexpected keys|does not load"):
+    with pytest.raises(
+        UserError, match="does not load.*missing keys|does not load.*unexpected keys|does not load"
+    ):
         download(weight, cache=tmp_path, show_progress=False)
     assert list(tmp_path.iterdir()) == []
 
@@ -133,8 +144,11 @@ def test_clip_weights_verified_through_open_clip(file_server, tmp_path):
     import open_clip
     from safetensors.torch import save_file
 
-    config = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-              "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    config = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }
     (tmp_path / "cfg").mkdir()
     (tmp_path / "cfg" / "TestTinyCLIP.json").write_text(json.dumps(config))
     open_clip.add_model_config(tmp_path / "cfg" / "TestTinyCLIP.json")
@@ -143,8 +157,9 @@ def test_clip_weights_verified_through_open_clip(file_server, tmp_path):
 
     base, handler = file_server
     handler.files["/clip.safetensors"] = (tmp_path / "clip.safetensors").read_bytes()
-    weight = registry.WeightFile(name="tiny_clip.safetensors", url=f"{base}/clip.safetensors", kind="clip",
-                                 architecture="TestTinyCLIP")
+    weight = registry.WeightFile(
+        name="tiny_clip.safetensors", url=f"{base}/clip.safetensors", kind="clip", architecture="TestTinyCLIP"
+    )
     cache = tmp_path / "cache"
     assert download(weight, cache=cache, show_progress=False).exists()
 
@@ -157,8 +172,18 @@ def test_clip_weights_verified_through_open_clip(file_server, tmp_path):
 
 def test_cli_offline_gives_one_clear_line(tmp_path, capsys):
     # Port 9 on loopback (discard) has no listener: the same as being offline.
-    code = cli_main(["weights", "download", "--preset", "tiny", "--cache", str(tmp_path),
-                     "--mirror", "http://127.0.0.1:9"])
+    code = cli_main(
+        [
+            "weights",
+            "download",
+            "--preset",
+            "tiny",
+            "--cache",
+            str(tmp_path),
+            "--mirror",
+            "http://127.0.0.1:9",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and "are you offline?" in err[0] and "Traceback" not in err[0]
@@ -214,6 +239,7 @@ def test_training_from_a_preset_uses_the_cached_official_weights(tmp_path, monke
     assert both.clip_frozen and not any("random" in note for note in notes)
     # The test preset has no official weights: nothing changes, nothing to say.
     notes.clear()
-    test_config = model_config_for(TrainConfig(data=("synthetic:1",), preset="test", out=str(tmp_path / "r2"),
-                                               max_steps=1), notes)
+    test_config = model_config_for(
+        TrainConfig(data=("synthetic:1",), preset="test", out=str(tmp_path / "r2"), max_steps=1), notes
+    )
     assert test_config.sam2_checkpoint is None and notes == []

@@ -36,14 +36,21 @@ class RefSegRSDataset:
         self.name = "refsegrs"
         self.split = split
         phrase_file = self.root / f"output_phrase_{split}.txt"
-        if not (self.root / "images").is_dir() or not (self.root / "masks").is_dir() or not phrase_file.is_file():
+        if (
+            not (self.root / "images").is_dir()
+            or not (self.root / "masks").is_dir()
+            or not phrase_file.is_file()
+        ):
             raise UserError(
-                f"{self.root} is not a RefSegRS folder: expected images/, masks/ and output_phrase_{split}.txt"
+                f"{self.root} is not a RefSegRS folder: "
+                f"expected images/, masks/ and output_phrase_{split}.txt"
             )
         pairs = read_phrase_file(phrase_file)
         if not pairs:
             raise UserError(f"RefSegRS split {split!r} in {self.root} is empty")
-        order = sorted(range(len(pairs)), key=lambda i: (pairs[i][0], i))  # stable: keeps line order per image
+        order = sorted(
+            range(len(pairs)), key=lambda i: (pairs[i][0], i)
+        )  # stable: keeps line order per image
         self._pairs = [(pairs[i][0], pairs[i][1], i) for i in order]
 
     def __len__(self) -> int:

@@ -80,7 +80,9 @@ def _read_raster_info(path: Path, config: RegionConfig) -> _RasterInfo:
             raise UserError(f"raster {path} has no CRS; a region needs a georeferenced raster")
         if config.bands is not None:
             if max(config.bands) > dataset.count:
-                raise UserError(f"raster {path} has {dataset.count} bands; bands {config.bands} were asked for")
+                raise UserError(
+                    f"raster {path} has {dataset.count} bands; bands {config.bands} were asked for"
+                )
             bands = config.bands
         else:
             bands = (1, 2, 3) if dataset.count >= 3 else (1, 1, 1)
@@ -88,16 +90,28 @@ def _read_raster_info(path: Path, config: RegionConfig) -> _RasterInfo:
         if dataset.dtypes[bands[0] - 1] != "uint8":
             # Other data types are stretched per band from their 2–98 % range on an overview read.
             scale = max(1, max(dataset.width, dataset.height) // 512)
-            sample = dataset.read(list(bands), out_shape=(3, max(1, dataset.height // scale), max(1, dataset.width // scale)),
-                                  masked=True).astype("float64")
+            sample = dataset.read(
+                list(bands),
+                out_shape=(3, max(1, dataset.height // scale), max(1, dataset.width // scale)),
+                masked=True,
+            ).astype("float64")
             low = np.array([np.percentile(band.compressed(), 2) if band.count() else 0 for band in sample])
             high = np.array([np.percentile(band.compressed(), 98) if band.count() else 1 for band in sample])
             stretch = (low, np.maximum(high, low + 1e-6))
-        return _RasterInfo(path, CRS.from_user_input(dataset.crs), dataset.transform, dataset.width,
-                           dataset.height, bands, stretch)
+        return _RasterInfo(
+            path,
+            CRS.from_user_input(dataset.crs),
+            dataset.transform,
+            dataset.width,
+            dataset.height,
+            bands,
+            stretch,
+        )
 
 
-def _read_features(vector: Path, config: RegionConfig) -> tuple[list[shapely.Geometry], list[tuple[str, ...]], list[str], CRS | None]:
+def _read_features(
+    vector: Path, config: RegionConfig
+) -> tuple[list[shapely.Geometry], list[tuple[str, ...]], list[str], CRS | None]:
     if not vector.exists():
         raise UserError(f"vector file {vector} does not exist")
     try:
@@ -106,7 +120,10 @@ def _read_features(vector: Path, config: RegionConfig) -> tuple[list[shapely.Geo
         raise UserError(f"{vector} is not a readable vector file ({exc})") from exc
     fields = list(meta["fields"])
     if config.text_column not in fields:
-        raise UserError(f"{vector.name} has no text column {config.text_column!r} (its columns: {', '.join(fields) or 'none'})")
+        raise UserError(
+            f"{vector.name} has no text column {config.text_column!r} "
+            f"(its columns: {', '.join(fields) or 'none'})"
+        )
     texts = field_data[fields.index(config.text_column)]
     geometries, phrases, ids = [], [], []
     for fid, blob, text in zip(fids, wkb, texts):
@@ -127,15 +144,23 @@ def _reproject(geometries: list[shapely.Geometry], source: CRS, target: CRS) -> 
     if source == target:
         return geometries
     transformer = Transformer.from_crs(source, target, always_xy=True)
-    return [shapely.transform(g, lambda xy: np.c_[transformer.transform(xy[:, 0], xy[:, 1])]) for g in geometries]
+    return [
+        shapely.transform(g, lambda xy: np.c_[transformer.transform(xy[:, 0], xy[:, 1])]) for g in geometries
+    ]
 
 
 class RegionDataset:
     """Chips of labelled features from one or more rasters of a region, for one split."""
 
-    def __init__(self, rasters: list[str | Path] | str | Path, vector: str | Path, split: str = "train",
-                 config: RegionConfig | None = None, name: str | None = None,
-                 random_chips: bool | None = None) -> None:
+    def __init__(
+        self,
+        rasters: list[str | Path] | str | Path,
+        vector: str | Path,
+        split: str = "train",
+        config: RegionConfig | None = None,
+        name: str | None = None,
+        random_chips: bool | None = None,
+    ) -> None:
         """`split`: "train" / "val" (the spatial split) or "all" features. `random_chips`: random context,
         scale and offset per epoch (training) or fixed chips (evaluation); default: only for "train"."""
         if split not in REGION_SPLITS:
@@ -149,7 +174,9 @@ class RegionDataset:
         self.rasters = [_read_raster_info(path, self.config) for path in raster_paths]
         geometries, phrases, ids, vector_crs = _read_features(vector, self.config)
         if not geometries:
-            raise UserError(f"{vector.name} has no feature with a phrase in column {self.config.text_column!r}")
+            raise UserError(
+                f"{vector.name} has no feature with a phrase in column {self.config.text_column!r}"
+            )
         if vector_crs is None:
             raise UserError(f"{vector.name} has no CRS, so it cannot be placed on the raster")
 
@@ -159,21 +186,29 @@ class RegionDataset:
         for k in range(len(geometries)):
             for index, info in enumerate(self.rasters):
                 geometry = reprojected[index][k]
-                left, bottom, right, top = rasterio.transform.array_bounds(info.height, info.width, info.transform)
+                left, bottom, right, top = rasterio.transform.array_bounds(
+                    info.height, info.width, info.transform
+                )
                 if shapely.box(left, bottom, right, top).contains(geometry.centroid):
                     features.append(_Feature(index, geometry, phrases[k], ids[k]))
                     break
             else:
                 unplaced.append(ids[k])
         if unplaced:
-            raise UserError(f"{len(unplaced)} of {len(geometries)} labelled features in {vector.name} lie outside "
-                            f"the raster{'s' if len(self.rasters) > 1 else ''} (first: feature {unplaced[0]})")
+            raise UserError(
+                f"{len(unplaced)} of {len(geometries)} labelled features in {vector.name} lie outside "
+                f"the raster{'s' if len(self.rasters) > 1 else ''} (first: feature {unplaced[0]})"
+            )
 
         self._val_blocks = self._choose_val_blocks(features)
         self._features = [f for f in features if split == "all" or self._block_split(f) == split]
         if not self._features:
-            raise UserError(f"the {split} split of {self.name} is empty (too few labelled features or spatial blocks)")
-        self._samples = [(k, phrase) for k, feature in enumerate(self._features) for phrase in feature.phrases]
+            raise UserError(
+                f"the {split} split of {self.name} is empty (too few labelled features or spatial blocks)"
+            )
+        self._samples = [
+            (k, phrase) for k, feature in enumerate(self._features) for phrase in feature.phrases
+        ]
         self.epoch = 0
 
     # ---- splitting
@@ -181,7 +216,11 @@ class RegionDataset:
     def _block_of(self, feature: _Feature) -> tuple[int, int, int]:
         info = self.rasters[feature.raster_index]
         col, row = ~info.transform @ (feature.geometry.centroid.x, feature.geometry.centroid.y)
-        return feature.raster_index, int(col // self.config.block_pixels), int(row // self.config.block_pixels)
+        return (
+            feature.raster_index,
+            int(col // self.config.block_pixels),
+            int(row // self.config.block_pixels),
+        )
 
     def _block_split(self, feature: _Feature) -> str:
         return "val" if self._block_of(feature) in self._val_blocks else "train"
@@ -210,8 +249,13 @@ class RegionDataset:
         feature_index, phrase = self._samples[index]
         feature = self._features[feature_index]
         image, mask = self.chip(feature_index)
-        return ReferringSample(image, mask, phrase, image_id=f"{self.name}/{feature.feature_id}/{self.epoch}",
-                               sample_id=f"{self.name}/{feature.feature_id}/{phrase}")
+        return ReferringSample(
+            image,
+            mask,
+            phrase,
+            image_id=f"{self.name}/{feature.feature_id}/{self.epoch}",
+            sample_id=f"{self.name}/{feature.feature_id}/{phrase}",
+        )
 
     def chip(self, feature_index: int) -> tuple[np.ndarray, np.ndarray]:
         """(image, mask) of the chip around one feature; random (per epoch and feature) when training."""
@@ -221,12 +265,23 @@ class RegionDataset:
         out = self.config.chip_size
         with warnings.catch_warnings(), rasterio.open(info.path) as dataset:
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            pixels = dataset.read(list(info.bands), window=window, out_shape=(3, out, out), boundless=True,
-                                  fill_value=0, resampling=Resampling.bilinear)
+            pixels = dataset.read(
+                list(info.bands),
+                window=window,
+                out_shape=(3, out, out),
+                boundless=True,
+                fill_value=0,
+                resampling=Resampling.bilinear,
+            )
         image = self._to_uint8(pixels, info)
-        chip_transform = info.transform @ Affine.translation(window.col_off, window.row_off) @ Affine.scale(
-            window.width / out, window.height / out)
-        mask = rasterize([(feature.geometry, 1)], out_shape=(out, out), transform=chip_transform, dtype="uint8")
+        chip_transform = (
+            info.transform
+            @ Affine.translation(window.col_off, window.row_off)
+            @ Affine.scale(window.width / out, window.height / out)
+        )
+        mask = rasterize(
+            [(feature.geometry, 1)], out_shape=(out, out), transform=chip_transform, dtype="uint8"
+        )
         return image, mask.astype(bool)
 
     def _window(self, feature: _Feature, info: _RasterInfo, feature_index: int) -> Window:
@@ -250,7 +305,7 @@ class RegionDataset:
             factor = rng.uniform(*cfg.context) if randomise else sum(cfg.context) / 2
             side = max(extent * factor, cfg.chip_size * cfg.min_chip_fraction)
         slack = max(side - extent, 0.0) / 2
-        dx, dy = (rng.uniform(-slack, slack, 2) if randomise else (0.0, 0.0))
+        dx, dy = rng.uniform(-slack, slack, 2) if randomise else (0.0, 0.0)
         return Window(centre_col + dx - side / 2, centre_row + dy - side / 2, side, side)
 
     @staticmethod

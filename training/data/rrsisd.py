@@ -30,7 +30,9 @@ class _PlainDataUnpickler(pickle.Unpickler):
     tampered file cannot run code."""
 
     def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
-        raise UserError(f"{REFS_FILE} contains a Python object ({module}.{name}); only plain data is accepted")
+        raise UserError(
+            f"{REFS_FILE} contains a Python object ({module}.{name}); only plain data is accepted"
+        )
 
 
 def load_refs(path: Path) -> list[dict]:
@@ -55,7 +57,12 @@ def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
         rles = [coco_mask.frPyObjects(segmentation, height, width)]  # uncompressed RLE → compressed
     elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), str | bytes):
         counts = segmentation["counts"]
-        rles = [{"size": list(segmentation["size"]), "counts": counts.encode() if isinstance(counts, str) else counts}]
+        rles = [
+            {
+                "size": list(segmentation["size"]),
+                "counts": counts.encode() if isinstance(counts, str) else counts,
+            }
+        ]
     else:
         raise UserError(f"unknown COCO segmentation format: {type(segmentation).__name__}")
     decoded = coco_mask.decode(rles)  # (H, W, parts) uint8
@@ -105,15 +112,21 @@ class RRSISDDataset:
             images = {image["id"]: image for image in instances["images"]}
             annotations = {ann["id"]: ann for ann in instances["annotations"]}
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise UserError(f"{annotations_dir / INSTANCES_FILE} is not a COCO instances file ({exc})") from exc
+            raise UserError(
+                f"{annotations_dir / INSTANCES_FILE} is not a COCO instances file ({exc})"
+            ) from exc
 
         entries: list[_Entry] = []
-        for ref in sorted((r for r in refs if r.get("split") == split), key=lambda r: (r["image_id"], r["ref_id"])):
+        for ref in sorted(
+            (r for r in refs if r.get("split") == split), key=lambda r: (r["image_id"], r["ref_id"])
+        ):
             try:
                 image = images[ref["image_id"]]
                 annotation = annotations[ref["ann_id"]]
             except KeyError as exc:
-                raise UserError(f"ref {ref.get('ref_id')} points to a missing image or annotation ({exc})") from exc
+                raise UserError(
+                    f"ref {ref.get('ref_id')} points to a missing image or annotation ({exc})"
+                ) from exc
             for sentence in ref["sentences"]:
                 phrase = str(sentence.get("raw", sentence.get("sent", ""))).strip()
                 entries.append(
@@ -138,6 +151,9 @@ class RRSISDDataset:
         entry = self._entries[index]
         image = read_rgb(entry.image_file)
         if image.shape[:2] != (entry.height, entry.width):
-            raise UserError(f"{entry.image_file} is {image.shape[1]}×{image.shape[0]}, instances.json says {entry.width}×{entry.height}")
+            raise UserError(
+                f"{entry.image_file} is {image.shape[1]}×{image.shape[0]}, "
+                f"instances.json says {entry.width}×{entry.height}"
+            )
         mask = decode_segmentation(entry.segmentation, entry.height, entry.width)
         return ReferringSample(image, mask, entry.phrase, entry.image_id, entry.sample_id)

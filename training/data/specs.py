@@ -14,8 +14,10 @@ from training.data.rrsisd import RRSISDDataset
 from training.data.sample import ConcatReferringDataset, ReferringDataset
 from training.data.synthetic import PALETTE, generate_scene, write_region
 
-SPEC_HELP = ("rrsisd:PATH | refsegrs:PATH | region:RASTER,VECTOR[,COLUMN] | synthetic:N[,KIND+KIND…] "
-             "(kinds: " + "+".join(PALETTE) + ")")
+SPEC_HELP = (
+    "rrsisd:PATH | refsegrs:PATH | region:RASTER,VECTOR[,COLUMN] | synthetic:N[,KIND+KIND…] "
+    "(kinds: " + "+".join(PALETTE) + ")"
+)
 # Synthetic splits draw scenes from disjoint seed ranges, so validation scenes are new scenes.
 SYNTHETIC_SEED_BASE = {"train": 0, "val": 1_000_000, "test": 2_000_000}
 SYNTHETIC_EVAL_SHARE = 5  # synthetic:N has N training scenes and ceil(N / 5) val (and test) scenes
@@ -42,16 +44,22 @@ class DataSpec:
         if kind == "synthetic":
             count, _, kinds = rest.partition(",")
             if not count.isdigit() or int(count) < 1:
-                raise UserError(f"synthetic spec {text!r} needs a positive number of scenes, e.g. synthetic:40")
+                raise UserError(
+                    f"synthetic spec {text!r} needs a positive number of scenes, e.g. synthetic:40"
+                )
             unknown = [k for k in kinds.split("+") if k and k not in PALETTE] if kinds else []
             if unknown or (kinds and not kinds.strip("+")):
-                raise UserError(f"synthetic spec {text!r} names unknown object kinds {unknown}; known: {', '.join(PALETTE)}")
+                raise UserError(
+                    f"synthetic spec {text!r} names unknown object kinds {unknown}; "
+                    f"known: {', '.join(PALETTE)}"
+                )
             return cls(kind, (count, kinds) if kinds else (count,), text)
         raise UserError(f"unknown data kind {kind!r} in {text!r} ({SPEC_HELP})")
 
 
-def synthetic_scene_files(count: int, split: str, size: int, folder: Path,
-                          kinds: tuple[str, ...] | None = None) -> list[tuple[Path, Path]]:
+def synthetic_scene_files(
+    count: int, split: str, size: int, folder: Path, kinds: tuple[str, ...] | None = None
+) -> list[tuple[Path, Path]]:
     """Write (or reuse) the scenes of a synthetic split under `folder`; returns (raster, vector) pairs."""
     folder = folder / (f"synthetic-{size}px" + (f"-{'+'.join(kinds)}" if kinds else ""))
     pairs = []
@@ -71,8 +79,15 @@ def synthetic_scene_files(count: int, split: str, size: int, folder: Path,
     return pairs
 
 
-def open_dataset(spec: DataSpec | str, split: str, chip_size: int, cache_dir: Path, seed: int = 0,
-                 region_config: RegionConfig | None = None, whole_regions: bool = False) -> ReferringDataset:
+def open_dataset(
+    spec: DataSpec | str,
+    split: str,
+    chip_size: int,
+    cache_dir: Path,
+    seed: int = 0,
+    region_config: RegionConfig | None = None,
+    whole_regions: bool = False,
+) -> ReferringDataset:
     """The `split` ("train", "val" or "test") of the data a spec names.
 
     Regions have a spatial train/val split (their "test" is their val blocks); with `whole_regions`
@@ -96,17 +111,27 @@ def open_dataset(spec: DataSpec | str, split: str, chip_size: int, cache_dir: Pa
         count = math.ceil(count / SYNTHETIC_EVAL_SHARE)
     config = replace(base, whole_raster=True)  # synthetic phrases speak of positions in the whole scene
     kinds = tuple(k for k in spec.args[1].split("+") if k) if len(spec.args) > 1 else None
-    parts = [RegionDataset(raster, vector, "all", config, name=f"synthetic/{raster.stem}")
-             for raster, vector in synthetic_scene_files(count, split, chip_size, Path(cache_dir), kinds)]
+    parts = [
+        RegionDataset(raster, vector, "all", config, name=f"synthetic/{raster.stem}")
+        for raster, vector in synthetic_scene_files(count, split, chip_size, Path(cache_dir), kinds)
+    ]
     return ConcatReferringDataset(parts, name=f"synthetic:{spec.args[0]}:{split}")
 
 
-def open_datasets(specs: list[str], split: str, chip_size: int, cache_dir: Path, seed: int = 0,
-                  region_config: RegionConfig | None = None, whole_regions: bool = False) -> ReferringDataset:
+def open_datasets(
+    specs: list[str],
+    split: str,
+    chip_size: int,
+    cache_dir: Path,
+    seed: int = 0,
+    region_config: RegionConfig | None = None,
+    whole_regions: bool = False,
+) -> ReferringDataset:
     """Several specs as one dataset (one spec → that dataset itself)."""
     if not specs:
         raise UserError("no data given")
     parsed = [DataSpec.parse(text) for text in specs]  # all specs checked before anything is read
-    datasets = [open_dataset(spec, split, chip_size, cache_dir, seed, region_config, whole_regions)
-                for spec in parsed]
+    datasets = [
+        open_dataset(spec, split, chip_size, cache_dir, seed, region_config, whole_regions) for spec in parsed
+    ]
     return datasets[0] if len(datasets) == 1 else ConcatReferringDataset(datasets)

@@ -39,10 +39,20 @@ PALETTE: dict[str, dict[str, tuple[int, int, int]]] = {
     "pond": {"blue": (45, 85, 150), "dark": (35, 55, 70)},
     "river": {"blue": (50, 95, 155)},
     "road": {"grey": (128, 128, 128), "dark": (70, 70, 75), "dirt": (165, 135, 100)},
-    "building": {"red": (175, 55, 45), "white": (225, 225, 220), "grey": (140, 140, 145),
-                 "blue": (60, 95, 175), "orange": (215, 130, 50)},
-    "vehicle": {"red": (200, 40, 40), "white": (240, 240, 240), "black": (25, 25, 30),
-                "blue": (40, 70, 200), "yellow": (230, 210, 40)},
+    "building": {
+        "red": (175, 55, 45),
+        "white": (225, 225, 220),
+        "grey": (140, 140, 145),
+        "blue": (60, 95, 175),
+        "orange": (215, 130, 50),
+    },
+    "vehicle": {
+        "red": (200, 40, 40),
+        "white": (240, 240, 240),
+        "black": (25, 25, 30),
+        "blue": (40, 70, 200),
+        "yellow": (230, 210, 40),
+    },
     "tree": {"dark green": (30, 75, 35), "light green": (110, 170, 70), "orange": (205, 120, 40)},
 }
 
@@ -130,7 +140,9 @@ def _rotated_rect(cx: float, cy: float, w: float, h: float, angle: float) -> Pol
 
 def _blob(rng: np.random.Generator, cx: float, cy: float, radius: float) -> Polygon:
     angles = np.linspace(0, 2 * math.pi, 24, endpoint=False)
-    radii = radius * (1 + 0.25 * np.sin(angles * rng.integers(2, 4) + rng.uniform(0, 6)) + rng.uniform(-0.1, 0.1, 24))
+    radii = radius * (
+        1 + 0.25 * np.sin(angles * rng.integers(2, 4) + rng.uniform(0, 6)) + rng.uniform(-0.1, 0.1, 24)
+    )
     return Polygon(np.c_[cx + radii * np.cos(angles), cy + radii * np.sin(angles)]).buffer(0)
 
 
@@ -184,7 +196,9 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray
     return rows[:, i0] * (1 - f)[None, :] + rows[:, i0 + 1] * f[None, :]
 
 
-def _paint(image: np.ndarray, region: np.ndarray, rgb, rng: np.random.Generator, noise: float, texture=None) -> None:
+def _paint(
+    image: np.ndarray, region: np.ndarray, rgb, rng: np.random.Generator, noise: float, texture=None
+) -> None:
     colour = np.asarray(rgb, float) + rng.normal(0, 10, 3)  # per-object hue jitter
     values = colour[None, :] + rng.normal(0, noise, (int(region.sum()), 3))
     if texture is not None:
@@ -222,25 +236,53 @@ def generate_scene(
 
     # Large land cover first: fields, water, roads.
     for _ in range(rng.integers(0, 4)):
-        add("field", layout.place(lambda: _rotated_rect(*rng.uniform(0.15, 0.85, 2) * size,
-                                                         *rng.uniform(45, 100, 2) * s, rng.uniform(0, 90)), inside=0.7))
+        add(
+            "field",
+            layout.place(
+                lambda: _rotated_rect(
+                    *rng.uniform(0.15, 0.85, 2) * size, *rng.uniform(45, 100, 2) * s, rng.uniform(0, 90)
+                ),
+                inside=0.7,
+            ),
+        )
     if rng.random() < 0.5:
-        add("river", layout.place(lambda: _crossing_line(rng, size, 0.08).buffer(rng.uniform(5, 10) * s).intersection(layout.frame), inside=0))
+        add(
+            "river",
+            layout.place(
+                lambda: _crossing_line(rng, size, 0.08)
+                .buffer(rng.uniform(5, 10) * s)
+                .intersection(layout.frame),
+                inside=0,
+            ),
+        )
     for _ in range(rng.integers(0, 3)):
-        add("pond", layout.place(lambda: _blob(rng, *rng.uniform(0.15, 0.85, 2) * size, rng.uniform(10, 26) * s)))
+        add(
+            "pond",
+            layout.place(lambda: _blob(rng, *rng.uniform(0.15, 0.85, 2) * size, rng.uniform(10, 26) * s)),
+        )
     roads = []
     for _ in range(rng.integers(1, 3)):
         line = _crossing_line(rng, size, 0.03)
-        shape = layout.place(lambda line=line: line.buffer(rng.uniform(3.5, 6) * s).intersection(layout.frame),
-                             inside=0, keep_clear=False)
+        shape = layout.place(
+            lambda line=line: line.buffer(rng.uniform(3.5, 6) * s).intersection(layout.frame),
+            inside=0,
+            keep_clear=False,
+        )
         if shape is not None:
             roads.append(line)
             add("road", shape)
     # Buildings, vehicles (mostly on roads), trees.
     for _ in range(rng.integers(3, 8)):
-        add("building", layout.place(lambda: _rotated_rect(*rng.uniform(0.08, 0.92, 2) * size,
-                                                            *rng.uniform(10, 34, 2) * s, rng.uniform(0, 90))))
+        add(
+            "building",
+            layout.place(
+                lambda: _rotated_rect(
+                    *rng.uniform(0.08, 0.92, 2) * size, *rng.uniform(10, 34, 2) * s, rng.uniform(0, 90)
+                )
+            ),
+        )
     for _ in range(rng.integers(2, 7)):
+
         def vehicle() -> Polygon:
             length, width = rng.uniform(9, 14) * s, rng.uniform(4.5, 6.5) * s
             if roads and rng.random() < 0.7:
@@ -250,9 +292,13 @@ def generate_scene(
                 angle = math.degrees(math.atan2(q.y - p.y, q.x - p.x))
                 return _rotated_rect(p.x, p.y, length, width, angle)
             return _rotated_rect(*rng.uniform(0.08, 0.92, 2) * size, length, width, rng.uniform(0, 180))
+
         add("vehicle", layout.place(vehicle))
     for _ in range(rng.integers(3, 10)):
-        add("tree", layout.place(lambda: Point(*rng.uniform(0.05, 0.95, 2) * size).buffer(rng.uniform(3.5, 10) * s)))
+        add(
+            "tree",
+            layout.place(lambda: Point(*rng.uniform(0.05, 0.95, 2) * size).buffer(rng.uniform(3.5, 10) * s)),
+        )
 
     image = _paint_scene(rng, size, placed)
     objects = _visible_objects(placed, size)
@@ -266,7 +312,9 @@ def generate_scene(
 
 def _paint_scene(rng: np.random.Generator, size: int, placed) -> np.ndarray:
     base = np.array(rng.choice([(120, 130, 80), (150, 140, 100), (105, 125, 75)]), float)
-    ground = base[None, None, :] + 25 * _smooth_noise(rng, size, 6)[:, :, None] + rng.normal(0, 6, (size, size, 3))
+    ground = (
+        base[None, None, :] + 25 * _smooth_noise(rng, size, 6)[:, :, None] + rng.normal(0, 6, (size, size, 3))
+    )
     image = np.clip(ground, 0, 255).astype(np.uint8)
     yy, xx = np.mgrid[0:size, 0:size]
     for kind, colour, shape in placed:
@@ -298,12 +346,15 @@ def _visible_objects(placed, size: int) -> list[SceneObject]:
     objects = []
     frame = box(0, 0, size, size)
     for index, (kind, colour, shape) in enumerate(placed):
-        later = [other for _, _, other in placed[index + 1:] if other.intersects(shape)]
+        later = [other for _, _, other in placed[index + 1 :] if other.intersects(shape)]
         visible = shape.intersection(frame)
         if later:
             visible = visible.difference(shapely.union_all(later))
         visible = visible.buffer(0)
-        if visible.area < 12 * (size / REFERENCE_SIZE) ** 2 or visible.area < 0.6 * shape.intersection(frame).area:
+        if (
+            visible.area < 12 * (size / REFERENCE_SIZE) ** 2
+            or visible.area < 0.6 * shape.intersection(frame).area
+        ):
             continue
         objects.append(SceneObject(kind, colour, visible))
     return objects
@@ -343,15 +394,25 @@ def _cue_options(target: SceneObject, objects: list[SceneObject], size: int) -> 
     """
     options: list[tuple[_Cue, object]] = []
     colour_words = tuple(COLOUR_WORDS.get(target.colour, [target.colour]))
-    options.append((_Cue("colour", colour_words, "adjective"), lambda cands: [o for o in cands if o.colour == target.colour]))
+    options.append(
+        (
+            _Cue("colour", colour_words, "adjective"),
+            lambda cands: [o for o in cands if o.colour == target.colour],
+        )
+    )
 
     def size_extreme(larger: bool):
         def narrow(cands):
             others = [o.polygon.area for o in cands if o is not target]
             if not others:
                 return None
-            ok = target.polygon.area >= 1.8 * max(others) if larger else target.polygon.area <= 0.55 * min(others)
+            ok = (
+                target.polygon.area >= 1.8 * max(others)
+                if larger
+                else target.polygon.area <= 0.55 * min(others)
+            )
             return [target] if ok else None
+
         return narrow
 
     options.append((_Cue("large", SIZE_WORDS["large"], "adjective"), size_extreme(True)))
@@ -380,7 +441,10 @@ def _cue_options(target: SceneObject, objects: list[SceneObject], size: int) -> 
     for landmark in objects:
         if landmark is target or landmark.kind not in LANDMARK_KINDS or landmark.kind == target.kind:
             continue
-        if sum(o.kind == landmark.kind for o in objects) != 1 or target.polygon.distance(landmark.polygon) > near:
+        if (
+            sum(o.kind == landmark.kind for o in objects) != 1
+            or target.polygon.distance(landmark.polygon) > near
+        ):
             continue
         noun = NOUNS[landmark.kind][0]
         words = tuple(f"{prep} the {noun}" for prep in RELATION_WORDS)
@@ -407,8 +471,9 @@ def _render(target: SceneObject, cues: list[_Cue], rng: np.random.Generator) -> 
     return " ".join(["the", *leading, *adjectives, noun, *suffixes])
 
 
-def _describe(target: SceneObject, objects: list[SceneObject], size: int, rng: np.random.Generator,
-              max_phrases: int) -> list[str]:
+def _describe(
+    target: SceneObject, objects: list[SceneObject], size: int, rng: np.random.Generator, max_phrases: int
+) -> list[str]:
     """Up to `max_phrases` distinct phrases that each pick out only the target among its kind, each
     using a minimal set of cues (dropping any cue would make it ambiguous) with at most one extreme."""
     same_kind = [obj for obj in objects if obj.kind == target.kind]
@@ -460,8 +525,16 @@ def write_region(scene: Scene, folder: str | Path, name: str | None = None) -> t
     fd, tmp_raster = tempfile.mkstemp(dir=folder, suffix=".tif.part")
     os.close(fd)
     try:
-        profile = dict(driver="GTiff", width=scene.size, height=scene.size, count=3, dtype="uint8",
-                       crs=scene.crs, transform=scene.transform, compress="deflate")
+        profile = dict(
+            driver="GTiff",
+            width=scene.size,
+            height=scene.size,
+            count=3,
+            dtype="uint8",
+            crs=scene.crs,
+            transform=scene.transform,
+            compress="deflate",
+        )
         with rasterio.open(tmp_raster, "w", **profile) as dataset:
             dataset.write(np.moveaxis(scene.image, -1, 0))
         os.replace(tmp_raster, raster_path)
@@ -470,18 +543,26 @@ def write_region(scene: Scene, folder: str | Path, name: str | None = None) -> t
             os.remove(tmp_raster)
 
     t = scene.transform
-    map_geoms = [shapely.transform(obj.polygon, lambda xy: np.c_[t.a * xy[:, 0] + t.b * xy[:, 1] + t.c,
-                                                               t.d * xy[:, 0] + t.e * xy[:, 1] + t.f])
-                 for obj in scene.objects]
-    map_geoms = [geom if geom.geom_type == "MultiPolygon" else shapely.MultiPolygon([geom]) for geom in map_geoms]
+    map_geoms = [
+        shapely.transform(
+            obj.polygon,
+            lambda xy: np.c_[t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f],
+        )
+        for obj in scene.objects
+    ]
+    map_geoms = [
+        geom if geom.geom_type == "MultiPolygon" else shapely.MultiPolygon([geom]) for geom in map_geoms
+    ]
     tmp_vector = folder / f".{name}.part.gpkg"  # GDAL wants the .gpkg extension
     try:
         pyogrio.raw.write(
             str(tmp_vector),
             geometry=shapely.to_wkb(np.array(map_geoms, dtype=object)),
-            field_data=[np.array([PHRASE_SEPARATOR.join(o.phrases) for o in scene.objects], dtype=object),
-                        np.array([o.kind for o in scene.objects], dtype=object),
-                        np.array([o.colour for o in scene.objects], dtype=object)],
+            field_data=[
+                np.array([PHRASE_SEPARATOR.join(o.phrases) for o in scene.objects], dtype=object),
+                np.array([o.kind for o in scene.objects], dtype=object),
+                np.array([o.colour for o in scene.objects], dtype=object),
+            ],
             fields=[TEXT_COLUMN, "kind", "colour"],
             layer="objects",
             driver="GPKG",

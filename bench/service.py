@@ -65,9 +65,9 @@ def measure_preset(
 ) -> dict:
     import httpx
 
-    from backend.engine.options import SERVICE_DEFAULT_KEEP, SegmentOptions
     from backend.engine.segment import segment
     from backend.model.factory import load_predictor
+    from backend.service.schemas import SegmentParams
 
     params = {"phrases": ["the red roofs"]}
     body = raster.read_bytes()
@@ -130,7 +130,8 @@ def measure_preset(
 
     torch.set_num_threads(threads)
     model = load_predictor(checkpoint=checkpoint, device=device)
-    options = SegmentOptions(keep=SERVICE_DEFAULT_KEEP)
+    # the service's own default options (the same run a request with default params asks for)
+    options = SegmentParams.model_validate({"phrases": params["phrases"]}).to_options()
     segment(raster, params["phrases"], model, options)  # warm-up
     direct = []
     for _ in range(n_requests):

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-API_PREFIX = "/api/v1"
+from .contract import API_PREFIX, Health, JobStatus, is_loopback_url
+
 JOB_POLL_INTERVAL_S = 0.25
 
 
@@ -43,32 +44,6 @@ class RunCancelled(BackendError):
 
 
 @dataclass(frozen=True)
-class BackendHealth:
-    version: str
-    model_id: str
-    preset: str
-    device: str
-    input_size: int
-    busy: bool
-    allow_paths: bool
-    max_upload_mb: float
-
-    @classmethod
-    def from_json(cls, data: dict) -> BackendHealth:
-        model = data.get("model") or {}
-        return cls(
-            version=str(data.get("version", "")),
-            model_id=str(model.get("id", "")),
-            preset=str(model.get("preset", "") or ""),
-            device=str(model.get("device", "")),
-            input_size=int(model.get("input_size") or 0),
-            busy=bool(data.get("busy", False)),
-            allow_paths=bool(data.get("allow_paths", False)),
-            max_upload_mb=float(data.get("max_upload_mb") or 0),
-        )
-
-
-@dataclass(frozen=True)
 class RasterPayload:
     """What travels to the backend: a server-side path, or a local GeoTIFF file uploaded as bytes."""
 
@@ -81,25 +56,6 @@ class RasterPayload:
             raise ValueError("exactly one of path and upload_file")
 
 
-@dataclass(frozen=True)
-class JobStatus:
-    job_id: str
-    status: str
-    done: int
-    total: int
-    error_code: str | None
-    error_message: str | None
-
-    @property
-    def fraction(self) -> float:
-        return self.done / self.total if self.total > 0 else 0.0
-
-
-def is_loopback_url(url: str) -> bool:
-    host = urllib.parse.urlsplit(url).hostname or ""
-    return host == "localhost" or host == "::1" or host.startswith("127.")
-
-
 class BackendClient:
     def __init__(self, base_url: str, token: str = "", timeout_s: float = 60.0):
         self.base_url = base_url.rstrip("/")
@@ -110,8 +66,8 @@ class BackendClient:
         self._opener = urllib.request.build_opener(*handlers)
 
     # -- endpoints -------------------------------------------------------------------------------
-    def health(self, timeout_s: float | None = None) -> BackendHealth:
-        return BackendHealth.from_json(self._request("GET", "/health", timeout_s=timeout_s))
+    def health(self, timeout_s: float | None = None) -> Health:
+        return Health.from_json(self._request("GET", "/health", timeout_s=timeout_s))
 
     def submit_job(self, payload: RasterPayload, params: dict) -> str:
         body, content_type = encode_multipart(payload, params)
@@ -119,17 +75,7 @@ class BackendClient:
         return str(answer["job_id"])
 
     def job_status(self, job_id: str) -> JobStatus:
-        data = self._request("GET", f"/jobs/{urllib.parse.quote(job_id)}")
-        progress = data.get("progress") or {}
-        error = data.get("error") or {}
-        return JobStatus(
-            job_id=job_id,
-            status=str(data.get("status", "")),
-            done=int(progress.get("done") or 0),
-            total=int(progress.get("total") or 0),
-            error_code=error.get("code"),
-            error_message=error.get("message"),
-        )
+        return JobStatus.from_json(self._request("GET", f"/jobs/{urllib.parse.quote(job_id)}"), job_id)
 
     def job_result(self, job_id: str) -> dict:
         return self._request("GET", f"/jobs/{urllib.parse.quote(job_id)}/result")
@@ -157,13 +103,14 @@ class BackendClient:
                     pass  # the job may have just finished; either way nothing is kept
                 raise RunCancelled()
             status = self.job_status(job_id)
-            on_progress(status.fraction)
+            on_progress(status.progress.fraction)
             if status.status == "done":
                 return self.job_result(job_id)
             if status.status == "failed":
                 raise BackendError(
-                    as_sentence(status.error_message or "") or "The backend failed without saying why.",
-                    code=status.error_code or "failed",
+                    as_sentence(status.error.message if status.error else "")
+                    or "The backend failed without saying why.",
+                    code=status.error.code if status.error else "failed",
                 )
             if status.status == "cancelled":
                 raise RunCancelled("The backend cancelled the run.")

@@ -12,36 +12,23 @@ from qgis.core import (
     QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
-    QgsMapLayerProxyModel,
     QgsMessageOutput,
     QgsProject,
     QgsRasterLayer,
     QgsRectangle,
     QgsVectorLayer,
 )
-from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsMapLayerComboBox, QgsMapToolExtent
+from qgis.gui import QgsDockWidget, QgsMapToolExtent
 from qgis.PyQt.QtCore import QCoreApplication
-from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import (
-    QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QProgressBar,
-    QPushButton,
-    QToolButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qgis.PyQt.QtWidgets import QVBoxLayout, QWidget
 
-from .area import AREA_MAP_VIEW, AREA_RECTANGLE, AREA_SELECTED, AREA_WHOLE_LAYER, AreaChoice
+from .area import AREA_RECTANGLE, AREA_SELECTED, AreaChoice
 from .client import BackendClient
+from .dock_ui import build_backend_row, build_option_inputs, build_run_row, build_source_form
 from .local_backend import LocalBackend
 from .notify import guarded, log, notify
 from .raster_source import RasterSourceError, plan_raster
 from .request import SegmentOptions
-from .resources import icon_path
 from .result_layer import ResultLayerError, store_collection
 from .runner import SegmentJob
 from .settings import PluginSettings
@@ -76,98 +63,21 @@ class SegmentDock(QgsDockWidget):
     def _build_ui(self) -> None:
         body = QWidget(self)
         layout = QVBoxLayout(body)
-
-        backend_row = QHBoxLayout()
-        self.backend_label = QLabel(self.tr("Backend: not checked"), body)
-        self.backend_label.setWordWrap(True)
-        self.check_button = QToolButton(body)
-        self.check_button.setText(self.tr("Check"))
-        self.check_button.setToolTip(self.tr("Ask the backend whether it is there"))
-        self.start_button = QToolButton(body)
-        self.start_button.setText(self.tr("Start local"))
-        self.start_button.setToolTip(self.tr("Start the backend on this machine with the configured Python"))
-        self.settings_button = QToolButton(body)
-        self.settings_button.setIcon(QIcon(icon_path("settings.svg")))
-        self.settings_button.setToolTip(self.tr("Backend and output settings"))
-        backend_row.addWidget(self.backend_label, 1)
-        for button in (self.check_button, self.start_button, self.settings_button):
-            backend_row.addWidget(button)
-        layout.addLayout(backend_row)
-
-        form = QFormLayout()
-        self.layer_combo = QgsMapLayerComboBox(body)
-        self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
-        self.layer_combo.setAllowEmptyLayer(True)
-        form.addRow(self.tr("Raster layer"), self.layer_combo)
-
-        self.phrase_combo = QComboBox(body)
-        self.phrase_combo.setEditable(True)
-        self.phrase_combo.setInsertPolicy(QComboBox.NoInsert)
-        self.phrase_combo.lineEdit().setPlaceholderText(
-            self.tr("Describe the object, e.g. the large white building")
+        backend = build_backend_row(body, layout)
+        self.backend_label, self.check_button = backend.label, backend.check_button
+        self.start_button, self.settings_button = backend.start_button, backend.settings_button
+        source = build_source_form(body, layout)
+        self.layer_combo, self.phrase_combo, self.area_combo = (
+            source.layer_combo,
+            source.phrase_combo,
+            source.area_combo,
         )
-        self.phrase_combo.setToolTip(self.tr("What to find; Enter runs. Earlier phrases are in the list."))
-        form.addRow(self.tr("Phrase"), self.phrase_combo)
-
-        self.area_combo = QComboBox(body)
-        self.area_combo.addItem(self.tr("Current map view"), AREA_MAP_VIEW)
-        self.area_combo.addItem(self.tr("Whole layer"), AREA_WHOLE_LAYER)
-        self.area_combo.addItem(self.tr("Selected polygons of a layer"), AREA_SELECTED)
-        self.area_combo.addItem(self.tr("Rectangle drawn on the map"), AREA_RECTANGLE)
-        form.addRow(self.tr("Area"), self.area_combo)
-        self.polygon_combo = QgsMapLayerComboBox(body)
-        self.polygon_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
-        self.polygon_label = QLabel(self.tr("Polygons from"), body)
-        form.addRow(self.polygon_label, self.polygon_combo)
-        self.draw_button = QPushButton(self.tr("Draw rectangle"), body)
-        self.draw_label = QLabel("", body)
-        form.addRow(self.draw_button, self.draw_label)
-        layout.addLayout(form)
-
-        options = QgsCollapsibleGroupBox(self.tr("Options"), body)
-        options_form = QFormLayout(options)
-        self.threshold_spin = QDoubleSpinBox(options)
-        self.threshold_spin.setRange(0.01, 0.99)
-        self.threshold_spin.setSingleStep(0.05)
-        self.threshold_spin.setValue(0.5)
-        self.threshold_spin.setToolTip(self.tr("Probability above which a pixel belongs to the object"))
-        self.simplify_spin = QDoubleSpinBox(options)
-        self.simplify_spin.setRange(0.0, 1e6)
-        self.simplify_spin.setDecimals(2)
-        self.simplify_spin.setSpecialValueText(self.tr("default"))
-        self.simplify_spin.setToolTip(
-            self.tr("Simplification tolerance in the raster's units (default: the engine's)")
-        )
-        self.min_area_spin = QDoubleSpinBox(options)
-        self.min_area_spin.setRange(0.0, 1e12)
-        self.min_area_spin.setDecimals(1)
-        self.min_area_spin.setSpecialValueText(self.tr("default"))
-        self.min_area_spin.setToolTip(
-            self.tr("Drop polygons smaller than this, in the raster's square units")
-        )
-        self.keep_combo = QComboBox(options)
-        self.keep_combo.addItem(self.tr("Best match"), "best")
-        self.keep_combo.addItem(self.tr("All matches"), "all")
-        options_form.addRow(self.tr("Threshold"), self.threshold_spin)
-        options_form.addRow(self.tr("Simplify"), self.simplify_spin)
-        options_form.addRow(self.tr("Minimum area"), self.min_area_spin)
-        options_form.addRow(self.tr("Keep"), self.keep_combo)
-        layout.addWidget(options)
-
-        buttons = QHBoxLayout()
-        self.run_button = QPushButton(QIcon(icon_path("rs2sam2.svg")), self.tr("Run"), body)
-        self.cancel_button = QPushButton(self.tr("Cancel"), body)
-        self.cancel_button.setEnabled(False)
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        layout.addLayout(buttons)
-        self.progress_bar = QProgressBar(body)
-        self.progress_bar.setRange(0, 100)
-        self.progress_bar.setValue(0)
-        layout.addWidget(self.progress_bar)
-        self.status_label = QLabel(body)
-        self.status_label.setWordWrap(True)
-        layout.addWidget(self.status_label)
+        self.polygon_label, self.polygon_combo = source.polygon_label, source.polygon_combo
+        self.draw_button, self.draw_label = source.draw_button, source.draw_label
+        self.option_inputs = build_option_inputs(body, layout)
+        run_row = build_run_row(body, layout)
+        self.run_button, self.cancel_button = run_row.run_button, run_row.cancel_button
+        self.progress_bar, self.status_label = run_row.progress_bar, run_row.status_label
         layout.addStretch(1)
         self.setWidget(body)
         self._show_area_widgets()
@@ -226,12 +136,7 @@ class SegmentDock(QgsDockWidget):
         return " ".join(self.phrase_combo.currentText().split())
 
     def options(self) -> SegmentOptions:
-        return SegmentOptions(
-            threshold=round(self.threshold_spin.value(), 4),
-            simplify=self.simplify_spin.value() or None,
-            min_area=self.min_area_spin.value() or None,
-            keep=self.keep_combo.currentData(),
-        )
+        return SegmentOptions(**self.option_inputs.values())
 
     def run_blocker(self) -> str | None:
         """Why Run cannot start now, in words for the status line; None when it can."""

@@ -14,13 +14,13 @@ from qgis.core import QgsApplication
 from qgis.PyQt.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, pyqtSignal
 from qgis.PyQt.QtNetwork import QHostAddress, QTcpServer
 
-from .client import BackendClient, BackendHealth
+from .client import BackendClient
+from .contract import TOKEN_ENV, Health
 from .settings import PluginSettings
 from .tasks import HealthTask
 
 HEALTH_POLL_MS = 500
 LOG_LINES = 200
-TOKEN_ENV = "RS2SAM2_TOKEN"  # the service reads its bearer token from here (keeps it off the command line)
 STOP_WAIT_MS = 5000
 
 
@@ -45,7 +45,7 @@ def free_loopback_port() -> int:
 class LocalBackend(QObject):
     """One backend process at a time. States: stopped → starting → running (or failed)."""
 
-    ready = pyqtSignal(object)  # BackendHealth
+    ready = pyqtSignal(object)  # Health
     failed = pyqtSignal(str)  # a person's sentence, with the process's last output
     stopped = pyqtSignal()
 
@@ -55,7 +55,7 @@ class LocalBackend(QObject):
         self.url = ""
         self.token = ""
         self.state = "stopped"
-        self.health: BackendHealth | None = None
+        self.health: Health | None = None
         self._log: deque[str] = deque(maxlen=LOG_LINES)
         self._deadline = 0.0
         self._probe: HealthTask | None = None

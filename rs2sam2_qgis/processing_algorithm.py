@@ -12,10 +12,8 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSink,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsWkbTypes,
@@ -24,9 +22,11 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from .client import BackendClient, BackendError, RunCancelled
+from .contract import PROCESSING, options_on
 from .local_backend import running_local_endpoint
+from .option_forms import processing_parameter, processing_value
 from .raster_source import RasterSourceError, area_in_raster_crs, plan_raster
-from .request import KEEP_CHOICES, SegmentOptions, split_phrases
+from .request import SegmentOptions, split_phrases
 from .resources import icon_path
 from .result_layer import collection_crs, features_from_collection, result_fields
 from .runner import SegmentJob, run_segmentation
@@ -37,13 +37,6 @@ class SegmentByTextAlgorithm(QgsProcessingAlgorithm):
     INPUT = "INPUT"
     PHRASES = "PHRASES"
     EXTENT = "EXTENT"
-    TILE_SIZE = "TILE_SIZE"
-    OVERLAP = "OVERLAP"
-    GSD = "GSD"
-    THRESHOLD = "THRESHOLD"
-    SIMPLIFY = "SIMPLIFY"
-    MIN_AREA = "MIN_AREA"
-    KEEP = "KEEP"
     BACKEND_URL = "BACKEND_URL"
     OUTPUT = "OUTPUT"
 
@@ -87,69 +80,8 @@ class SegmentByTextAlgorithm(QgsProcessingAlgorithm):
                 self.EXTENT, self.tr("Area (default: the whole raster)"), optional=True
             )
         )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.TILE_SIZE,
-                self.tr("Tile size in pixels (default: " "the model's input size)"),
-                QgsProcessingParameterNumber.Integer,
-                optional=True,
-                minValue=16,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.OVERLAP,
-                self.tr("Tile overlap in pixels (default: " "the engine's)"),
-                QgsProcessingParameterNumber.Integer,
-                optional=True,
-                minValue=0,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.GSD,
-                self.tr("Resample to this ground sampling " "distance (default: native)"),
-                QgsProcessingParameterNumber.Double,
-                optional=True,
-                minValue=0.0,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.THRESHOLD,
-                self.tr("Probability threshold"),
-                QgsProcessingParameterNumber.Double,
-                defaultValue=0.5,
-                minValue=0.0,
-                maxValue=1.0,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.SIMPLIFY,
-                self.tr("Simplify tolerance (raster units; " "default: the engine's)"),
-                QgsProcessingParameterNumber.Double,
-                optional=True,
-                minValue=0.0,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.MIN_AREA,
-                self.tr("Minimum polygon area (raster " "square units)"),
-                QgsProcessingParameterNumber.Double,
-                optional=True,
-                minValue=0.0,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterEnum(
-                self.KEEP,
-                self.tr("Keep"),
-                options=[self.tr("best match per phrase"), self.tr("all matches")],
-                defaultValue=0,
-            )
-        )
+        for option in options_on(PROCESSING):  # TILE_SIZE, THRESHOLD, KEEP, … from the contract
+            self.addParameter(processing_parameter(option))
         url = QgsProcessingParameterString(
             self.BACKEND_URL, self.tr("Backend URL (default: from the plugin " "settings)"), optional=True
         )
@@ -161,16 +93,6 @@ class SegmentByTextAlgorithm(QgsProcessingAlgorithm):
             )
         )
 
-    def _optional_number(self, parameters, name, context, as_int=False):
-        value = parameters.get(name)
-        if value is None or value == "":
-            return None
-        return (
-            self.parameterAsInt(parameters, name, context)
-            if as_int
-            else self.parameterAsDouble(parameters, name, context)
-        )
-
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         phrases = split_phrases(self.parameterAsString(parameters, self.PHRASES, context))
@@ -179,13 +101,10 @@ class SegmentByTextAlgorithm(QgsProcessingAlgorithm):
         if not phrases:
             raise QgsProcessingException(self.tr("Give at least one phrase."))
         options = SegmentOptions(
-            threshold=self.parameterAsDouble(parameters, self.THRESHOLD, context),
-            simplify=self._optional_number(parameters, self.SIMPLIFY, context),
-            min_area=self._optional_number(parameters, self.MIN_AREA, context),
-            keep=KEEP_CHOICES[self.parameterAsEnum(parameters, self.KEEP, context)],
-            tile_size=self._optional_number(parameters, self.TILE_SIZE, context, as_int=True),
-            overlap=self._optional_number(parameters, self.OVERLAP, context, as_int=True),
-            gsd=self._optional_number(parameters, self.GSD, context),
+            **{
+                option.name: processing_value(self, option, parameters, context)
+                for option in options_on(PROCESSING)
+            }
         )
         settings = PluginSettings.load()
         url, token = settings.server_url, settings.token

@@ -1,27 +1,19 @@
-"""What one segmentation asks for: the parameter bundle shared by the dock and the Processing algorithm."""
+"""What one segmentation asks for: the parameter bundle shared by the dock and the Processing algorithm.
+
+The options themselves (names, defaults, bounds) come from `contract.OPTIONS`; so does the `params`
+JSON they travel in.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-KEEP_CHOICES = ("best", "all")
+from . import contract
 
-
-@dataclass(frozen=True)
-class SegmentOptions:
-    """The engine's knobs; None means "the engine's default" (sent as JSON null)."""
-
-    threshold: float = 0.5
-    simplify: float | None = None
-    min_area: float | None = None
-    keep: str = "best"
-    tile_size: int | None = None
-    overlap: int | None = None
-    gsd: float | None = None
-
-    def __post_init__(self):
-        if self.keep not in KEEP_CHOICES:
-            raise ValueError(f"keep must be one of {KEEP_CHOICES}")
+# The options a person sets in QGIS (the panel and Processing); None means "the engine's default".
+SegmentOptions = contract.options_class(
+    "SegmentOptions", contract.PROCESSING, check_choices=True, module=__name__
+)
 
 
 @dataclass(frozen=True)
@@ -38,24 +30,10 @@ class AreaBox:
 
 
 def build_params(
-    phrases: list[str], options: SegmentOptions, bbox: AreaBox | None = None, bbox_crs: str | None = None
+    phrases: list[str], options, bbox: AreaBox | None = None, bbox_crs: str | None = None
 ) -> dict:
     """The `params` JSON of docs/service-api.md."""
-    params: dict = {
-        "phrases": phrases,
-        "threshold": options.threshold,
-        "simplify": options.simplify,
-        "min_area": options.min_area,
-        "keep": options.keep,
-        "tile_size": options.tile_size,
-        "overlap": options.overlap,
-        "gsd": options.gsd,
-    }
-    if bbox is not None:
-        params["bbox"] = bbox.as_list()
-        if bbox_crs:
-            params["bbox_crs"] = bbox_crs
-    return params
+    return contract.build_params(phrases, options, bbox.as_list() if bbox is not None else None, bbox_crs)
 
 
 def split_phrases(text: str) -> list[str]:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from qgis.core import QgsFeedback, QgsGeometry
 from qgis.PyQt.QtCore import QCoreApplication
 
-from .client import BackendClient, BackendError, RasterPayload, RunCancelled, is_loopback_url
+from .client import BackendClient, BackendError, RasterPayload, RunCancelled
+from .contract import is_loopback_url
 from .raster_source import RasterPlan
 from .request import AreaBox, SegmentOptions, build_params
 

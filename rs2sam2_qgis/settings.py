@@ -12,6 +12,7 @@ from pathlib import Path
 
 from qgis.core import QgsSettings
 
+from .contract import DEFAULT_HOST, DEFAULT_PORT
 from .resources import PLUGIN_DIR, SETTINGS_PREFIX
 
 SEND_MODES = ("auto", "path", "upload")  # how a file-based raster travels to the backend
@@ -48,7 +49,7 @@ def default_checkpoint() -> str:
 @dataclass
 class PluginSettings:
     # Where the backend is. When start_local is on, the plugin launches it and server_url is ignored.
-    server_url: str = "http://127.0.0.1:8765"
+    server_url: str = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
     token: str = ""
     start_local: bool = False
     # The local backend: `<python> -m backend.cli serve --checkpoint C` (or `--preset P`; neither: the

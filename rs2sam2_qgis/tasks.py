@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 from qgis.core import Qgis, QgsFeedback, QgsMessageLog, QgsTask
 
-from .client import BackendClient, BackendError, BackendHealth, RunCancelled
+from .client import BackendClient, BackendError, RunCancelled
+from .contract import Health
 from .raster_source import RasterSourceError
 from .resources import LOG_TAG
 from .runner import SegmentJob, SegmentOutcome, run_segmentation
@@ -71,7 +72,7 @@ class HealthTask(QgsTask):
         super().__init__("RS2-SAM 2: checking the backend", QgsTask.Flags())
         self.client = client
         self.on_done = on_done
-        self.health: BackendHealth | None = None
+        self.health: Health | None = None
         self.error: BackendError | None = None
 
     def run(self) -> bool:

@@ -17,8 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from backend.engine.options import CLI_DEFAULT_KEEP, AreaOfInterest, SegmentOptions, bound_gdal_cache
+from backend.engine.options import AreaOfInterest, SegmentOptions, bound_gdal_cache
 from backend.errors import UserError
+from rs2sam2_qgis.contract import CLI, options_on
 
 
 def _bbox(text: str) -> tuple[float, float, float, float]:
@@ -29,13 +30,6 @@ def _bbox(text: str) -> tuple[float, float, float, float]:
     if len(values) != 4:
         raise argparse.ArgumentTypeError("the bbox must be four numbers MINX,MINY,MAXX,MAXY")
     return values  # type: ignore[return-value]
-
-
-def _bands(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError("bands are 1-based numbers, e.g. 3,2,1 or 4") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,23 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="MINX,MINY,MAXX,MAXY (raster CRS unless --bbox-crs); write --bbox=-1,… when MINX is negative",
     )
     parser.add_argument("--bbox-crs", help="CRS of --bbox, e.g. EPSG:4326")
-    parser.add_argument("--tile", type=int, help="tile size in pixels (default: the model's input size)")
-    parser.add_argument("--overlap", type=int, help="tile overlap in pixels (default: an eighth of the tile)")
-    parser.add_argument("--gsd", type=float, help="resample to this many metres per pixel on read")
-    parser.add_argument("--bands", type=_bands, help="1-based bands to use as RGB, e.g. 3,2,1 (or one band)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
-    parser.add_argument(
-        "--simplify", type=float, help="simplify tolerance in map units (default: one pixel; 0 = off)"
-    )
-    parser.add_argument(
-        "--min-area", type=float, help="minimum polygon area in map units² (default: 4 pixels)"
-    )
-    parser.add_argument(
-        "--keep",
-        choices=("best", "all"),
-        default=CLI_DEFAULT_KEEP,
-        help=f"best: one object per phrase; all: every object (default: {CLI_DEFAULT_KEEP})",
-    )
+    add_option_arguments(parser)
     parser.add_argument("--probability", help="also write a probability GeoTIFF (one band per phrase)")
     parser.add_argument(
         "--allow-no-crs", action="store_true", help="accept a raster without CRS (pixel coordinates)"
@@ -82,18 +60,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def add_option_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per segment option of the contract (rs2sam2_qgis.contract.OPTIONS)."""
+    for option in options_on(CLI):
+        kwargs: dict = {"dest": option.name, "default": option.default_for(CLI), "help": option.describe(CLI)}
+        if option.kind == "choice":
+            kwargs["choices"] = option.choice_values
+        else:
+            kwargs["type"] = {"float": float, "int": int, "ints": _int_list}[option.kind]
+            kwargs["metavar"] = option.name.upper()
+        parser.add_argument(option.flag, **kwargs)
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("give whole numbers separated by commas, e.g. 3,2,1") from None
+
+
 def options_from_args(args: argparse.Namespace) -> SegmentOptions:
     if args.bbox_crs and not args.bbox:
         raise UserError("--bbox-crs needs --bbox")
     return SegmentOptions(
-        threshold=args.threshold,
-        keep=args.keep,
-        simplify=args.simplify,
-        min_area=args.min_area,
-        tile_size=args.tile,
-        overlap=args.overlap,
-        gsd=args.gsd,
-        bands=args.bands,
+        **{option.name: getattr(args, option.name) for option in options_on(CLI)},
         area=AreaOfInterest(args.bbox, args.bbox_crs) if args.bbox else None,
         allow_no_crs=args.allow_no_crs,
     )

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from rs2sam2_qgis.contract import CLI, options_class
+
 KeepMode = Literal["best", "all"]
 
 # Overlap between neighbouring tiles when not given: an eighth of the tile (1024 → 128), enough
@@ -37,12 +39,6 @@ def bound_gdal_cache() -> None:
     os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
 
 
-# The `--keep` default of each entry point: a batch run from the command line wants every object,
-# an interactive request (plugin → service) usually means the one object the phrase refers to.
-CLI_DEFAULT_KEEP: KeepMode = "all"
-SERVICE_DEFAULT_KEEP: KeepMode = "best"
-
-
 @dataclass(frozen=True)
 class AreaOfInterest:
     """A bounding box, in `crs` (any CRS string rasterio understands) or the raster's CRS when None."""
@@ -51,21 +47,21 @@ class AreaOfInterest:
     crs: str | None = None
 
 
-@dataclass(frozen=True)
-class SegmentOptions:
-    """How to read, tile, threshold and vectorise one run."""
-
-    threshold: float = 0.5  # probability above which a pixel belongs to the phrase's object
-    keep: KeepMode = "all"
-    simplify: float | None = None  # map units; None → DEFAULT_SIMPLIFY_PIXELS pixels; 0 → off
-    min_area: float | None = None  # map units² (square pixels without CRS); None → default
-    tile_size: int | None = None  # None → the model's input size
-    overlap: int | None = None  # None → tile_size * DEFAULT_OVERLAP_FRACTION
-    gsd: float | None = None  # target ground sample distance in metres per pixel; None → native
-    bands: tuple[int, ...] | None = None  # 1-based band numbers: one (replicated) or three (RGB)
-    area: AreaOfInterest | None = None
-    allow_no_crs: bool = False  # rasters without a CRS give pixel coordinates only when allowed
-    # GDAL drivers allowed to open the raster (None: any). The service allows only GTiff for uploads,
-    # so an uploaded VRT cannot make the server read other files.
-    drivers: tuple[str, ...] | None = None
-    extra: dict[str, str] = field(default_factory=dict)  # free-form provenance, not used by the engine
+# The knobs a person sets (threshold, keep, tiling, GSD, bands …) come from the one contract; the
+# engine adds what only callers inside the backend set. The CLI's defaults are the engine's (keep every
+# object); the service and the plugin default to the best match (see contract.KEEP).
+SegmentOptions = options_class(
+    "SegmentOptions",
+    CLI,
+    extra_fields=(
+        ("area", AreaOfInterest | None, field(default=None)),
+        # rasters without a CRS give pixel coordinates only when allowed
+        ("allow_no_crs", bool, field(default=False)),
+        # GDAL drivers allowed to open the raster (None: any). The service allows only GTiff for
+        # uploads, so an uploaded VRT cannot make the server read other files.
+        ("drivers", tuple[str, ...] | None, field(default=None)),
+        # free-form provenance, not used by the engine
+        ("extra", dict[str, str], field(default_factory=dict)),
+    ),
+    module=__name__,
+)

@@ -165,8 +165,6 @@ def _parse_crs(text: str) -> CRS:
 
 def _resampled_vrt(dataset, gsd: float) -> WarpedVRT:
     """A same-CRS virtual raster at `gsd` metres per pixel (bilinear), read lazily window by window."""
-    if gsd <= 0 or not math.isfinite(gsd):
-        raise EngineInputError("--gsd must be a positive number of metres per pixel", "bad_gsd")
     if dataset.crs is None:
         raise NoCrsError("resampling to a ground sample distance needs a raster with a CRS")
     t = dataset.transform

@@ -27,6 +27,7 @@ from backend.engine.tiling import Tile, plan_tiles
 from backend.engine.vectorise import Piece, merge_pieces, tile_pieces
 from backend.errors import CancelledError
 from backend.model.api import PhrasePrediction, PhraseSegmenter
+from rs2sam2_qgis.contract import option_problems, option_values
 
 ProgressCallback = Callable[[int, int], None]  # (tiles done, tiles total)
 CancelCheck = Callable[[], bool]  # True → stop before the next tile
@@ -85,6 +86,15 @@ def clean_phrases(phrases: Sequence[str]) -> list[str]:
             raise PhraseError(f"phrase {number} is longer than {MAX_PHRASE_CHARS} characters")
         cleaned.append(" ".join(phrase.split()))
     return cleaned
+
+
+def check_options(options: SegmentOptions, **resolved) -> None:
+    """The contract's bounds for every option (with `resolved` defaults filled in), as one error."""
+    values = {**option_values(options), **resolved}
+    problems = option_problems(values)
+    if problems:
+        code, clause = problems[0]
+        raise EngineInputError(clause, code)
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -162,23 +172,12 @@ class SegmentRun:
         name: str | None = None,
     ):
         self.phrases = clean_phrases(phrases)
-        if not 0.0 <= options.threshold < 1.0:
-            raise EngineInputError("the threshold must be at least 0 and below 1", "bad_threshold")
-        if options.keep not in ("best", "all"):
-            raise EngineInputError("keep must be 'best' or 'all'", "bad_keep")
         self.model = model
         self.options = options
         self.tile_size = int(options.tile_size or model.input_size)
         overlap = options.overlap
         self.overlap = int(round(self.tile_size * DEFAULT_OVERLAP_FRACTION) if overlap is None else overlap)
-        if self.tile_size < 16:
-            raise EngineInputError("the tile size must be at least 16 pixels", "bad_tiling")
-        if not 0 <= self.overlap <= self.tile_size // 2:
-            raise EngineInputError("the overlap must be between 0 and half the tile size", "bad_tiling")
-        for option in ("simplify", "min_area"):
-            value = getattr(options, option)
-            if value is not None and not value >= 0:
-                raise EngineInputError(f"{option.replace('_', ' ')} must not be negative", f"bad_{option}")
+        check_options(options, tile_size=self.tile_size, overlap=self.overlap)
         self.view = RasterView(source, options)
         if name:
             self.view.name = name  # e.g. the client's file name for an upload saved under a temp name

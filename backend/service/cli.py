@@ -17,14 +17,8 @@ from pathlib import Path
 
 from backend.engine.options import bound_gdal_cache
 from backend.errors import UserError
-from backend.service.config import (
-    DEFAULT_HOST,
-    DEFAULT_MAX_UPLOAD_MB,
-    DEFAULT_PORT,
-    TOKEN_ENV,
-    ServiceConfig,
-    is_loopback,
-)
+from backend.service.config import DEFAULT_MAX_UPLOAD_MB, ServiceConfig
+from rs2sam2_qgis.contract import DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, is_loopback_host
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> ServiceConfig:
     token = args.token or os.environ.get(TOKEN_ENV) or None
-    if not is_loopback(args.host) and not token:
+    if not is_loopback_host(args.host) and not token:
         raise UserError(
             f"refusing to listen on {args.host} without a token: pass --token or set {TOKEN_ENV}, "
             "or bind to 127.0.0.1"

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8765
+from rs2sam2_qgis.contract import DEFAULT_HOST, DEFAULT_PORT
+
 DEFAULT_MAX_UPLOAD_MB = 1024.0  # an area of interest as GeoTIFF; larger rasters go by server-side path
 FINISHED_JOBS_KEPT = 200  # oldest finished jobs (and their results) are forgotten beyond this
-TOKEN_ENV = "RS2SAM2_TOKEN"  # the bearer token may come from the environment instead of the command line
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from backend.engine.segment import segment
 from backend.errors import CancelledError, UserError
 from backend.model.api import PhraseSegmenter
 from backend.service.config import FINISHED_JOBS_KEPT
+from rs2sam2_qgis.contract import FINAL_JOB_STATES
 
 log = logging.getLogger("rs2sam2.service")
 
@@ -59,7 +60,7 @@ class Job:
 
     @property
     def is_final(self) -> bool:
-        return self.status in ("done", "failed", "cancelled")
+        return self.status in FINAL_JOB_STATES
 
 
 def error_for(exc: BaseException) -> JobError:

@@ -1,88 +1,56 @@
-"""Request and response bodies of the HTTP API (docs/service-api.md), for validation and OpenAPI."""
+"""Request and response bodies of the HTTP API (docs/service-api.md), for validation and OpenAPI.
+
+Both come from the one contract (`rs2sam2_qgis.contract`): the `params` model has one field per
+segment option there. The answers (health, jobs, errors) are the contract's own dataclasses, which
+the plugin parses too.
+Option values are typed here; their bounds are checked by the engine (one place), which answers each
+with its own 400 code.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from backend.engine.options import SERVICE_DEFAULT_KEEP, AreaOfInterest, SegmentOptions
+from backend.engine.options import AreaOfInterest, SegmentOptions
+from rs2sam2_qgis.contract import AREA_FIELDS, SERVICE, Option, options_on
+
+_AREA_HELP = {name: f"{what}; null: {default}" for name, _kind, default, what in AREA_FIELDS}
 
 
-class SegmentParams(BaseModel):
+def _field(option: Option) -> tuple[Any, Any]:
+    python_type = {
+        "float": float | None,
+        "int": int | None,
+        "choice": Literal[option.choice_values],
+        "ints": list[int] | None,
+    }[option.kind]
+    return python_type, Field(option.default_for(SERVICE), description=option.describe(SERVICE))
+
+
+class _ParamsBase(BaseModel):
     """The `params` JSON string of /segment and /jobs."""
 
     model_config = ConfigDict(extra="forbid")
 
     phrases: list[str] = Field(..., description="what to look for; at least one, none blank")
-    bbox: tuple[float, float, float, float] | None = Field(None, description="minx, miny, maxx, maxy")
-    bbox_crs: str | None = Field(None, description="CRS of bbox; default the raster's")
-    threshold: float = 0.5
-    simplify: float | None = None
-    min_area: float | None = None
-    gsd: float | None = None
-    keep: Literal["best", "all"] = SERVICE_DEFAULT_KEEP
-    tile_size: int | None = None
-    overlap: int | None = None
-    bands: list[int] | None = None
+    bbox: tuple[float, float, float, float] | None = Field(None, description=_AREA_HELP["bbox"])
+    bbox_crs: str | None = Field(None, description=_AREA_HELP["bbox_crs"])
 
     def to_options(self) -> SegmentOptions:
-        return SegmentOptions(
-            threshold=self.threshold,
-            keep=self.keep,
-            simplify=self.simplify,
-            min_area=self.min_area,
-            tile_size=self.tile_size,
-            overlap=self.overlap,
-            gsd=self.gsd,
-            bands=tuple(self.bands) if self.bands is not None else None,
-            area=AreaOfInterest(self.bbox, self.bbox_crs) if self.bbox is not None else None,
-        )
+        values = {option.name: getattr(self, option.name) for option in options_on(SERVICE)}
+        if values.get("bands") is not None:
+            values["bands"] = tuple(values["bands"])
+        area = AreaOfInterest(self.bbox, self.bbox_crs) if self.bbox is not None else None
+        return SegmentOptions(**values, area=area)
 
 
-class ModelInfo(BaseModel):
-    id: str
-    preset: str | None
-    input_size: int
-    device: str
-
-
-class Health(BaseModel):
-    status: Literal["ok"] = "ok"
-    version: str
-    model: ModelInfo
-    busy: bool
-    allow_paths: bool
-    max_upload_mb: float
-
-
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-
-
-class ErrorBody(BaseModel):
-    error: ErrorDetail
-
-
-class Progress(BaseModel):
-    done: int
-    total: int
-
-
-JobState = Literal["queued", "running", "done", "failed", "cancelled"]
-
-
-class JobCreated(BaseModel):
-    job_id: str
-    status: JobState
-
-
-class JobStatus(BaseModel):
-    job_id: str
-    status: JobState
-    progress: Progress
-    error: ErrorDetail | None
+SegmentParams = create_model(
+    "SegmentParams",
+    __base__=_ParamsBase,
+    **{option.name: _field(option) for option in options_on(SERVICE)},
+)
 
 
 class FeatureCollection(BaseModel):

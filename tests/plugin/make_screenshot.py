@@ -57,8 +57,9 @@ def setup():
     dock.layer_combo.setLayer(layer)
     dock.set_area_mode("layer")
     dock.phrase_combo.setEditText(config["phrase"])
-    dock.keep_combo.setCurrentIndex(dock.keep_combo.findData(config["keep"]))
-    dock.threshold_spin.setValue(config["threshold"])
+    keep = dock.option_inputs.widgets["keep"]
+    keep.setCurrentIndex(keep.findData(config["keep"]))
+    dock.option_inputs.widgets["threshold"].setValue(config["threshold"])
     dock.check_backend()
     iface.mapCanvas().setExtent(layer.extent())
     state["dock"] = dock

@@ -92,7 +92,7 @@ def dock(qgis_iface, qgis_canvas, plugin_settings, clean_project, service):
     PluginSettings(server_url=service["url"], token=TOKEN).save()
     qgis_iface.messageBar().clearWidgets()
     panel = SegmentDock(qgis_iface)
-    panel.threshold_spin.setValue(LOW_THRESHOLD)
+    panel.option_inputs.widgets["threshold"].setValue(LOW_THRESHOLD)
     yield panel
     panel.shutdown()
     panel.deleteLater()
@@ -205,7 +205,7 @@ def test_the_plugin_starts_the_real_backend_and_unload_stops_it(
                 local_allow_path=str(tmp_path),
             )
         )
-        dock.threshold_spin.setValue(LOW_THRESHOLD)
+        dock.option_inputs.widgets["threshold"].setValue(LOW_THRESHOLD)
         layer = _add_raster(write_geotiff(tmp_path / "scene.tif", size=64), clean_project)
         _run_started = time.monotonic()
         dock.layer_combo.setLayer(layer)

@@ -1,30 +1,26 @@
 """The `rs2sam2` command.
 
-Each sub-command lives in its own module exposing `add_arguments(parser)` and `run(args) -> int`;
-those modules import torch lazily inside `run`, so `rs2sam2 --help` stays instant.
+Each package registers its own sub-commands as entry points in the group `rs2sam2.commands`
+(pyproject.toml): `segment`, `serve`, `weights`, `demo` from `backend`; `train`, `evaluate` from
+`training`; `bench` from `bench`. A command module exposes `HELP`, `add_arguments(parser)` and
+`run(args) -> int`, and imports torch lazily inside `run`, so `rs2sam2 --help` stays instant. This
+module therefore depends on nothing above `backend`: a backend installed without `training` simply
+has fewer commands.
+
 A `UserError` becomes one line on stderr and exit code 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 
 from backend import __version__
 from backend.errors import CancelledError, UserError
 
-# name → (module, one-line help). Modules that are not there yet are left out of the command.
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "segment": ("backend.engine.cli", "segment a raster by phrases into georeferenced polygons"),
-    "serve": ("backend.service.cli", "run the model behind a local HTTP API"),
-    "train": ("training.cli_train", "fine-tune RS2-SAM 2 on benchmarks, regions or synthetic data"),
-    "evaluate": ("training.cli_evaluate", "evaluate a model (Pr@X, mIoU, oIoU)"),
-    "bench": ("bench.cli", "run a benchmark"),
-    "weights": ("backend.weights.cli", "download and list pretrained weights"),
-    "demo": ("backend.demo", "the product's main job on the bundled demo model and scene"),
-}
+COMMAND_GROUP = "rs2sam2.commands"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,14 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rs2sam2 {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, help_text) in SUBCOMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                continue  # sub-command not built yet
-            raise
-        sub = subparsers.add_parser(name, help=help_text, description=module.__doc__)
+    commands = sorted(entry_points(group=COMMAND_GROUP), key=lambda point: point.name)
+    if not commands:
+        parser.epilog = "No commands are registered: install the project (pip install -e .)."
+    for point in commands:
+        module = point.load()
+        sub = subparsers.add_parser(point.name, help=module.HELP, description=module.__doc__)
         module.add_arguments(sub)
         sub.set_defaults(_run=module.run)
     return parser

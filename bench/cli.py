@@ -1,35 +1,31 @@
 """Benchmarks: `rs2sam2 bench NAME [options]`. Each prints its report and, with --record, rewrites
 its own section of docs/benchmarks.md with the output, the machine and the date.
 
-A benchmark is a module `bench.<name>` exposing `add_arguments(parser)` and `run(args) -> str`
-(the report, Markdown).
+A benchmark is a module of this package exposing `add_arguments(parser)` and `run(args) -> str`
+(the report, Markdown), listed in BENCHMARKS.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+from types import ModuleType
 
+from bench import engine, model, service, training
 from bench.record import record_section
 
-BENCHMARKS: dict[str, tuple[str, str]] = {
+HELP = "run a benchmark"
+BENCHMARKS: dict[str, tuple[ModuleType, str]] = {
     # name → (module, section heading in docs/benchmarks.md)
-    "model": ("bench.model", "Model (`rs2sam2 bench model`)"),
-    "engine": ("bench.engine", "Inference engine (`rs2sam2 bench engine`)"),
-    "training": ("bench.training", "Training (`rs2sam2 bench training`)"),
-    "service": ("bench.service", "Service (`rs2sam2 bench service`)"),
+    "model": (model, "Model (`rs2sam2 bench model`)"),
+    "engine": (engine, "Inference engine (`rs2sam2 bench engine`)"),
+    "training": (training, "Training (`rs2sam2 bench training`)"),
+    "service": (service, "Service (`rs2sam2 bench service`)"),
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     subparsers = parser.add_subparsers(dest="benchmark", metavar="NAME", required=True)
-    for name, (module_name, heading) in BENCHMARKS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                continue  # not written yet
-            raise
+    for name, (module, heading) in BENCHMARKS.items():
         sub = subparsers.add_parser(name, help=heading, description=module.__doc__)
         sub.add_argument("--record", action="store_true", help="write the report into docs/benchmarks.md")
         module.add_arguments(sub)

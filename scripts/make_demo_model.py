@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backend.demo import ASSETS, DEMO_CHECKPOINT, DEMO_PHRASES, DEMO_SCENE  # noqa: E402
+from backend.bundled import ASSETS, DEMO_CHECKPOINT, DEMO_PHRASES, DEMO_SCENE  # noqa: E402
 
 SEED = 2401  # the method's seed
 # Land-cover objects only: a 4 M-parameter model trained from scratch on a CPU learns these in an

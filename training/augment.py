@@ -49,8 +49,6 @@ for _family in _FAMILIES:
     for _direction, _word in _family.items():
         _WORD_INDEX.setdefault(_word, []).append((_family, _direction))
 
-TRANSFORMS = ("identity", "hflip", "vflip", "rot90", "rot180", "rot270")
-
 
 def _map_direction(direction: tuple[int, int], transform: str) -> tuple[int, int]:
     dx, dy = direction

@@ -1,4 +1,4 @@
-r"""Evaluate a model on a data split: Pr@0.5–0.9, oIoU and mIoU (method.md's protocol), printed as a
+r"""Evaluate a model on a data split: Pr@0.5–0.9, oIoU and mIoU (docs/method.md's protocol), printed as a
 table and optionally saved as JSON.
 
   rs2sam2 evaluate --data refsegrs:/data/RefSegRS --split test \
@@ -16,6 +16,9 @@ from pathlib import Path
 from training.data.specs import SPEC_HELP
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rs2sam2" / "data"
+
+
+HELP = "evaluate a model (Pr@X, mIoU, oIoU)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from backend.errors import UserError
 from backend.model.losses import LossConfig
+from training.data.specs import SPEC_HELP
 
 SCHEDULES = ("cosine", "constant", "step")
 DICE_CLASSES = ("both", "foreground")
@@ -24,48 +25,99 @@ METHOD_LOSS = {"loss_ce": 0.9, "loss_dice": 0.1, "loss_tbl": 0.2, "dice_classes"
 FROM_SCRATCH_LOSS = {"loss_ce": 0.5, "loss_dice": 1.0, "loss_tbl": 0.2, "dice_classes": "foreground"}
 
 
+def _loss_default(name: str) -> str:
+    return f"{METHOD_LOSS[name]} from pretrained weights, {FROM_SCRATCH_LOSS[name]} from random ones"
+
+
+def setting(default: Any, help: str, group: str, **cli: Any) -> Any:
+    """A TrainConfig field with its one-line help; `rs2sam2 train`'s flags are made from these
+    (training/config_cli.py). `cli` may hold: default_text (what None means), choices, required,
+    exclusive (a mutually exclusive group's name)."""
+    return field(default=default, metadata={"help": help, "group": group, **cli})
+
+
+WHAT, LENGTH, OPTIM, LOSS, AUGMENT, BOOK = (
+    "data and model",
+    "length (one of)",
+    "optimisation (defaults: the method's recipe, docs/method.md)",
+    "loss (training/README.md says why random weights get other defaults)",
+    "augmentation",
+    "bookkeeping",
+)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     # --- what and where ---
-    data: tuple[str, ...] = ()
-    val_data: tuple[str, ...] | None = None  # None: the val split of `data`
-    preset: str | None = None
-    checkpoint: str | None = None  # fine-tune from an RS2-SAM 2 checkpoint
-    out: str = ""
+    data: tuple[str, ...] = setting((), f"training data, repeatable: {SPEC_HELP}", WHAT)
+    val_data: tuple[str, ...] | None = setting(
+        None, "validation data, repeatable", WHAT, default_text="the val split of --data"
+    )
+    preset: str | None = setting(None, "start from this preset's model (test, tiny, base, large)", WHAT)
+    checkpoint: str | None = setting(
+        None, "start from an RS2-SAM 2 checkpoint (with --preset: it must match)", WHAT
+    )
+    out: str = setting("", "the run folder", WHAT, required=True)
+    device: str = setting("auto", "auto, cpu or cuda", WHAT)
     # --- length ---
-    max_steps: int | None = None  # optimizer steps; or …
-    epochs: int | None = None  # … whole passes over the training data
-    # --- optimisation (method.md: AdamW, wd 0.01, lr 1e-4 new modules / 5e-5 the rest) ---
-    batch_size: int = 8  # global: split over DDP ranks
-    grad_accum: int = 1  # micro-batches per optimizer step
-    lr_new: float = 1e-4
-    lr_rest: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_steps: int = 0  # the reference uses none
-    schedule: str = "constant"  # cosine: to 0 at the last step; step: × lr_drop_factor at lr_drop_epochs
-    lr_drop_epochs: tuple[int, ...] = ()  # RefSegRS recipe: (50,) with factor 0.1
-    lr_drop_factor: float = 0.1
-    clip_grad_norm: float | None = 1.0
+    max_steps: int | None = setting(None, "optimizer steps", LENGTH, exclusive="length")
+    epochs: int | None = setting(None, "whole passes over the training data", LENGTH, exclusive="length")
+    # --- optimisation (docs/method.md: AdamW, wd 0.01, lr 1e-4 new modules / 5e-5 the rest) ---
+    batch_size: int = setting(8, "global batch (split over DDP processes)", OPTIM)
+    grad_accum: int = setting(1, "micro-batches per optimizer step", OPTIM)
+    lr_new: float = setting(1e-4, "learning rate of the modules new in RS2-SAM 2", OPTIM)
+    lr_rest: float = setting(5e-5, "learning rate of everything else that trains", OPTIM)
+    weight_decay: float = setting(0.01, "AdamW weight decay", OPTIM)
+    warmup_steps: int = setting(0, "linear warm-up steps (the reference uses none)", OPTIM)
+    schedule: str = setting(
+        "constant",
+        "cosine: to 0 at the last step; step: × --lr-drop-factor at --lr-drop-epochs",
+        OPTIM,
+        choices=SCHEDULES,
+    )
+    lr_drop_epochs: tuple[int, ...] = setting((), "with --schedule step: epochs where the lr drops", OPTIM)
+    lr_drop_factor: float = setting(0.1, "with --schedule step: the lr's factor at each drop", OPTIM)
+    clip_grad_norm: float | None = setting(1.0, "gradient norm clipping", OPTIM, default_text="off")
+    seed: int = setting(2401, "random seed (the reference's)", OPTIM)
     # --- loss; None: METHOD_LOSS when starting from pretrained weights, else FROM_SCRATCH_LOSS ---
-    loss_ce: float | None = None
-    loss_dice: float | None = None
-    loss_tbl: float | None = None
-    dice_classes: str | None = None  # "both" (the method) or "foreground"
-    seed: int = 2401  # the reference's seed
-    device: str = "auto"
+    loss_ce: float | None = setting(
+        None, "weight of the class-weighted cross-entropy", LOSS, default_text=_loss_default("loss_ce")
+    )
+    loss_dice: float | None = setting(
+        None, "weight of the Dice loss", LOSS, default_text=_loss_default("loss_dice")
+    )
+    loss_tbl: float | None = setting(
+        None, "weight of the text-guided boundary loss", LOSS, default_text=_loss_default("loss_tbl")
+    )
+    dice_classes: str | None = setting(
+        None,
+        "Dice over object and background (both, the method) or over the object only",
+        LOSS,
+        choices=DICE_CLASSES,
+        default_text=_loss_default("dice_classes"),
+    )
     # --- augmentation ---
-    geometric_prob: float = 0.5
-    rotations: bool = True
-    black_box_prob: float = 0.2
+    geometric_prob: float = setting(0.5, "share of samples flipped or rotated", AUGMENT)
+    rotations: bool = setting(True, "allow 90° rotations among the geometric transforms", AUGMENT)
+    black_box_prob: float = setting(
+        0.2, "share of samples that get black boxes (the reference's recipe)", AUGMENT
+    )
     # --- bookkeeping ---
-    checkpoint_every: int = 200  # steps between resumable training states
-    eval_every: int | None = None  # steps between validations; None: once per epoch
-    val_limit: int | None = 500  # validation samples (the first N of the val split); None: all
-    eval_protocol: str = "native"  # during training: chips at their own size (fast); "reference" = 1024
-    log_every: int = 10
-    num_workers: int = 0
-    chip_size: int | None = None  # region/synthetic chips; default the model's input size
-    progress: bool = True
+    checkpoint_every: int = setting(200, "steps between resumable training states", BOOK)
+    eval_every: int | None = setting(None, "steps between validations", BOOK, default_text="once per epoch")
+    val_limit: int | None = setting(500, "validation samples (the first N of the val split)", BOOK)
+    eval_protocol: str = setting(
+        "native",
+        "validation during training: chips at their own size (native, fast) or at 1024 (reference)",
+        BOOK,
+        choices=("native", "reference"),
+    )
+    log_every: int = setting(10, "steps between log rows", BOOK)
+    num_workers: int = setting(0, "data-loading processes", BOOK)
+    chip_size: int | None = setting(
+        None, "region/synthetic chip size in pixels", BOOK, default_text="the model's input size"
+    )
+    progress: bool = setting(True, "show a progress bar", BOOK)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)  # ignored; keeps config files flexible
 
     def __post_init__(self) -> None:

@@ -48,15 +48,6 @@ def gather_objects(context: DistributedContext, value):
     return gathered
 
 
-def broadcast_object(context: DistributedContext, value):
-    """Rank 0's value on every rank."""
-    if not context.enabled:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def barrier(context: DistributedContext) -> None:
     if context.enabled:
         dist.barrier()

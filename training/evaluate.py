@@ -1,4 +1,4 @@
-"""Evaluation of any PhraseSegmenter on a dataset split, per method.md's protocol.
+"""Evaluation of any PhraseSegmenter on a dataset split, per docs/method.md's "Evaluation protocol".
 
 Every sentence is one sample. Phrases of one image are predicted in one call (the segmenter's result
 for a phrase does not depend on the others), which is the protocol's batch 1 at a fraction of the

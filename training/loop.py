@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 
 from backend.errors import UserError
-from backend.model.checkpoint import config_mismatch, load_checkpoint, read_checkpoint, save_checkpoint
-from backend.model.factory import build_model, resolve_device
+from backend.model.checkpoint import config_mismatch, read_checkpoint, save_checkpoint
+from backend.model.factory import build_model, load_checkpoint, resolve_device
 from backend.model.losses import RS2SAM2Loss
+from backend.model.precision import autocast_for
 from backend.model.predictor import RS2SAM2Predictor
 from backend.model.presets import ModelConfig, get_preset
 from backend.model.rs2sam2 import RS2SAM2Output
@@ -243,11 +244,6 @@ class Trainer:
             self.network = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
         return progress
 
-    def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def validate(self, step: int) -> dict:
         """Val metrics, each rank evaluating every world-th sample, gathered on all ranks."""
         cfg = self.config
@@ -265,124 +261,159 @@ class Trainer:
         )
         return merged.summary()
 
+    # ---- the loop: one optimizer step = grad_accum micro-batches; then log, validate, save ---------
     def run(self, progress: Progress, logs: TrainingLogs | None) -> TrainResult:
-        cfg, ctx = self.config, self.context
         result = TrainResult(out=self.out, steps=progress.step, best_score=progress.best_score)
-        bar = None
-        if ctx.is_main and cfg.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(
-                total=self.total_steps, initial=progress.step, desc="train", unit="step", dynamic_ncols=True
-            )
-        window_start, window_samples = time.perf_counter(), 0
-        accumulated: dict[str, float] = {}
+        bar = self._progress_bar(progress)
+        window = _Window(time.perf_counter())
         while progress.step < self.total_steps:
             batches = MicroBatches(
-                self.train_data, self.plan, progress.epoch, ctx.rank, self.model_config, self.augment
+                self.train_data, self.plan, progress.epoch, self.context.rank, self.model_config, self.augment
             )
-            loader = torch.utils.data.DataLoader(
-                batches,
-                batch_size=None,
-                num_workers=cfg.num_workers,
-                sampler=list(range(progress.micro_batch, len(batches))),
-            )
-            for k, batch in enumerate(loader, start=progress.micro_batch):
-                boundary = (k + 1) % cfg.grad_accum == 0
-                sync = contextlib.nullcontext() if boundary or not ctx.enabled else self.network.no_sync()
-                with sync:
-                    with self._autocast():
-                        output = self.network(
-                            batch["sam"].to(self.device), batch["clip"].to(self.device), batch["phrases"]
-                        )
-                    terms = _per_sample_loss(self.loss_fn, output, batch["masks"].to(self.device))
-                    (terms["total"] / cfg.grad_accum).backward()
-                for key, value in terms.items():
-                    accumulated[key] = accumulated.get(key, 0.0) + float(value.detach()) / cfg.grad_accum
-                window_samples += len(batch["phrases"]) * ctx.world_size
+            for k, batch in enumerate(self._loader(batches, progress), start=progress.micro_batch):
+                boundary = (k + 1) % self.config.grad_accum == 0
+                self._forward_backward(batch, synchronise=boundary, window=window)
                 if not boundary:
                     continue
-                grad_norm = None
-                if cfg.clip_grad_norm:
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, cfg.clip_grad_norm))
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                progress.step += 1
-                progress.micro_batch = k + 1
-                if progress.micro_batch == len(batches):
-                    progress.epoch, progress.micro_batch = progress.epoch + 1, 0
-                step = progress.step
-                if step % cfg.log_every == 0 or step == self.total_steps:
-                    # The loss of this step over the whole global batch (every rank takes part).
-                    accumulated = {
-                        key: mean_across_ranks(ctx, value, self.device) for key, value in accumulated.items()
-                    }
-                    elapsed = time.perf_counter() - window_start
-                    row = {
-                        "step": step,
-                        "epoch": progress.epoch,
-                        "loss": accumulated.get("total", math.nan),
-                        **{key: accumulated.get(key) for key in ("ce", "dice", "tbl", "aux")},
-                        "lr_new": self.optimizer.param_groups[0]["lr"],
-                        "lr_rest": self.optimizer.param_groups[-1]["lr"],
-                        "grad_norm": grad_norm,
-                        "samples_per_s": window_samples / max(elapsed, 1e-9),
-                    }
-                    if logs is not None:
-                        logs.log_train(row)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{row['samples_per_s']:.1f}")
-                    window_start, window_samples = time.perf_counter(), 0
-                accumulated = {}
-                if bar is not None:
-                    bar.update(1)
-                if step % self.eval_every == 0 or step == self.total_steps:
-                    summary = self.validate(step)
-                    result.val_history.append({"step": step, **summary})
-                    score = summary["mIoU"] + summary["oIoU"]
-                    if score > progress.best_score:
-                        progress.best_score, progress.best_step = score, step
-                        if ctx.is_main:
-                            save_checkpoint(
-                                self.out / BEST_CHECKPOINT,
-                                self.model,
-                                overwrite=True,
-                                metadata={
-                                    "step": step,
-                                    "epoch": progress.epoch,
-                                    "val": summary,
-                                    "data": list(cfg.data),
-                                },
-                            )
-                    if logs is not None:
-                        logs.log_val({"step": step, "epoch": progress.epoch, **summary})
-                    window_start = time.perf_counter()  # throughput counts training time only
-                if (step % cfg.checkpoint_every == 0 or step == self.total_steps) and ctx.is_main:
-                    save_state(
-                        self.out / STATE_FILE,
-                        self.model,
-                        self.optimizer,
-                        self.scheduler,
-                        progress,
-                        cfg.to_json(),
-                    )
-                if step >= self.total_steps:
+                grad_norm = self._optimizer_step()
+                _advance(progress, micro_batches_done=k + 1, micro_batches=len(batches))
+                self._after_step(progress, grad_norm, window, logs, bar, result)
+                if progress.step >= self.total_steps:
                     break
         if bar is not None:
             bar.close()
+        return self._finish(progress, result)
+
+    def _progress_bar(self, progress: Progress):
+        if not (self.context.is_main and self.config.progress):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(
+            total=self.total_steps, initial=progress.step, desc="train", unit="step", dynamic_ncols=True
+        )
+
+    def _loader(self, batches: MicroBatches, progress: Progress) -> torch.utils.data.DataLoader:
+        """The rest of this epoch's micro-batches (a resumed run skips those already consumed)."""
+        return torch.utils.data.DataLoader(
+            batches,
+            batch_size=None,
+            num_workers=self.config.num_workers,
+            sampler=list(range(progress.micro_batch, len(batches))),
+        )
+
+    def _forward_backward(self, batch: dict, synchronise: bool, window: _Window) -> None:
+        """One micro-batch's loss and gradients; DDP averages gradients only at a step's last one."""
+        accumulate = self.config.grad_accum
+        sync = contextlib.nullcontext() if synchronise or not self.context.enabled else self.network.no_sync()
+        with sync:
+            with autocast_for(self.device):
+                output = self.network(
+                    batch["sam"].to(self.device), batch["clip"].to(self.device), batch["phrases"]
+                )
+            terms = _per_sample_loss(self.loss_fn, output, batch["masks"].to(self.device))
+            (terms["total"] / accumulate).backward()
+        for key, value in terms.items():
+            window.losses[key] = window.losses.get(key, 0.0) + float(value.detach()) / accumulate
+        window.samples += len(batch["phrases"]) * self.context.world_size
+
+    def _optimizer_step(self) -> float | None:
+        """Clip, step, schedule; the gradient norm before clipping (None without clipping)."""
+        grad_norm = None
+        if self.config.clip_grad_norm:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, self.config.clip_grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
+
+    def _after_step(
+        self, progress: Progress, grad_norm: float | None, window: _Window, logs, bar, result: TrainResult
+    ) -> None:
+        cfg, step = self.config, progress.step
+        last = step == self.total_steps
+        if step % cfg.log_every == 0 or last:
+            row = self._log_row(progress, grad_norm, window)
+            if logs is not None:
+                logs.log_train(row)
+            if bar is not None:
+                bar.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{row['samples_per_s']:.1f}")
+            window.started, window.samples = time.perf_counter(), 0
+        window.losses = {}
+        if bar is not None:
+            bar.update(1)
+        if step % self.eval_every == 0 or last:
+            self._validate_and_keep_best(progress, logs, result)
+            window.started = time.perf_counter()  # throughput counts training time only
+        if (step % cfg.checkpoint_every == 0 or last) and self.context.is_main:
+            save_state(
+                self.out / STATE_FILE, self.model, self.optimizer, self.scheduler, progress, cfg.to_json()
+            )
+
+    def _log_row(self, progress: Progress, grad_norm: float | None, window: _Window) -> dict:
+        """The loss of this step over the whole global batch (every rank takes part)."""
+        losses = {
+            key: mean_across_ranks(self.context, value, self.device) for key, value in window.losses.items()
+        }
+        elapsed = time.perf_counter() - window.started
+        return {
+            "step": progress.step,
+            "epoch": progress.epoch,
+            "loss": losses.get("total", math.nan),
+            **{key: losses.get(key) for key in ("ce", "dice", "tbl", "aux")},
+            "lr_new": self.optimizer.param_groups[0]["lr"],
+            "lr_rest": self.optimizer.param_groups[-1]["lr"],
+            "grad_norm": grad_norm,
+            "samples_per_s": window.samples / max(elapsed, 1e-9),
+        }
+
+    def _validate_and_keep_best(self, progress: Progress, logs, result: TrainResult) -> None:
+        step = progress.step
+        summary = self.validate(step)
+        result.val_history.append({"step": step, **summary})
+        score = summary["mIoU"] + summary["oIoU"]
+        if score > progress.best_score:
+            progress.best_score, progress.best_step = score, step
+            if self.context.is_main:
+                metadata = {
+                    "step": step,
+                    "epoch": progress.epoch,
+                    "val": summary,
+                    "data": list(self.config.data),
+                }
+                save_checkpoint(self.out / BEST_CHECKPOINT, self.model, overwrite=True, metadata=metadata)
+        if logs is not None:
+            logs.log_val({"step": step, "epoch": progress.epoch, **summary})
+
+    def _finish(self, progress: Progress, result: TrainResult) -> TrainResult:
         result.steps, result.best_score = progress.step, progress.best_score
-        if ctx.is_main:
+        if self.context.is_main:
             result.final_checkpoint = save_checkpoint(
                 self.out / FINAL_CHECKPOINT,
                 self.model,
                 overwrite=True,
-                metadata={"step": progress.step, "data": list(cfg.data)},
+                metadata={"step": progress.step, "data": list(self.config.data)},
             )
         if (self.out / BEST_CHECKPOINT).exists():
             result.best_checkpoint = self.out / BEST_CHECKPOINT
-        barrier(ctx)
+        barrier(self.context)
         return result
+
+
+@dataclass
+class _Window:
+    """What happened since the last log row: its start, samples seen, and this step's summed losses."""
+
+    started: float
+    samples: int = 0
+    losses: dict[str, float] = field(default_factory=dict)
+
+
+def _advance(progress: Progress, micro_batches_done: int, micro_batches: int) -> None:
+    progress.step += 1
+    progress.micro_batch = micro_batches_done
+    if progress.micro_batch == micro_batches:
+        progress.epoch, progress.micro_batch = progress.epoch + 1, 0
 
 
 def train(config: TrainConfig, resume: bool = False) -> TrainResult:

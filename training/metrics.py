@@ -1,4 +1,4 @@
-"""The RRSIS evaluation numbers exactly as the papers report them (method.md, "Evaluation protocol"):
+"""The RRSIS evaluation numbers exactly as the papers report them (docs/method.md, "Evaluation protocol"):
 per-sample IoU = I/U (0 when U = 0), mIoU = mean IoU, oIoU = ΣI/ΣU, Pr@X = share of samples with
 IoU ≥ X for X in 0.5…0.9."""
 

@@ -32,6 +32,9 @@ def _bbox(text: str) -> tuple[float, float, float, float]:
     return values  # type: ignore[return-value]
 
 
+HELP = "segment a raster by phrases into georeferenced polygons"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("raster", help="any raster GDAL reads (GeoTIFF, COG, JPEG2000, VRT, …)")
@@ -90,19 +93,10 @@ def options_from_args(args: argparse.Namespace) -> SegmentOptions:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from backend.engine import distributed
     from backend.engine.model_loading import load_model
-    from backend.engine.segment import SegmentRun, clean_phrases
-    from backend.engine.writers import (
-        ProbabilityGeoTIFF,
-        check_writable,
-        default_layers,
-        planned_layers,
-        resolve_target,
-        write_features,
-    )
+    from backend.engine.segment import clean_phrases
+    from backend.engine.writers import resolve_target
 
     bound_gdal_cache()
     started = time.perf_counter()
@@ -120,23 +114,32 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.preset, args.checkpoint, device)
     if rank is not None:
         distributed.start(rank)
+    try:
+        written = _segment_and_write(args, phrases, model, options, target, rank, started)
+    finally:
+        if rank is not None:
+            distributed.stop()
+    if written is not None:  # None: a torchrun rank other than 0, which writes nothing
+        print(_summary(args, target, *written, seconds=time.perf_counter() - started))
+    return 0
+
+
+def _segment_and_write(args, phrases, model, options, target, rank, started: float):
+    """(result, layers) once written; nothing is written when anything fails (and the probability
+    GeoTIFF is discarded)."""
+    from tqdm import tqdm
+
+    from backend.engine import distributed
+    from backend.engine.segment import SegmentRun
+    from backend.engine.writers import check_writable, default_layers, planned_layers, write_features
+
     sink = None
     try:
         with SegmentRun(args.raster, phrases, model, options) as segment_run:
             # Check the outputs before any tile is computed: a refused output costs nothing.
             planned = planned_layers(segment_run.view.name, phrases, target, args.layer_per_phrase)
             check_writable(target, planned, args.overwrite)
-            if args.probability:
-                view = segment_run.view
-                sink = ProbabilityGeoTIFF(
-                    args.probability,
-                    view.width,
-                    view.height,
-                    view.transform,
-                    view.crs,
-                    phrases,
-                    overwrite=args.overwrite,
-                )
+            sink = _probability_sink(args, segment_run.view, phrases)
             tiles = segment_run.tiles if rank is None else rank.shard(segment_run.tiles)
             show = not args.quiet and (rank is None or rank.is_main)
             with tqdm(
@@ -146,26 +149,36 @@ def run(args: argparse.Namespace) -> int:
                     tiles, progress=lambda done, total: bar.update(done - bar.n), sink=sink
                 )
             if rank is not None:
-                gathered = distributed.gather_pieces(rank, pieces)
-                if gathered is None:
-                    return 0  # rank 0 writes
-                pieces = gathered
+                pieces = distributed.gather_pieces(rank, pieces)
+                if pieces is None:
+                    return None  # rank 0 writes
             result = segment_run.finish(pieces, time.perf_counter() - started)
             layers = default_layers(result, target, args.layer_per_phrase)
             write_features(result, target, layers, overwrite=args.overwrite)
             if sink is not None:
                 sink.commit()
                 sink = None
+            return result, layers
     finally:
         if sink is not None:
             sink.discard()
-        if rank is not None:
-            distributed.stop()
+
+
+def _probability_sink(args, view, phrases):
+    if not args.probability:
+        return None
+    from backend.engine.writers import ProbabilityGeoTIFF
+
+    return ProbabilityGeoTIFF(
+        args.probability, view.width, view.height, view.transform, view.crs, phrases, overwrite=args.overwrite
+    )
+
+
+def _summary(args, target, result, layers, seconds: float) -> str:
     where = f"{target.path}" + (f" (layers {', '.join(layers)})" if target.is_geopackage else "")
     per_phrase = ", ".join(f"{phrase!r}: {count}" for phrase, count in result.counts.items())
-    print(
+    return (
         f"wrote {len(result.features)} feature(s) [{per_phrase}] to {where} "
-        f"in {time.perf_counter() - started:.1f} s ({result.tiles} tiles, model {result.model})"
+        f"in {seconds:.1f} s ({result.tiles} tiles, model {result.model})"
         + (f"; probabilities in {args.probability}" if args.probability else "")
     )
-    return 0

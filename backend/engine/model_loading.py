@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from backend.bundled import DEMO_CHECKPOINT
 from backend.errors import UserError
 from backend.model.api import PhraseSegmenter
 
@@ -15,8 +16,6 @@ from backend.model.api import PhraseSegmenter
 def default_checkpoint() -> Path | None:
     """The model an entry point uses when given neither a preset nor a checkpoint: the bundled demo
     model (trained, works offline) when it is there; otherwise None (the model package's default preset)."""
-    from backend.demo import DEMO_CHECKPOINT
-
     return DEMO_CHECKPOINT if DEMO_CHECKPOINT.is_file() else None
 
 

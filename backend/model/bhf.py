@@ -40,7 +40,7 @@ class TextState:
 
 
 class FusionAdapter(nn.Module):
-    """Vision ↔ text cross-attention on a block's attention output (method.md step 4)."""
+    """Vision ↔ text cross-attention on a block's attention output (docs/method.md, step 4)."""
 
     def __init__(self, dim: int, text_dim: int, ratio: int, heads: int, alpha: float, updates_text: bool):
         super().__init__()

@@ -1,4 +1,5 @@
-"""RS2-SAM 2 checkpoints: one safetensors file carrying the ModelConfig (JSON header) and the weights."""
+"""RS2-SAM 2 checkpoint files: one safetensors file carrying the ModelConfig (JSON header) and the
+weights. Writing and reading only; `factory.load_checkpoint` rebuilds the model from one."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import torch
 
 from backend.errors import UserError
 from backend.model.presets import ModelConfig
-from backend.model.weights_io import check_state_dict
 
 FORMAT = "rs2sam2-checkpoint/1"
 
@@ -80,32 +80,3 @@ def config_mismatch(expected: ModelConfig, found: ModelConfig) -> list[str]:
     return [
         f"{key}: expected {want[key]!r}, file has {have[key]!r}" for key in want if want[key] != have[key]
     ]
-
-
-def load_checkpoint(path: str | Path, device: str = "cpu", expected: ModelConfig | None = None):
-    """Rebuild the model from the file's own config and load its weights (eval mode).
-
-    `expected`: refuse a checkpoint whose architecture differs from that config.
-    Pretrained-weight sources in the stored config are ignored: the file already holds every weight.
-    """
-    from backend.model.factory import build_model
-
-    config, state, metadata = read_checkpoint(path)
-    if expected is not None:
-        differences = config_mismatch(expected, config)
-        if differences:
-            raise UserError(
-                f"The checkpoint {str(path)!r} was made for preset {config.name!r}, not {expected.name!r} "
-                f"({'; '.join(differences[:3])})."
-            )
-    config = config.replace(
-        sam2_checkpoint=None,
-        clip_pretrained=None,
-        # Keep the freezing the model was trained with, now that no pretrained file is named.
-        freeze_sam_backbone=config.sam_backbone_frozen,
-        freeze_clip=config.clip_frozen,
-    )
-    model = build_model(config, device="cpu")
-    check_state_dict(model, state, "model checkpoint", path)
-    model.load_state_dict(state)
-    return model.to(device).eval(), metadata

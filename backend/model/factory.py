@@ -7,11 +7,14 @@ from pathlib import Path
 import torch
 
 from backend.errors import UserError
+from backend.model.checkpoint import config_mismatch, read_checkpoint
 from backend.model.clip_loading import build_clip
+from backend.model.predictor import RS2SAM2Predictor
 from backend.model.presets import ModelConfig, get_preset
 from backend.model.rs2sam2 import RS2SAM2
 from backend.model.sam2_loading import SAM2ImageParts, build_sam2_model
 from backend.model.union_encoder import UnionEncoder
+from backend.model.weights_io import check_state_dict
 
 DEFAULT_PRESET = "test"
 
@@ -48,9 +51,6 @@ def load_predictor(preset: str | None = None, checkpoint: str | Path | None = No
 
     With both, the checkpoint must have been trained from that preset's architecture.
     """
-    from backend.model.checkpoint import load_checkpoint
-    from backend.model.predictor import RS2SAM2Predictor
-
     target = resolve_device(device)
     if checkpoint is not None:
         expected = get_preset(preset) if preset else None
@@ -61,3 +61,30 @@ def load_predictor(preset: str | None = None, checkpoint: str | Path | None = No
         model = build_model(config, device=str(target)).eval()
         model_id = f"rs2sam2-{config.name}-untrained"
     return RS2SAM2Predictor(model, model_id=model_id)
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu", expected: ModelConfig | None = None):
+    """Rebuild the model from the file's own config and load its weights (eval mode).
+
+    `expected`: refuse a checkpoint whose architecture differs from that config.
+    Pretrained-weight sources in the stored config are ignored: the file already holds every weight.
+    """
+    config, state, metadata = read_checkpoint(path)
+    if expected is not None:
+        differences = config_mismatch(expected, config)
+        if differences:
+            raise UserError(
+                f"The checkpoint {str(path)!r} was made for preset {config.name!r}, not {expected.name!r} "
+                f"({'; '.join(differences[:3])})."
+            )
+    config = config.replace(
+        sam2_checkpoint=None,
+        clip_pretrained=None,
+        # Keep the freezing the model was trained with, now that no pretrained file is named.
+        freeze_sam_backbone=config.sam_backbone_frozen,
+        freeze_clip=config.clip_frozen,
+    )
+    model = build_model(config, device="cpu")
+    check_state_dict(model, state, "model checkpoint", path)
+    model.load_state_dict(state)
+    return model.to(device).eval(), metadata

@@ -1,4 +1,4 @@
-"""Mask prompt generator (MPG) and the post-encoder BHF gate (method.md steps 5 and 6)."""
+"""Mask prompt generator (MPG) and the post-encoder BHF gate (docs/method.md, steps 5 and 6)."""
 
 from __future__ import annotations
 

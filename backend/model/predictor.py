@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from backend.errors import UserError
 from backend.model.api import PhrasePrediction
+from backend.model.precision import autocast_for
 from backend.model.preprocess import image_to_tensor, preprocess_batch
 from backend.model.rs2sam2 import RS2SAM2
 
@@ -40,17 +41,12 @@ class RS2SAM2Predictor:
     def device(self) -> torch.device:
         return self.model.device
 
-    def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     @torch.inference_mode()
     def set_image(self, image: np.ndarray) -> None:
         """Preprocess an (H,W,3) uint8 RGB image and encode its CLIP vision tokens (cached)."""
         tensor = image_to_tensor(image).to(self.device)
         sam, clip = preprocess_batch(tensor, self.model.config)
-        with self._autocast(), _eval_mode(self.model):
+        with autocast_for(self.device), _eval_mode(self.model):
             self._clip_tokens = self.model.union.encode_image(clip)
         self._sam_image = sam
         self._image_size = (int(image.shape[0]), int(image.shape[1]))
@@ -65,7 +61,7 @@ class RS2SAM2Predictor:
         for start in range(0, len(phrases), self.max_batch):
             chunk = phrases[start : start + self.max_batch]
             tokens = self.model.tokenize(chunk)
-            with self._autocast(), _eval_mode(self.model):
+            with autocast_for(self.device), _eval_mode(self.model):
                 out = self.model(self._sam_image, None, tokens, clip_image_tokens=self._clip_tokens)
             logits = F.interpolate(
                 out.low_res_logits.float(), size=self._image_size, mode="bilinear", align_corners=False

@@ -32,7 +32,7 @@ class ModelConfig:
     clip_model_config: str | None = None  # ... or an explicit open_clip model config (JSON text)
     text_context_length: int = 77  # tokens incl. start/end; longer phrases are truncated with a warning
     # --- union encoder joint layers ---
-    union_width: int = 512  # D in method.md
+    union_width: int = 512  # D in docs/method.md
     union_layers: int = 2
     union_heads: int = 8
     # --- fusion modules ---

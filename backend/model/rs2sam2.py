@@ -1,4 +1,4 @@
-"""The assembled RS2-SAM 2 network (method.md "Data flow")."""
+"""The assembled RS2-SAM 2 network (docs/method.md, "Data flow")."""
 
 from __future__ import annotations
 
@@ -86,13 +86,7 @@ class RS2SAM2(nn.Module):
 
         if sam_images.shape[0] == 1 and batch > 1:
             sam_images = sam_images.expand(batch, -1, -1, -1)
-        self._text_state.text, self._text_state.padding = text0, padding
-        try:
-            embedding, high_res = self.sam.encode_image(sam_images)
-        finally:
-            self._text_state.text, self._text_state.padding = None, None
-            self._text_state.grids.clear()
-
+        embedding, high_res = self._encode_image_with_text(sam_images, text0, padding)
         position = self.sam.sam_prompt_encoder.get_dense_pe()
         embedding = self.text_gate(embedding, position, text0, padding)
 
@@ -119,6 +113,17 @@ class RS2SAM2(nn.Module):
             boundary_logit=boundary_logit,
             boundary_weight=self.config.boundary_weight_max * torch.sigmoid(boundary_logit),
         )
+
+    def _encode_image_with_text(
+        self, sam_images: torch.Tensor, text0: torch.Tensor, padding: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """SAM 2's image encoder with the text threaded through every block's adapters (BHF)."""
+        self._text_state.text, self._text_state.padding = text0, padding
+        try:
+            return self.sam.encode_image(sam_images)
+        finally:
+            self._text_state.text, self._text_state.padding = None, None
+            self._text_state.grids.clear()
 
     # ---- what trains --------------------------------------------------------------------------
     def apply_freezing(self) -> None:

@@ -1,7 +1,8 @@
 """Union encoder: CLIP's vision and text towers + trainable joint layers over [CLS; patches; text].
 
 CLIP encodes image and text separately; the joint transformer layers on top give the multimodal
-class token `V_cls`, the patch grid `V` and the text states `T_u` that method.md's BEiT-3 provides.
+class token `V_cls`, the patch grid `V` and the text states `T_u` that the paper's BEiT-3 provides
+(docs/method.md, step 2).
 Text padding is masked in every attention (a phrase's result must not depend on its batch-mates).
 """
 

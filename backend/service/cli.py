@@ -20,6 +20,8 @@ from backend.errors import UserError
 from backend.service.config import DEFAULT_MAX_UPLOAD_MB, ServiceConfig
 from rs2sam2_qgis.contract import DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, is_loopback_host
 
+HELP = "run the model behind a local HTTP API"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter

@@ -6,6 +6,8 @@ import argparse
 
 from backend.errors import UserError
 
+HELP = "download and list pretrained weights"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="weights_command", metavar="ACTION", required=True)

@@ -13,7 +13,7 @@ import pytest
 import shapely
 from PIL import Image
 
-from backend.demo import DEMO_CHECKPOINT, DEMO_SCENE, demo_phrases
+from backend.bundled import DEMO_CHECKPOINT, DEMO_SCENE, demo_phrases
 
 ROOT = Path(__file__).resolve().parents[2]
 TRUTH = DEMO_SCENE.with_name("scene_truth.gpkg")

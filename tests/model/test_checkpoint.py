@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from backend.errors import UserError
-from backend.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from backend.model.factory import build_model, load_predictor
+from backend.model.checkpoint import read_checkpoint, save_checkpoint
+from backend.model.factory import build_model, load_checkpoint, load_predictor
 from backend.model.predictor import RS2SAM2Predictor
 from backend.model.presets import get_preset
 

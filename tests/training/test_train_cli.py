@@ -14,8 +14,8 @@ import pytest
 from safetensors.torch import load_file
 
 from backend.cli import main as rs2sam2
-from backend.model.checkpoint import load_checkpoint, save_checkpoint
-from backend.model.factory import build_model
+from backend.model.checkpoint import save_checkpoint
+from backend.model.factory import build_model, load_checkpoint
 from tests.training.dataset_fixtures import write_refsegrs
 
 ROOT = Path(__file__).resolve().parents[2]

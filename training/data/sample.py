@@ -45,13 +45,6 @@ class ReferringDataset(Protocol):
     def __getitem__(self, index: int) -> ReferringSample: ...
 
 
-class EpochAware(Protocol):
-    """Datasets whose samples are randomised (chip jitter) draw from a seed keyed on the epoch, so a
-    resumed run sees exactly the samples an uninterrupted one would."""
-
-    def set_epoch(self, epoch: int) -> None: ...
-
-
 class ConcatReferringDataset:
     """Several datasets read as one (e.g. `--data` given more than once)."""
 
@@ -71,6 +64,8 @@ class ConcatReferringDataset:
         return self.parts[part][index - int(self._offsets[part])]
 
     def set_epoch(self, epoch: int) -> None:
+        """Datasets whose samples are randomised (chip jitter) draw from a seed keyed on the epoch, so a
+        resumed run sees exactly the samples an uninterrupted one would."""
         for part in self.parts:
             if hasattr(part, "set_epoch"):
                 part.set_epoch(epoch)

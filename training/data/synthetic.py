@@ -226,7 +226,6 @@ def generate_scene(
     large land-cover ones for a quick learning check).
     """
     rng = np.random.default_rng(seed)
-    s = size / REFERENCE_SIZE
     layout = _Layout(rng, size)
     placed: list[tuple[str, str, Polygon]] = []  # painter's order
 
@@ -234,7 +233,21 @@ def generate_scene(
         if shape is not None and (kinds is None or kind in kinds):
             placed.append((kind, colour or str(rng.choice(list(PALETTE[kind]))), shape))
 
-    # Large land cover first: fields, water, roads.
+    roads = _place_land_cover(rng, layout, size, add)
+    _place_small_objects(rng, layout, size, add, roads)
+    image = _paint_scene(rng, size, placed)
+    objects = _visible_objects(placed, size)
+    for obj in objects:
+        obj.phrases = _describe(obj, objects, size, rng, max_phrases)
+    if origin is None:
+        origin = (float(rng.integers(300_000, 700_000)), float(rng.integers(4_500_000, 5_500_000)))
+    transform = Affine(gsd, 0, origin[0], 0, -gsd, origin[1])
+    return Scene(image=image, transform=transform, crs=crs, objects=objects, seed=seed)
+
+
+def _place_land_cover(rng: np.random.Generator, layout: _Layout, size: int, add) -> list[LineString]:
+    """Large land cover first: fields, water, roads (the roads' centre lines are returned)."""
+    s = size / REFERENCE_SIZE
     for _ in range(rng.integers(0, 4)):
         add(
             "field",
@@ -271,7 +284,12 @@ def generate_scene(
         if shape is not None:
             roads.append(line)
             add("road", shape)
-    # Buildings, vehicles (mostly on roads), trees.
+    return roads
+
+
+def _place_small_objects(rng: np.random.Generator, layout: _Layout, size: int, add, roads: list) -> None:
+    """Buildings, vehicles (mostly on roads), trees — after the land cover, in this order."""
+    s = size / REFERENCE_SIZE
     for _ in range(rng.integers(3, 8)):
         add(
             "building",
@@ -299,15 +317,6 @@ def generate_scene(
             "tree",
             layout.place(lambda: Point(*rng.uniform(0.05, 0.95, 2) * size).buffer(rng.uniform(3.5, 10) * s)),
         )
-
-    image = _paint_scene(rng, size, placed)
-    objects = _visible_objects(placed, size)
-    for obj in objects:
-        obj.phrases = _describe(obj, objects, size, rng, max_phrases)
-    if origin is None:
-        origin = (float(rng.integers(300_000, 700_000)), float(rng.integers(4_500_000, 5_500_000)))
-    transform = Affine(gsd, 0, origin[0], 0, -gsd, origin[1])
-    return Scene(image=image, transform=transform, crs=crs, objects=objects, seed=seed)
 
 
 def _paint_scene(rng: np.random.Generator, size: int, placed) -> np.ndarray:
@@ -401,23 +410,27 @@ def _cue_options(target: SceneObject, objects: list[SceneObject], size: int) -> 
         )
     )
 
-    def size_extreme(larger: bool):
-        def narrow(cands):
-            others = [o.polygon.area for o in cands if o is not target]
-            if not others:
-                return None
-            ok = (
-                target.polygon.area >= 1.8 * max(others)
-                if larger
-                else target.polygon.area <= 0.55 * min(others)
-            )
-            return [target] if ok else None
+    options.append((_Cue("large", SIZE_WORDS["large"], "adjective"), _size_extreme(target, larger=True)))
+    options.append((_Cue("small", SIZE_WORDS["small"], "adjective"), _size_extreme(target, larger=False)))
+    options += _position_cues(target, size)
+    options += _relation_cues(target, objects, size)
+    return options
 
-        return narrow
 
-    options.append((_Cue("large", SIZE_WORDS["large"], "adjective"), size_extreme(True)))
-    options.append((_Cue("small", SIZE_WORDS["small"], "adjective"), size_extreme(False)))
+def _size_extreme(target: SceneObject, larger: bool):
+    def narrow(cands):
+        others = [o.polygon.area for o in cands if o is not target]
+        if not others:
+            return None
+        ok = target.polygon.area >= 1.8 * max(others) if larger else target.polygon.area <= 0.55 * min(others)
+        return [target] if ok else None
 
+    return narrow
+
+
+def _position_cues(target: SceneObject, size: int) -> list[tuple[_Cue, object]]:
+    """Position cues ("on the left" …): the target is the extreme one on its half, by a margin."""
+    options: list[tuple[_Cue, object]] = []
     margin = 0.12 * size
     centre = target.polygon.centroid
     axes = {  # name → (key growing toward that side, is the target on that half, word variants)
@@ -437,6 +450,12 @@ def _cue_options(target: SceneObject, objects: list[SceneObject], size: int) -> 
 
         options.append((_Cue(name, words, "suffix"), narrow))
 
+    return options
+
+
+def _relation_cues(target: SceneObject, objects: list[SceneObject], size: int) -> list[tuple[_Cue, object]]:
+    """Relation cues ("near the river" …): a landmark of another kind, unique in the scene, close by."""
+    options: list[tuple[_Cue, object]] = []
     near = _near_distance(size)
     for landmark in objects:
         if landmark is target or landmark.kind not in LANDMARK_KINDS or landmark.kind == target.kind:
@@ -521,7 +540,12 @@ def write_region(scene: Scene, folder: str | Path, name: str | None = None) -> t
     folder.mkdir(parents=True, exist_ok=True)
     name = name or f"synthetic-{scene.seed}"
     raster_path, vector_path = folder / f"{name}.tif", folder / f"{name}.gpkg"
+    _write_scene_raster(scene, folder, raster_path)
+    _write_scene_objects(scene, folder / f".{name}.part.gpkg", vector_path)  # GDAL wants .gpkg
+    return raster_path, vector_path
 
+
+def _write_scene_raster(scene: Scene, folder: Path, raster_path: Path) -> None:
     fd, tmp_raster = tempfile.mkstemp(dir=folder, suffix=".tif.part")
     os.close(fd)
     try:
@@ -542,6 +566,8 @@ def write_region(scene: Scene, folder: str | Path, name: str | None = None) -> t
         if os.path.exists(tmp_raster):
             os.remove(tmp_raster)
 
+
+def _write_scene_objects(scene: Scene, tmp_vector: Path, vector_path: Path) -> None:
     t = scene.transform
     map_geoms = [
         shapely.transform(
@@ -553,7 +579,6 @@ def write_region(scene: Scene, folder: str | Path, name: str | None = None) -> t
     map_geoms = [
         geom if geom.geom_type == "MultiPolygon" else shapely.MultiPolygon([geom]) for geom in map_geoms
     ]
-    tmp_vector = folder / f".{name}.part.gpkg"  # GDAL wants the .gpkg extension
     try:
         pyogrio.raw.write(
             str(tmp_vector),
@@ -573,4 +598,3 @@ def write_region(scene: Scene, folder: str | Path, name: str | None = None) -> t
     finally:
         if tmp_vector.exists():
             tmp_vector.unlink()
-    return raster_path, vector_path

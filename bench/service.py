@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.engine import make_raster
+from rs2sam2_qgis.contract import API_PREFIX
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,7 +93,7 @@ def measure_preset(
         stderr=subprocess.STDOUT,
         env=env,
     )
-    url = f"http://127.0.0.1:{port}/api/v1"
+    url = f"http://127.0.0.1:{port}{API_PREFIX}"
     try:
         deadline = time.monotonic() + 600
         while True:

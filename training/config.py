@@ -79,6 +79,12 @@ class TrainConfig:
     lr_drop_factor: float = setting(0.1, "with --schedule step: the lr's factor at each drop", OPTIM)
     clip_grad_norm: float | None = setting(1.0, "gradient norm clipping", OPTIM, default_text="off")
     seed: int = setting(2401, "random seed (the reference's)", OPTIM)
+    train_union_encoder: bool = setting(
+        False,
+        "also fine-tune the union encoder's pretrained towers, at --lr-rest (the paper fine-tunes its "
+        "whole union encoder); otherwise they stay frozen when they start from pretrained weights",
+        OPTIM,
+    )
     # --- loss; None: METHOD_LOSS when starting from pretrained weights, else FROM_SCRATCH_LOSS ---
     loss_ce: float | None = setting(
         None, "weight of the class-weighted cross-entropy", LOSS, default_text=_loss_default("loss_ce")

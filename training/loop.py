@@ -211,6 +211,8 @@ class Trainer:
             model.train()
         else:
             model = build_model(self.model_config, device=str(self.device))
+        if cfg.train_union_encoder:
+            model.unfreeze_union_encoder()
         self.model = model
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         # foreach: multi-tensor updates (torch only defaults to it on GPUs; on the CPU it saves a Python

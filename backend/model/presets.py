@@ -5,9 +5,13 @@ where pretrained weights come from and what trains. Presets:
 
 - `test`: a few M parameters built from config with no weights (a shrunken SAM 2.1 Hiera-T and a
   small CLIP), 128 px; for unit tests and the bundled demo model.
-- `tiny`: SAM 2.1 Hiera-T + CLIP ViT-B-16, 1024 px.
-- `base`: SAM 2.1 Hiera-B+ + CLIP ViT-B-16, 1024 px.
-- `large`: SAM 2.0 Hiera-L (as in the paper) + CLIP ViT-L-14, 1024 px.
+- `tiny`: SAM 2.1 Hiera-T + CLIP ViT-B/16, 1024 px.
+- `base`: SAM 2.1 Hiera-B+ + CLIP ViT-B/16, 1024 px.
+- `large`: SAM 2.0 Hiera-L (as in the paper) + CLIP ViT-L/14, 1024 px.
+
+The CLIP towers are open_clip's `*-quickgelu` models: OpenAI's CLIP weights (the ones these presets
+start from) were trained with QuickGELU, and open_clip's plain `ViT-B-16` / `ViT-L-14` use GELU under
+the same state-dict keys, so loading the weights there gives no error but wrong features.
 """
 
 from __future__ import annotations
@@ -42,7 +46,12 @@ class ModelConfig:
     mlp_adapter_scale: float = 0.5
     post_bhf_heads: int = 8
     mpg_heads: int = 8
-    boundary_weight_max: float = 2.0  # w = w_max · σ(Linear(T_0)): bounded, cannot collapse to 0 or explode
+    # The TBL weight w = w_min + (w_max − w_min)·σ(Linear(T_0)). TBL = w²·D only ever pushes w down, so
+    # without a floor w drifts to ~0 over a long run and the boundary term switches itself off
+    # (docs/method.md, "Deviations"); with the floor the text can raise the boundary weight above the
+    # base weight λ_tbl, never remove it.
+    boundary_weight_min: float = 1.0
+    boundary_weight_max: float = 2.0
     # --- weights and what trains ---
     sam2_checkpoint: str | None = None  # official {"model": state_dict} .pt file
     clip_pretrained: str | None = None  # open_clip pretrained tag (hub) or a local weights file
@@ -150,19 +159,19 @@ PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(
         name="tiny",
         sam2_config="configs/sam2.1/sam2.1_hiera_t.yaml",
-        clip_model="ViT-B-16",
+        clip_model="ViT-B-16-quickgelu",
         official_sam2_file="sam2.1_hiera_tiny.pt",
     ),
     "base": ModelConfig(
         name="base",
         sam2_config="configs/sam2.1/sam2.1_hiera_b+.yaml",
-        clip_model="ViT-B-16",
+        clip_model="ViT-B-16-quickgelu",
         official_sam2_file="sam2.1_hiera_base_plus.pt",
     ),
     "large": ModelConfig(
         name="large",
         sam2_config="configs/sam2/sam2_hiera_l.yaml",
-        clip_model="ViT-L-14",
+        clip_model="ViT-L-14-quickgelu",
         union_width=768,
         union_heads=12,
         official_sam2_file="sam2_hiera_large.pt",

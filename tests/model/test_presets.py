@@ -29,7 +29,7 @@ def test_preset_choice_is_validated():
     with pytest.raises(UserError, match="multiple of 32"):
         build_model(get_preset("test").replace(image_size=100))
     assert sorted(PRESETS) == ["base", "large", "test", "tiny"]
-    assert json.loads(get_preset("tiny").to_json())["clip_model"] == "ViT-B-16"
+    assert json.loads(get_preset("tiny").to_json())["clip_model"] == "ViT-B-16-quickgelu"
 
 
 @pytest.mark.slow

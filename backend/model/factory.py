@@ -33,9 +33,17 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def build_model(config: ModelConfig | str = DEFAULT_PRESET, device: str = "cpu") -> RS2SAM2:
-    """A fresh RS2-SAM 2 (train mode) for a preset name or config, pretrained parts per the config."""
+    """A fresh RS2-SAM 2 (train mode) for a preset name or config, pretrained parts per the config.
+
+    Paper-family presets give a `PaperRS2SAM2` with random weights and no tokenizer (its tokenizer comes
+    with the published weights: `load_predictor(model="paper-rrsisd")`).
+    """
     if isinstance(config, str):
         config = get_preset(config)
+    if config.family == "paper":
+        from backend.model.paper.build import build_paper_model
+
+        return build_paper_model(config, device=str(resolve_device(device))).train()
     union = UnionEncoder(build_clip(config), config.union_width, config.union_layers, config.union_heads)
     sam = SAM2ImageParts(build_sam2_model(config))
     model = RS2SAM2(config, union, sam)
@@ -43,21 +51,55 @@ def build_model(config: ModelConfig | str = DEFAULT_PRESET, device: str = "cpu")
     return model.to(resolve_device(device)).train()
 
 
-def load_predictor(preset: str | None = None, checkpoint: str | Path | None = None, device: str = "auto"):
-    """A PhraseSegmenter: an RS2-SAM 2 checkpoint (its own config), or a preset's fresh model.
+def make_predictor(model, model_id: str):
+    """The PhraseSegmenter for a built model of either family."""
+    if model.config.family == "paper":
+        from backend.model.paper.predictor import PaperPredictor
 
-    With both, the checkpoint must have been trained from that preset's architecture.
-    """
-    from backend.model.checkpoint import load_checkpoint
+        return PaperPredictor(model, model_id=model_id)
     from backend.model.predictor import RS2SAM2Predictor
 
+    return RS2SAM2Predictor(model, model_id=model_id)
+
+
+def load_predictor(
+    preset: str | None = None,
+    checkpoint: str | Path | None = None,
+    device: str = "auto",
+    model: str | None = None,
+    model_id: str | None = None,
+):
+    """A PhraseSegmenter: a model by name (`model`, see backend.weights.models), an RS2-SAM 2 checkpoint
+    (its own config; a published model folder also works), or a preset's fresh model.
+
+    With a preset and a checkpoint, the checkpoint must have that preset's architecture.
+    """
+    from backend.model.checkpoint import load_checkpoint
+
+    if model is not None:
+        from backend.weights.models import load_named_predictor
+
+        return load_named_predictor(model, device=device)
     target = resolve_device(device)
+    if checkpoint is not None and Path(checkpoint).is_dir():
+        return _published_folder_predictor(Path(checkpoint), preset, str(target), model_id)
     if checkpoint is not None:
         expected = get_preset(preset) if preset else None
-        model, _ = load_checkpoint(checkpoint, device=str(target), expected=expected)
-        model_id = Path(checkpoint).stem
-    else:
-        config = get_preset(preset or DEFAULT_PRESET)
-        model = build_model(config, device=str(target)).eval()
-        model_id = f"rs2sam2-{config.name}-untrained"
-    return RS2SAM2Predictor(model, model_id=model_id)
+        built, _ = load_checkpoint(checkpoint, device=str(target), expected=expected)
+        return make_predictor(built, model_id or Path(checkpoint).stem)
+    config = get_preset(preset or DEFAULT_PRESET)
+    if config.family == "paper":
+        raise UserError(
+            f"{config.name} needs its published weights: rs2sam2 weights download --model {config.name}"
+        )
+    built = build_model(config, device=str(target)).eval()
+    return make_predictor(built, model_id or f"rs2sam2-{config.name}-untrained")
+
+
+def _published_folder_predictor(folder: Path, preset: str | None, device: str, model_id: str | None):
+    from backend.model.paper.folder import load_published_folder
+    from backend.weights.paper import model_for_folder
+
+    name = preset or model_for_folder(folder) or "paper-rrsisd"  # both published models share one tree
+    built = load_published_folder(folder, get_preset(name), device=device)
+    return make_predictor(built, model_id or folder.name)

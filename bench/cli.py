@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "engine": ("bench.engine", "Inference engine (`rs2sam2 bench engine`)"),
     "training": ("bench.training", "Training (`rs2sam2 bench training`)"),
     "service": ("bench.service", "Service (`rs2sam2 bench service`)"),
+    "paper": ("bench.paper", "The paper's model (`rs2sam2 bench paper`)"),
 }
 
 

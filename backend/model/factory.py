@@ -100,6 +100,7 @@ def _published_folder_predictor(folder: Path, preset: str | None, device: str, m
     from backend.model.paper.folder import load_published_folder
     from backend.weights.paper import model_for_folder
 
-    name = preset or model_for_folder(folder) or "paper-rrsisd"  # both published models share one tree
-    built = load_published_folder(folder, get_preset(name), device=device)
-    return make_predictor(built, model_id or folder.name)
+    known = preset or model_for_folder(folder)
+    # Both published models share one architecture, so an unrecognised folder loads as either.
+    built = load_published_folder(folder, get_preset(known or "paper-rrsisd"), device=device)
+    return make_predictor(built, model_id or known or folder.name)

@@ -84,4 +84,4 @@ def load_named_predictor(name: str, device: str = "auto", cache: Path | None = N
         raise UserError(f"The model {name} is not in the cache; get it with: {status.how_to_get}")
     if status.path is None:
         return load_predictor(preset=name, device=device)
-    return load_predictor(checkpoint=status.path, device=device, model_id=name)
+    return load_predictor(checkpoint=status.path, device=device)

@@ -22,7 +22,8 @@ def test_full_model_segments_a_1024_tile_on_the_cpu(spm_file):
     torch.manual_seed(0)
     model = build_paper_model(config)
     model.tokenizer = PaperTokenizer(spm_file, config.text_context_length)
-    assert 930e6 < model.parameter_counts()["total"] < 940e6
+    # The reference's 934.8 M less SAM 2's video modules (7.5 M), which the image model does not hold.
+    assert 927.0e6 < model.parameter_counts()["total"] < 927.6e6
     predictor = make_predictor(model, "paper-rrsisd-random")
     image = np.random.default_rng(0).integers(0, 256, (1024, 1024, 3), dtype=np.uint8)
     predictor.set_image(image)

@@ -65,6 +65,14 @@ if [ -f "$SITE_PACKAGES/training/trainer.py" ] && [ ! -f "$SITE_PACKAGES/trainin
     rm -rf "$SITE_PACKAGES/training"
 fi
 
+# torchscale (BEiT-3 for the paper's published models) pins timm==0.6.13 in its metadata, which conflicts
+# with open_clip's timm>=1.0.17; it runs on timm 1.x, so it is installed without its dependencies (its
+# fairscale dependency is pinned in pyproject.toml).
+if ! "$PY" -c "import torchscale" 2>/dev/null; then
+    log "installing torchscale 0.3.0 (without its dependency pins)"
+    pip_install --no-deps "torchscale==0.3.0"
+fi
+
 log "installing the project and its pinned requirements"
 pip_install --no-build-isolation -e "$ROOT[dev]"
 
@@ -78,7 +86,11 @@ mkdir -p "$VENV/share"
 
 log "checking that everything imports together"
 QT_QPA_PLATFORM=offscreen "$PY" - <<'EOF'
-import numpy, rasterio, shapely, pyogrio, torch, sam2, open_clip, fastapi, uvicorn
+import numpy, rasterio, shapely, pyogrio, torch, sam2, open_clip, fastapi, uvicorn, sentencepiece
+import warnings
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)  # torchscale's old timm import path
+    import torchscale.model.BEiT3  # noqa: F401
 from qgis.core import QgsApplication
 import processing  # noqa: F401
 assert numpy.__version__.startswith("1."), numpy.__version__

@@ -189,3 +189,36 @@ def test_unavailable_model_says_how_to_get_it(tmp_path):
     with pytest.raises(UserError, match="rs2sam2 weights download --model paper-rrsisd"):
         load_named_predictor("paper-rrsisd", cache=tmp_path)
     assert Path(names["paper-refsegrs"].path).name == "paper-refsegrs.safetensors"
+
+
+def test_models_by_name_everywhere(hub, tmp_path, monkeypatch, capsys):
+    """`--model NAME` in segment and evaluate loads the cached model by its name; a model that is not
+    cached gets one line saying how to get it, before anything is written."""
+    from backend.bundled import DEMO_SCENE
+
+    base, _ = hub
+    monkeypatch.setenv("RS2SAM2_CACHE", str(tmp_path / "home"))
+    out = tmp_path / "out.gpkg"
+    args = [str(DEMO_SCENE), "the red roof", "-o", str(out), "--device", "cpu", "--quiet"]
+    assert cli_main(["segment", *args, "--model", "paper-rrsisd"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rs2sam2 weights download --model paper-rrsisd" in err[0] and not out.exists()
+
+    download_paper_model("paper-test", mirror=base, show_progress=False)  # into $RS2SAM2_CACHE/weights
+    window = _scene_window(DEMO_SCENE, 64)
+    assert cli_main(["segment", *args, "--model", "paper-test", "--bbox", window]) == 0
+    assert "model paper-test" in capsys.readouterr().out and out.is_file()
+    code = cli_main(
+        ["evaluate", "--data", "synthetic:1", "--limit", "2", "--model", "paper-test", "--device", "cpu"]
+        + ["--cache-dir", str(tmp_path / "scenes")]
+    )
+    assert code == 0 and "mIoU" in capsys.readouterr().out
+
+
+def _scene_window(raster: Path, pixels: int) -> str:
+    import rasterio
+
+    with rasterio.open(raster) as dataset:
+        left, top = dataset.transform.c, dataset.transform.f
+        size = pixels * dataset.transform.a
+    return f"{left},{top - size},{left + size},{top}"

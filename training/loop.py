@@ -248,6 +248,28 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def micro_batches(self, epoch: int) -> MicroBatches:
+        """This rank's share of every micro-batch of `epoch`, in order."""
+        return MicroBatches(
+            self.train_data, self.plan, epoch, self.context.rank, self.model_config, self.augment
+        )
+
+    def forward_backward(self, batch: dict, sync: bool = True) -> dict[str, torch.Tensor]:
+        """Forward and backward of one micro-batch (this rank's share), the loss divided by the
+        accumulation steps. Under DDP, `sync` makes this backward average the gradients over the ranks
+        (the last micro-batch of a step); returns the loss terms of this rank's samples.
+
+        A method of its own so that tests can check the gradients one step leaves (tests/training)."""
+        no_sync = contextlib.nullcontext() if sync or not self.context.enabled else self.network.no_sync()
+        with no_sync:
+            with self._autocast():
+                output = self.network(
+                    batch["sam"].to(self.device), batch["clip"].to(self.device), batch["phrases"]
+                )
+            terms = _per_sample_loss(self.loss_fn, output, batch["masks"].to(self.device))
+            (terms["total"] / self.config.grad_accum).backward()
+        return terms
+
     def validate(self, step: int) -> dict:
         """Val metrics, each rank evaluating every world-th sample, gathered on all ranks."""
         cfg = self.config
@@ -278,9 +300,7 @@ class Trainer:
         window_start, window_samples = time.perf_counter(), 0
         accumulated: dict[str, float] = {}
         while progress.step < self.total_steps:
-            batches = MicroBatches(
-                self.train_data, self.plan, progress.epoch, ctx.rank, self.model_config, self.augment
-            )
+            batches = self.micro_batches(progress.epoch)
             loader = torch.utils.data.DataLoader(
                 batches,
                 batch_size=None,
@@ -289,14 +309,7 @@ class Trainer:
             )
             for k, batch in enumerate(loader, start=progress.micro_batch):
                 boundary = (k + 1) % cfg.grad_accum == 0
-                sync = contextlib.nullcontext() if boundary or not ctx.enabled else self.network.no_sync()
-                with sync:
-                    with self._autocast():
-                        output = self.network(
-                            batch["sam"].to(self.device), batch["clip"].to(self.device), batch["phrases"]
-                        )
-                    terms = _per_sample_loss(self.loss_fn, output, batch["masks"].to(self.device))
-                    (terms["total"] / cfg.grad_accum).backward()
+                terms = self.forward_backward(batch, sync=boundary)
                 for key, value in terms.items():
                     accumulated[key] = accumulated.get(key, 0.0) + float(value.detach()) / cfg.grad_accum
                 window_samples += len(batch["phrases"]) * ctx.world_size

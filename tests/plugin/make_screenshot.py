@@ -115,7 +115,7 @@ def main() -> int:
     parser.add_argument("--phrase", default="the blue stream")
     parser.add_argument(
         "--serve",
-        default=f"{sys.executable} -m backend.cli serve --device cpu",
+        default=f"{shlex.quote(sys.executable)} -m backend.cli serve --device cpu",
         help="backend command (gets --port N); default: rs2sam2 serve with the bundled demo model",
     )
     parser.add_argument(

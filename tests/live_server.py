@@ -183,7 +183,10 @@ def live_server(
     model: PhraseSegmenter, config: ServiceConfig | None = None, device: str = "cpu", record: bool = True
 ) -> Iterator[LiveServer]:
     """The real app serving `model` on a free loopback port until the block ends."""
-    port = free_port()
+    # The socket is bound here and handed to uvicorn: no other process can take the port in between.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
     live = LiveServer(url=f"http://127.0.0.1:{port}", model=model)
     app = create_app(config or ServiceConfig(), model, device)
     served = RecordingApp(app, live.requests) if record else app
@@ -198,7 +201,9 @@ def live_server(
         )
     )
     # uvicorn installs signal handlers only in the main thread: in this thread it leaves them alone.
-    thread = threading.Thread(target=server.run, name=f"live-server-{port}", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [listener]}, name=f"live-server-{port}", daemon=True
+    )
     live._server, live._thread = server, thread
     thread.start()
     try:
@@ -212,6 +217,7 @@ def live_server(
         yield live
     finally:
         live.stop()
+        listener.close()
 
 
 def wait_until(condition, timeout_s: float = 30.0, what: str = "the condition", interval_s: float = 0.01):

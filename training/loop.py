@@ -269,12 +269,15 @@ class Trainer:
         bar = self._progress_bar(progress)
         window = _Window(time.perf_counter())
         while progress.step < self.total_steps:
-            batches = MicroBatches(
-                self.train_data, self.plan, progress.epoch, self.context.rank, self.model_config, self.augment
-            )
+            batches = self.micro_batches(progress.epoch)
             for k, batch in enumerate(self._loader(batches, progress), start=progress.micro_batch):
                 boundary = (k + 1) % self.config.grad_accum == 0
-                self._forward_backward(batch, synchronise=boundary, window=window)
+                terms = self.forward_backward(batch, sync=boundary)
+                window.add(
+                    terms,
+                    samples=len(batch["phrases"]) * self.context.world_size,
+                    parts=self.config.grad_accum,
+                )
                 if not boundary:
                     continue
                 grad_norm = self._optimizer_step()
@@ -304,20 +307,27 @@ class Trainer:
             sampler=list(range(progress.micro_batch, len(batches))),
         )
 
-    def _forward_backward(self, batch: dict, synchronise: bool, window: _Window) -> None:
-        """One micro-batch's loss and gradients; DDP averages gradients only at a step's last one."""
-        accumulate = self.config.grad_accum
-        sync = contextlib.nullcontext() if synchronise or not self.context.enabled else self.network.no_sync()
-        with sync:
+    def micro_batches(self, epoch: int) -> MicroBatches:
+        """This rank's share of every micro-batch of `epoch`, in order."""
+        return MicroBatches(
+            self.train_data, self.plan, epoch, self.context.rank, self.model_config, self.augment
+        )
+
+    def forward_backward(self, batch: dict, sync: bool = True) -> dict[str, torch.Tensor]:
+        """Forward and backward of one micro-batch (this rank's share), the loss divided by the
+        accumulation steps. Under DDP, `sync` makes this backward average the gradients over the ranks
+        (the last micro-batch of a step); returns the loss terms of this rank's samples.
+
+        Public so that tests check the gradients exactly what the loop runs leaves (tests/training)."""
+        no_sync = contextlib.nullcontext() if sync or not self.context.enabled else self.network.no_sync()
+        with no_sync:
             with autocast_for(self.device):
                 output = self.network(
                     batch["sam"].to(self.device), batch["clip"].to(self.device), batch["phrases"]
                 )
             terms = _per_sample_loss(self.loss_fn, output, batch["masks"].to(self.device))
-            (terms["total"] / accumulate).backward()
-        for key, value in terms.items():
-            window.losses[key] = window.losses.get(key, 0.0) + float(value.detach()) / accumulate
-        window.samples += len(batch["phrases"]) * self.context.world_size
+            (terms["total"] / self.config.grad_accum).backward()
+        return terms
 
     def _optimizer_step(self) -> float | None:
         """Clip, step, schedule; the gradient norm before clipping (None without clipping)."""
@@ -409,6 +419,12 @@ class _Window:
     started: float
     samples: int = 0
     losses: dict[str, float] = field(default_factory=dict)
+
+    def add(self, terms: dict[str, torch.Tensor], samples: int, parts: int) -> None:
+        """One micro-batch: its loss terms (a 1/parts share of the step) and the samples all ranks saw."""
+        for key, value in terms.items():
+            self.losses[key] = self.losses.get(key, 0.0) + float(value.detach()) / parts
+        self.samples += samples
 
 
 def _advance(progress: Progress, micro_batches_done: int, micro_batches: int) -> None:

@@ -37,9 +37,10 @@ def plugin_zip(tmp_path_factory) -> Path:
 def test_zip_follows_qgis_plugin_rules(plugin_zip):
     with zipfile.ZipFile(plugin_zip) as archive:
         names = archive.namelist()
-        top_folders = {name.split("/", 1)[0] for name in names}
-        assert top_folders == {"rs2sam2_qgis"}
-        assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", "rs2sam2_qgis")
+        # One top folder, the package QGIS imports: its name must be a Python identifier.
+        (top,) = {name.split("/", 1)[0] for name in names}
+        assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", top), top
+        assert top == "rs2sam2_qgis" == plugin_zip.name.split("-", 1)[0]
         for required in ("__init__.py", "metadata.txt", "LICENSE"):
             assert f"rs2sam2_qgis/{required}" in names
         assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)

@@ -66,7 +66,7 @@ if [ -f "$SITE_PACKAGES/training/trainer.py" ] && [ ! -f "$SITE_PACKAGES/trainin
 fi
 
 log "installing the project and its pinned requirements"
-pip_install --no-build-isolation -e "$ROOT[dev]"
+pip_install --no-build-isolation -e "$ROOT[dev,training]"
 
 SITE=$SITE_PACKAGES
 # `import processing` needs QGIS's bundled Python plugins on the path.

@@ -10,6 +10,8 @@ from __future__ import annotations
 import pytest
 from qgis.PyQt.QtWidgets import QMenu, QToolBar
 
+from tests.plugin.auth_fixtures import qgis_auth_master_password  # noqa: F401 - an autouse fixture
+
 
 class _MainWindowIface:
     """Routes the plugin-facing iface calls to real widgets of pytest-qgis's main window."""

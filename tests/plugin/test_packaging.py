@@ -93,7 +93,7 @@ def test_the_zip_carries_the_backend_it_sets_up(plugin_zip):
         "demo",
         "models",
     }
-pins = {re.split(r"[=<>~!; ]", pin, maxsplit=1)[0]: pin for pin in root["project"]["dependencies"]}
+    pins = {re.split(r"[=<>~!; ]", pin, maxsplit=1)[0]: pin for pin in root["project"]["dependencies"]}
     assert manifest["staged"] == {name: pins[name] for name in ("torch", "torchvision", "sam2")}
     assert len(manifest["fingerprint"]) == 64
 

@@ -81,6 +81,7 @@ class SegmentDock(QgsDockWidget):
         self.setup_row = build_setup_row(body, layout)
         self.setup = SetupController(self.setup_row, self.iface, self)
         self.setup.finished.connect(self._on_setup_done)
+        self.setup_row.setup_button.clicked.connect(self.start_setup)
         source = build_source_form(body, layout)
         self.layer_combo, self.phrase_combo, self.area_combo = (
             source.layer_combo,

@@ -54,8 +54,9 @@ class SetupController(QObject):
         self.task: SetupTask | None = None
         self._settings = PluginSettings()
         self._offered = False
-        row.setup_button.clicked.connect(self._start_clicked)
-        row.cancel_button.clicked.connect(self.cancel)
+        row.cancel_button.clicked.connect(
+            self.cancel
+        )  # the set-up button is the panel's (it stops the backend)
         row.log_button.clicked.connect(self.show_log)
         self._show_running(False)
 
@@ -82,10 +83,6 @@ class SetupController(QObject):
             self.row.label.setText(text)
             self.row.setup_button.setText(tr(BUTTON_TEXT[status.status]))
         return status
-
-    @guarded
-    def _start_clicked(self) -> None:
-        self.start(self._settings)
 
     def start(self, settings: PluginSettings) -> bool:
         """Start the set-up task (the caller stops a local backend running from that folder first)."""

@@ -11,6 +11,7 @@ import pytest
 from qgis.PyQt.QtWidgets import QMenu, QToolBar
 
 from tests.plugin.auth_fixtures import qgis_auth_master_password  # noqa: F401 - an autouse fixture
+from tests.plugin.setup_fixtures import zipped_plugin  # noqa: F401 - the first-run set-up tests' fixture
 
 
 class _MainWindowIface:

@@ -1,0 +1,133 @@
+"""Fixtures for the first-run set-up tests: the zip `make plugin` builds, unpacked into a fresh QGIS
+profile and imported from there, and a wheel folder for the offline install (tests/plugin/wheelhouse.py).
+
+Installing the backend is the expensive part (here: about a minute and 5–6 GB for torch's CUDA build
+from local files), so it happens once per test module, and the folder is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PLUGIN = "rs2sam2_qgis"
+
+
+@dataclass
+class ZippedPlugin:
+    """The plugin installed from its zip into a fresh profile, and its modules imported from there."""
+
+    zip_path: Path
+    config: Path  # QGIS_CUSTOM_CONFIG_PATH of the fresh profile
+    plugins: Path  # <config>/profiles/default/python/plugins
+    setup_folder: Path  # where the set-up builds the backend's environment
+    wheels: Path  # the offline wheel folder
+
+    @property
+    def folder(self) -> Path:
+        return self.plugins / PLUGIN
+
+    @property
+    def bundle(self) -> Path:
+        return self.folder / "backend_bundle"
+
+    def module(self, name: str):
+        """`rs2sam2_qgis.<name>` of the unpacked copy."""
+        return importlib.import_module(f"{PLUGIN}.{name}" if name else PLUGIN)
+
+    def write_profile_settings(self, **values) -> None:
+        """The plugin's settings in the fresh profile's QGIS3.ini (what qgis_process and a restarted
+        QGIS read), plus the plugin enabled."""
+        ini = self.config / "profiles" / "default" / "QGIS" / "QGIS3.ini"
+        ini.parent.mkdir(parents=True, exist_ok=True)
+        lines = ["[PythonPlugins]", f"{PLUGIN}=true", "", "[rs2sam2]"]
+        lines += [f"{key}={value}" for key, value in values.items()]
+        ini.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def build_plugin_zip(out: Path) -> Path:
+    built = subprocess.run(
+        ["make", "-s", "plugin", f"PLUGIN_OUT={out}"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return Path(built.stdout.strip().splitlines()[-1])
+
+
+def _our_modules() -> dict:
+    return {name: mod for name, mod in sys.modules.items() if name == PLUGIN or name.startswith(PLUGIN + ".")}
+
+
+@pytest.fixture(scope="module")
+def zipped_plugin(tmp_path_factory, qgis_app):
+    """`make plugin`'s zip unpacked into a fresh profile; `rs2sam2_qgis` imported from it for the module's
+    tests (the checkout's modules are put back afterwards). The set-up folder is deleted at the end."""
+    from tests.plugin.wheelhouse import build_wheelhouse, bundle_requirements
+
+    work = tmp_path_factory.mktemp("first-run")
+    zip_path = build_plugin_zip(work / "dist")
+    config = work / "qgis-config"
+    plugins = config / "profiles" / "default" / "python" / "plugins"
+    plugins.mkdir(parents=True)
+    with zipfile.ZipFile(zip_path) as archive:
+        archive.extractall(plugins)
+    bundle = plugins / PLUGIN / "backend_bundle"
+    wheels = build_wheelhouse(bundle_requirements(bundle), work / "wheels")
+    installed = ZippedPlugin(zip_path, config, plugins, work / "backend-setup", wheels)
+
+    saved = _our_modules()
+    for name in saved:
+        del sys.modules[name]
+    sys.path.insert(0, str(plugins))
+    try:
+        module = importlib.import_module(PLUGIN)
+        assert Path(module.__file__).resolve().parent == (plugins / PLUGIN).resolve()
+        yield installed
+    finally:
+        for name, mod in _our_modules().items():
+            stop = getattr(mod, "stop_started_backends", None)
+            if callable(stop):
+                stop()
+            del sys.modules[name]
+        sys.modules.update(saved)
+        sys.path.remove(str(plugins))
+        shutil.rmtree(installed.setup_folder, ignore_errors=True)  # gigabytes: never left behind
+
+
+# Run by a separate QGIS process (the test kills it mid-install): the plugin's set-up task, started as
+# the panel's button starts it, with the settings of the fresh profile.
+SETUP_DRIVER = r"""
+import sys
+from qgis.core import QgsApplication
+app = QgsApplication([], False)
+app.initQgis()
+sys.path.insert(0, sys.argv[1])
+from rs2sam2_qgis.backend_env import Bundle
+from rs2sam2_qgis.settings import PluginSettings
+from rs2sam2_qgis.setup_controller import setup_options
+from rs2sam2_qgis.setup_task import SetupTask
+task = SetupTask(setup_options(PluginSettings.load()), Bundle.load(), lambda t: app.exit(0 if t.state else 1))
+QgsApplication.taskManager().addTask(task)
+sys.exit(app.exec_())
+"""
+
+
+def start_setup_in_another_qgis(installed: ZippedPlugin) -> subprocess.Popen:
+    script = installed.config / "setup_driver.py"
+    script.write_text(SETUP_DRIVER, encoding="utf-8")
+    env = dict(os.environ, QGIS_CUSTOM_CONFIG_PATH=str(installed.config), QT_QPA_PLATFORM="offscreen")
+    env.pop("PYTHONPATH", None)  # the plugin comes from the profile, not from this checkout
+    return subprocess.Popen(
+        [sys.executable, str(script), str(installed.plugins)],
+        env=env,
+        cwd=installed.config,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )

@@ -104,9 +104,17 @@ def zipped_plugin(tmp_path_factory, qgis_app):
 # Run by a separate QGIS process (the test kills it mid-install): the plugin's set-up task, started as
 # the panel's button starts it, with the settings of the fresh profile.
 SETUP_DRIVER = r"""
-import sys
+import os, sys
+from qgis.PyQt.QtCore import QCoreApplication, QSettings
 from qgis.core import QgsApplication
-app = QgsApplication([], False)
+# The profile's QGIS3.ini as QGIS itself opens it.
+profile = os.path.join(os.environ["QGIS_CUSTOM_CONFIG_PATH"], "profiles", "default")
+QCoreApplication.setOrganizationName(QgsApplication.QGIS_ORGANIZATION_NAME)
+QCoreApplication.setOrganizationDomain(QgsApplication.QGIS_ORGANIZATION_DOMAIN)
+QCoreApplication.setApplicationName(QgsApplication.QGIS_APPLICATION_NAME)
+QSettings.setDefaultFormat(QSettings.IniFormat)
+QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, profile)
+app = QgsApplication([], False, profile)
 app.initQgis()
 sys.path.insert(0, sys.argv[1])
 from rs2sam2_qgis.backend_env import Bundle

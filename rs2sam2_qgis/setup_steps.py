@@ -273,11 +273,11 @@ def process_group_options() -> dict:
         return hidden_window()
     options: dict = {"start_new_session": True}
     if sys.platform.startswith("linux"):
-        options["preexec_fn"] = _die_with_parent
+        options["preexec_fn"] = die_with_parent
     return options
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:  # runs in the child between fork and exec
     import ctypes
 
     pr_set_pdeathsig = 1

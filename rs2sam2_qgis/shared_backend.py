@@ -3,15 +3,20 @@ runs in Processing's worker thread, or on qgis_process's main thread), so a plai
 than a QProcess that needs an event loop.
 
 It stays running for the rest of the QGIS process — the next algorithm, and the panel, use it — and is
-stopped when QGIS exits (atexit) or the plugin unloads.
+stopped when QGIS exits or the plugin unloads. Processing runs algorithms in short-lived worker threads,
+so the process is started from one long-lived thread of ours: on Linux it is told to die with that
+thread (PR_SET_PDEATHSIG), i.e. with QGIS, however QGIS ends (qgis_process exits without running
+Python's atexit hooks); elsewhere atexit and the plugin's unload stop it.
 """
 
 from __future__ import annotations
 
 import atexit
+import queue
 import secrets
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -21,7 +26,7 @@ from .client import BackendClient, BackendError
 from .contract import TOKEN_ENV
 from .local_backend import Endpoint, command_key, current_endpoint, process_environment, register_endpoint
 from .settings import PluginSettings
-from .setup_steps import stop_process
+from .setup_steps import die_with_parent, stop_process
 
 HEALTH_POLL_S = 0.5
 LOG_LINES = 40
@@ -31,17 +36,53 @@ class LocalStartError(Exception):
     """The local backend could not be started; the message is one sentence, then its last output."""
 
 
+class _Launcher(threading.Thread):
+    """The thread that starts backends: it lives as long as the QGIS process."""
+
+    def __init__(self):
+        super().__init__(name="rs2sam2-backend-launcher", daemon=True)
+        self.requests: queue.Queue = queue.Queue()
+        self.start()
+
+    def run(self) -> None:
+        while True:
+            kwargs, reply = self.requests.get()
+            try:
+                reply.put(subprocess.Popen(**kwargs))
+            except Exception as exc:  # noqa: BLE001 - handed to the caller, who raises it
+                reply.put(exc)
+
+    def popen(self, **kwargs) -> subprocess.Popen:
+        reply: queue.Queue = queue.Queue(maxsize=1)
+        self.requests.put((kwargs, reply))
+        result = reply.get()
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+
+_LAUNCHER: list[_Launcher] = []
+
+
+def _launcher() -> _Launcher:
+    if not _LAUNCHER:
+        _LAUNCHER.append(_Launcher())
+    return _LAUNCHER[0]
+
+
 class _Process:
     def __init__(self, command: list[str], env: dict[str, str], cwd: str | None):
         self.log: deque[str] = deque(maxlen=LOG_LINES)
-        self.popen = subprocess.Popen(
-            command,
+        extra = {"preexec_fn": die_with_parent} if sys.platform.startswith("linux") else {}
+        self.popen = _launcher().popen(
+            args=command,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
             cwd=cwd or None,
-            start_new_session=True,  # its own group: stopping it stops what it started
+            start_new_session=not sys.platform.startswith("win"),  # its own group: stop stops it all
+            **extra,
         )
         threading.Thread(target=self._pump, daemon=True).start()
 

@@ -139,3 +139,34 @@ def start_setup_in_another_qgis(installed: ZippedPlugin) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def write_official_weight_files(mirror: Path) -> dict[str, int]:
+    """Randomly initialised SAM 2.1 Hiera-T and CLIP ViT-B-16 in the official file layouts, at the official
+    paths: what the backend's verification loads (the real architectures), not what they know."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+    from sam2.build_sam import build_sam2
+
+    sam2_path = mirror / "segment_anything_2" / "092824" / "sam2.1_hiera_tiny.pt"
+    clip_path = (
+        mirror
+        / "timm"
+        / "vit_base_patch16_clip_224.openai"
+        / "resolve"
+        / "main"
+        / "open_clip_model.safetensors"
+    )
+    for path in (sam2_path, clip_path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    sam = build_sam2(
+        "configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu", apply_postprocessing=False
+    )
+    torch.save({"model": sam.state_dict()}, sam2_path)
+    clip = open_clip.create_model("ViT-B-16", pretrained=None)
+    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, clip_path)
+    return {
+        "sam2.1_hiera_tiny.pt": sam2_path.stat().st_size,
+        "open_clip_ViT-B-16_openai.safetensors": clip_path.stat().st_size,
+    }

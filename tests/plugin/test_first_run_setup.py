@@ -27,11 +27,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from qgis.core import QgsMessageLog, QgsRasterLayer, QgsSettings, QgsVectorLayer
+from qgis.core import QgsApplication, QgsRasterLayer, QgsSettings, QgsVectorLayer
 from qgis.PyQt.QtWidgets import QPushButton, QRadioButton
 
 from tests.plugin.conftest import wait_until
-from tests.plugin.setup_fixtures import start_setup_in_another_qgis
+from tests.plugin.setup_fixtures import start_setup_in_another_qgis, write_official_weight_files
 
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"
 SETUP_TIMEOUT_S = 900  # an offline install from local files takes about a minute here; slow CI gets room
@@ -107,7 +107,7 @@ def repaired(zipped_plugin, interrupted, qgis_main_iface_module):
         if tag == "RS2-SAM2":
             messages.append(message)
 
-    QgsMessageLog.instance().messageReceived.connect(collect)
+    QgsApplication.messageLog().messageReceived.connect(collect)
     plugin = zipped_plugin.module("").classFactory(qgis_main_iface_module)
     plugin.initGui()
     dock = plugin.dock
@@ -127,7 +127,7 @@ def repaired(zipped_plugin, interrupted, qgis_main_iface_module):
     wait_until(
         lambda: dock.local_backend.state in ("running", "failed"), timeout_s=180, what="the backend's start"
     )
-    QgsMessageLog.instance().messageReceived.disconnect(collect)
+    QgsApplication.messageLog().messageReceived.disconnect(collect)
     yield {
         "before": before,
         "offered": offered,
@@ -220,8 +220,8 @@ def test_qgis_process_starts_the_local_backend_itself(zipped_plugin, repaired, t
     with socket.socket() as s:  # a server URL where nothing answers: "no backend is running"
         s.bind(("127.0.0.1", 0))
         nobody = f"http://127.0.0.1:{s.getsockname()[1]}"
+    # The profile as a user's: the plugin enabled, set up in its folder, no server configured.
     zipped_plugin.write_profile_settings(setup_folder=zipped_plugin.setup_folder, server_url=nobody)
-    assert _qgis_process(zipped_plugin.config, "plugins", "enable", "rs2sam2_qgis").returncode == 0
     scene = zipped_plugin.bundle / "backend" / "demo" / "assets" / "scene.tif"
     out = tmp_path / "batch.gpkg"
     run = _qgis_process(
@@ -262,37 +262,6 @@ def test_qgis_process_starts_the_local_backend_itself(zipped_plugin, repaired, t
     assert not (tmp_path / "never.gpkg").exists()
 
 
-def _write_official_weight_files(mirror: Path) -> dict[str, int]:
-    """Randomly initialised SAM 2.1 Hiera-T and CLIP ViT-B-16 in the official file layouts, at the official
-    paths: what the backend's verification loads (the real architectures), not what they know."""
-    import open_clip
-    import torch
-    from safetensors.torch import save_file
-    from sam2.build_sam import build_sam2
-
-    sam2_path = mirror / "segment_anything_2" / "092824" / "sam2.1_hiera_tiny.pt"
-    clip_path = (
-        mirror
-        / "timm"
-        / "vit_base_patch16_clip_224.openai"
-        / "resolve"
-        / "main"
-        / "open_clip_model.safetensors"
-    )
-    for path in (sam2_path, clip_path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    sam = build_sam2(
-        "configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu", apply_postprocessing=False
-    )
-    torch.save({"model": sam.state_dict()}, sam2_path)
-    clip = open_clip.create_model("ViT-B-16", pretrained=None)
-    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, clip_path)
-    return {
-        "sam2.1_hiera_tiny.pt": sam2_path.stat().st_size,
-        "open_clip_ViT-B-16_openai.safetensors": clip_path.stat().st_size,
-    }
-
-
 @pytest.fixture()
 def weights_mirror(tmp_path):
     import functools
@@ -300,7 +269,7 @@ def weights_mirror(tmp_path):
     import threading
 
     folder = tmp_path / "mirror"
-    sizes = _write_official_weight_files(folder)
+    sizes = write_official_weight_files(folder)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
     handler.log_message = lambda *args: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

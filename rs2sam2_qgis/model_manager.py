@@ -73,6 +73,7 @@ class ModelManager(QWidget):
         self.catalogue_task: CatalogueTask | None = None
         self.download_task: DownloadTask | None = None
         self.cache_dir = ""
+        self._note = ""  # the outcome of the last download, shown once the list is fresh again
         self._build()
         self.refresh()
 
@@ -176,7 +177,8 @@ class ModelManager(QWidget):
             return
         self.entries = task.entries
         self.cache_dir = task.cache
-        self.status_label.setText(tr("Weights folder: {}").format(task.cache))
+        self.status_label.setText(self._note or tr("Weights folder: {}").format(task.cache))
+        self._note = ""
         self._fill()
 
     def _all_entries(self) -> list[ModelEntry]:
@@ -259,14 +261,13 @@ class ModelManager(QWidget):
     def _on_download(self, task: DownloadTask) -> None:
         self.download_task = None
         if task.isCanceled():
-            self.status_label.setText(
-                tr("The download was cancelled; it resumes where it stopped next time.")
-            )
+            self._note = tr("The download was cancelled; it resumes where it stopped next time.")
         elif task.error:
-            self.status_label.setText(tr("The download failed: {}").format(task.error))
+            self._note = tr("The download failed: {}").format(task.error)
         else:
             self.progress_bar.setValue(100)
-            self.status_label.setText(tr("{} is downloaded and verified.").format(task.entry.label))
+            self._note = tr("{} is downloaded and verified.").format(task.entry.label)
+        self.status_label.setText(self._note)
         self.refresh()
 
     def shutdown(self) -> None:

@@ -98,7 +98,9 @@ def zipped_plugin(tmp_path_factory, qgis_app):
             del sys.modules[name]
         sys.modules.update(saved)
         sys.path.remove(str(plugins))
-        shutil.rmtree(installed.setup_folder, ignore_errors=True)  # gigabytes: never left behind
+        # Gigabytes (the environment) and hundreds of megabytes (the wheel folder): never left behind.
+        shutil.rmtree(installed.setup_folder, ignore_errors=True)
+        shutil.rmtree(installed.wheels, ignore_errors=True)
 
 
 # Run by a separate QGIS process (the test kills it mid-install): the plugin's set-up task, started as

@@ -88,7 +88,7 @@ def probe(command: tuple[str, ...]) -> tuple[Interpreter | None, str]:
             capture_output=True,
             text=True,
             timeout=PROBE_TIMEOUT_S,
-            env={**os.environ, "PYTHONNOUSERSITE": "1"},
+            env=clean_environment(),
             **hidden_window(),
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -132,6 +132,15 @@ def find_interpreter(configured: str, requires_python: str) -> Interpreter:
         f"No {wanted} that can make virtual environments was found ({tried}); install one "
         "(python.org) or choose it under Settings › Local backend › Python for the set-up."
     )
+
+
+def clean_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for another Python: without QGIS's own Python settings (QGIS sets
+    PYTHONHOME/PYTHONPATH for its interpreter on some platforms, which would misdirect another one)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP")}
+    env["PYTHONNOUSERSITE"] = "1"
+    env.update(extra or {})
+    return env
 
 
 def hidden_window() -> dict:

@@ -23,6 +23,7 @@ from qgis.PyQt.QtNetwork import QHostAddress, QTcpServer
 from .backend_env import Bundle, inspect
 from .client import BackendClient
 from .contract import TOKEN_ENV, Health
+from .interpreters import clean_environment
 from .settings import PluginSettings
 from .tasks import HealthTask
 
@@ -87,11 +88,7 @@ def not_set_up_message(settings: PluginSettings) -> str | None:
 def process_environment(settings: PluginSettings) -> dict[str, str]:
     """The local backend's environment variables: the set-up's environment gets none of QGIS's Python
     settings (PYTHONPATH/PYTHONHOME belong to QGIS's interpreter)."""
-    env = dict(os.environ)
-    if settings.uses_setup_env:
-        for name in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP"):
-            env.pop(name, None)
-        env["PYTHONNOUSERSITE"] = "1"
+    env = clean_environment() if settings.uses_setup_env else dict(os.environ)
     env.update(settings.backend_environment())
     env["PYTHONUNBUFFERED"] = "1"
     return env

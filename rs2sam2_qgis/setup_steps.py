@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backend_env import Bundle, EnvLayout
-from .interpreters import Interpreter, InterpreterError, find_interpreter, hidden_window
+from .interpreters import Interpreter, InterpreterError, clean_environment, find_interpreter, hidden_window
 from .torch_build import TorchBuild, choose_build
 
 # Run by the new environment's Python (never imported here: the plugin itself never imports torch).
@@ -76,14 +76,10 @@ class Step:
 
 
 def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for programs of the backend's environment: QGIS's Python settings removed
-    (QGIS sets PYTHONHOME/PYTHONPATH for its own interpreter on some platforms)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP")}
-    env.update(
-        PYTHONNOUSERSITE="1", PYTHONUNBUFFERED="1", PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1"
+    """The environment for pip and the check: no QGIS Python settings, pip never asks anything."""
+    return clean_environment(
+        {"PYTHONUNBUFFERED": "1", "PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", **(extra or {})}
     )
-    env.update(extra or {})
-    return env
 
 
 def plan(options: SetupOptions, bundle: Bundle, interpreter: Interpreter, build: TorchBuild) -> list[Step]:

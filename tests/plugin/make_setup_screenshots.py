@@ -139,6 +139,11 @@ class SlowHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        pass  # the dialog closes mid-download once the shot is taken: a broken pipe is expected
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -167,7 +172,7 @@ def take(args: argparse.Namespace, work: Path) -> int:
     wheels = build_wheelhouse(bundle_requirements(bundle), work / "wheels")
     write_official_weight_files(work / "mirror")
     handler = functools.partial(SlowHandler, directory=str(work / "mirror"))
-    mirror = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    mirror = QuietServer(("127.0.0.1", 0), handler)
     threading.Thread(target=mirror.serve_forever, daemon=True).start()
     (profile / "QGIS").mkdir(parents=True)
     (profile / "QGIS" / "QGIS3.ini").write_text(

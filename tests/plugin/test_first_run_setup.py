@@ -185,7 +185,7 @@ def test_the_next_start_offers_repair_and_rebuilds_with_progress(repaired):
     assert any(m.startswith("Removing ") and m.endswith("/env") for m in repaired["messages"])
 
 
-def test_the_backend_starts_from_it_and_segments_a_raster(zipped_plugin, repaired, clean_project):
+def test_the_backend_starts_from_it_and_segments_a_raster(zipped_plugin, repaired, clean_project, tmp_path):
     dock = repaired["dock"]
     assert dock.local_backend.state == "running", dock.local_backend.log_text
     assert not dock.setup_row.frame.isVisibleTo(dock)
@@ -204,6 +204,19 @@ def test_the_backend_starts_from_it_and_segments_a_raster(zipped_plugin, repaire
     assert layer.name() == phrase and added >= 1
     assert {f["model"] for f in layer.getFeatures()} == {"rs2sam2-demo"}
     assert layer.crs() == raster.crs()
+
+    # Processing in this QGIS uses the backend the panel started: no BACKEND_URL, no second backend.
+    import processing
+
+    children = {p.pid for p in psutil.Process().children(recursive=True)}
+    result = processing.run(
+        "rs2sam2:segmentbytext",
+        {"INPUT": str(assets / "scene.tif"), "PHRASES": phrase, "OUTPUT": str(tmp_path / "same.gpkg")},
+    )
+    assert {f["model"] for f in QgsVectorLayer(result["OUTPUT"], "same", "ogr").getFeatures()} == {
+        "rs2sam2-demo"
+    }
+    assert {p.pid for p in psutil.Process().children(recursive=True)} == children
 
 
 def _qgis_process(config: Path, *args: str) -> subprocess.CompletedProcess:

@@ -1,0 +1,110 @@
+"""One local backend per QGIS process: a Processing run with no backend answering starts it, the next run
+reuses it, the panel adopts it instead of starting a second, and stopping it ends the process.
+
+The process is a real `<python> -m backend.cli serve …` whose `backend/cli.py` is the contract stand-in
+(the real backend started this way from the set-up's environment is in test_first_run_setup.py)."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import psutil
+import pytest
+from qgis.core import QgsApplication, QgsProcessingException, QgsVectorLayer
+
+from rs2sam2_qgis.local_backend import LocalBackend, running_local_endpoint
+from rs2sam2_qgis.processing_provider import RS2SAM2Provider
+from rs2sam2_qgis.settings import PluginSettings
+from rs2sam2_qgis.shared_backend import stop_started_backends
+from tests.plugin.conftest import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _stand_in_checkout(tmp_path: Path) -> Path:
+    folder = tmp_path / "checkout"
+    (folder / "backend").mkdir(parents=True)
+    (folder / "backend" / "__init__.py").write_text("")
+    (folder / "backend" / "cli.py").write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            sys.path.insert(0, {str(ROOT)!r})
+            from tests.plugin.contract_server import main
+            main()
+            """
+        )
+    )
+    return folder
+
+
+@pytest.fixture()
+def provider(qgis_processing):
+    registry = QgsApplication.processingRegistry()
+    if registry.providerById("rs2sam2") is None:
+        registry.addProvider(RS2SAM2Provider())
+    yield
+    registry.removeProvider("rs2sam2")
+    stop_started_backends()
+
+
+def _dead_url() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_processing_starts_the_local_backend_keeps_it_and_the_panel_adopts_it(
+    provider, plugin_settings, geotiff, tmp_path, qgis_app
+):
+    import processing
+
+    settings = PluginSettings(
+        server_url=_dead_url(), python_path=sys.executable, working_dir=str(_stand_in_checkout(tmp_path))
+    )
+    settings.save()
+    first = processing.run(
+        "rs2sam2:segmentbytext", {"INPUT": geotiff, "PHRASES": "a roof", "OUTPUT": str(tmp_path / "1.gpkg")}
+    )
+    assert [f["phrase"] for f in QgsVectorLayer(first["OUTPUT"], "1", "ogr").getFeatures()] == ["a roof"]
+    url, _token = running_local_endpoint()
+    ours = [p for p in psutil.Process().children(recursive=True) if "backend.cli" in " ".join(p.cmdline())]
+    assert len(ours) == 1
+
+    processing.run(
+        "rs2sam2:segmentbytext", {"INPUT": geotiff, "PHRASES": "a pond", "OUTPUT": str(tmp_path / "2.gpkg")}
+    )
+    assert running_local_endpoint()[0] == url  # the same backend, still running
+    assert [
+        p for p in psutil.Process().children(recursive=True) if "backend.cli" in " ".join(p.cmdline())
+    ] == ours
+
+    panel = LocalBackend()
+    ready = []
+    panel.ready.connect(ready.append)
+    panel.start(settings)
+    wait_until(lambda: ready or panel.state == "failed", timeout_s=30, what="the panel's backend")
+    assert panel.state == "running" and panel.url == url and panel.pid() is None  # adopted, not started
+    panel.stop()  # e.g. a model switch: the one backend stops
+    ours[0].wait(10)
+    assert running_local_endpoint() is None
+
+
+def test_with_local_backends_turned_off_processing_says_so(provider, plugin_settings, geotiff, tmp_path):
+    import processing
+
+    url = _dead_url()
+    PluginSettings(server_url=url, allow_local=False).save()
+    with pytest.raises(QgsProcessingException) as refused:
+        processing.run(
+            "rs2sam2:segmentbytext",
+            {"INPUT": geotiff, "PHRASES": "a roof", "OUTPUT": str(tmp_path / "no.gpkg")},
+        )
+    assert str(refused.value) == (
+        f"No backend answers at {url} and starting a local one is turned off in the RS2-SAM 2 settings."
+    )
+    assert not (tmp_path / "no.gpkg").exists()

@@ -15,6 +15,8 @@ from rs2sam2_qgis.settings import PluginSettings
 from rs2sam2_qgis.settings_dialog import SettingsDialog
 
 TOKEN = "s3cret-4e2b9"
+ROOT = Path(__file__).resolve().parents[2]
+ASSETS = ROOT / "backend" / "demo" / "assets"
 
 
 def _everything_in_qgs_settings() -> str:
@@ -67,23 +69,66 @@ def test_a_plain_token_of_an_older_version_moves_to_the_auth_database(plugin_set
     assert read_token(settings.auth_config) == "old-plain-token"
 
 
+@pytest.fixture()
+def backend_with_token(tmp_path):
+    """The real `rs2sam2 serve` (demo model) that refuses requests without TOKEN."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from rs2sam2_qgis.client import BackendClient, BackendError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, RS2SAM2_TOKEN=TOKEN, OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "backend.cli", "serve", "--port", str(port), "--allow-path", str(ASSETS)]
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [*command, "--checkpoint", str(ASSETS / "rs2sam2-demo.safetensors")],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            BackendClient(url, TOKEN).health(timeout_s=2)
+            break
+        except BackendError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"rs2sam2 serve did not start:\n{log.read_text()}")
+            time.sleep(0.3)
+    yield url
+    process.terminate()
+    process.wait(15)
+
+
 def test_processing_sends_the_token_from_the_auth_database(
-    provider, stand_in, geotiff, tmp_path, plugin_settings
+    provider, backend_with_token, tmp_path, plugin_settings
 ):
     import processing
 
-    stand_in.behaviour.token = TOKEN
-    PluginSettings(server_url=stand_in.url, auth_config=store_token(TOKEN)).save()
+    scene = str(ASSETS / "scene.tif")
+    PluginSettings(server_url=backend_with_token, auth_config=store_token(TOKEN)).save()
     result = processing.run(
-        "rs2sam2:segmentbytext", {"INPUT": geotiff, "PHRASES": "a roof", "OUTPUT": str(tmp_path / "ok.gpkg")}
+        "rs2sam2:segmentbytext",
+        {"INPUT": scene, "PHRASES": "the dark lake", "OUTPUT": str(tmp_path / "ok.gpkg")},
     )
     assert Path(result["OUTPUT"]).is_file()
-    PluginSettings(server_url=stand_in.url, auth_config=store_token("wrong")).save()
-    with pytest.raises(QgsProcessingException, match="A valid access token is required."):
+    PluginSettings(server_url=backend_with_token, auth_config=store_token("wrong")).save()
+    with pytest.raises(QgsProcessingException, match="A valid bearer token is required."):
         processing.run(
             "rs2sam2:segmentbytext",
-            {"INPUT": geotiff, "PHRASES": "a roof", "OUTPUT": str(tmp_path / "no.gpkg")},
+            {"INPUT": scene, "PHRASES": "the dark lake", "OUTPUT": str(tmp_path / "no.gpkg")},
         )
+    assert not (tmp_path / "no.gpkg").exists()
 
 
 def test_an_unknown_auth_config_is_one_sentence(plugin_settings):

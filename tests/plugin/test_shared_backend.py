@@ -1,13 +1,12 @@
 """One local backend per QGIS process: a Processing run with no backend answering starts it, the next run
 reuses it, the panel adopts it instead of starting a second, and stopping it ends the process.
 
-The process is a real `<python> -m backend.cli serve …` whose `backend/cli.py` is the contract stand-in
-(the real backend started this way from the set-up's environment is in test_first_run_setup.py)."""
+The backend is the real `rs2sam2 serve` of this checkout with the demo model, on the demo scene (the same
+started from the first-run set-up's environment is in test_first_run_setup.py)."""
 
 from __future__ import annotations
 
 import sys
-import textwrap
 from pathlib import Path
 
 import psutil
@@ -23,21 +22,7 @@ from tests.plugin.conftest import wait_until
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _stand_in_checkout(tmp_path: Path) -> Path:
-    folder = tmp_path / "checkout"
-    (folder / "backend").mkdir(parents=True)
-    (folder / "backend" / "__init__.py").write_text("")
-    (folder / "backend" / "cli.py").write_text(
-        textwrap.dedent(
-            f"""
-            import sys
-            sys.path.insert(0, {str(ROOT)!r})
-            from tests.plugin.contract_server import main
-            main()
-            """
-        )
-    )
-    return folder
+ASSETS = ROOT / "backend" / "demo" / "assets"
 
 
 @pytest.fixture()
@@ -59,24 +44,30 @@ def _dead_url() -> str:
 
 
 def test_processing_starts_the_local_backend_keeps_it_and_the_panel_adopts_it(
-    provider, plugin_settings, geotiff, tmp_path, qgis_app
+    provider, plugin_settings, tmp_path, qgis_app, monkeypatch
 ):
     import processing
 
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the backend shares two cores with this process
+    phrases = (ASSETS / "phrases.txt").read_text().split("\n")
     settings = PluginSettings(
-        server_url=_dead_url(), python_path=sys.executable, working_dir=str(_stand_in_checkout(tmp_path))
+        server_url=_dead_url(),
+        python_path=sys.executable,
+        working_dir=str(ROOT),
+        checkpoint=str(ASSETS / "rs2sam2-demo.safetensors"),
     )
     settings.save()
+    scene = str(ASSETS / "scene.tif")
     first = processing.run(
-        "rs2sam2:segmentbytext", {"INPUT": geotiff, "PHRASES": "a roof", "OUTPUT": str(tmp_path / "1.gpkg")}
+        "rs2sam2:segmentbytext", {"INPUT": scene, "PHRASES": phrases[0], "OUTPUT": str(tmp_path / "1.gpkg")}
     )
-    assert [f["phrase"] for f in QgsVectorLayer(first["OUTPUT"], "1", "ogr").getFeatures()] == ["a roof"]
+    assert {f["phrase"] for f in QgsVectorLayer(first["OUTPUT"], "1", "ogr").getFeatures()} == {phrases[0]}
     url, _token = running_local_endpoint()
     ours = [p for p in psutil.Process().children(recursive=True) if "backend.cli" in " ".join(p.cmdline())]
     assert len(ours) == 1
 
     processing.run(
-        "rs2sam2:segmentbytext", {"INPUT": geotiff, "PHRASES": "a pond", "OUTPUT": str(tmp_path / "2.gpkg")}
+        "rs2sam2:segmentbytext", {"INPUT": scene, "PHRASES": phrases[1], "OUTPUT": str(tmp_path / "2.gpkg")}
     )
     assert running_local_endpoint()[0] == url  # the same backend, still running
     assert [
@@ -87,7 +78,7 @@ def test_processing_starts_the_local_backend_keeps_it_and_the_panel_adopts_it(
     ready = []
     panel.ready.connect(ready.append)
     panel.start(settings)
-    wait_until(lambda: ready or panel.state == "failed", timeout_s=30, what="the panel's backend")
+    wait_until(lambda: ready or panel.state == "failed", timeout_s=60, what="the panel's backend")
     assert panel.state == "running" and panel.url == url and panel.pid() is None  # adopted, not started
     panel.stop()  # e.g. a model switch: the one backend stops
     ours[0].wait(10)

@@ -124,3 +124,13 @@ def test_the_local_backend_uses_the_bundled_demo_model_without_configuration():
     assert bundled.is_file()
     _, args = PluginSettings().backend_command(8002)
     assert args[-2:] == ["--checkpoint", str(bundled)]
+
+
+def test_repair_in_the_dialog_hands_the_set_up_to_the_panel(qgis_app, plugin_settings):
+    from qgis.PyQt.QtWidgets import QDialog
+
+    dialog = SettingsDialog(PluginSettings())
+    assert not dialog.repair_requested
+    dialog.repair_button.click()  # the panel runs the set-up with the dialog's values once it closes
+    assert dialog.repair_requested and dialog.result() == QDialog.Accepted
+    dialog.model_manager.shutdown()

@@ -102,6 +102,20 @@ def zipped_plugin(tmp_path_factory, qgis_app):
         remove_in_background(installed.setup_folder, installed.wheels)
 
 
+def live_children(marker: str, parent=None) -> list:
+    """Live (not zombie) descendants of `parent` (default: this process) whose command line holds `marker`."""
+    import psutil
+
+    found = []
+    for child in (parent or psutil.Process()).children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and marker in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:  # gone, or a zombie, since the listing
+            continue
+    return found
+
+
 def remove_in_background(*folders: Path) -> None:
     """Deleting the 6 GB environment took 1–2 minutes on this busy disk: the folders are renamed at once
     (nothing can use them any more) and a detached `rm -rf` deletes them while the suite goes on; it

@@ -31,7 +31,11 @@ from qgis.core import QgsApplication, QgsRasterLayer, QgsSettings, QgsVectorLaye
 from qgis.PyQt.QtWidgets import QPushButton, QRadioButton
 
 from tests.plugin.conftest import wait_until
-from tests.plugin.setup_fixtures import start_setup_in_another_qgis, write_official_weight_files
+from tests.plugin.setup_fixtures import (
+    live_children,
+    start_setup_in_another_qgis,
+    write_official_weight_files,
+)
 
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"
 SETUP_TIMEOUT_S = 900  # an offline install from local files takes about a minute here; slow CI gets room
@@ -80,7 +84,7 @@ def interrupted(zipped_plugin):
         assert driver.poll() is None, "the set-up ended before it could be interrupted"
         assert time.monotonic() < deadline, "the set-up never reached torch"
         time.sleep(0.05)
-    pips = [p for p in psutil.Process(driver.pid).children(recursive=True) if "pip" in " ".join(p.cmdline())]
+    pips = live_children(" pip ", psutil.Process(driver.pid))
     driver.send_signal(signal.SIGKILL)
     driver.wait(30)
     deadline = time.monotonic() + 30
@@ -208,7 +212,7 @@ def test_the_backend_starts_from_it_and_segments_a_raster(zipped_plugin, repaire
     # Processing in this QGIS uses the backend the panel started: no BACKEND_URL, no second backend.
     import processing
 
-    children = {p.pid for p in psutil.Process().children(recursive=True)}
+    backends = live_children("backend.cli")
     result = processing.run(
         "rs2sam2:segmentbytext",
         {"INPUT": str(assets / "scene.tif"), "PHRASES": phrase, "OUTPUT": str(tmp_path / "same.gpkg")},
@@ -216,7 +220,7 @@ def test_the_backend_starts_from_it_and_segments_a_raster(zipped_plugin, repaire
     assert {f["model"] for f in QgsVectorLayer(result["OUTPUT"], "same", "ogr").getFeatures()} == {
         "rs2sam2-demo"
     }
-    assert {p.pid for p in psutil.Process().children(recursive=True)} == children
+    assert live_children("backend.cli") == backends and len(backends) == 1
 
 
 def _qgis_process(config: Path, *args: str) -> subprocess.CompletedProcess:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 from qgis.core import QgsApplication, QgsProcessingException, QgsVectorLayer
 
@@ -18,6 +17,7 @@ from rs2sam2_qgis.processing_provider import RS2SAM2Provider
 from rs2sam2_qgis.settings import PluginSettings
 from rs2sam2_qgis.shared_backend import stop_started_backends
 from tests.plugin.conftest import wait_until
+from tests.plugin.setup_fixtures import live_children
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,16 +63,14 @@ def test_processing_starts_the_local_backend_keeps_it_and_the_panel_adopts_it(
     )
     assert {f["phrase"] for f in QgsVectorLayer(first["OUTPUT"], "1", "ogr").getFeatures()} == {phrases[0]}
     url, _token = running_local_endpoint()
-    ours = [p for p in psutil.Process().children(recursive=True) if "backend.cli" in " ".join(p.cmdline())]
+    ours = live_children("backend.cli")
     assert len(ours) == 1
 
     processing.run(
         "rs2sam2:segmentbytext", {"INPUT": scene, "PHRASES": phrases[1], "OUTPUT": str(tmp_path / "2.gpkg")}
     )
     assert running_local_endpoint()[0] == url  # the same backend, still running
-    assert [
-        p for p in psutil.Process().children(recursive=True) if "backend.cli" in " ".join(p.cmdline())
-    ] == ours
+    assert live_children("backend.cli") == ours
 
     panel = LocalBackend()
     ready = []

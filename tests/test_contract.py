@@ -142,7 +142,15 @@ def test_processing_parameters_are_the_contract(qgis_app):
         assert parameter is not None, option.name
         if option.kind == "choice":
             assert isinstance(parameter, QgsProcessingParameterEnum)
-            assert parameter.defaultValue() == option.choice_values.index(option.default)
+            entries = ([option.default_choice_label] if option.default is None else []) + [
+                label for _, label in option.choices
+            ]
+            assert parameter.options() == entries
+            assert entries[parameter.defaultValue()] == (
+                option.default_choice_label
+                if option.default is None
+                else dict(option.choices)[option.default]
+            )
             continue
         assert parameter.defaultValue() == option.default
         assert bool(parameter.flags() & parameter.FlagOptional) == (option.default is None)

@@ -166,7 +166,8 @@ def test_bbox_in_raster_crs_and_in_epsg4326(tmp_path):
 def test_gsd_resamples_on_read(tmp_path):
     path = write_geotiff(tmp_path / "scene.tif", scene())
     model = ColourModel(64)
-    result = segment(path, ["red"], model, SegmentOptions(tile_size=64, overlap=8, gsd=4.0, keep="best"))
+    options = SegmentOptions(tile_size=64, overlap=8, gsd=4.0, keep="best", context="tiles")
+    result = segment(path, ["red"], model, options)
     assert all(shape == (64, 64, 3) for shape in model.shapes)
     assert result.tiles == 4  # 100×75 pixels at 4 m instead of 200×150 at 2 m
     expected = pixel_box(120, 100, 190, 140, UTM).difference(pixel_box(140, 110, 170, 130, UTM))

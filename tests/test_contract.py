@@ -96,6 +96,7 @@ def test_the_api_document_carries_the_generated_table():
         ({"threshold": 1.0}, "bad_threshold"),
         ({"threshold": -0.1}, "bad_threshold"),
         ({"keep": "most"}, "bad_keep"),
+        ({"context": "scene"}, "bad_context"),
         ({"simplify": -1.0}, "bad_simplify"),
         ({"min_area": -1.0}, "bad_min_area"),
         ({"tile_size": 15}, "bad_tiling"),
@@ -110,6 +111,15 @@ def test_the_api_document_carries_the_generated_table():
 def test_values_out_of_bounds_get_their_code(values, code):
     problems = option_problems(values)
     assert problems and problems[0][0] == code
+
+
+def test_the_context_follows_keep_unless_given():
+    assert contract.resolve_defaults({"keep": "best", "context": None})["context"] == "view"
+    assert contract.resolve_defaults({"keep": "all"})["context"] == "tiles"
+    assert contract.resolve_defaults({"keep": "all", "context": "view"})["context"] == "view"
+    context = contract.OPTION_BY_NAME["context"]
+    assert context.describe_default() == "view when keep is best, tiles when keep is all"
+    assert context.default_for(CLI) is None and context.default_choice_label.startswith("default: view")
 
 
 def test_values_within_bounds_pass():

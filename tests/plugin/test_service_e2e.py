@@ -152,6 +152,8 @@ def test_cancel_stops_the_real_run_and_adds_nothing(dock, service, clean_project
     dock.layer_combo.setLayer(layer)
     dock.set_area_mode(AREA_WHOLE_LAYER)
     dock.phrase_combo.setEditText("a lake")
+    context = dock.option_inputs.widgets["context"]  # tiles: a long run (view mode refuses this area)
+    context.setCurrentIndex(context.findData("tiles"))
     dock.run_button.click()
     wait_until(lambda: dock.progress_bar.value() > 0, timeout_s=120, what="the first tiles")
     dock.cancel_button.click()

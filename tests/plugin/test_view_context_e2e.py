@@ -1,7 +1,7 @@
 """The same area and phrase name the same object through `rs2sam2 segment`, the service (the real app,
-served by uvicorn on loopback) and the plugin's panel in real QGIS, all in view mode (the default with
-keep "best"), with the stand-in that knows the leftmost object only among what it sees — and a too
-large area gets the same clear refusal everywhere."""
+served by uvicorn on loopback), the plugin's panel in real QGIS and the Processing algorithm, all in
+view mode (the default with keep "best"), with the stand-in that knows the leftmost object only among
+what it sees — and a too large area gets the same clear refusal everywhere."""
 
 from __future__ import annotations
 
@@ -161,3 +161,35 @@ def test_a_too_large_area_is_refused_the_same_way_everywhere(
     dock.run_button.click()
     wait_until(lambda: dock.task is None, timeout_s=60, what="the panel's run in tiles mode")
     assert "Nothing found" in dock.status_label.text()
+
+
+@pytest.mark.parametrize("context, expected", [(0, LEFT), (1, LEFT), (2, RIGHT)])
+def test_the_processing_algorithm_follows_the_same_context(
+    qgis_processing, plugin_settings, server, scene, tmp_path, context, expected
+):
+    """CONTEXT 0 (by KEEP: best → view), 1 (view) and 2 (tiles: each tile's leftmost, the largest wins)."""
+    import processing
+    from qgis.core import QgsApplication, QgsVectorLayer
+
+    from rs2sam2_qgis.processing_provider import RS2SAM2Provider
+
+    registry = QgsApplication.processingRegistry()
+    registry.addProvider(RS2SAM2Provider())
+    try:
+        PluginSettings(server_url=server["url"]).save()
+        result = processing.run(
+            "rs2sam2:segmentbytext",
+            {
+                "INPUT": scene,
+                "PHRASES": PHRASE,
+                "KEEP": 0,
+                "CONTEXT": context,
+                "OUTPUT": str(tmp_path / "o.gpkg"),
+            },
+        )
+    finally:
+        registry.removeProvider("rs2sam2")
+    (feature,) = list(QgsVectorLayer(result["OUTPUT"], "out", "ogr").getFeatures())
+    found = shapely.from_wkt(feature.geometry().asWkt())
+    assert found.intersection(expected).area > 0.95 * expected.area
+    assert found.intersection(expected).area > 0.95 * found.area

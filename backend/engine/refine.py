@@ -45,6 +45,10 @@ class Refinement:
     native_weight: float = 1.0
     min_agreement: float = 0.0
 
+    def native_where(self, zone: np.ndarray, band: np.ndarray) -> np.ndarray | None:
+        """Where the full-resolution answer counts in a tile core (None: nowhere, no model call)."""
+        return {"zone": zone, "band": band}.get(self.native_in)
+
     def combine(
         self,
         native: np.ndarray | None,

@@ -129,11 +129,7 @@ class ViewSegmentation:
                 slice(cols.start - tile.cols.start, cols.stop - tile.cols.start))  # fmt: skip
         valid_core = valid[core]
         masks = {i: zone.masks(cols, rows) for i, zone in zones.items() if zone.touches(cols, rows)}
-        # where the full-resolution answer is used, per phrase: its zone, its band or nowhere
-        native_where = {
-            i: {"zone": zone, "band": band}.get(self.refinement.native_in)
-            for i, (zone, band) in masks.items()
-        }
+        native_where = {i: self.refinement.native_where(zone, band) for i, (zone, band) in masks.items()}
         asked = [i for i, where in native_where.items() if where is not None and where.any()]
         native: dict[int, np.ndarray] = {}
         if asked and valid_core.any():

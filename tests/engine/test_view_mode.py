@@ -68,6 +68,14 @@ def test_keep_best_means_view_and_keep_all_means_tiles(leftmost):
     assert len(every.features) == 2  # tiles: each tile's leftmost object
 
 
+def test_keep_all_in_view_mode_outlines_every_object_seen(leftmost):
+    options = SegmentOptions(**{**EXACT, "keep": "all"}, context="view")
+    result = segment(leftmost, ["red"], ContextModel(64), options)
+    found = sorted((f.geometry for f in result.features), key=lambda g: g.bounds[0])
+    assert len(found) == 2
+    assert found[0].symmetric_difference(LEFT).area == 0 and found[1].symmetric_difference(RIGHT).area == 0
+
+
 def test_the_whole_area_is_read_once_and_refined_only_where_the_outline_is(leftmost):
     model = ContextModel(64)
     with SegmentRun(leftmost, ["the leftmost red field"], model, SegmentOptions(**EXACT)) as run:
@@ -78,6 +86,21 @@ def test_the_whole_area_is_read_once_and_refined_only_where_the_outline_is(leftm
     assert model.shapes[0] == (64, 64, 3)  # 256×192 shrunk to 64×48, padded to the input
     assert 1 < result.tiles == model.calls < len(run.tiles)  # refined tiles only: the left square's
     assert steps[0] == (0, 1) and steps[-1][0] == steps[-1][1] == model.calls
+
+
+def test_a_cancel_stops_view_mode_between_model_calls(leftmost):
+    from backend.errors import CancelledError
+
+    model = ContextModel(64)
+    with pytest.raises(CancelledError):
+        segment(
+            leftmost,
+            ["the leftmost red field"],
+            model,
+            SegmentOptions(**EXACT),
+            cancel=lambda: model.calls >= 1,
+        )
+    assert model.calls == 1  # the view, then nothing
 
 
 def test_largest_object_spread_over_many_tiles(tmp_path):

@@ -71,6 +71,10 @@ class DependentDefault:
         """ "view when keep is best, tiles when keep is all" """
         return ", ".join(f"{mine} when {self.on} is {theirs}" for theirs, mine in self.values)
 
+    def short_text(self) -> str:
+        """ "by keep: best → view, all → tiles" (a form's choice)"""
+        return f"by {self.on}: " + ", ".join(f"{theirs} → {mine}" for theirs, mine in self.values)
+
 
 @dataclass(frozen=True)
 class Option:
@@ -133,6 +137,8 @@ class Option:
     @property
     def default_choice_label(self) -> str:
         """What a form shows for "the engine's default" of a choice without a fixed default."""
+        if self.default_from is not None:
+            return self.default_from.short_text()
         return f"default: {self.describe_default()}"
 
     def describe(self, surface: str = SERVICE) -> str:

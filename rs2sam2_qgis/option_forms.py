@@ -82,6 +82,9 @@ def option_widget(option: Option, parent: QWidget) -> tuple[QWidget, Callable[[]
             combo.addItem(tr(text[0].upper() + text[1:]), value)
         combo.setCurrentIndex(choice_index(option, option.default))
         combo.setToolTip(tr(option.help))
+        # Long entries are elided rather than widening the dock.
+        combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(14)
         return combo, combo.currentData
     if option.kind == "int":
         spin: QSpinBox | QDoubleSpinBox = QSpinBox(parent)

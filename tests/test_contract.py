@@ -119,7 +119,10 @@ def test_the_context_follows_keep_unless_given():
     assert contract.resolve_defaults({"keep": "all", "context": "view"})["context"] == "view"
     context = contract.OPTION_BY_NAME["context"]
     assert context.describe_default() == "view when keep is best, tiles when keep is all"
-    assert context.default_for(CLI) is None and context.default_choice_label.startswith("default: view")
+    assert (
+        context.default_for(CLI) is None
+        and context.default_choice_label == "by keep: best → view, all → tiles"
+    )
 
 
 def test_values_within_bounds_pass():

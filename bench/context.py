@@ -212,6 +212,20 @@ def measure(args: argparse.Namespace, model) -> tuple[dict[str, Scores], int, fl
     return rows, args.scenes, prompt_effect
 
 
+def one_phrase_times(args: argparse.Namespace, model, count: int) -> dict[str, float]:
+    """Median seconds for one phrase (the panel's request) on the first `count` scenes, per run."""
+    from backend.engine.refine import REFINEMENTS
+
+    runs = {"tiles": ("tiles", None), "view": ("view", REFINEMENTS["band"])}
+    runs["view without refinement"] = ("view", REFINEMENTS["upsampled"])
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _seed, scene in scenes(count, args.size):
+        phrase = samples(scene)[0][:1]
+        for name, (context, refinement) in runs.items():
+            times[name].append(run_engine(model, scene, phrase, context, refinement)[1])
+    return {name: float(np.median(values)) for name, values in times.items()}
+
+
 def table(rows: dict[str, Scores], scenes_count: int) -> list[str]:
     header = "| run | mIoU | " + " | ".join(CUE_GROUPS) + " | boundary F | s / scene | model calls / scene |"
     lines = [header, "|---" * (len(CUE_GROUPS) + 6) + "|"]
@@ -283,11 +297,15 @@ def run(args: argparse.Namespace) -> str:
         goal(rows),
     ]
     view_time = rows["view, band"].seconds
+    single = one_phrase_times(args, model, min(count, 10))
     lines += [
         "",
-        f"Time on the same areas: tiles mode {rows['tiles'].seconds / count:.2f} s per scene; view mode "
-        f"{view_time / count:.2f} s, of which the refinement (over the view alone, \"view, upsampled\") "
-        f"{(view_time - rows['view, upsampled'].seconds) / count:.2f} s.",
+        f"Time on the same areas, all phrases of a scene in one run: tiles mode "
+        f"{rows['tiles'].seconds / count:.2f} s per scene; view mode {view_time / count:.2f} s, of which the "
+        f"refinement (over the view alone, \"view, upsampled\") "
+        f"{(view_time - rows['view, upsampled'].seconds) / count:.2f} s. One phrase (the panel's request), "
+        f"median over {min(count, 10)} scenes: tiles mode {single['tiles']:.2f} s, view mode "
+        f"{single['view']:.2f} s (without refinement {single['view without refinement']:.2f} s).",
     ]
     if prompt_effect is not None:
         lines += [

@@ -82,7 +82,7 @@ class Option:
 
     `default` None means "the engine decides", and `default_text` says what it decides; with
     `default_from` the engine's choice follows another option (resolved by `resolve_defaults`), and
-    forms offer it as a choice of its own ("default: …").
+    forms offer it as a choice of its own ("by keep: …").
     """
 
     name: str  # the field of `params` and of SegmentOptions
@@ -179,10 +179,9 @@ def _number(value: float) -> str:
 
 
 KEEP_CHOICES = ("best", "all")
-# What area the model sees at once (docs/method.md, "What area the model sees").
-CONTEXT_CHOICES = ("view", "tiles")
-# View mode shrinks the whole area to the model's input; beyond this factor per side objects become
-# too small to tell apart, and the run is refused with a message (error code below).
+# View mode (the context option; docs/method.md, "What area the model sees") shrinks the whole area
+# to the model's input; beyond this factor per side objects become too small to tell apart, and the
+# run is refused with a message (error code below).
 MAX_CONTEXT_SHRINK = 8
 AREA_TOO_LARGE = "area_too_large"
 

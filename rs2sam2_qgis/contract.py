@@ -202,8 +202,9 @@ OPTIONS: tuple[Option, ...] = (
         "keep",
         "choice",
         "Keep",
-        "best: the one region that matches each phrase best (largest probability mass); "
-        "all: every region above the threshold",
+        "best: one object per phrase (in view mode the model's answer for the whole area, in all its "
+        "parts; in tiles mode the region with the largest probability mass); all: every region above "
+        "the threshold",
         default="best",  # an interactive request (plugin → service) names one object …
         cli_default="all",  # … a batch run from the command line wants every object
         choices=(("best", "best match per phrase"), ("all", "all matches")),

@@ -99,9 +99,16 @@ def find_referents(
     threshold: float,
     keep: str,
     min_area_pixels: float,
+    whole_answer: bool = True,
 ) -> list[Referent]:
-    """The objects of one phrase in the view: with keep "best" the one with the largest probability
-    mass (the engine's rule for "the object a phrase names"), with "all" every one not too small."""
+    """The objects of one phrase in the view, parts smaller than the minimum area left out.
+
+    keep "all": every part on its own. keep "best": the one object the phrase names — the view's
+    whole answer, in as many parts as it has (the view is one question, and a model trained on whole
+    images outlines one object in all its visible parts, e.g. a river cut by a road); with
+    `whole_answer` off, only its part with the largest probability mass (the rule tiles mode needs to
+    choose among the answers of different tiles; kept for the comparison in docs/benchmarks.md).
+    """
     pieces = tile_pieces(
         phrase_index,
         probability,
@@ -114,8 +121,13 @@ def find_referents(
     )
     view_pixel = grid.scale_x * grid.scale_y  # area pixels per view pixel
     pieces = [p for p in pieces if p.pixels * view_pixel >= min_area_pixels]
-    if keep == "best" and pieces:
-        pieces = [max(pieces, key=lambda p: p.probability_sum)]
+    if keep == "best" and len(pieces) > 1:
+        if not whole_answer:
+            pieces = [max(pieces, key=lambda p: p.probability_sum)]
+        else:
+            geometry = shapely.union_all([p.geometry for p in pieces])
+            mass, pixels = sum(p.probability_sum for p in pieces), sum(p.pixels for p in pieces)
+            pieces = [Piece(phrase_index, geometry, mass, pixels, on_seam=False)]
     return [Referent(phrase_index, piece, grid.to_area(piece.geometry)) for piece in pieces]
 
 

@@ -44,6 +44,7 @@ class Refinement:
     native_in: str
     native_weight: float = 1.0
     min_agreement: float = 0.0
+    whole_answer: bool = True  # keep "best": every part of the view's answer (context.find_referents)
 
     def native_where(self, zone: np.ndarray, band: np.ndarray) -> np.ndarray | None:
         """Where the full-resolution answer counts in a tile core (None: nowhere, no model call)."""
@@ -72,10 +73,13 @@ class Refinement:
 # Kept (best mIoU and boundary F of these on the demo model, docs/benchmarks.md):
 BAND = Refinement("band", native_in="band", native_weight=2 / 3, min_agreement=0.5)
 # The others, for that comparison:
+LARGEST_PART = Refinement(  # as BAND, but keep "best" takes only the largest part of the view's answer
+    "band, largest part", native_in="band", native_weight=2 / 3, min_agreement=0.5, whole_answer=False
+)
 BAND_ALWAYS = Refinement("band-always", native_in="band", native_weight=2 / 3)  # no agreement check
 COMPONENTS = Refinement("components", native_in="zone")  # the full-resolution regions alone
 UPSAMPLED = Refinement("upsampled", native_in="nowhere")  # no refinement: the view alone
-REFINEMENTS = {r.name: r for r in (BAND, BAND_ALWAYS, COMPONENTS, UPSAMPLED)}
+REFINEMENTS = {r.name: r for r in (BAND, LARGEST_PART, BAND_ALWAYS, COMPONENTS, UPSAMPLED)}
 
 
 @dataclass(frozen=True)

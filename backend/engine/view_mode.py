@@ -74,7 +74,14 @@ class ViewSegmentation:
             referent
             for index, probability in enumerate(seen)
             for referent in find_referents(
-                index, probability, self._valid, self.grid, self.threshold, self.keep, self.min_area_pixels
+                index,
+                probability,
+                self._valid,
+                self.grid,
+                self.threshold,
+                self.keep,
+                self.min_area_pixels,
+                self.refinement.whole_answer,
             )
         ]
         if self.grid.is_native:  # the view was at full resolution: its answer is the final one

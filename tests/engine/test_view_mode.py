@@ -68,6 +68,17 @@ def test_keep_best_means_view_and_keep_all_means_tiles(leftmost):
     assert len(every.features) == 2  # tiles: each tile's leftmost object
 
 
+def test_keep_best_in_view_mode_is_the_views_whole_answer(leftmost):
+    """One question, one answer: every part the view names is the one object (as a river cut by a
+    road is one river), not only its largest part."""
+    from backend.engine.refine import LARGEST_PART
+
+    whole = segment(leftmost, ["red"], ContextModel(64), SegmentOptions(**EXACT))
+    assert only_geometry(whole).symmetric_difference(LEFT.union(RIGHT)).area == 0
+    largest = segment(leftmost, ["red"], ContextModel(64), SegmentOptions(**EXACT), refinement=LARGEST_PART)
+    assert only_geometry(largest).symmetric_difference(RIGHT).area == 0
+
+
 def test_keep_all_in_view_mode_outlines_every_object_seen(leftmost):
     options = SegmentOptions(**{**EXACT, "keep": "all"}, context="view")
     result = segment(leftmost, ["red"], ContextModel(64), options)

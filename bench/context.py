@@ -186,7 +186,7 @@ def measure(args: argparse.Namespace, model) -> tuple[dict[str, Scores], int, fl
 
     rows: dict[str, Scores] = {"tiles": Scores()}
     rows.update({f"view, {name}": Scores() for name in REFINEMENTS})
-    rows.update({"one tile: the model's mask": Scores(), "one tile: the engine": Scores()})
+    rows.update({"one tile: the model's own mask": Scores(), "one tile: the engine": Scores()})
     prompt_effect = None
     for number, (seed, scene) in enumerate(scenes(args.scenes, args.size)):
         phrases, truths = samples(scene)
@@ -202,7 +202,12 @@ def measure(args: argparse.Namespace, model) -> tuple[dict[str, Scores], int, fl
         small_phrases, small_truths = samples(small)
         if small_phrases:
             model_mask_scores(
-                model, small, small_phrases, small_truths, rows["one tile: the model's mask"], args.tolerance
+                model,
+                small,
+                small_phrases,
+                small_truths,
+                rows["one tile: the model's own mask"],
+                args.tolerance,
             )
             result, seconds, calls = run_engine(model, small, small_phrases, "view", REFINEMENTS["band"])
             engine_row = rows["one tile: the engine"]
@@ -244,29 +249,35 @@ def _cell(value: float, count: int) -> str:
 
 
 def goal(rows: dict[str, Scores]) -> str:
-    """Position/size/relation phrases in view mode on the large scenes against one tile today."""
-    kept, single = rows["view, band"], rows["one tile: the model's mask"]
-    parts, met = [], True
+    """Position/size/relation phrases in view mode on the large scenes against one tile today: the
+    model's own mask (docs/benchmarks.md's protocol) and the engine on that tile (keep "best")."""
+    kept, tiles = rows["view, band"], rows["tiles"]
+    parts, verdicts = [], {"the model's own mask": True, "the engine": True}
     for group in ("position", "size", "relation"):
         view_value, count = kept.miou(group)
-        single_value, single_count = single.miou(group)
-        if not count or not single_count:
+        references = {name: rows[f"one tile: {name}"].miou(group)[0] for name in verdicts}
+        if not count:
             parts.append(f"{group}: no samples")
             continue
-        target = min(single_value, DOCS_SINGLE_TILE[group])
-        met &= view_value >= target
+        for name, value in references.items():
+            verdicts[name] &= view_value >= value
+        own, engine = references["the model's own mask"], references["the engine"]
         parts.append(
-            f"{group} {view_value:.1f} % (one tile, same seeds: {single_value:.1f} %; "
-            f"docs/benchmarks.md: {DOCS_SINGLE_TILE[group]:.1f} %)"
+            f"{group} {view_value:.1f} % (one tile: the model's own mask {own:.1f} %, the engine "
+            f"{engine:.1f} %; docs/benchmarks.md {DOCS_SINGLE_TILE[group]:.1f} %)"
         )
-    tiles = rows["tiles"]
     boundary_ok = np.mean(kept.boundary) >= np.mean(tiles.boundary)
+    met = [name for name, ok in verdicts.items() if ok]
+    missed = [name for name, ok in verdicts.items() if not ok]
     return (
-        f"Goal (position/size/relation phrases on multi-tile areas at least as good as on one tile today; "
-        f"boundaries no worse than tiles mode): {'met' if met and boundary_ok else 'not met'} — view mode "
+        "Goal: position/size/relation phrases on multi-tile areas at least as good as on one tile "
+        "today, boundaries no worse than tiles mode. View mode: "
         + "; ".join(parts)
-        + f"; boundary F {100 * np.mean(kept.boundary):.1f} against tiles mode's "
-        f"{100 * np.mean(tiles.boundary):.1f}."
+        + ". At least as good in all three as one tile's "
+        + (" and ".join(met) if met else "answer by neither reference")
+        + (f"; below {' and '.join(missed)} in at least one" if missed else "")
+        + f". Boundary F {100 * np.mean(kept.boundary):.1f} against tiles mode's "
+        f"{100 * np.mean(tiles.boundary):.1f}: {'no worse' if boundary_ok else 'worse'}."
     )
 
 

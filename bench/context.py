@@ -1,5 +1,5 @@
 """What area the model sees: view mode against tiles mode on held-out synthetic scenes larger than the
-model's input, with the bundled demo model (or --checkpoint).
+model's input, with the bundled demo model (or --model / --checkpoint / --preset).
 
 Scenes come from `training.data.synthetic` (the demo model's object kinds) at --size pixels from a
 seed range no split uses; every phrase of every scene is one sample, run with keep "best" (the
@@ -30,12 +30,13 @@ DOCS_SINGLE_TILE = {"position": 45.09, "size": 43.03, "relation": 42.65}  # docs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from backend.engine.model_loading import add_model_arguments
+
     parser.add_argument("--scenes", type=int, default=100, help="scenes with phrases (default 100)")
     parser.add_argument("--size", type=int, default=512, help="scene side in pixels (default 512)")
-    parser.add_argument("--checkpoint", help="model checkpoint (default: the bundled demo model)")
-    parser.add_argument("--preset", help="model preset instead of a checkpoint")
+    add_model_arguments(parser)
+    parser.set_defaults(device="cpu")
     parser.add_argument("--tolerance", type=float, default=2.0, help="boundary F tolerance, pixels")
-    parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
 
 
@@ -284,11 +285,11 @@ def goal(rows: dict[str, Scores]) -> str:
 def run(args: argparse.Namespace) -> str:
     import torch
 
-    from backend.engine.model_loading import load_model
+    from backend.engine.model_loading import load_model_from_args
     from backend.engine.tiling import plan_tiles
 
     torch.set_num_threads(args.threads)
-    model = load_model(args.preset, args.checkpoint, args.device)
+    model = load_model_from_args(args)
     rows, count, prompt_effect = measure(args, model)
     side = model.input_size
     tiles = len(plan_tiles(args.size, args.size, side, round(side / 8)))

@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from backend.engine.model_loading import add_model_arguments
 from backend.engine.options import AreaOfInterest, SegmentOptions, bound_gdal_cache
 from backend.errors import UserError
 from rs2sam2_qgis.contract import CLI, options_on
@@ -46,12 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="output .gpkg, .geojson or .shp")
     parser.add_argument("--layer", help="GeoPackage layer name (default: the raster's name)")
     parser.add_argument("--layer-per-phrase", action="store_true", help="one GeoPackage layer per phrase")
-    model = parser.add_mutually_exclusive_group()
-    model.add_argument(
-        "--preset", help="model preset (default: the bundled demo model, else the test preset)"
-    )
-    model.add_argument("--checkpoint", help="a trained checkpoint file")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    add_model_arguments(parser)
     parser.add_argument(
         "--bbox",
         type=_bbox,
@@ -115,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     device = args.device
     if rank is not None and device.startswith("cuda") and ":" not in device:
         device = f"cuda:{rank.local_rank}"
-    model = load_model(args.preset, args.checkpoint, device)
+    model = load_model(args.preset, args.checkpoint, device, model=args.model)
     if rank is not None:
         distributed.start(rank)
     try:

@@ -20,7 +20,7 @@ from backend.model.rs2sam2 import RS2SAM2Output
 class LossConfig:
     ce_weight: float = 0.9  # λ_ce (reference code; the paper says 1)
     dice_weight: float = 0.1
-    # "both": Dice averaged over the object and background classes, as the method. "foreground": Dice of
+    # "both": Dice summed over the object and background classes, as the reference. "foreground": Dice of
     # the object only — its gradient does not fade when objects are small, which lets a model trained
     # from scratch leave the all-background start sooner (measured in training/README.md).
     dice_classes: Literal["both", "foreground"] = "both"
@@ -50,8 +50,8 @@ def weighted_bce(
 def dice_loss(
     logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0, classes: str = "both"
 ) -> torch.Tensor:
-    """1 − Dice, averaged over the batch and over both classes (foreground and background) or the
-    foreground alone."""
+    """1 − Dice, averaged over the batch and summed over the two classes (object and background: the
+    reference sums them, so Dice weighs twice a per-class mean) or of the object alone."""
     prob = torch.sigmoid(logits).flatten(1)
     target = target.flatten(1)
     pairs = [(prob, target), (1 - prob, 1 - target)]
@@ -63,7 +63,7 @@ def dice_loss(
     for p, g in pairs:
         intersection = (p * g).sum(1)
         losses.append(1 - (2 * intersection + smooth) / (p.sum(1) + g.sum(1) + smooth))
-    return torch.stack(losses).mean()
+    return torch.stack(losses).mean(dim=1).sum()
 
 
 def boundary_map(mask: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,13 @@ class RS2SAM2Output:
     low_res_logits: torch.Tensor  # (B,1,S/4,S/4) the decoder's own output
     pseudo_mask_logits: torch.Tensor  # (B,1,g,g) MPG logits on the CLIP patch grid
     boundary_logit: torch.Tensor  # (B,) raw text boundary weight (the reference uses it unbounded)
-    boundary_weight: torch.Tensor  # (B,) w = w_max · σ(boundary_logit), bounded in (0, w_max)
+    boundary_weight: torch.Tensor  # (B,) w in (w_min, w_max): see ModelConfig.boundary_weight_min
+
+
+def bounded_boundary_weight(config: ModelConfig, boundary_logit: torch.Tensor) -> torch.Tensor:
+    """The TBL weight w in (w_min, w_max) from the text's raw logit (see ModelConfig.boundary_weight_min)."""
+    low, high = config.boundary_weight_min, config.boundary_weight_max
+    return low + (high - low) * torch.sigmoid(boundary_logit)
 
 
 class RS2SAM2(nn.Module):
@@ -111,8 +117,11 @@ class RS2SAM2(nn.Module):
             low_res_logits=low_res,
             pseudo_mask_logits=pseudo_logits,
             boundary_logit=boundary_logit,
-            boundary_weight=self.config.boundary_weight_max * torch.sigmoid(boundary_logit),
+            boundary_weight=self.boundary_weight(boundary_logit),
         )
+
+    def boundary_weight(self, boundary_logit: torch.Tensor) -> torch.Tensor:
+        return bounded_boundary_weight(self.config, boundary_logit)
 
     def _encode_image_with_text(
         self, sam_images: torch.Tensor, text0: torch.Tensor, padding: torch.Tensor
@@ -138,13 +147,24 @@ class RS2SAM2(nn.Module):
         for param in frozen:
             param.requires_grad_(False)
 
+    # Trained at the lower rate with SAM 2 and the union encoder, as the reference does: its heads on the
+    # union encoder's output (text projection, sparse prompt, boundary weight) are not in its list of
+    # new modules at the higher rate, while the fusion modules and the MPG are.
+    REST_PREFIXES = ("sam.", "union.clip.", "text_proj.", "sparse_proj.", "boundary_head.")
+
+    def unfreeze_union_encoder(self) -> None:
+        """Train the union encoder's pretrained towers too (at the lower rate), as the paper fine-tunes its
+        whole union encoder; the other freezing rules hold."""
+        self.config = self.config.replace(freeze_clip=False)
+        self.apply_freezing()
+
     def param_groups(self, lr_new: float, lr_rest: float, weight_decay: float = 0.01) -> list[dict]:
         """Two AdamW groups: modules new in RS2-SAM 2 at lr_new, everything else that trains at lr_rest."""
         new, rest = [], []
         for name, param in self.named_parameters():
             if not param.requires_grad:
                 continue
-            (rest if name.startswith(("sam.", "union.clip.")) else new).append(param)
+            (rest if name.startswith(self.REST_PREFIXES) else new).append(param)
         groups = [
             {"params": new, "lr": lr_new, "weight_decay": weight_decay, "name": "new"},
             {"params": rest, "lr": lr_rest, "weight_decay": weight_decay, "name": "rest"},

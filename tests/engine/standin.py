@@ -1,11 +1,14 @@
 """A deterministic stand-in for the model: it marks pixels of a colour named in the phrase.
 
 Per-pixel, so it is exactly translation-consistent: tiling must not change its result at all. Used
-to check the engine's geometry exactly; the end-to-end tests run the real `test`-preset model.
+to check the engine's geometry exactly, and behind the real service app in the plugin's tests; the
+end-to-end tests run the real `test`-preset model. `HeldModel` is the same model holding every call
+until the test releases it, so that a job is "running" for as long as a test needs it to be.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -52,6 +55,32 @@ class ColourModel:
                 probability = np.clip(1.0 - distance / 128.0, 0.0, 1.0).astype(np.float32)
             out.append(PhrasePrediction(probability, float(probability.max())))
         return out
+
+
+class HeldModel(ColourModel):
+    """The colour model, but every `predict` waits until the test calls `release()`.
+
+    `entered` is set once a call has started: from then on the job is running and stays so, whatever
+    the speed of the machine. After `release()` every call (this one and later ones) goes through.
+    """
+
+    HOLD_LIMIT_S = 120.0  # a test that forgets to release fails instead of hanging
+
+    def __init__(self, input_size: int = 64, model_id: str = "held-standin"):
+        super().__init__(input_size, model_id)
+        self.entered = threading.Event()
+        self.started = 0  # predict calls begun (ColourModel.calls counts those that went through)
+        self._released = threading.Event()
+
+    def predict(self, image: np.ndarray, phrases: Sequence[str]) -> list[PhrasePrediction]:
+        self.started += 1
+        self.entered.set()
+        if not self._released.wait(self.HOLD_LIMIT_S):
+            raise TimeoutError("the test never released the held model")
+        return super().predict(image, phrases)
+
+    def release(self) -> None:
+        self._released.set()
 
 
 def components(mask: np.ndarray) -> np.ndarray:

@@ -46,9 +46,10 @@ def test_foreground_dice_ignores_the_background_class():
     target = torch.zeros(1, 1, 10, 10)
     target[..., :1, :] = 1  # a small object: 10 of 100 pixels
     empty = torch.full_like(target, -50.0)  # "all background"
-    # Both classes: the background half of the Dice is nearly perfect, so the loss is only about 0.5 …
+    # Both classes (summed, as the reference): the background's Dice is nearly perfect, so missing the
+    # object adds only 1 to a loss that ranges over [0, 2] …
     both = dice_loss(empty, target, smooth=1e-6).item()
-    assert abs(both - (1 - 0.5 * (2 * 90 / 190))) < 1e-3
+    assert abs(both - ((1 - 0) + (1 - 2 * 90 / 190))) < 1e-3
     # … the object alone: missing it entirely is the full loss.
     assert dice_loss(empty, target, smooth=1e-6, classes="foreground").item() > 0.999
     half = torch.where(

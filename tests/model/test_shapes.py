@@ -44,7 +44,8 @@ def test_module_output_shapes(image_size):
     assert out.low_res_logits.shape == (3, 1, image_size // 4, image_size // 4)
     assert out.pseudo_mask_logits.shape == (3, 1, grid, grid)
     assert out.boundary_logit.shape == out.boundary_weight.shape == (3,)
-    assert bool(((out.boundary_weight > 0) & (out.boundary_weight < config.boundary_weight_max)).all())
+    low, high = config.boundary_weight_min, config.boundary_weight_max
+    assert bool(((out.boundary_weight > low) & (out.boundary_weight < high)).all())
     assert torch.isfinite(out.logits).all()
 
 

@@ -6,9 +6,6 @@ what it sees — and a too large area gets the same clear refusal everywhere."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 
 import httpx
 import pyogrio
@@ -17,6 +14,7 @@ import shapely
 from qgis.core import Qgis, QgsCoordinateReferenceSystem, QgsRasterLayer, QgsRectangle
 
 from backend.cli import main as rs2sam2
+from backend.service.config import ServiceConfig
 from rs2sam2_qgis.area import AREA_RECTANGLE, AREA_WHOLE_LAYER
 from rs2sam2_qgis.contract import API_PREFIX, AREA_TOO_LARGE, MAX_CONTEXT_SHRINK
 from rs2sam2_qgis.dock import SegmentDock
@@ -25,6 +23,7 @@ from rs2sam2_qgis.settings import PluginSettings
 from tests.engine.rasters import background, pixel_box, write_geotiff
 from tests.engine.standin import ContextModel
 from tests.engine.test_view_mode import LEFT, RIGHT, UTM, leftmost_scene
+from tests.live_server import live_server
 from tests.plugin.conftest import wait_until
 
 PHRASE = "the leftmost red field"
@@ -34,28 +33,12 @@ RECTANGLE = pixel_box(10, 20, 250, 180, UTM)
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """The service's real app with the stand-in model, on a free loopback port, reading paths under
-    its own folder."""
-    import uvicorn
-
-    from backend.service.app import create_app
-    from backend.service.config import ServiceConfig
-
+    """The service's real app with the stand-in model (tests/live_server.py), reading paths under its
+    own folder. (Named like the plugin tests' `server`; this module's is the view-mode stand-in's.)"""
     folder = tmp_path_factory.mktemp("served")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    app = create_app(ServiceConfig(port=port, allowed_roots=(folder.resolve(),)), ContextModel(64), "cpu")
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uv.started:
-        assert time.monotonic() < deadline, "the service did not start"
-        time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{port}", "folder": folder}
-    uv.should_exit = True
-    thread.join(timeout=30)
+    config = ServiceConfig(allowed_roots=(folder.resolve(),))
+    with live_server(ContextModel(64), config, record=False) as live:
+        yield {"url": live.url, "folder": folder}
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +58,7 @@ def dock(qgis_iface, qgis_canvas, plugin_settings, clean_project, server):
 
 
 def cli_answer(monkeypatch, raster: str, out, bbox: shapely.Polygon | None) -> shapely.Geometry:
-    monkeypatch.setattr("backend.engine.model_loading.load_model", lambda *args: ContextModel(64))
+    monkeypatch.setattr("backend.engine.model_loading.load_model", lambda *args, **kwargs: ContextModel(64))
     area = ["--bbox", ",".join(map(str, bbox.bounds))] if bbox is not None else []
     assert rs2sam2(["segment", raster, PHRASE, "-o", str(out), "--keep", "best", "--quiet", *area]) == 0
     _, _, geometries, _ = pyogrio.raw.read(out)
@@ -133,7 +116,7 @@ def test_a_too_large_area_is_refused_the_same_way_everywhere(
 ):
     side = MAX_CONTEXT_SHRINK * 64 + 64
     huge = str(write_geotiff(server["folder"] / "huge.tif", background(16, side)))
-    monkeypatch.setattr("backend.engine.model_loading.load_model", lambda *args: ContextModel(64))
+    monkeypatch.setattr("backend.engine.model_loading.load_model", lambda *args, **kwargs: ContextModel(64))
     assert rs2sam2(["segment", huge, PHRASE, "-o", str(tmp_path / "x.gpkg"), "--keep", "best"]) == 2
     cli_message = capsys.readouterr().err.strip().removeprefix("rs2sam2 segment: error: ")
     assert "'tiles'" in cli_message and not (tmp_path / "x.gpkg").exists()

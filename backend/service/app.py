@@ -23,7 +23,12 @@ from backend.service.state import ServiceState
 def create_app(config: ServiceConfig, model: PhraseSegmenter, device: str) -> FastAPI:
     """The service for one model: its job worker starts and stops with the app's lifespan."""
     upload_dir = Path(tempfile.mkdtemp(prefix="rs2sam2-uploads-"))
-    jobs = JobManager(model)
+    jobs = JobManager(
+        model,
+        max_queued=config.max_queued_jobs,
+        max_per_client=config.max_jobs_per_client,
+        time_limit_s=config.job_time_limit_s,
+    )
     state = ServiceState(config, model, device, jobs, RequestParser(config, model, upload_dir), upload_dir)
 
     @asynccontextmanager

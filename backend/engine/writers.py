@@ -32,6 +32,7 @@ from rasterio.windows import Window
 
 from backend.engine.errors import EngineInputError, OutputExistsError, OutputWriteError
 from backend.engine.features import FIELDS, Feature
+from backend.engine.opening import check_structure
 from backend.engine.segment import ProbabilitySink, SegmentResult
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".shp": "ESRI Shapefile"}
@@ -168,6 +169,18 @@ def _write_raw(path, driver, layer, geometry, columns, crs_wkt) -> None:
     )
 
 
+def _verify(staged: Path, target: VectorTarget, counts: dict[str, int]) -> None:
+    """Read the staged file back before it replaces anything: GDAL's SQLite may report success for a
+    GeoPackage cut short by a full disk or a file-size limit (seen: a 64 KB file, "written")."""
+    try:
+        for name, count in counts.items():
+            layer = name if target.is_geopackage else None
+            if pyogrio.read_info(staged, layer=layer)["features"] != count:
+                raise OSError(f"layer {name or staged.name} did not keep its {count} feature(s)")
+    except (RuntimeError, OSError) as exc:
+        raise OSError(f"the written file does not read back ({exc})") from None
+
+
 def write_features(
     result: SegmentResult, target: VectorTarget, layers: dict[str, list[Feature]], overwrite: bool = False
 ) -> Path:
@@ -182,6 +195,7 @@ def write_features(
                 shutil.copy2(target.path, staged)  # work on a copy: other layers survive any failure
             for name, features in layers.items():
                 _write_layer(staged, target.driver, name if target.is_geopackage else None, features, crs_wkt)
+            _verify(staged, target, {name: len(features) for name, features in layers.items()})
             if target.driver == "ESRI Shapefile":
                 for part in SHAPEFILE_PARTS:
                     if staged.with_suffix(part).exists():
@@ -271,10 +285,19 @@ class ProbabilityGeoTIFF(ProbabilitySink):
             self._dataset.write(probabilities.astype(np.float32), window=Window(col, row, width, height))
 
     def finish(self) -> None:
-        """Flush the last blocks to the temporary file (a full disk shows here), not yet in place."""
+        """Flush the last blocks to the temporary file (a full disk shows here) and read it back; not
+        yet in place."""
         with writing(self.path):
             if not self._dataset.closed:
+                expected = (self._dataset.count, self._dataset.height, self._dataset.width)
                 self._dataset.close()
+                with rasterio.open(self._tmp) as written:
+                    if (written.count, written.height, written.width) != expected:
+                        raise OSError("the written file does not read back")
+                    try:  # every pixel block inside the file (from the header: nothing is decoded)
+                        check_structure(written, self.path.name)
+                    except EngineInputError as exc:
+                        raise OSError(str(exc)) from None
 
     def commit(self) -> Path:
         """Move the finished file into place (after the vector output: a failed run writes neither)."""

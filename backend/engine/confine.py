@@ -74,7 +74,7 @@ def confined_file(text: str, roots: tuple[Path, ...], what: str) -> Path:
         raise NotConfinedError(f"{what} is not a plain file: {problem}")
     real = Path(os.path.realpath(text))
     if not inside(real, roots) or not real.is_file():
-        raise NotConfinedError(f"{what} reads a file outside the folders this run may read")
+        raise NotConfinedError(f"{what} refers to a file outside the allowed folders")
     return real
 
 

@@ -108,6 +108,7 @@ class JobManager:
         self.max_queued = max_queued
         self.max_per_client = max_per_client
         self.time_limit_s = time_limit_s
+        self.clock: Callable[[], float] = time.monotonic  # what the time limit is measured with
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
@@ -217,13 +218,13 @@ class JobManager:
         job.status = "running"
         request = job.request
         started = time.monotonic()
-        deadline = started + self.time_limit_s
+        deadline = self.clock() + self.time_limit_s
 
         def progress(done: int, total: int) -> None:
             job.done, job.total = done, total
 
         def stop() -> bool:
-            return job.cancel_requested.is_set() or time.monotonic() > deadline
+            return job.cancel_requested.is_set() or self.clock() > deadline
 
         try:
             result = segment(

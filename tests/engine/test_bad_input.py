@@ -50,6 +50,11 @@ def _complex_raster(path: Path) -> Path:
     return write_geotiff(path, (np.ones((3, 50, 50)) * (1 + 1j)).astype(np.complex64))
 
 
+def _empty(path: Path) -> Path:
+    path.write_bytes(b"")
+    return path
+
+
 def _one_pixel(path: Path) -> Path:
     return write_geotiff(path, background(1, 1))
 
@@ -63,7 +68,7 @@ def _wkt_file(path: Path) -> Path:
 BAD_RUNS = [
     ("cut-short", lambda d: cut_short(good_scene(d / "good.tif"), d / "cut.tif"), [], "cut short"),
     ("corrupt-blocks", lambda d: corrupt_blocks(d / "corrupt.tif"), ["--context", "tiles"], "corrupt"),
-    ("zero-bytes", lambda d: (d / "empty.tif").write_bytes(b"") or d / "empty.tif", [], "not a raster"),
+    ("zero-bytes", lambda d: _empty(d / "empty.tif"), [], "not a raster"),
     ("zero-bands", lambda d: zero_band_vrt(d / "zero.vrt"), [], "not a raster"),
     ("one-pixel", lambda d: _one_pixel(d / "one.tif"), [], "must be at least 4×4"),
     ("complex", lambda d: _complex_raster(d / "complex.tif"), [], "complex numbers"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,18 +161,26 @@ class RasterView:
     pixel coordinates when the raster has no CRS and that was allowed).
     """
 
-    def __init__(self, source: RasterInput, options: SegmentOptions, name: str | None = None):
-        # `name`: what messages and features call the raster (an upload's own name, not its temp file's)
+    def __init__(
+        self,
+        source: RasterInput,
+        options: SegmentOptions,
+        name: str | None = None,
+        check_area: Callable[[int, int], None] | None = None,
+    ):
+        # `name`: what messages and features call the raster (an upload's own name, not its temp file's).
+        # `check_area(width, height)`: the caller's own bounds of the area (e.g. view mode's largest
+        # area), checked with the limits' before any pixel is read.
         self.name = name or source_name(source)
         self._dataset, self._memfile = open_dataset(source, options.drivers, options.confine_to, self.name)
         self._vrt: WarpedVRT | None = None
         try:
-            self._setup(options)
+            self._setup(options, check_area)
         except BaseException:
             self.close()
             raise
 
-    def _setup(self, options: SegmentOptions) -> None:
+    def _setup(self, options: SegmentOptions, check_area: Callable[[int, int], None] | None) -> None:
         """Everything from the header, every bound checked; only then is a pixel read (the stretch)."""
         dataset = self._dataset
         check_structure(dataset, self.name)
@@ -196,6 +205,8 @@ class RasterView:
         self.width, self.height = col1 - col0, row1 - row0
         # Area × resolution: a header declaring 10⁶ × 10⁶ pixels is refused here, before any read.
         options.limits.check_area(self.width, self.height)
+        if check_area is not None:
+            check_area(self.width, self.height)
         self.transform: Affine = grid_transform @ Affine.translation(col0, row0)
         self.pixel_size = math.sqrt(abs(self.transform.determinant))
         with reading(self.name):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from rasterio.crs import CRS
 
+from backend.engine.context import plan_context
 from backend.engine.errors import EngineInputError, PhraseError
 from backend.engine.features import Feature, build_features, utc_now_iso
 from backend.engine.limits import RunLimits
@@ -160,12 +161,17 @@ class SegmentRun:
         check_options(options, tile_size=self.tile_size, overlap=self.overlap)
         options.limits.check_tile_size(self.tile_size, model.input_size)
         self.context: str = resolve_defaults(option_values(options))["context"]
-        self.view = RasterView(source, options, name)
+        self.view = RasterView(source, options, name, check_area=self._check_area)
         try:
             self._plan(refinement)
         except BaseException:
             self.view.close()
             raise
+
+    def _check_area(self, width: int, height: int) -> None:
+        """View mode sees the whole area at once: one too large for that is refused from the header."""
+        if self.context == "view":
+            plan_context(width, height, self.model.input_size)
 
     def _plan(self, refinement: Refinement) -> None:
         self.tiles: list[Tile] = plan_tiles(self.view.width, self.view.height, self.tile_size, self.overlap)

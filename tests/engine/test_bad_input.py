@@ -182,3 +182,37 @@ def test_a_bbox_beyond_any_raster_is_clipped_not_an_overflow(tmp_path):
     raster = good_scene(tmp_path / "good.tif")
     options = SegmentOptions(area=AreaOfInterest((-1e308, -1e308, 1e308, 1e308)), keep="all")
     assert len(segment(raster, ["red"], ColourModel(64), options).features) == 1
+
+
+def test_view_mode_refuses_an_area_too_large_to_see_whole_from_the_header(tmp_path, monkeypatch):
+    """context=view sees the whole area at once: an area beyond its largest view is refused from the
+    header, like the pixel bound, before the stretch reads a pixel (no pixel cap here: the CLI's)."""
+    huge = declaring_huge(tmp_path / "huge.tif", side=100_000)
+    read = []
+    monkeypatch.setattr("backend.engine.raster.compute_stretch", lambda *a: read.append(a))
+    with pytest.raises(EngineInputError) as refused:
+        SegmentRun(huge, ["red"], ColourModel(64), SegmentOptions(context="view"))
+    assert refused.value.code == "area_too_large" and "100000×100000 pixels" in str(refused.value)
+    assert read == []
+
+
+@pytest.mark.parametrize("context", ["view", "tiles"])
+def test_every_bound_applies_in_both_contexts(tmp_path, context):
+    raster = good_scene(tmp_path / "good.tif", size=100)
+    model = ColourModel(64)
+    limits = RunLimits(max_phrases=2, max_phrase_chars=10, tile_factor=2.0, max_pixels=2500)
+    cases = [
+        (["red"] * 3, {}, "too_many_phrases"),
+        (["the red square"], {}, "phrase_too_long"),
+        (["red"], {"gsd": 4.0, "tile_size": 129, "overlap": 0}, "bad_tiling"),
+        (["red"], {}, "too_many_pixels"),  # 100 × 100 pixels of the raster's own 2 m
+        (["red"], {"gsd": 4.0, "area": AreaOfInterest((500_000, 4_999_990, 500_004, 5_000_000))}, None),
+    ]
+    for phrases, extra, code in cases:
+        options = SegmentOptions(context=context, limits=limits, **extra)
+        if code is None:  # 1 × 3 pixels at 4 m: below the smallest area
+            code = "area_too_small"
+        with pytest.raises(EngineInputError) as refused:
+            SegmentRun(raster, phrases, model, options)
+        assert refused.value.code == code, (context, phrases, extra)
+    assert segment(raster, ["red"], model, SegmentOptions(context=context, gsd=4.0, limits=limits)).features

@@ -114,8 +114,9 @@ BOUNDS = [
 def test_each_bound_is_a_setting_answered_with_its_own_code(serve, tmp_path, limit, beyond, within, code):
     raster = good_scene(tmp_path / "scene.tif", size=50)  # 50 × 50 pixels of 2 m
     with serve(ColourModel(64), limits=dataclasses.replace(SERVICE_LIMITS, **limit)).client() as client:
-        assert_error(post(client, {**beyond, "context": "tiles", "overlap": 0}, raster), 400, code)
-        assert post(client, {**within, "context": "tiles", "overlap": 0}, raster).status_code == 200
+        for context in ("tiles", "view"):  # the whole area at once is bounded alike
+            assert_error(post(client, {**beyond, "context": context, "overlap": 0}, raster), 400, code)
+            assert post(client, {**within, "context": context, "overlap": 0}, raster).status_code == 200
 
 
 def test_the_upload_limit_is_413(serve, tmp_path):

@@ -44,6 +44,7 @@ class BackendLost(BackendError):
     """The backend accepted the run, then stopped answering (killed, crashed, its machine gone)."""
 
     def __init__(self, base_url: str, reason: str):
+        reason = reason.partition(":")[0]  # "connection refused", without the hint for a backend never seen
         super().__init__(
             f"The backend at {base_url} stopped answering during the run ({reason}); no result came back.",
             code="backend_lost",

@@ -4,6 +4,8 @@
   folders when asked (backend/engine/confine.py);
 - `check_structure`: what the header already tells — no bands, a data type the model cannot take
   (complex numbers), a GeoTIFF whose pixel blocks lie beyond the end of the file (an upload cut short);
+- `check_crs`, `check_georeference`: a CRS the run cannot measure in, pixels without a size (a
+  mangled header);
 - `reading`: GDAL's read errors as `unreadable_raster`: a truncated or corrupt file is the client's
   mistake, not a fault of the server;
 - `parse_crs_text`: a CRS from a person's text, without GDAL's habit of reading the files and URLs
@@ -23,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyproj
 import rasterio
+from affine import Affine
 from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError, RasterioIOError
@@ -33,6 +36,10 @@ from backend.engine.errors import AreaError, RasterError
 
 UNREADABLE_RASTER = "unreadable_raster"
 BAD_DATA_TYPE = "bad_data_type"
+BAD_CRS = "bad_crs"
+BAD_GEOREFERENCE = "bad_georeference"
+# A pixel's side in the raster's CRS units (metres, feet, degrees) outside this range is a broken header.
+MIN_PIXEL_SIZE, MAX_PIXEL_SIZE = 1e-12, 1e12
 # Checking where a GeoTIFF's blocks end costs one header look-up per block; beyond this many blocks the
 # check is left to the reads themselves (which `reading` turns into the same error).
 MAX_BLOCKS_CHECKED = 100_000
@@ -163,6 +170,35 @@ def _last_block_end(dataset) -> int | None:
                 if int(offset) > 0:  # 0: a sparse block, read as empty
                     end = max(end, int(offset) + int(size))
     return end
+
+
+def check_crs(crs: CRS, name: str) -> None:
+    """The raster's own CRS must be one the run can measure in (areas in m², a gsd in metres):
+    geographic, or projected with a linear unit. A header may declare keys PROJ cannot resolve (read
+    as a local engineering CRS) or a projection without a unit."""
+    try:
+        if pyproj.CRS.from_wkt(crs.to_wkt()).is_geographic:
+            return
+        crs.linear_units_factor  # noqa: B018 - raises for a CRS that is not projected or has no unit
+    except (pyproj.exceptions.CRSError, CRSError, CPLE_BaseError, ValueError):
+        raise RasterError(
+            f"{name} declares a coordinate reference system that is neither geographic nor projected "
+            "with a known unit, which the engine cannot measure in; give it a valid CRS (e.g. with "
+            "gdal_edit.py -a_srs)",
+            BAD_CRS,
+        ) from None
+
+
+def check_georeference(transform: Affine, name: str) -> None:
+    """Pixels of a size: a header's geotransform may be all zeros, NaN or absurd (a mangled file)."""
+    coefficients = (transform.a, transform.b, transform.c, transform.d, transform.e, transform.f)
+    pixel = math.sqrt(abs(transform.determinant)) if all(map(math.isfinite, coefficients)) else math.nan
+    if not MIN_PIXEL_SIZE <= pixel <= MAX_PIXEL_SIZE:
+        raise RasterError(
+            f"{name} has a geotransform whose pixels have no usable size ({pixel:g} units); give it a "
+            "valid georeference",
+            BAD_GEOREFERENCE,
+        )
 
 
 @contextmanager

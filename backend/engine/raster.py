@@ -27,7 +27,14 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 
 from backend.engine.errors import AreaError, EngineInputError, NoCrsError, RasterError
-from backend.engine.opening import check_structure, open_dataset, parse_crs_text, reading
+from backend.engine.opening import (
+    check_crs,
+    check_georeference,
+    check_structure,
+    open_dataset,
+    parse_crs_text,
+    reading,
+)
 from backend.engine.options import STRETCH_PERCENTILES, STRETCH_SAMPLE_SIDE, AreaOfInterest, SegmentOptions
 
 # Approximate metres per degree, for turning a target GSD into degrees on a geographic CRS.
@@ -189,6 +196,9 @@ class RasterView:
             raise NoCrsError(
                 f"{self.name} has no CRS; pass --allow-no-crs to get polygons in pixel coordinates"
             )
+        if georeferenced:
+            check_crs(dataset.crs, self.name)
+            check_georeference(dataset.transform, self.name)
         self.crs: CRS | None = dataset.crs
         self.bands = choose_bands(dataset, options.bands)
         options.limits.check_gsd(options.gsd)

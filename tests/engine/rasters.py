@@ -128,6 +128,26 @@ def corrupt_blocks(path: Path, size: int = 128) -> Path:
     return path
 
 
+def unresolvable_crs(path: Path) -> Path:
+    """A GeoTIFF whose GeoKeys name a projected CRS that does not exist (EPSG:121, from a mangled
+    header the property tests found): GDAL reads it as a local CRS that has no projection."""
+    good_scene(path, size=50)
+    raw = bytearray(path.read_bytes())
+    # ProjectedCSTypeGeoKey (3072), stored in the key directory itself (location 0), count 1, 32633
+    key = (3072).to_bytes(2, "little") + b"\x00\x00\x01\x00" + (32633).to_bytes(2, "little")
+    at = raw.find(key)
+    assert at > 0, "the GeoKey directory was not where expected"
+    raw[at + 6 : at + 8] = (121).to_bytes(2, "little")
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def broken_geotransform(path: Path, pixel: float = 0.0) -> Path:
+    """A GeoTIFF with a CRS whose geotransform gives pixels of size `pixel` (0, NaN …)."""
+    transform = Affine(pixel, 0, UTM_ORIGIN[0], 0, -pixel, UTM_ORIGIN[1])
+    return write_geotiff(path, background(20, 20), transform=transform)
+
+
 def zero_band_vrt(path: Path) -> Path:
     """A VRT with a size and a CRS but not one band."""
     path.write_text(

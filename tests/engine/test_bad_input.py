@@ -6,6 +6,7 @@ exit status 2 and nothing written. The service answers the same mistakes with th
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,12 @@ from backend.engine.options import AreaOfInterest, SegmentOptions
 from backend.engine.segment import SegmentRun, segment
 from tests.engine.rasters import (
     background,
+    broken_geotransform,
     corrupt_blocks,
     cut_short,
     declaring_huge,
     good_scene,
+    unresolvable_crs,
     write_geotiff,
     zero_band_vrt,
 )
@@ -72,6 +75,9 @@ BAD_RUNS = [
     ("zero-bands", lambda d: zero_band_vrt(d / "zero.vrt"), [], "not a raster"),
     ("one-pixel", lambda d: _one_pixel(d / "one.tif"), [], "must be at least 4×4"),
     ("complex", lambda d: _complex_raster(d / "complex.tif"), [], "complex numbers"),
+    ("crs-unresolvable", lambda d: unresolvable_crs(d / "local.tif"), [], "cannot measure in"),
+    ("pixel-size-zero", lambda d: broken_geotransform(d / "zero.tif"), [], "no usable size (0 units)"),
+    ("pixel-size-nan", lambda d: broken_geotransform(d / "nan.tif", math.nan), [], "no usable size"),
     ("all-nan", lambda d: _nan_raster(d / "nan.tif"), [], "no valid pixels"),
     ("all-inf", lambda d: _inf_raster(d / "inf.tif"), [], "no valid pixels"),
     ("tile-1e9", lambda d: good_scene(d / "good.tif"), ["--tile", "1000000000"], "tile size must be between"),

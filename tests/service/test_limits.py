@@ -19,10 +19,12 @@ from backend.engine.limits import SERVICE_LIMITS, RunLimits
 from backend.service.security import BearerTokenMiddleware
 from tests.engine.rasters import (
     background,
+    broken_geotransform,
     corrupt_blocks,
     cut_short,
     declaring_huge,
     good_scene,
+    unresolvable_crs,
     vrt_of,
     write_geotiff,
     zero_band_vrt,
@@ -158,6 +160,8 @@ BAD_RASTERS = [
         lambda d: write_geotiff(d / "plain.tif", background(20, 20), crs=None), "no_crs", id="no-crs"
     ),
     pytest.param(lambda d: zero_band_vrt(d / "zero.vrt"), "not_a_raster", id="vrt-upload"),
+    pytest.param(lambda d: unresolvable_crs(d / "local.tif"), "bad_crs", id="crs-unresolvable"),
+    pytest.param(lambda d: broken_geotransform(d / "zero.tif"), "bad_georeference", id="pixel-size-zero"),
 ]
 
 
@@ -492,3 +496,16 @@ def test_the_api_schema_declares_the_new_answers(serve):
     paths = httpx.get(live.url + "/openapi.json").json()["paths"]
     for path in ("/api/v1/segment", "/api/v1/jobs"):
         assert {"400", "403", "413", "422", "429", "503"} <= set(paths[path]["post"]["responses"])
+
+
+@pytest.mark.parametrize("context", ["view", "tiles"])
+def test_a_null_option_means_its_default(client, folders, context):
+    """`"threshold": null` reached the engine as None (a 500 the property tests found)."""
+    path = str(folders[0] / "scene.tif")
+    nulls = {"threshold": None, "simplify": None, "min_area": None, "tile_size": None, "gsd": None}
+    with_nulls = post(client, {"phrases": ["red"], "context": context, **nulls}, path=path)
+    plain = post(client, {"phrases": ["red"], "context": context}, path=path)
+    assert with_nulls.status_code == 200 == plain.status_code, with_nulls.text
+    assert [f["geometry"] for f in with_nulls.json()["features"]] == [
+        f["geometry"] for f in plain.json()["features"]
+    ]

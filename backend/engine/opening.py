@@ -1,7 +1,7 @@
 """Opening a raster for a run, and saying in one sentence what is wrong with a bad one.
 
-- `open_dataset`: any GDAL raster (or an in-memory array), restricted to `drivers` and confined to
-  folders when asked (backend/engine/confine.py);
+- `open_dataset`: any GDAL raster (or an in-memory array, `ArraySource`), restricted to `drivers` and
+  confined to folders when asked (backend/engine/confine.py);
 - `check_structure`: what the header already tells — no bands, a data type the model cannot take
   (complex numbers), a GeoTIFF whose pixel blocks lie beyond the end of the file (an upload cut short);
 - `check_crs`, `check_georeference`: a CRS the run cannot measure in, pixels without a size (a
@@ -20,6 +20,7 @@ import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,17 @@ MAX_CRS_CHARS = 20_000  # the longest WKT of a real CRS is a few thousand charac
 _FILE_PARAMETERS = re.compile(r"(^|[\s+])(init|nadgrids|geoidgrids|grids)\s*=", re.IGNORECASE)
 
 
+@dataclass(frozen=True)
+class ArraySource:
+    """An in-memory raster: (bands, H, W) or (H, W) array with its georeference."""
+
+    array: np.ndarray
+    transform: Affine
+    crs: str | CRS | None
+    nodata: float | None = None
+    name: str = "array"
+
+
 def open_dataset(
     source,
     drivers: tuple[str, ...] | None = None,
@@ -57,8 +69,6 @@ def open_dataset(
 ) -> tuple[rasterio.DatasetReader, MemoryFile | None]:
     """(dataset, memory file to close after it, for an in-memory array). `name` is what messages call
     the raster (default: the file's name)."""
-    from backend.engine.raster import ArraySource
-
     if isinstance(source, ArraySource):
         return _open_array(source)
     path = Path(source)

@@ -28,6 +28,7 @@ from rasterio.windows import Window, from_bounds
 
 from backend.engine.errors import AreaError, EngineInputError, NoCrsError, RasterError
 from backend.engine.opening import (
+    ArraySource,
     check_crs,
     check_georeference,
     check_structure,
@@ -41,17 +42,6 @@ from backend.engine.options import STRETCH_PERCENTILES, STRETCH_SAMPLE_SIDE, Are
 _METRES_PER_DEGREE_LAT = 110_574.0
 _METRES_PER_DEGREE_LON_EQUATOR = 111_320.0
 _GDAL_MAX_SIDE = 2**31 - 1  # GDAL addresses rows and columns with 32-bit integers
-
-
-@dataclass(frozen=True)
-class ArraySource:
-    """An in-memory raster: (bands, H, W) or (H, W) array with its georeference."""
-
-    array: np.ndarray
-    transform: Affine
-    crs: str | CRS | None
-    nodata: float | None = None
-    name: str = "array"
 
 
 RasterInput = str | os.PathLike | ArraySource

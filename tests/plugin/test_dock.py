@@ -342,7 +342,7 @@ def test_bad_phrase_shows_the_backends_message(make_dock, server, raster_layer, 
     dock.layer_combo.setLayer(raster_layer)
     _run_and_wait(dock, "x" * 501)
     assert _messages(qgis_iface, Qgis.Critical) == ["Phrase 1 is longer than 500 characters."]
-    assert [(r.status, r.answer_json["error"]["code"]) for r in server.requests] == [(400, "bad_phrase")]
+    assert [(r.status, r.answer_json["error"]["code"]) for r in server.requests] == [(400, "phrase_too_long")]
     assert _result_layers(clean_project) == []
 
 

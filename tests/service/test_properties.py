@@ -1,9 +1,12 @@
-"""Property-based tests of the service (hypothesis): generated `params` and mangled GeoTIFFs against the
-real app under uvicorn on loopback (the colour stand-in as the model; tests/live_server.py).
+"""Property-based tests of the service (hypothesis): generated `params`, generated large jobs and
+mangled GeoTIFFs against the real app under uvicorn on loopback (the colour stand-in as the model,
+20 ms per call, a 2 s job limit; tests/live_server.py — the real model meets the issue's bad requests
+in tests/service/test_server.py).
 
 Whatever a client sends: never a 5xx, never an answer later than the job time limit allows, and /health
 still answers. The examples are derived from the test's name (`derandomize`), so a run in CI is the same
-run every time; a failure prints the smallest example hypothesis found.
+run every time; a failure prints the smallest example hypothesis found. `pytest
+--hypothesis-show-statistics` shows which answers the examples reached (the `event`s below).
 """
 
 from __future__ import annotations
@@ -29,13 +32,13 @@ from tests.engine.rasters import PIXEL, UTM_ORIGIN, good_scene
 from tests.engine.standin import ColourModel
 from tests.live_server import live_server
 
-# Short enough that generated jobs reach it (a 16-pixel tile at 0.5 m/pixel is some 600 model calls of
-# the stand-in below): the property covers answers stopped at the limit, not only quick ones.
+# Short enough that generated jobs reach it (test_large_jobs_…: 16 to over 200 model calls of the stand-in
+# below): the properties cover answers stopped at the limit, not only quick ones.
 JOB_TIME_LIMIT_S = 2.0
 ANSWER_WITHIN_S = JOB_TIME_LIMIT_S + 30  # the limit, plus parsing and queueing on a loaded machine
 MODEL_CALL_S = 0.02
 PROPERTY_SETTINGS = settings(
-    max_examples=100,  # about 15 s per property on the shared 2-core machine
+    max_examples=100,  # 10–15 s per property on the shared 2-core machine
     deadline=None,  # one example is an HTTP round trip on a shared machine: no per-example deadline
     derandomize=True,  # the same examples on every run and machine (no example database either)
     database=None,

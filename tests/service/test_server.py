@@ -262,6 +262,7 @@ def test_sigterm_while_a_job_runs_cancels_it_and_exits_0_within_seconds(served, 
     status = client.get(f"/jobs/{running}").json()
     while status["progress"]["done"] < 1:  # the model is at work on the first job
         assert status["status"] in ("queued", "running"), status
+        time.sleep(0.05)
         status = client.get(f"/jobs/{running}").json()
     started = time.monotonic()
     process.send_signal(signal.SIGTERM)

@@ -149,6 +149,9 @@ class TrainConfig:
         "least this many phrases; otherwise train on every label for a fixed number of steps",
         REGIONS,
     )
+    max_val_share: float = setting(
+        0.25, "small-region recipe: the largest share of the labels the val split may take", REGIONS
+    )
     steps_per_label: float = setting(
         40,
         "small-region recipe without --max-steps/--epochs: optimizer steps per labelled training "
@@ -196,8 +199,11 @@ class TrainConfig:
             problems.append(f"dice_classes must be one of {', '.join(DICE_CLASSES)}")
         if not set(self.chip_views) <= {"context", "native", "window"} or not self.chip_views:
             problems.append("--chip-views must be some of context, native, window")
-        if not 0 <= self.negative_share < 1 or not 0 <= self.photometric_prob <= 1:
-            problems.append("--negative-share must be in [0, 1) and --photometric-prob in [0, 1]")
+        shares = (0 <= self.negative_share < 1, 0 <= self.photometric_prob <= 1, 0 <= self.max_val_share < 1)
+        if not all(shares):
+            problems.append(
+                "--negative-share and --max-val-share must be in [0, 1), --photometric-prob in [0, 1]"
+            )
         if self.chips_per_feature < 1 or self.min_val_samples < 1 or self.steps_per_label <= 0:
             problems.append("--chips-per-feature, --min-val-samples and --steps-per-label must be positive")
         if not 1 <= self.auto_steps_min <= self.auto_steps_max:

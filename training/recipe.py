@@ -5,7 +5,8 @@
 - **small-region** (the default for regions with at most --small-region-labels phrases): each labelled
   phrase gives --chips-per-feature random chips per epoch (views, negatives: training/data/region.py)
   with colour-preserving photometric changes; a validation split is held out only when it can hold
-  --min-val-samples phrases — fewer cannot choose a checkpoint (a coin toss between steps) — and the
+  --min-val-samples phrases without taking more than --max-val-share of the labels — fewer cannot
+  choose a checkpoint (a coin toss between steps), more would starve training — and the
   run otherwise trains on every label for a fixed number of steps and says so; without --max-steps or
   --epochs the length follows the number of labels (--steps-per-label).
 """
@@ -58,10 +59,12 @@ def choose_recipe(config: TrainConfig, labels: int | None) -> tuple[str, str]:
 
 
 def region_config_for(config: TrainConfig, recipe: str) -> RegionConfig:
+    small = recipe == "small-region"
     return RegionConfig(
         views=tuple(config.chip_views),
         negative_share=config.negative_share,
-        chips_per_feature=config.chips_per_feature if recipe == "small-region" else 1,
+        chips_per_feature=config.chips_per_feature if small else 1,
+        min_val_phrases=config.min_val_samples if small else 0,
     )
 
 
@@ -77,7 +80,8 @@ def open_run_data(config: TrainConfig, chip: int, cache: Path) -> RunData:
             f"{'/'.join(regions.views)}, {regions.negative_share:.0%} negatives (cut around another object "
             f"of the phrase's kind), colour-preserving photometric changes on {config.photometric_prob:.0%}"
         )
-    data = RunData(recipe, *_train_and_val(config, chip, cache, regions, recipe, notes), labels, 0.0, notes)
+    train, val = _train_and_val(config, chip, cache, regions, recipe, labels, notes)
+    data = RunData(recipe, train, val, labels, 0.0, notes)
     if recipe == "small-region":
         data.photometric_prob = config.photometric_prob
         if data.val is None:
@@ -86,7 +90,13 @@ def open_run_data(config: TrainConfig, chip: int, cache: Path) -> RunData:
 
 
 def _train_and_val(
-    config: TrainConfig, chip: int, cache: Path, regions: RegionConfig, recipe: str, notes: list[str]
+    config: TrainConfig,
+    chip: int,
+    cache: Path,
+    regions: RegionConfig,
+    recipe: str,
+    labels: int | None,
+    notes: list[str],
 ) -> tuple[ReferringDataset, ReferringDataset | None]:
     def open_split(specs, split: str, whole: bool) -> ReferringDataset:
         return open_datasets(list(specs), split, chip, cache, config.seed, regions, whole_regions=whole)
@@ -101,25 +111,27 @@ def _train_and_val(
     except UserError:  # a region of one spatial block has no val blocks
         val = None
     held = 0 if val is None else len(val)
-    if held >= config.min_val_samples:
+    total = labels or 0
+    if config.min_val_samples <= held <= config.max_val_share * total:
         notes.append(
-            f"validation: the spatial val split, {held} phrases (≥ {config.min_val_samples}, enough to "
-            "choose a checkpoint by); best.safetensors is the best of them"
+            f"validation: spatial blocks holding {held} of the {total} labelled phrases (≥ "
+            f"{config.min_val_samples}, enough to choose a checkpoint by); best.safetensors is the best"
         )
         return open_split(config.data, "train", False), val
     notes.append(
-        f"validation: none — the spatial val split would hold {held} phrases (< {config.min_val_samples}); "
-        "every label trains"
+        f"validation: none — {config.min_val_samples} held-out phrases would take "
+        f"{'more than the region has' if held < config.min_val_samples else f'{held / total:.0%}'} of "
+        f"the {total} labels (at most {config.max_val_share:.0%}); every label trains"
     )
     return open_split(config.data, "train", True), None
 
 
 def _no_val_warning(config: TrainConfig, data: RunData) -> str:
     return (
-        f"warning: the region is too small to hold out a validation split that could choose a checkpoint "
-        f"(fewer than {config.min_val_samples} phrases would be held out); training on all "
-        f"{data.labels} labelled phrases for a fixed number of steps — final.safetensors is the result. "
-        "To validate, label a second region and give it as --val-data."
+        "warning: the region is too small to hold out a validation split that could choose a checkpoint "
+        f"({config.min_val_samples} phrases, at most {config.max_val_share:.0%} of the labels); training "
+        f"on all {data.labels} labelled phrases for a fixed number of steps — final.safetensors is the "
+        "result. To validate, label a second region and give it as --val-data."
     )
 
 

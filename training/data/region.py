@@ -58,6 +58,9 @@ class RegionConfig:
     negative_share: float = 0.0  # share of training chips cut around another object of the same kind
     block_pixels: int = 512  # side of the spatial split blocks, in raster pixels
     val_fraction: float = 0.2
+    # > 0: instead of drawing blocks with `val_fraction`, take blocks in their drawn order until val
+    # holds at least this many phrases (the small-region recipe: a val split able to choose a checkpoint)
+    min_val_phrases: int = 0
     bands: tuple[int, int, int] | None = None  # 1-based raster bands for R, G, B; default the first three
     seed: int = 0
 
@@ -255,6 +258,17 @@ class RegionDataset:
         splits get at least one."""
         blocks = sorted({self._block_of(f) for f in features})
         draws = {b: np.random.default_rng([self.config.seed, *b]).random() for b in blocks}
+        if self.config.min_val_phrases > 0:
+            phrases = {b: 0 for b in blocks}
+            for feature in features:
+                phrases[self._block_of(feature)] += len(feature.phrases)
+            val, held = set(), 0
+            for block in sorted(blocks, key=draws.get)[:-1]:  # one block always trains
+                if held >= self.config.min_val_phrases:
+                    break
+                val.add(block)
+                held += phrases[block]
+            return val
         val = {b for b in blocks if draws[b] < self.config.val_fraction}
         if len(blocks) >= 2 and not val:
             val = {min(blocks, key=draws.get)}

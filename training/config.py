@@ -123,10 +123,11 @@ class TrainConfig:
     chip_views: tuple[str, ...] = setting(
         ("context", "native", "window"),
         "views of random chips of regions (and of chipped synthetic scenes), drawn with equal odds: "
-        "context (the feature and 1.5–3× its size around it), native (the raster's own resolution, as "
-        "the engine's tiles; the feature anywhere in the chip), window (a 256–768-pixel query window "
-        "scaled down, as the engine's whole-window view)",
+        "context (the feature with some of its surroundings), native (the raster's own resolution, as "
+        "the engine's tiles; the feature anywhere in the chip), window (a query window of a few hundred "
+        "pixels scaled down, as the engine's view of a whole area); sizes in training/data/region.py",
         REGIONS,
+        choices=("context", "native", "window"),
     )
     negative_share: float = setting(
         0.25,

@@ -14,6 +14,7 @@ Pr@0.5 in total, on the kinds region A has labels of, and by kind.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -33,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="extra `rs2sam2 train` flags, e.g. '--max-steps 800' (default: none; the recipe chooses)",
     )
     parser.add_argument("--workdir", help="keep the regions and the run here (default: a temporary folder)")
+    parser.add_argument(
+        "--reuse-run",
+        action="store_true",
+        help="with --workdir: query with the fine-tuned model already there (when only the engine changed)",
+    )
     parser.add_argument("--device", default="cpu")
 
 
@@ -93,6 +99,12 @@ def fine_tune(region, checkpoint: Path, out: Path, extra: list[str]) -> tuple[Pa
     return (best if best.exists() else out / "final.safetensors"), minutes, "\n".join(notes)
 
 
+def _earlier_run(run_dir: Path) -> tuple[Path, float, str]:
+    saved = json.loads((run_dir / "bench.json").read_text())
+    best = run_dir / "best.safetensors"
+    return (best if best.exists() else run_dir / "final.safetensors"), saved["minutes"], saved["notes"]
+
+
 def summarise(results: list[tuple[str, float, float]], kinds: set[str] | None = None) -> dict:
     from training.metrics import SegmentationMetrics
 
@@ -147,10 +159,14 @@ def run(args: argparse.Namespace) -> str:
         args.labelled_counts = Counter(label.kind for label in region_a.labels)
         before = query_region(region_b, checkpoint, workdir, args.device)
         run_dir = workdir / "finetune"
-        if run_dir.exists():
-            import shutil
+        if args.reuse_run and (run_dir / "final.safetensors").exists():
+            tuned, minutes, notes = _earlier_run(run_dir)
+        else:
+            if run_dir.exists():
+                import shutil
 
-            shutil.rmtree(run_dir)
-        tuned, minutes, notes = fine_tune(region_a, checkpoint, run_dir, args.train_args.split())
+                shutil.rmtree(run_dir)
+            tuned, minutes, notes = fine_tune(region_a, checkpoint, run_dir, args.train_args.split())
+            (run_dir / "bench.json").write_text(json.dumps({"minutes": minutes, "notes": notes}))
         after = query_region(region_b, tuned, workdir, args.device)
         return report(before, after, set(args.labelled_counts), minutes, notes, tuned, args)

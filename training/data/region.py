@@ -222,6 +222,10 @@ class RegionDataset:
             raise UserError(
                 f"the {split} split of {self.name} is empty (too few labelled features or spatial blocks)"
             )
+        self._index_samples()
+        self.epoch = 0
+
+    def _index_samples(self) -> None:
         unknown = set(self.config.views) - set(CHIP_VIEWS)
         if unknown or not self.config.views or self.config.chips_per_feature < 1:
             raise UserError(
@@ -237,7 +241,6 @@ class RegionDataset:
         ]
         # Features of the same kind on the same raster (by their first phrase's head noun): negatives.
         self._kinds = [phrase_kind(feature.phrases[0]) for feature in self._features]
-        self.epoch = 0
 
     # ---- splitting
 

@@ -137,6 +137,22 @@ def _place_built(rng, layout: Layout, size: int, counts: _Counts, add: AddObject
                 inside=0.6,
             ),
         )
+    buildings = _place_buildings(rng, layout, size, counts, add, metres, grid)
+    _place_pools(rng, layout, size, counts, add, metres, buildings)
+    _place_vehicles(rng, layout, size, counts, add, metres, roads)
+    for _ in range(counts.count("tree")):
+        add(
+            "tree",
+            layout.place(
+                lambda: Point(*rng.uniform(0, 1, 2) * size).buffer(metres("tree", "radius"), quad_segs=6),
+                tries=10,
+                inside=0.6,
+            ),
+        )
+
+
+def _place_buildings(rng, layout: Layout, size: int, counts: _Counts, add: AddObject, metres, grid) -> list:
+    """Buildings, most aligned with the place's grid; returns their footprints."""
     buildings = []
 
     def building() -> Polygon:
@@ -149,6 +165,11 @@ def _place_built(rng, layout: Layout, size: int, counts: _Counts, add: AddObject
         if shape is not None:
             buildings.append(shape)
         add("building", shape)
+    return buildings
+
+
+def _place_pools(rng, layout: Layout, size: int, counts: _Counts, add: AddObject, metres, buildings) -> None:
+    """Pools, mostly within a building's size of one, some with rounded corners."""
 
     def pool() -> Polygon:
         if buildings and rng.random() < 0.8:
@@ -166,6 +187,10 @@ def _place_built(rng, layout: Layout, size: int, counts: _Counts, add: AddObject
     for _ in range(counts.count("pool")):
         add("pool", layout.place(pool, tries=15, inside=0.9))
 
+
+def _place_vehicles(rng, layout: Layout, size: int, counts: _Counts, add: AddObject, metres, roads) -> None:
+    """Vehicles, most on a road (along it, in a lane), the others anywhere at any angle."""
+
     def vehicle() -> Polygon:
         length, width = metres("vehicle", "length"), metres("vehicle", "width")
         if roads and rng.random() < 0.65:
@@ -180,15 +205,6 @@ def _place_built(rng, layout: Layout, size: int, counts: _Counts, add: AddObject
 
     for _ in range(counts.count("vehicle")):
         add("vehicle", layout.place(vehicle, tries=15, inside=0.9))
-    for _ in range(counts.count("tree")):
-        add(
-            "tree",
-            layout.place(
-                lambda: Point(*rng.uniform(0, 1, 2) * size).buffer(metres("tree", "radius"), quad_segs=6),
-                tries=10,
-                inside=0.6,
-            ),
-        )
 
 
 # ---------------------------------------------------------------------------------------------

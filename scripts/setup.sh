@@ -65,8 +65,17 @@ if [ -f "$SITE_PACKAGES/training/trainer.py" ] && [ ! -f "$SITE_PACKAGES/trainin
     rm -rf "$SITE_PACKAGES/training"
 fi
 
+# Packages whose dependency metadata conflicts with our pins ([tool.rs2sam2] in pyproject.toml says
+# which and why) are installed without it.
+NO_DEPS=$("$PY" -c "import sys, tomllib; print(' '.join(tomllib.load(open(sys.argv[1], 'rb'))['tool']['rs2sam2']['install-without-dependencies']))" "$ROOT/pyproject.toml")
+if [ -n "$NO_DEPS" ]; then
+    log "installing without their dependency pins: $NO_DEPS"
+    # shellcheck disable=SC2086 # one argument per requirement
+    pip_install --no-deps $NO_DEPS
+fi
+
 log "installing the project and its pinned requirements"
-pip_install --no-build-isolation -e "$ROOT[dev]"
+pip_install --no-build-isolation -e "$ROOT[dev,training]"
 
 SITE=$SITE_PACKAGES
 # `import processing` needs QGIS's bundled Python plugins on the path.
@@ -78,7 +87,11 @@ mkdir -p "$VENV/share"
 
 log "checking that everything imports together"
 QT_QPA_PLATFORM=offscreen "$PY" - <<'EOF'
-import numpy, rasterio, shapely, pyogrio, torch, sam2, open_clip, fastapi, uvicorn
+import numpy, rasterio, shapely, pyogrio, torch, sam2, open_clip, fastapi, uvicorn, sentencepiece
+import warnings
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)  # torchscale's old timm import path
+    import torchscale.model.BEiT3  # noqa: F401
 from qgis.core import QgsApplication
 import processing  # noqa: F401
 assert numpy.__version__.startswith("1."), numpy.__version__

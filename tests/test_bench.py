@@ -28,3 +28,12 @@ def test_training_throughput_benchmark_runs_the_real_step(capsys):
     )
     report = capsys.readouterr().out
     assert "| test | 128 | 2 |" in report and "MiB" in report
+
+
+def test_context_benchmark_runs_view_and_tiles_with_the_demo_model(capsys):
+    """One small scene through every row (the real demo model, view mode and tiles mode)."""
+    assert rs2sam2(["bench", "context", "--scenes", "1", "--size", "256"]) == 0
+    report = capsys.readouterr().out
+    for row in ("| tiles |", "| view, band |", "| view, upsampled |", "| one tile: the model's own mask |"):
+        assert row in report
+    assert "Goal: " in report and "Dense prompt:" in report

@@ -3,6 +3,7 @@ table and optionally saved as JSON.
 
   rs2sam2 evaluate --data refsegrs:/data/RefSegRS --split test \
       --checkpoint run/best.safetensors --out test.json
+  rs2sam2 evaluate --data rrsisd:/data/refer/data --split test --model paper-rrsisd   # the paper's table
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from backend.engine.model_loading import add_model_arguments
 from training.data.specs import SPEC_HELP
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rs2sam2" / "data"
@@ -32,12 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="default: test (a region's test is its spatial val blocks); all: every labelled "
         "feature of a region, e.g. a new region the model never saw",
     )
-    parser.add_argument(
-        "--preset",
-        help="an untrained model of this preset (test, tiny, base, large); with "
-        "--checkpoint, the preset the checkpoint must match",
-    )
-    parser.add_argument("--checkpoint", type=Path, help="an RS2-SAM 2 checkpoint (.safetensors)")
+    add_model_arguments(parser, default_text="none: give one")
     parser.add_argument(
         "--protocol",
         default="reference",
@@ -48,7 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, help="save metrics and per-sample IoU as JSON (never overwritten)"
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     parser.add_argument(
         "--cache-dir", type=Path, default=DEFAULT_CACHE, help="where synthetic scenes are written"
     )
@@ -77,8 +73,8 @@ def write_json_atomically(path: Path, data: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from backend.engine.model_loading import load_model_from_args
     from backend.errors import UserError
-    from backend.model.factory import load_predictor
     from training.data.specs import DataSpec, open_datasets
     from training.evaluate import EvaluationConfig, evaluate
     from training.metrics import format_table
@@ -87,12 +83,12 @@ def run(args: argparse.Namespace) -> int:
         DataSpec.parse(spec)
     if args.out is not None:
         check_new_file(args.out)  # before any work
-    if args.preset is None and args.checkpoint is None:
-        raise UserError("give --preset or --checkpoint (or both, to check the checkpoint's preset)")
+    if args.preset is None and args.checkpoint is None and args.model is None:
+        raise UserError("give --model, --checkpoint or --preset")
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be at least 1")
     config = EvaluationConfig(protocol=args.protocol, limit=args.limit)
-    segmenter = load_predictor(preset=args.preset, checkpoint=args.checkpoint, device=args.device)
+    segmenter = load_model_from_args(args)
     whole = args.split == "all"
     if whole and any(DataSpec.parse(spec).kind != "region" for spec in args.data):
         raise UserError("--split all is for regions; benchmarks and synthetic data have train, val and test")

@@ -18,10 +18,9 @@ import torch
 
 from backend.errors import UserError
 from backend.model.checkpoint import config_mismatch, read_checkpoint, save_checkpoint
-from backend.model.factory import build_model, load_checkpoint, resolve_device
+from backend.model.factory import build_model, load_checkpoint, make_predictor, resolve_device
 from backend.model.losses import RS2SAM2Loss
 from backend.model.precision import autocast_for
-from backend.model.predictor import RS2SAM2Predictor
 from backend.model.presets import ModelConfig, get_preset
 from backend.model.rs2sam2 import RS2SAM2Output
 from backend.weights.resolve import with_cached_weights
@@ -217,6 +216,8 @@ class Trainer:
             model = build_model(self.model_config, device=str(self.device))
         if cfg.train_union_encoder:
             model.unfreeze_union_encoder()
+        else:
+            model.apply_freezing()  # the family's rules (a loaded model keeps the freezing it was made with)
         self.model = model
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         # foreach: multi-tensor updates (torch only defaults to it on GPUs; on the CPU it saves a Python
@@ -255,7 +256,7 @@ class Trainer:
         cfg = self.config
         count = len(self.val_data) if cfg.val_limit is None else min(cfg.val_limit, len(self.val_data))
         indices = list(range(count))[self.context.rank :: self.context.world_size]
-        predictor = RS2SAM2Predictor(self.model, model_id=f"step-{step}")
+        predictor = make_predictor(self.model, model_id=f"step-{step}")
         try:
             part = evaluate(
                 predictor, self.val_data, EvaluationConfig(protocol=cfg.eval_protocol), indices=indices
@@ -273,12 +274,15 @@ class Trainer:
         bar = self._progress_bar(progress)
         window = _Window(time.perf_counter())
         while progress.step < self.total_steps:
-            batches = MicroBatches(
-                self.train_data, self.plan, progress.epoch, self.context.rank, self.model_config, self.augment
-            )
+            batches = self.micro_batches(progress.epoch)
             for k, batch in enumerate(self._loader(batches, progress), start=progress.micro_batch):
                 boundary = (k + 1) % self.config.grad_accum == 0
-                self._forward_backward(batch, synchronise=boundary, window=window)
+                terms = self.forward_backward(batch, sync=boundary)
+                window.add(
+                    terms,
+                    samples=len(batch["phrases"]) * self.context.world_size,
+                    parts=self.config.grad_accum,
+                )
                 if not boundary:
                     continue
                 grad_norm = self._optimizer_step()
@@ -308,20 +312,27 @@ class Trainer:
             sampler=list(range(progress.micro_batch, len(batches))),
         )
 
-    def _forward_backward(self, batch: dict, synchronise: bool, window: _Window) -> None:
-        """One micro-batch's loss and gradients; DDP averages gradients only at a step's last one."""
-        accumulate = self.config.grad_accum
-        sync = contextlib.nullcontext() if synchronise or not self.context.enabled else self.network.no_sync()
-        with sync:
+    def micro_batches(self, epoch: int) -> MicroBatches:
+        """This rank's share of every micro-batch of `epoch`, in order."""
+        return MicroBatches(
+            self.train_data, self.plan, epoch, self.context.rank, self.model_config, self.augment
+        )
+
+    def forward_backward(self, batch: dict, sync: bool = True) -> dict[str, torch.Tensor]:
+        """Forward and backward of one micro-batch (this rank's share), the loss divided by the
+        accumulation steps. Under DDP, `sync` makes this backward average the gradients over the ranks
+        (the last micro-batch of a step); returns the loss terms of this rank's samples.
+
+        Public so that tests check the gradients exactly what the loop runs leaves (tests/training)."""
+        no_sync = contextlib.nullcontext() if sync or not self.context.enabled else self.network.no_sync()
+        with no_sync:
             with autocast_for(self.device):
                 output = self.network(
                     batch["sam"].to(self.device), batch["clip"].to(self.device), batch["phrases"]
                 )
             terms = _per_sample_loss(self.loss_fn, output, batch["masks"].to(self.device))
-            (terms["total"] / accumulate).backward()
-        for key, value in terms.items():
-            window.losses[key] = window.losses.get(key, 0.0) + float(value.detach()) / accumulate
-        window.samples += len(batch["phrases"]) * self.context.world_size
+            (terms["total"] / self.config.grad_accum).backward()
+        return terms
 
     def _optimizer_step(self) -> float | None:
         """Clip, step, schedule; the gradient norm before clipping (None without clipping)."""
@@ -414,6 +425,12 @@ class _Window:
     samples: int = 0
     losses: dict[str, float] = field(default_factory=dict)
 
+    def add(self, terms: dict[str, torch.Tensor], samples: int, parts: int) -> None:
+        """One micro-batch: its loss terms (a 1/parts share of the step) and the samples all ranks saw."""
+        for key, value in terms.items():
+            self.losses[key] = self.losses.get(key, 0.0) + float(value.detach()) / parts
+        self.samples += samples
+
 
 def _advance(progress: Progress, micro_batches_done: int, micro_batches: int) -> None:
     progress.step += 1
@@ -422,9 +439,24 @@ def _advance(progress: Progress, micro_batches_done: int, micro_batches: int) ->
         progress.epoch, progress.micro_batch = progress.epoch + 1, 0
 
 
+def resolve_named_model(config: TrainConfig) -> TrainConfig:
+    """`--model NAME` → the checkpoint (or preset) it names, so the run records where it started."""
+    if config.model is None:
+        return config
+    from backend.weights.models import model_status
+
+    status = model_status(config.model)
+    if not status.available:
+        raise UserError(f"the model {config.model} is not in the cache; get it with: {status.how_to_get}")
+    if status.path is None:
+        return config.replace(model=None, preset=config.model)
+    return config.replace(model=None, checkpoint=str(status.path))
+
+
 def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     """Run (or resume, with the config from `resume_config`) a training run; everything that can be
     wrong with the input is reported before the first step."""
+    config = resolve_named_model(config)
     if resume:
         load_state(Path(config.out) / STATE_FILE)  # readable before anything else happens
         for leftover in Path(config.out).glob(".*.part"):  # temp files of a write the kill interrupted

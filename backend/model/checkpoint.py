@@ -28,6 +28,10 @@ def save_checkpoint(
         raise UserError(f"{str(path)!r} already exists; choose another name or allow overwriting.")
     if not path.parent.is_dir():
         raise UserError(f"The folder {str(path.parent)!r} does not exist.")
+    if model.config.family == "paper":  # streamed (no second copy of ~3.7 GB), tokenizer in the header
+        from backend.model.paper.checkpoint import save_paper_checkpoint
+
+        return save_paper_checkpoint(path, model, FORMAT, metadata)
     # Clones: safetensors refuses tensors that share storage.
     state = {key: value.detach().to("cpu").contiguous().clone() for key, value in model.state_dict().items()}
     header = {
@@ -72,6 +76,43 @@ def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tens
     except (ValueError, TypeError) as exc:
         raise UserError(f"The configuration inside {str(path)!r} is unreadable ({exc}).") from None
     return config, state, metadata
+
+
+def check_expected(path: Path, config: ModelConfig, expected: ModelConfig | None) -> None:
+    if expected is None:
+        return
+    differences = config_mismatch(expected, config)
+    if differences:
+        raise UserError(
+            f"The checkpoint {str(path)!r} was made for preset {config.name!r}, not {expected.name!r} "
+            f"({'; '.join(differences[:3])})."
+        )
+
+
+def load_paper_file(path: str | Path, device: str, expected: ModelConfig | None):
+    """(model, metadata) when the file holds a paper-family model, else None (read by the header only)."""
+    from backend.model.paper.safetensors_stream import read_header
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"The model checkpoint {str(path)!r} does not exist.")
+    try:
+        _, header = read_header(path, "model checkpoint")
+    except UserError:
+        return None  # read_checkpoint gives the project's message for a bad file
+    if header.get("format") != FORMAT or "config" not in header:
+        return None
+    try:
+        config = ModelConfig.from_json(header["config"])
+        metadata = json.loads(header.get("metadata", "{}"))
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"The configuration inside {str(path)!r} is unreadable ({exc}).") from None
+    if config.family != "paper":
+        return None
+    check_expected(path, config, expected)
+    from backend.model.paper.checkpoint import load_paper_checkpoint
+
+    return load_paper_checkpoint(path, config, header, device=device), metadata
 
 
 def config_mismatch(expected: ModelConfig, found: ModelConfig) -> list[str]:

@@ -7,9 +7,8 @@ from pathlib import Path
 import torch
 
 from backend.errors import UserError
-from backend.model.checkpoint import config_mismatch, read_checkpoint
+from backend.model.checkpoint import check_expected, load_paper_file, read_checkpoint
 from backend.model.clip_loading import build_clip
-from backend.model.predictor import RS2SAM2Predictor
 from backend.model.presets import ModelConfig, get_preset
 from backend.model.rs2sam2 import RS2SAM2
 from backend.model.sam2_loading import SAM2ImageParts, build_sam2_model
@@ -36,9 +35,17 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def build_model(config: ModelConfig | str = DEFAULT_PRESET, device: str = "cpu") -> RS2SAM2:
-    """A fresh RS2-SAM 2 (train mode) for a preset name or config, pretrained parts per the config."""
+    """A fresh RS2-SAM 2 (train mode) for a preset name or config, pretrained parts per the config.
+
+    Paper-family presets give a `PaperRS2SAM2` with random weights and no tokenizer (its tokenizer comes
+    with the published weights: `backend.weights.models.load_named_predictor("paper-rrsisd")`).
+    """
     if isinstance(config, str):
         config = get_preset(config)
+    if config.family == "paper":
+        from backend.model.paper.build import build_paper_model
+
+        return build_paper_model(config, device=str(resolve_device(device))).train()
     union = UnionEncoder(build_clip(config), config.union_width, config.union_layers, config.union_heads)
     sam = SAM2ImageParts(build_sam2_model(config))
     model = RS2SAM2(config, union, sam)
@@ -46,21 +53,53 @@ def build_model(config: ModelConfig | str = DEFAULT_PRESET, device: str = "cpu")
     return model.to(resolve_device(device)).train()
 
 
-def load_predictor(preset: str | None = None, checkpoint: str | Path | None = None, device: str = "auto"):
-    """A PhraseSegmenter: an RS2-SAM 2 checkpoint (its own config), or a preset's fresh model.
+def make_predictor(model, model_id: str):
+    """The PhraseSegmenter for a built model of either family."""
+    if model.config.family == "paper":
+        from backend.model.paper.predictor import PaperPredictor
 
-    With both, the checkpoint must have been trained from that preset's architecture.
+        return PaperPredictor(model, model_id=model_id)
+    from backend.model.predictor import RS2SAM2Predictor
+
+    return RS2SAM2Predictor(model, model_id=model_id)
+
+
+def load_predictor(
+    preset: str | None = None,
+    checkpoint: str | Path | None = None,
+    device: str = "auto",
+    model_id: str | None = None,
+):
+    """A PhraseSegmenter: an RS2-SAM 2 checkpoint (its own config; a published model folder also works),
+    or a preset's fresh model. Models by name (`paper-rrsisd` …) are resolved one layer up, by
+    `backend.weights.models.load_named_predictor`.
+
+    With a preset and a checkpoint, the checkpoint must have that preset's architecture.
     """
     target = resolve_device(device)
+    if checkpoint is not None and Path(checkpoint).is_dir():
+        return _published_folder_predictor(Path(checkpoint), preset, str(target), model_id)
     if checkpoint is not None:
         expected = get_preset(preset) if preset else None
-        model, _ = load_checkpoint(checkpoint, device=str(target), expected=expected)
-        model_id = Path(checkpoint).stem
-    else:
-        config = get_preset(preset or DEFAULT_PRESET)
-        model = build_model(config, device=str(target)).eval()
-        model_id = f"rs2sam2-{config.name}-untrained"
-    return RS2SAM2Predictor(model, model_id=model_id)
+        built, _ = load_checkpoint(checkpoint, device=str(target), expected=expected)
+        return make_predictor(built, model_id or Path(checkpoint).stem)
+    config = get_preset(preset or DEFAULT_PRESET)
+    if config.family == "paper":
+        raise UserError(
+            f"{config.name} needs its published weights: rs2sam2 weights download --model {config.name}"
+        )
+    built = build_model(config, device=str(target)).eval()
+    return make_predictor(built, model_id or f"rs2sam2-{config.name}-untrained")
+
+
+def _published_folder_predictor(folder: Path, preset: str | None, device: str, model_id: str | None):
+    from backend.model.paper.folder import load_published_folder
+    from backend.weights.paper import model_for_folder
+
+    known = preset or model_for_folder(folder)
+    # Both published models share one architecture, so an unrecognised folder loads as either.
+    built = load_published_folder(folder, get_preset(known or "paper-rrsisd"), device=device)
+    return make_predictor(built, model_id or known or folder.name)
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu", expected: ModelConfig | None = None):
@@ -69,14 +108,11 @@ def load_checkpoint(path: str | Path, device: str = "cpu", expected: ModelConfig
     `expected`: refuse a checkpoint whose architecture differs from that config.
     Pretrained-weight sources in the stored config are ignored: the file already holds every weight.
     """
+    paper = load_paper_file(path, device, expected)
+    if paper is not None:
+        return paper
     config, state, metadata = read_checkpoint(path)
-    if expected is not None:
-        differences = config_mismatch(expected, config)
-        if differences:
-            raise UserError(
-                f"The checkpoint {str(path)!r} was made for preset {config.name!r}, not {expected.name!r} "
-                f"({'; '.join(differences[:3])})."
-            )
+    check_expected(Path(path), config, expected)
     config = config.replace(
         sam2_checkpoint=None,
         clip_pretrained=None,

@@ -8,6 +8,10 @@ where pretrained weights come from and what trains. Presets:
 - `tiny`: SAM 2.1 Hiera-T + CLIP ViT-B/16, 1024 px.
 - `base`: SAM 2.1 Hiera-B+ + CLIP ViT-B/16, 1024 px.
 - `large`: SAM 2.0 Hiera-L (as in the paper) + CLIP ViT-L/14, 1024 px.
+- `paper-rrsisd`, `paper-refsegrs`: the reference implementation's module tree (family "paper": BEiT-3
+  large union encoder, SAM 2.0 Hiera-L with both adapters in every block), whose state-dict keys are
+  those of the authors' published checkpoints (trained on RRSIS-D / RefSegRS); see backend/model/paper.
+- `paper-test`: the same tree shrunk to a few M parameters, for tests.
 
 The CLIP towers are open_clip's `*-quickgelu` models: OpenAI's CLIP weights (the ones these presets
 start from) were trained with QuickGELU, and open_clip's plain `ViT-B-16` / `ViT-L-14` use GELU under
@@ -23,6 +27,12 @@ from typing import Any
 
 from backend.errors import UserError
 
+FAMILIES = ("project", "paper")
+
+# The reference thresholds its decoder logit z by argmax over the two-class logits [1 - z, z]; the paper
+# family reports σ(2z - 1) (the softmax of those two logits) as its probability, so this is its threshold.
+PAPER_THRESHOLD = 0.5
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -32,7 +42,7 @@ class ModelConfig:
     sam2_overrides: tuple[str, ...] = ()  # Hydra overrides (the `test` preset shrinks Hiera-T)
     image_size: int = 1024  # SAM 2's square input; must be a multiple of 32 (Hiera's total stride)
     # --- CLIP towers of the union encoder ---
-    clip_model: str = "ViT-B-16"  # an open_clip model name ...
+    clip_model: str = "ViT-B-16-quickgelu"  # an open_clip model name ...
     clip_model_config: str | None = None  # ... or an explicit open_clip model config (JSON text)
     text_context_length: int = 77  # tokens incl. start/end; longer phrases are truncated with a warning
     # --- union encoder joint layers ---
@@ -59,12 +69,38 @@ class ModelConfig:
     freeze_clip: bool | None = None  # None: freeze CLIP towers iff clip_pretrained is set
     # Names of the official files this preset is meant for (documentation and `rs2sam2 weights`).
     official_sam2_file: str | None = None
+    # --- which module tree ---
+    # "project": RS2SAM2 (open_clip union encoder; this project's own key layout);
+    # "paper": the reference implementation's tree (BEiT-3 union encoder; the published checkpoints' keys).
+    family: str = "project"
+    # --- BEiT-3 union encoder (family "paper"; torchscale's BEiT3, multiway, sub-LN) ---
+    beit3_width: int = 1024
+    beit3_layers: int = 24
+    beit3_heads: int = 16
+    beit3_ffn: int = 4096
+    beit3_vocab: int = 64010  # XLM-R sentencepiece vocabulary of the published tokenizer (+ added tokens)
+    beit3_image_size: int = 224
+    beit3_patch_size: int = 16
+    beit3_text_positions: int = 1024  # positions start at 2: at most 1022 tokens incl. <s> and </s>
+    beit3_scale: str = "large"  # the published config.json's `mm_extractor_scale` for this architecture
+    # --- output ---
+    default_threshold: float = 0.5  # probability above which a pixel is the phrase's object
+    # --- published weights (family "paper"): a folder of the Hugging Face repository ReeF2025/RS2-SAM2 ---
+    hub_folder: str | None = None
 
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
     @property
+    def union_encoder(self) -> str:
+        """Which union encoder the model has: "clip" (project family) or "beit3" (paper family)."""
+        return "beit3" if self.family == "paper" else "clip"
+
+    @property
     def clip_image_size(self) -> int:
+        """The union encoder's square input size (CLIP's, or BEiT-3's for the paper family)."""
+        if self.family == "paper":
+            return self.beit3_image_size
         return int(clip_model_config(self)["vision_cfg"]["image_size"])
 
     @property
@@ -95,6 +131,15 @@ class ModelConfig:
             "bhf_ratio",
             "post_bhf_heads",
             "mpg_heads",
+            "family",
+            "beit3_width",
+            "beit3_layers",
+            "beit3_heads",
+            "beit3_ffn",
+            "beit3_vocab",
+            "beit3_image_size",
+            "beit3_patch_size",
+            "beit3_text_positions",
         )
         return {key: _jsonable(getattr(self, key)) for key in keys}
 
@@ -112,7 +157,10 @@ class ModelConfig:
                 f"The model configuration has unknown fields {unknown}; it was written by a newer version."
             )
         data["sam2_overrides"] = tuple(data.get("sam2_overrides", ()))
-        return cls(**data)
+        config = cls(**data)
+        if config.family not in FAMILIES:
+            raise UserError(f"The model configuration names an unknown family {config.family!r}.")
+        return config
 
 
 def _jsonable(value: Any) -> Any:
@@ -177,6 +225,57 @@ PRESETS: dict[str, ModelConfig] = {
         official_sam2_file="sam2_hiera_large.pt",
     ),
 }
+
+
+# The reference model (rongfu-dsb/RS2-SAM2): SAM 2.0's Hiera-L config without stability post-processing,
+# BEiT-3 large, adapters h = C/4 with 4 heads, α = 0.2, MLP-adapter scale 0.5, 8-head fusions.
+_PAPER = ModelConfig(
+    name="paper",
+    family="paper",
+    sam2_config="configs/sam2/sam2_hiera_l.yaml",
+    image_size=1024,
+    text_context_length=1022,
+    bhf_heads=4,
+    bhf_ratio=4,
+    bhf_text_alpha=0.2,
+    mlp_adapter_scale=0.5,
+    post_bhf_heads=8,
+    mpg_heads=8,
+    default_threshold=PAPER_THRESHOLD,
+    official_sam2_file=None,
+)
+
+# Shrunk SAM 2.0 Hiera-L and BEiT-3 (same module tree and key names, few blocks, narrow widths).
+_PAPER_TEST_SAM2_OVERRIDES = (
+    "++model.image_encoder.trunk.embed_dim=32",
+    "++model.image_encoder.trunk.num_heads=1",
+    "++model.image_encoder.trunk.stages=[1,1,2,1]",
+    "++model.image_encoder.trunk.global_att_blocks=[3]",
+    "++model.image_encoder.trunk.window_spec=[8,4,8,4]",
+    "++model.image_encoder.trunk.window_pos_embed_bkg_spatial_size=[4,4]",
+    "++model.image_encoder.neck.backbone_channel_list=[256,128,64,32]",
+    "++model.image_encoder.neck.d_model=64",
+)
+
+PRESETS["paper-rrsisd"] = _PAPER.replace(name="paper-rrsisd", hub_folder="rrsisd")
+PRESETS["paper-refsegrs"] = _PAPER.replace(name="paper-refsegrs", hub_folder="refseg")
+PRESETS["paper-test"] = _PAPER.replace(
+    name="paper-test",
+    sam2_overrides=_PAPER_TEST_SAM2_OVERRIDES,
+    image_size=128,
+    text_context_length=62,
+    bhf_heads=2,
+    post_bhf_heads=4,
+    mpg_heads=4,
+    beit3_width=64,
+    beit3_layers=2,
+    beit3_heads=4,
+    beit3_ffn=128,
+    beit3_vocab=256,
+    beit3_image_size=64,
+    beit3_text_positions=64,
+    beit3_scale="test",
+)
 
 
 def get_preset(name: str) -> ModelConfig:

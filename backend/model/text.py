@@ -19,22 +19,28 @@ class PhraseTruncatedWarning(UserWarning):
 
 @dataclass
 class TextTokens:
-    ids: torch.Tensor  # (B, L) long, start + BPE tokens + end, then zeros
+    ids: torch.Tensor  # (B, L) long, start + tokens + end, then `pad_id`
     valid: torch.Tensor  # (B, L) bool, False on padding
+    pad_id: int = 0  # the id padding uses (CLIP: 0; the paper family's XLM-R vocabulary: 3)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
     def to(self, device: torch.device | str) -> TextTokens:
-        return TextTokens(self.ids.to(device), self.valid.to(device))
+        return TextTokens(self.ids.to(device), self.valid.to(device), self.pad_id)
 
     @staticmethod
     def cat(parts: Sequence[TextTokens]) -> TextTokens:
         """Concatenate batches, padding to the longest (padding never changes a phrase's result)."""
         length = max(part.ids.shape[1] for part in parts)
-        ids = torch.cat([torch.nn.functional.pad(p.ids, (0, length - p.ids.shape[1])) for p in parts])
+        pad_id = parts[0].pad_id
+        if any(part.pad_id != pad_id for part in parts):
+            raise ValueError("cannot concatenate tokens of different vocabularies")
+        ids = torch.cat(
+            [torch.nn.functional.pad(p.ids, (0, length - p.ids.shape[1]), value=pad_id) for p in parts]
+        )
         valid = torch.cat([torch.nn.functional.pad(p.valid, (0, length - p.valid.shape[1])) for p in parts])
-        return TextTokens(ids, valid)
+        return TextTokens(ids, valid, pad_id)
 
 
 @lru_cache(maxsize=1)

@@ -1,6 +1,6 @@
 """Run the model behind a local HTTP API (docs/service-api.md).
 
-  rs2sam2 serve [--host 127.0.0.1] [--port 8765] [--preset NAME | --checkpoint FILE] [--device auto]
+  rs2sam2 serve [--host 127.0.0.1] [--port 8765] [--model NAME | --checkpoint FILE] [--device auto]
 
 Binds to 127.0.0.1 by default. Any other address needs a bearer token (--token or the RS2SAM2_TOKEN
 environment variable), or the server refuses to start. Server-side raster paths are accepted only
@@ -15,6 +15,7 @@ import logging
 import os
 from pathlib import Path
 
+from backend.engine.model_loading import add_model_arguments
 from backend.engine.options import bound_gdal_cache
 from backend.errors import UserError
 from backend.service.config import DEFAULT_MAX_UPLOAD_MB, ServiceConfig
@@ -27,12 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
-    model = parser.add_mutually_exclusive_group()
-    model.add_argument(
-        "--preset", help="model preset (default: the bundled demo model, else the test preset)"
-    )
-    model.add_argument("--checkpoint", help="a trained checkpoint file")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    add_model_arguments(parser)
     parser.add_argument("--token", help=f"bearer token every request must carry (or set {TOKEN_ENV})")
     parser.add_argument(
         "--allow-path",
@@ -73,6 +69,7 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         token=token,
         allowed_roots=tuple(roots),
         max_upload_mb=args.max_upload_mb,
+        model=args.model,
         preset=args.preset,
         checkpoint=args.checkpoint,
         device=args.device,
@@ -89,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from backend.service.app import create_app
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    model = load_model(config.preset, config.checkpoint, config.device)
+    model = load_model(config.preset, config.checkpoint, config.device, model=config.model)
     config = dataclasses.replace(config, preset=model_preset(model, config.preset))
     app = create_app(config, model, model_device(model))
     print(

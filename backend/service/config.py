@@ -18,6 +18,7 @@ class ServiceConfig:
     token: str | None = None
     allowed_roots: tuple[Path, ...] = field(default_factory=tuple)  # server-side paths only under these
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
+    model: str | None = None  # a model by name (backend.weights.models)
     preset: str | None = None
     checkpoint: str | None = None
     device: str = "auto"

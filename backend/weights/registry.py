@@ -71,3 +71,30 @@ ALL_WEIGHTS: tuple[WeightFile, ...] = (
     CLIP_VIT_B_16_OPENAI,
     CLIP_VIT_L_14_OPENAI,
 )
+
+
+# The authors' trained RS2-SAM 2 models (announced in the README of GitHub rongfu-dsb/RS2-SAM2): one
+# Hugging Face repository, one folder per training set, each a model folder as transformers saves one.
+PAPER_HUB_REPO = "ReeF2025/RS2-SAM2"
+
+
+@dataclass(frozen=True)
+class PaperWeights:
+    """A published paper-family model: where it is and the name it gets in the cache."""
+
+    model: str  # the preset (paper-rrsisd …) whose architecture it has
+    folder: str  # folder inside the repository
+    description: str
+    repo: str = PAPER_HUB_REPO
+    revision: str = "main"
+
+    @property
+    def cache_name(self) -> str:
+        """The project checkpoint the folder is converted to (config, tokenizer and weights in one file)."""
+        return f"{self.model}.safetensors"
+
+
+PAPER_WEIGHTS: dict[str, PaperWeights] = {
+    "paper-rrsisd": PaperWeights("paper-rrsisd", "rrsisd", "the paper's model trained on RRSIS-D"),
+    "paper-refsegrs": PaperWeights("paper-refsegrs", "refseg", "the paper's model trained on RefSegRS"),
+}

@@ -29,7 +29,7 @@ def verify_sam2_checkpoint(weight: WeightFile, path: Path) -> None:
         result = model.load_state_dict(state["model"], strict=False)
     except RuntimeError as exc:  # shape mismatches
         mismatched = [
-            line.split(":")[0].removeprefix("size mismatch for ").strip()
+            line.split(":")[0].strip().removeprefix("size mismatch for ")  # torch indents these lines
             for line in str(exc).splitlines()
             if "size mismatch" in line
         ]

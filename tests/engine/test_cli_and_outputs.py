@@ -28,7 +28,9 @@ class FailingModel(ColourModel):
 @pytest.fixture
 def model(monkeypatch):
     standin = ColourModel(64)
-    monkeypatch.setattr("backend.engine.model_loading.load_model", lambda preset, checkpoint, device: standin)
+    monkeypatch.setattr(
+        "backend.engine.model_loading.load_model", lambda preset, checkpoint, device, model=None: standin
+    )
     return standin
 
 
@@ -107,17 +109,17 @@ def test_geojson_and_shapefile(model, raster, tmp_path, name, capsys):
 
 def test_a_run_failing_midway_writes_nothing(monkeypatch, raster, tmp_path, capsys):
     failing = FailingModel(64)
-    monkeypatch.setattr("backend.engine.model_loading.load_model", lambda *a: failing)
+    monkeypatch.setattr("backend.engine.model_loading.load_model", lambda *a, **k: failing)
     new = tmp_path / "new.gpkg"
     with pytest.raises(RuntimeError, match="third tile"):
         segment_cli(raster, "red", "-o", new, "--probability", tmp_path / "p.tif")
     assert not new.exists() and not (tmp_path / "p.tif").exists()
     # appending to an existing GeoPackage: it stays byte-for-byte the same
     existing = tmp_path / "existing.gpkg"
-    monkeypatch.setattr("backend.engine.model_loading.load_model", lambda *a: ColourModel(64))
+    monkeypatch.setattr("backend.engine.model_loading.load_model", lambda *a, **k: ColourModel(64))
     assert segment_cli(raster, "red", "-o", existing, "--layer", "kept") == 0
     before = digest(existing)
-    monkeypatch.setattr("backend.engine.model_loading.load_model", lambda *a: FailingModel(64))
+    monkeypatch.setattr("backend.engine.model_loading.load_model", lambda *a, **k: FailingModel(64))
     with pytest.raises(RuntimeError):
         segment_cli(raster, "red", "-o", existing, "--layer", "other")
     assert digest(existing) == before

@@ -1,4 +1,10 @@
-"""The real `test`-preset RS2-SAM 2 through the engine, the `rs2sam2 segment` command and torchrun."""
+"""The real `test`-preset RS2-SAM 2 through the engine, the `rs2sam2 segment` command and torchrun.
+
+The model is the bundled demo checkpoint (a trained `test`-preset model) on a synthetic scene of the
+kind it was trained on: its probabilities keep clear of the 0.5 threshold, so the command, two torchrun
+ranks and this process find the same objects, and outlines agree to within a pixel. (An untrained
+model's probabilities all sit near 0.5, where float noise decides which pixels are in.)
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyogrio
 import pytest
 import rasterio
@@ -15,29 +22,37 @@ from pyogrio import raw as pyogrio_raw
 
 from backend.engine.options import SegmentOptions
 from backend.engine.segment import segment
-from tests.engine.rasters import background, paint, write_geotiff
+from tests.engine.rasters import write_geotiff
 
 pytestmark = pytest.mark.slow
 VENV_BIN = Path(sys.executable).parent
-PHRASES = ["the red roofs", "a blue pool"]
+DEMO_CHECKPOINT = (
+    Path(__file__).resolve().parents[2] / "backend" / "demo" / "assets" / "rs2sam2-demo.safetensors"
+)
+PHRASES = ["the brown field", "the blue river"]  # two objects of the scene below
+GSD = 0.5  # metres per pixel
 # 200×180 at tile 128 / overlap 16 → 2×2 tiles: seams and scene edges are both exercised.
 CLI_OPTIONS = ["--tile", "128", "--overlap", "16", "--keep", "all", "--device", "cpu", "--quiet"]
+# The command and torchrun ranks run on one thread, as this process does (tests/conftest.py).
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
 def raster(tmp_path_factory) -> Path:
-    data = background(180, 200, seed=7)
-    paint(data, slice(50, 90), slice(100, 150), (255, 0, 0))
-    paint(data, slice(120, 160), slice(20, 60), (0, 0, 255))
-    return write_geotiff(tmp_path_factory.mktemp("scene") / "scene.tif", data)
+    """A synthetic land-cover scene (fields, a pond, a river, roads), 200 × 180 pixels."""
+    from training.data.synthetic import generate_scene
+
+    scene = generate_scene(8, size=200, gsd=GSD, kinds=("field", "pond", "river", "road"))
+    data = np.ascontiguousarray(scene.image[:180].transpose(2, 0, 1))
+    return write_geotiff(tmp_path_factory.mktemp("scene") / "scene.tif", data, transform=scene.transform)
 
 
 @pytest.fixture(scope="module")
-def direct(raster, test_checkpoint):
+def direct(raster):
     """The engine called in this process on the same checkpoint: the reference result."""
     from backend.model.factory import load_predictor
 
-    model = load_predictor(checkpoint=test_checkpoint, device="cpu")
+    model = load_predictor(checkpoint=DEMO_CHECKPOINT, device="cpu")
     return segment(raster, PHRASES, model, SegmentOptions(tile_size=128, overlap=16, keep="all"))
 
 
@@ -50,15 +65,18 @@ def read_features(path: Path) -> list[tuple[str, shapely.Geometry, float]]:
 
 
 def assert_same_features(written: Path, result) -> None:
+    """The same objects, each within a pixel: a pixel whose probability is within float noise of the
+    threshold may go either way (a pixel or two of area), an outline shifted by a pixel may not (it
+    changes the area by the object's perimeter in pixels)."""
     features = read_features(written)
-    expected = sorted(
-        ((f.phrase, f.geometry, f.score) for f in result.features),
-        key=lambda item: (item[0], item[1].centroid.x, item[1].centroid.y),
-    )
-    assert len(features) == len(expected)
-    for (phrase, geometry, score), (phrase0, geometry0, score0) in zip(features, expected):
-        assert phrase == phrase0 and score == pytest.approx(score0, abs=1e-4)
-        assert geometry.symmetric_difference(geometry0).area <= 1e-6 * max(geometry0.area, 1.0)
+    assert features, "nothing was written: the comparison would be empty"
+    assert sorted(phrase for phrase, _, _ in features) == sorted(f.phrase for f in result.features)
+    for feature in result.features:
+        same_phrase = [(g, s) for phrase, g, s in features if phrase == feature.phrase]
+        geometry, score = min(same_phrase, key=lambda item: item[0].hausdorff_distance(feature.geometry))
+        assert score == pytest.approx(feature.score, abs=1e-4)
+        assert geometry.hausdorff_distance(feature.geometry) <= 1.5 * GSD
+        assert geometry.symmetric_difference(feature.geometry).area <= 2 * GSD**2
 
 
 def run_cli(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
@@ -67,8 +85,9 @@ def run_cli(args: list[str], env: dict | None = None) -> subprocess.CompletedPro
     )
 
 
-def test_engine_with_the_real_model(raster, direct, test_checkpoint):
-    assert direct.tiles == 4 and direct.model == test_checkpoint.stem
+def test_engine_with_the_real_model(raster, direct):
+    assert direct.tiles == 4 and direct.model == DEMO_CHECKPOINT.stem
+    assert {f.phrase for f in direct.features} == set(PHRASES)  # the model finds both kinds
     with rasterio.open(raster) as ds:
         footprint = shapely.box(*ds.bounds)
     for feature in direct.features:
@@ -77,7 +96,7 @@ def test_engine_with_the_real_model(raster, direct, test_checkpoint):
         assert feature.area == pytest.approx(feature.geometry.area)  # UTM metres
 
 
-def test_segment_command_end_to_end(raster, direct, test_checkpoint, tmp_path):
+def test_segment_command_end_to_end(raster, direct, tmp_path):
     out = tmp_path / "out.gpkg"
     done = run_cli(
         [
@@ -88,9 +107,10 @@ def test_segment_command_end_to_end(raster, direct, test_checkpoint, tmp_path):
             "-o",
             str(out),
             "--checkpoint",
-            str(test_checkpoint),
+            str(DEMO_CHECKPOINT),
             *CLI_OPTIONS,
-        ]
+        ],
+        env=ONE_THREAD,
     )
     assert done.returncode == 0, done.stderr
     assert f"wrote {len(direct.features)} feature(s)" in done.stdout and str(out) in done.stdout
@@ -99,7 +119,7 @@ def test_segment_command_end_to_end(raster, direct, test_checkpoint, tmp_path):
     assert_same_features(out, direct)
 
 
-def test_torchrun_two_cpu_ranks_on_gloo_equal_one_process(raster, direct, test_checkpoint, tmp_path):
+def test_torchrun_two_cpu_ranks_on_gloo_equal_one_process(raster, direct, tmp_path):
     out = tmp_path / "ranks.geojson"
     done = run_cli(
         [
@@ -114,11 +134,42 @@ def test_torchrun_two_cpu_ranks_on_gloo_equal_one_process(raster, direct, test_c
             "-o",
             str(out),
             "--checkpoint",
-            str(test_checkpoint),
+            str(DEMO_CHECKPOINT),
             *CLI_OPTIONS,
         ],
-        env={"GLOO_SOCKET_IFNAME": "lo"},
+        env={"GLOO_SOCKET_IFNAME": "lo", **ONE_THREAD},
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("wrote ") == 1  # only rank 0 writes
+    assert_same_features(out, direct)
+
+
+def test_view_mode_with_the_real_model_through_the_command(raster, test_checkpoint, tmp_path):
+    """200×180 seen whole at 128 (shrunk 1.6×), then refined at full resolution: the command and the
+    engine in this process agree."""
+    from backend.model.factory import load_predictor
+
+    model = load_predictor(checkpoint=test_checkpoint, device="cpu")
+    direct = segment(raster, PHRASES, model, SegmentOptions(keep="best"))
+    assert direct.tiles > 1 and len(direct.features) == len(PHRASES)
+    assert all(f.geometry.is_valid for f in direct.features)
+    out = tmp_path / "view.gpkg"
+    done = run_cli(
+        [
+            str(VENV_BIN / "rs2sam2"),
+            "segment",
+            str(raster),
+            *PHRASES,
+            "-o",
+            str(out),
+            "--checkpoint",
+            str(test_checkpoint),
+            "--keep",
+            "best",
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
+    assert done.returncode == 0, done.stderr
     assert_same_features(out, direct)

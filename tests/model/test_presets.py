@@ -14,21 +14,41 @@ from backend.model.presets import PRESETS, ModelConfig, clip_model_config, get_p
 from backend.model.sam2_loading import sam2_overrides
 
 
-@pytest.mark.parametrize("name", ["test", "tiny", "base", "large"])
+@pytest.mark.parametrize(
+    "name", ["test", "tiny", "base", "large", "paper-rrsisd", "paper-refsegrs", "paper-test"]
+)
 def test_every_preset_composes(name):
+    from backend.model.paper.build import paper_sam2_overrides
+
     config = get_preset(name)
-    sam_cfg = compose(config_name=config.sam2_config, overrides=sam2_overrides(config))
+    overrides = paper_sam2_overrides(config) if config.family == "paper" else sam2_overrides(config)
+    sam_cfg = compose(config_name=config.sam2_config, overrides=overrides)
     assert sam_cfg.model.image_size == config.image_size
-    assert clip_model_config(config)["vision_cfg"]["image_size"] == config.clip_image_size
+    if config.family == "paper":
+        assert config.union_encoder == "beit3" and config.clip_image_size == config.beit3_image_size
+        assert sam_cfg.model.image_encoder.trunk._target_.endswith("PaperHiera")
+    else:
+        assert config.union_encoder == "clip"
+        assert clip_model_config(config)["vision_cfg"]["image_size"] == config.clip_image_size
     assert ModelConfig.from_json(config.to_json()) == config  # survives the checkpoint header
 
 
 def test_preset_choice_is_validated():
-    with pytest.raises(UserError, match="Unknown model preset 'huge'.*test, tiny, base, large"):
+    with pytest.raises(UserError, match="Unknown model preset 'huge'.*test, tiny, base, large, paper-rrsisd"):
         get_preset("huge")
     with pytest.raises(UserError, match="multiple of 32"):
         build_model(get_preset("test").replace(image_size=100))
-    assert sorted(PRESETS) == ["base", "large", "test", "tiny"]
+    assert sorted(PRESETS) == [
+        "base",
+        "large",
+        "paper-refsegrs",
+        "paper-rrsisd",
+        "paper-test",
+        "test",
+        "tiny",
+    ]
+    with pytest.raises(UserError, match="unknown family"):
+        ModelConfig.from_json(get_preset("tiny").replace(family="other").to_json())
     assert json.loads(get_preset("tiny").to_json())["clip_model"] == "ViT-B-16-quickgelu"
 
 

@@ -10,6 +10,10 @@ from __future__ import annotations
 import pytest
 from qgis.PyQt.QtWidgets import QMenu, QToolBar
 
+from tests.plugin.auth_fixtures import qgis_auth_master_password  # noqa: F401 - an autouse fixture
+from tests.plugin.setup_fixtures import zipped_plugin  # noqa: F401 - the first-run set-up tests' fixture
+from tests.standin_serve import STANDIN_MODEL_ID
+
 
 class _MainWindowIface:
     """Routes the plugin-facing iface calls to real widgets of pytest-qgis's main window."""
@@ -78,14 +82,35 @@ def qgis_main_iface(qgis_iface, qgis_processing):
 RASTER_EPSG = 32633
 RASTER_ORIGIN = (500000.0, 5000000.0)  # upper-left corner, metres
 RASTER_PIXEL = 10.0
+# What the plugin's test scene holds (pixel columns/rows, end exclusive) on a dull background: the
+# colour stand-in model behind the real service finds "red …" and "blue …" exactly there.
+RED_SQUARE = (20, 20, 44, 44)  # col0, row0, col1, row1
+BLUE_PATCH = (11, 40, 17, 48)
+
+
+def pixel_rect(cols_rows: tuple[int, int, int, int]) -> tuple[float, float, float, float]:
+    """Map coordinates (xmin, ymin, xmax, ymax) of a (col0, row0, col1, row1) block of the test scene."""
+    col0, row0, col1, row1 = cols_rows
+    x0, y0 = RASTER_ORIGIN
+    return (
+        x0 + col0 * RASTER_PIXEL,
+        y0 - row1 * RASTER_PIXEL,
+        x0 + col1 * RASTER_PIXEL,
+        y0 - row0 * RASTER_PIXEL,
+    )
 
 
 def write_geotiff(path, size: int = 64, seed: int = 7, epsg: int | None = RASTER_EPSG) -> str:
-    """A small seeded 3-band GeoTIFF in UTM 33N (or without CRS when epsg is None)."""
+    """A small seeded 3-band GeoTIFF in UTM 33N (or without CRS when epsg is None): grey-green noise
+    (far from every colour the stand-in model knows) with a red square and a blue patch."""
     import numpy as np
     from osgeo import gdal, osr
 
     rng = np.random.default_rng(seed)
+    data = rng.integers(100, 150, (3, size, size), dtype=np.uint8)
+    for (col0, row0, col1, row1), colour in ((RED_SQUARE, (255, 0, 0)), (BLUE_PATCH, (0, 0, 255))):
+        for band, value in enumerate(colour):
+            data[band, row0:row1, col0:col1] = value
     dataset = gdal.GetDriverByName("GTiff").Create(str(path), size, size, 3, gdal.GDT_Byte)
     dataset.SetGeoTransform((RASTER_ORIGIN[0], RASTER_PIXEL, 0, RASTER_ORIGIN[1], 0, -RASTER_PIXEL))
     if epsg is not None:
@@ -93,7 +118,7 @@ def write_geotiff(path, size: int = 64, seed: int = 7, epsg: int | None = RASTER
         srs.ImportFromEPSG(epsg)
         dataset.SetProjection(srs.ExportToWkt())
     for band in range(3):
-        dataset.GetRasterBand(band + 1).WriteArray(rng.integers(0, 255, (size, size), dtype=np.uint8))
+        dataset.GetRasterBand(band + 1).WriteArray(data[band])
     dataset.FlushCache()
     dataset = None
     return str(path)
@@ -117,14 +142,38 @@ def plugin_settings(qgis_app):
     QgsSettings().remove(SETTINGS_PREFIX)
 
 
-@pytest.fixture()
-def stand_in():
-    """A backend that follows docs/service-api.md on a free loopback port (see contract_server.py)."""
-    from tests.plugin.contract_server import ContractServer
+# The backend the plugin's tests talk to: the real service app (backend.service.app.create_app) on a real
+# uvicorn server on 127.0.0.1, in this process (tests/live_server.py), with a deterministic stand-in
+# model (the colour model of tests/engine/standin.py, or the held one for cancelling). Its answers and
+# error codes are the real ones; what the plugin sent is in `server.requests`.
+MAX_UPLOAD_MB = 50.0
 
-    server = ContractServer().start()
-    yield server
-    server.stop()
+
+@pytest.fixture()
+def serve(tmp_path):
+    """Start a backend: `serve(model=None, **ServiceConfig fields) -> LiveServer`. By default the colour
+    model, reading paths under the test's tmp_path, uploads up to 50 MB."""
+    import contextlib
+
+    from backend.service.config import ServiceConfig
+    from tests.engine.standin import ColourModel
+    from tests.live_server import live_server
+
+    with contextlib.ExitStack() as stack:
+
+        def start(model=None, **config):
+            config.setdefault("allowed_roots", (tmp_path,))
+            config.setdefault("max_upload_mb", MAX_UPLOAD_MB)
+            model = model or ColourModel(64, model_id=STANDIN_MODEL_ID)
+            return stack.enter_context(live_server(model, ServiceConfig(**config)))
+
+        yield start
+
+
+@pytest.fixture()
+def server(serve):
+    """The default backend (see `serve`)."""
+    return serve()
 
 
 @pytest.fixture()

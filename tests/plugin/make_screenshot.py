@@ -4,10 +4,10 @@
     .venv/bin/python -m tests.plugin.make_screenshot --serve ".venv/bin/rs2sam2 serve --checkpoint C" \
         --raster SCENE.tif --phrase "…" --keep all
 
-Builds the plugin zip, installs it into a throw-away QGIS profile, writes a small synthetic scene,
-starts a backend (the real `rs2sam2 serve` when --serve is given, else the contract stand-in),
-then runs `qgis.bin --code <driver>` under `xvfb-run`: the driver opens the scene, shows the panel,
-types the phrase, presses Run, waits for the layer and grabs the main window.
+Builds the plugin zip, installs it into a throw-away QGIS profile, starts a backend (by default the
+real `rs2sam2 serve` with the bundled demo model; --serve gives another command), then runs
+`qgis.bin --code <driver>` under `xvfb-run`: the driver opens the scene (by default the demo scene),
+shows the panel, types the phrase, presses Run, waits for the layer and grabs the main window.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+DEMO_SCENE = ROOT / "backend" / "demo" / "assets" / "scene.tif"
 
 DRIVER = r"""
 import json, os
@@ -89,34 +90,6 @@ QTimer.singleShot(3000, setup)
 """
 
 
-def write_scene(path: Path) -> None:
-    """A 256 × 256 synthetic scene at 1 m: fields, a road, small roofs and one large red building."""
-    import numpy as np
-    from osgeo import gdal, osr
-
-    rng = np.random.default_rng(2401)
-    size = 256
-    image = np.zeros((size, size, 3), dtype=np.float32)
-    image[...] = (86, 120, 62)
-    image[:, : size // 2] = (120, 140, 70)
-    image += rng.normal(0, 9, image.shape)
-    image[118:132, :] = (150, 150, 146)  # a road
-    for y, x in rng.integers(10, 240, (14, 2)):
-        if abs(y - 125) > 14:
-            image[y : y + 9, x : x + 12] = (175, 170, 160)
-    image[86:170, 86:170] = (178, 52, 40)  # the large red building, the middle third of the scene
-    image[90:166, 90:166] += rng.normal(0, 6, (76, 76, 3))
-    data = np.clip(image, 0, 255).astype(np.uint8)
-    dataset = gdal.GetDriverByName("GTiff").Create(str(path), size, size, 3, gdal.GDT_Byte)
-    dataset.SetGeoTransform((500000, 1, 0, 5000256, 0, -1))
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(32633)
-    dataset.SetProjection(srs.ExportToWkt())
-    for band in range(3):
-        dataset.GetRasterBand(band + 1).WriteArray(data[:, :, band])
-    dataset = None
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -140,10 +113,14 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshot.png")
-    parser.add_argument("--phrase", default="the large red building")
-    parser.add_argument("--serve", default="", help="backend command (gets --port N); default: the stand-in")
+    parser.add_argument("--phrase", default="the blue stream")
     parser.add_argument(
-        "--raster", type=Path, help="the scene to open (default: a synthetic one written here)"
+        "--serve",
+        default=f"{shlex.quote(sys.executable)} -m backend.cli serve --device cpu",
+        help="backend command (gets --port N); default: rs2sam2 serve with the bundled demo model",
+    )
+    parser.add_argument(
+        "--raster", type=Path, default=DEMO_SCENE, help="the scene to open (default: the demo scene)"
     )
     parser.add_argument("--keep", choices=("best", "all"), default="best")
     parser.add_argument("--threshold", type=float, default=0.5)
@@ -166,18 +143,10 @@ def take(args: argparse.Namespace, work: Path) -> int:
     plugins_dir.mkdir(parents=True)
     with zipfile.ZipFile(built.stdout.strip().splitlines()[-1]) as archive:
         archive.extractall(plugins_dir)
-    if args.raster:
-        raster = args.raster.resolve()
-    else:
-        raster = work / "scene.tif"
-        write_scene(raster)
-
+    raster = args.raster.resolve()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    if args.serve:
-        command = [*shlex.split(args.serve), "--port", str(port)]
-    else:
-        command = [sys.executable, "-m", "tests.plugin.contract_server", "--port", str(port)]
+    command = [*shlex.split(args.serve), "--port", str(port)]
     backend = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_health(url, 300)

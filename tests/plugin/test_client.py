@@ -1,4 +1,4 @@
-"""The backend client over real HTTP on 127.0.0.1, against a server that follows the API contract."""
+"""The backend client over real HTTP on 127.0.0.1, against the real service app (stand-in model)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import socket
 import threading
 
 import pytest
+import shapely
 
 from rs2sam2_qgis.client import (
     BackendClient,
@@ -17,6 +18,9 @@ from rs2sam2_qgis.client import (
     is_loopback_url,
 )
 from rs2sam2_qgis.request import AreaBox, SegmentOptions, build_params, split_phrases
+from tests.engine.standin import HeldModel
+from tests.live_server import wait_until
+from tests.plugin.conftest import MAX_UPLOAD_MB, RED_SQUARE, STANDIN_MODEL_ID, pixel_rect
 
 
 def _free_port() -> int:
@@ -25,56 +29,75 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_health_is_parsed(stand_in):
-    health = BackendClient(stand_in.url).health()
-    assert health.model_id == "stand-in"
-    assert health.device == "cpu"
+def test_health_is_parsed(server):
+    health = BackendClient(server.url).health()
+    assert health.model_id == STANDIN_MODEL_ID
+    assert health.device == "cpu" and health.input_size == 64 and health.busy is False
     assert health.allow_paths is True
-    assert health.max_upload_mb == 50
+    assert health.max_upload_mb == MAX_UPLOAD_MB
 
 
-def test_token_travels_as_bearer_and_a_wrong_one_is_explained(stand_in):
-    stand_in.behaviour.token = "s3cret"
-    assert BackendClient(stand_in.url, token="s3cret").health().model_id == "stand-in"
+def test_token_travels_as_bearer_and_a_wrong_one_is_explained(serve):
+    server = serve(token="s3cret")
+    assert BackendClient(server.url, token="s3cret").health().model_id == STANDIN_MODEL_ID
     with pytest.raises(BackendError) as info:
-        BackendClient(stand_in.url, token="wrong").health()
-    assert info.value.status == 401
-    assert info.value.message == "A valid access token is required."
+        BackendClient(server.url, token="wrong").health()
+    assert (info.value.status, info.value.code) == (401, "unauthorized")
+    assert info.value.message == "A valid bearer token is required."
+    with pytest.raises(BackendError) as info:
+        BackendClient(server.url).health()
+    assert info.value.message == "This server requires a bearer token."
 
 
-def test_job_by_path_returns_features_and_reports_progress(stand_in, geotiff):
-    stand_in.behaviour.tiles = 4
+def test_job_by_path_returns_features_and_reports_progress(server, geotiff):
     seen: list[float] = []
-    params = build_params(
-        ["the red roof"], SegmentOptions(threshold=0.4, keep="all"), AreaBox(500100, 4999500, 500400, 4999800)
-    )
-    answer = BackendClient(stand_in.url).segment(RasterPayload(path=geotiff), params, on_progress=seen.append)
-    assert [f["properties"]["phrase"] for f in answer["features"]] == ["the red roof"]
-    received = stand_in.requests[-1]
-    assert received["kind"] == "path" and received["path"] == geotiff
-    assert received["params"]["threshold"] == 0.4 and received["params"]["keep"] == "all"
-    assert received["params"]["bbox"] == [500100, 4999500, 500400, 4999800]
-    assert received["params"]["simplify"] is None  # None travels as null: the engine's default
-    assert seen and seen == sorted(seen) and all(0 <= f <= 1 for f in seen)
+    area = AreaBox(500100, 4999500, 500400, 4999800)
+    params = build_params(["the red roof"], SegmentOptions(threshold=0.4, keep="all", tile_size=16), area)
+    answer = BackendClient(server.url).segment(RasterPayload(path=geotiff), params, on_progress=seen.append)
+    (feature,) = answer["features"]
+    assert feature["properties"]["phrase"] == "the red roof"
+    # The red square, cut to the area.
+    xmin, ymin, xmax, ymax = pixel_rect(RED_SQUARE)
+    box = shapely.geometry.shape(feature["geometry"]).bounds
+    assert box == pytest.approx((xmin, ymin, min(xmax, area.xmax), min(ymax, area.ymax)), abs=1e-6)
+    (received,) = server.requests
+    assert received.kind == "path" and received.path == geotiff and received.status == 202
+    assert received.params["threshold"] == 0.4 and received.params["keep"] == "all"
+    assert received.params["bbox"] == [500100, 4999500, 500400, 4999800]
+    assert received.params["simplify"] is None  # None travels as null: the engine's default
+    assert seen and seen == sorted(seen) and all(0 <= f <= 1 for f in seen) and seen[-1] == 1
 
 
-def test_job_by_upload_sends_the_geotiff_bytes(stand_in, geotiff):
-    answer = BackendClient(stand_in.url).segment(
-        RasterPayload(upload_file=geotiff), build_params(["a field"], SegmentOptions())
+def test_job_by_upload_sends_the_geotiff_bytes(server, geotiff):
+    answer = BackendClient(server.url).segment(
+        RasterPayload(upload_file=geotiff, upload_name="mine.tif"),
+        build_params(["a red field"], SegmentOptions()),
     )
-    assert stand_in.requests[-1]["kind"] == "upload"
-    assert stand_in.requests[-1]["size"] == (64, 64)
+    (received,) = server.requests
+    assert received.kind == "upload" and received.raster_filename == "mine.tif"
+    assert received.raster["size"] == (64, 64)
     assert answer["crs"]["properties"]["name"] == "EPSG:32633"
+    assert [f["properties"]["source"] for f in answer["features"]] == ["mine.tif"]
 
 
-def test_backend_error_message_is_passed_through(stand_in, geotiff):
-    stand_in.behaviour.reject_phrase = "zzz"
+@pytest.mark.parametrize(
+    "phrases,area,code,message",
+    [
+        (["x" * 501], None, "bad_phrase", "Phrase 1 is longer than 500 characters."),
+        ([" "], None, "empty_phrase", "Phrase 1 is empty."),
+        ([], None, "empty_phrase", "Give at least one phrase."),
+        (["a road"], AreaBox(600000, 4000000, 600100, 4000100), "bad_area", None),
+    ],
+)
+def test_backend_error_message_is_passed_through(server, geotiff, phrases, area, code, message):
     with pytest.raises(BackendError) as info:
-        BackendClient(stand_in.url).segment(
-            RasterPayload(path=geotiff), build_params(["zzz"], SegmentOptions())
+        BackendClient(server.url).segment(
+            RasterPayload(path=geotiff), build_params(phrases, SegmentOptions(), area)
         )
-    assert info.value.code == "bad_phrase"
-    assert info.value.message == "The phrase “zzz” has no words the model knows."
+    assert (info.value.status, info.value.code) == (400, code)
+    if message is not None:
+        assert info.value.message == message
+    assert info.value.message.endswith(".") and info.value.message[0].isupper()
 
 
 def test_unreachable_backend_is_one_clear_sentence():
@@ -108,33 +131,73 @@ def test_a_server_that_is_not_the_backend_is_named_as_such():
     assert info.value.code == "bad_answer"
 
 
-def test_cancel_deletes_the_job_on_the_server(stand_in, geotiff):
-    stand_in.behaviour.tiles = 200
-    stand_in.behaviour.seconds_per_tile = 0.05
-    polls = []
+def test_cancel_deletes_the_job_on_the_server(serve, geotiff):
+    model = HeldModel()
+    server = serve(model)
 
     def cancelled() -> bool:
-        polls.append(1)
-        return len(polls) > 2
+        return model.entered.is_set()  # as soon as the job is running (held in its first tile)
 
     with pytest.raises(RunCancelled):
-        BackendClient(stand_in.url).segment(
-            RasterPayload(path=geotiff), build_params(["x"], SegmentOptions()), is_cancelled=cancelled
+        BackendClient(server.url).segment(
+            RasterPayload(path=geotiff),
+            build_params(["red"], SegmentOptions(tile_size=16, context="tiles")),  # 16 tiles, not one view
+            is_cancelled=cancelled,
         )
-    (job,) = stand_in.jobs.values()
-    assert job.status == "cancelled"
-    assert job.done < job.total
+    (job_id,) = server.job_ids
+    assert server.job(job_id)["status"] == "cancelled"  # the DELETE reached the server
+    model.release()
+    with server.client() as client:
+        wait_until(lambda: not client.get("/health").json()["busy"], what="the worker to stop")
+    assert (
+        model.started == 1
+        and server.job(job_id)["progress"]["done"] < server.job(job_id)["progress"]["total"]
+    )
 
 
-def test_lowercase_backend_messages_become_sentences(stand_in, geotiff):
-    stand_in.behaviour.allow_paths = False
-    stand_in.behaviour.reject_phrase = ""
+def test_a_cancel_after_the_job_finished_is_still_a_cancel(server, geotiff):
+    """The backend says 409 `already_finished`; the client keeps nothing and reports the cancel."""
+    client = BackendClient(server.url)
+
+    def finished_then_cancelled() -> bool:
+        (job_id,) = server.job_ids
+        wait_until(lambda: server.job(job_id)["status"] == "done", what="the job to end")
+        return True
+
+    with pytest.raises(RunCancelled):
+        client.segment(
+            RasterPayload(path=geotiff),
+            build_params(["red"], SegmentOptions()),
+            is_cancelled=finished_then_cancelled,
+        )
+    (job_id,) = server.job_ids
     with pytest.raises(BackendError) as info:
-        BackendClient(stand_in.url).segment(
+        client.cancel_job(job_id)
+    assert (info.value.status, info.value.code) == (409, "already_finished")
+
+
+def test_an_unknown_job_is_named_as_such(server):
+    with pytest.raises(BackendError) as info:
+        BackendClient(server.url).job_status("nope")
+    assert (info.value.status, info.value.code) == (404, "unknown_job")
+    assert info.value.message == "There is no job 'nope' on this server."
+
+
+def test_lowercase_backend_messages_become_sentences(serve, geotiff, tmp_path):
+    without_paths = serve(allowed_roots=())
+    with pytest.raises(BackendError) as info:
+        BackendClient(without_paths.url).segment(
             RasterPayload(path=geotiff), build_params(["x"], SegmentOptions())
         )
-    assert info.value.code == "path_not_allowed"
-    assert info.value.message == "This server does not read files by path."
+    assert (info.value.status, info.value.code) == (403, "paths_not_allowed")
+    assert info.value.message == "This server does not accept server-side paths; upload the raster."
+    elsewhere = serve(allowed_roots=(tmp_path / "elsewhere",))
+    with pytest.raises(BackendError) as info:
+        BackendClient(elsewhere.url).segment(
+            RasterPayload(path=geotiff), build_params(["x"], SegmentOptions())
+        )
+    assert (info.value.status, info.value.code) == (403, "path_not_allowed")
+    assert info.value.message == "That path is outside the folders this server allows."
     assert as_sentence("  that path is outside the folders this server allows ") == (
         "That path is outside the folders this server allows."
     )

@@ -2,7 +2,8 @@
 and stops it (and everything else it added) when it unloads.
 
 These run a real process: `<python> -m backend.cli serve …` in a working folder whose `backend/cli.py`
-is the contract stand-in (the real service is exercised in test_service_e2e.py).
+runs the real `rs2sam2 serve` with the colour stand-in model (tests/standin_serve.py); the real model
+behind it is exercised in test_service_e2e.py.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from rs2sam2_qgis.local_backend import LocalBackend, running_local_endpoint
 from rs2sam2_qgis.result_layer import PHRASE_PROPERTY
 from rs2sam2_qgis.settings import PluginSettings
 from tests.plugin.conftest import wait_until
+from tests.standin_serve import STANDIN_MODEL_ID
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,8 +44,10 @@ def _serving_dir(tmp_path: Path) -> Path:
         import sys
         sys.path.insert(0, {str(ROOT)!r})
         print("argv:", " ".join(sys.argv[1:]), flush=True)
-        from tests.plugin.contract_server import main
-        main()
+        for name in [n for n in sys.modules if n == "backend" or n.startswith("backend.")]:
+            del sys.modules[name]  # this folder's `backend` only launches: the project's real one serves
+        from tests.standin_serve import main
+        sys.exit(main(sys.argv[1:]))
     """,
     )
 
@@ -65,7 +69,7 @@ def test_start_waits_for_health_then_stop_ends_the_process(qgis_app, tmp_path):
     backend.start(settings)
     wait_until(lambda: ready or backend.state == "failed", timeout_s=30, what="the backend's health")
     assert backend.state == "running", backend.log_text
-    assert ready[0].model_id == "stand-in"
+    assert ready[0].model_id == STANDIN_MODEL_ID
     port = backend.url.rsplit(":", 1)[1]
     assert f"argv: serve --host 127.0.0.1 --port {port} --allow-path / --preset test" in backend.log_text
     # The plugin gave its backend a fresh token: without it the backend refuses to serve.
@@ -73,7 +77,7 @@ def test_start_waits_for_health_then_stop_ends_the_process(qgis_app, tmp_path):
     with pytest.raises(BackendError) as refused:
         BackendClient(backend.url).health()
     assert refused.value.status == 401
-    assert BackendClient(backend.url, backend.token).health().model_id == "stand-in"
+    assert BackendClient(backend.url, backend.token).health().model_id == STANDIN_MODEL_ID
     pid = backend.pid()
     backend.stop()
     assert backend.pid() is None and _gone(pid)
@@ -130,7 +134,7 @@ def test_run_with_a_local_backend_then_unload_leaves_nothing_behind(
     clean_project.addMapLayer(raster)
     dock.layer_combo.setLayer(raster)
     dock.set_area_mode(AREA_WHOLE_LAYER)
-    dock.phrase_combo.setEditText("a roof")
+    dock.phrase_combo.setEditText("a red roof")
     dock.run_button.click()  # starts the backend first, then runs
     wait_until(
         lambda: any(lyr.customProperty(PHRASE_PROPERTY) for lyr in QgsProject.instance().mapLayers().values())
@@ -146,9 +150,10 @@ def test_run_with_a_local_backend_then_unload_leaves_nothing_behind(
 
     result = processing.run(
         "rs2sam2:segmentbytext",
-        {"INPUT": geotiff, "PHRASES": "a pond", "OUTPUT": str(tmp_path / "local.gpkg")},
+        {"INPUT": geotiff, "PHRASES": "a blue pond", "OUTPUT": str(tmp_path / "local.gpkg")},
     )
-    assert [f["phrase"] for f in QgsVectorLayer(result["OUTPUT"], "out", "ogr").getFeatures()] == ["a pond"]
+    found = [f["phrase"] for f in QgsVectorLayer(result["OUTPUT"], "out", "ogr").getFeatures()]
+    assert found == ["a blue pond"]
 
     canvas = qgis_main_iface.mapCanvas()
     dock.start_drawing()  # a map tool is active when the plugin unloads

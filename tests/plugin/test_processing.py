@@ -14,7 +14,8 @@ import pytest
 from qgis.core import QgsApplication, QgsProcessingException, QgsVectorLayer
 
 from rs2sam2_qgis.processing_provider import RS2SAM2Provider
-from tests.plugin.conftest import RASTER_EPSG, xyz_layer_uri
+from tests.engine.standin import HeldModel
+from tests.plugin.conftest import BLUE_PATCH, RASTER_EPSG, RED_SQUARE, pixel_rect, wait_until, xyz_layer_uri
 
 ROOT = Path(__file__).resolve().parents[2]
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"  # the /usr/bin/qgis_process wrapper passes a flag 3.22 rejects
@@ -51,7 +52,7 @@ def test_provider_loads_without_a_backend_and_lists_the_algorithm(provider):
         assert name in names
 
 
-def test_processing_run_writes_a_geopackage(provider, stand_in, geotiff, tmp_path, plugin_settings):
+def test_processing_run_writes_a_geopackage(provider, server, geotiff, tmp_path, plugin_settings):
     import processing
 
     out = tmp_path / "out.gpkg"
@@ -59,13 +60,13 @@ def test_processing_run_writes_a_geopackage(provider, stand_in, geotiff, tmp_pat
         ALGORITHM,
         {
             "INPUT": geotiff,
-            "PHRASES": "the red roof\n\na road\n",
+            "PHRASES": "the red roof\n\na blue road\n",
             "EXTENT": "500100,500400,4999500,4999800 " f"[EPSG:{RASTER_EPSG}]",
             "THRESHOLD": 0.3,
             "KEEP": 1,
             "TILE_SIZE": 32,
             "MIN_AREA": 5,
-            "BACKEND_URL": stand_in.url,
+            "BACKEND_URL": server.url,
             "OUTPUT": str(out),
         },
     )
@@ -73,9 +74,18 @@ def test_processing_run_writes_a_geopackage(provider, stand_in, geotiff, tmp_pat
     assert layer.isValid() and layer.featureCount() == 2
     assert layer.crs().authid() == f"EPSG:{RASTER_EPSG}"
     assert [n for n in layer.fields().names() if n != "fid"] == FIELDS
-    assert sorted(f["phrase"] for f in layer.getFeatures()) == ["a road", "the red roof"]
-    params = stand_in.requests[-1]["params"]
-    assert params["phrases"] == ["the red roof", "a road"]
+    found = {f["phrase"]: f.geometry().boundingBox() for f in layer.getFeatures()}
+    assert sorted(found) == ["a blue road", "the red roof"]
+    # Each phrase's patch of the scene, cut to the extent.
+    red, blue = pixel_rect(RED_SQUARE), pixel_rect(BLUE_PATCH)
+    expected = {"the red roof": (red[0], red[1], 500400, 4999800), "a blue road": blue}
+    for phrase, box in found.items():
+        assert (box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()) == pytest.approx(
+            expected[phrase], abs=0.01
+        )
+    (received,) = server.requests
+    params = received.params
+    assert params["phrases"] == ["the red roof", "a blue road"]
     assert params["threshold"] == pytest.approx(0.3) and params["keep"] == "all"
     assert params["tile_size"] == 32 and params["min_area"] == 5
     assert params["overlap"] is None and params["gsd"] is None  # not given: the engine's default
@@ -103,17 +113,16 @@ def test_backend_down_stops_with_a_clear_message(provider, geotiff, tmp_path, pl
     assert not (tmp_path / "never.gpkg").exists()
 
 
-def test_backend_message_reaches_the_user(provider, stand_in, geotiff, tmp_path, plugin_settings):
+def test_backend_message_reaches_the_user(provider, server, geotiff, tmp_path, plugin_settings):
     import processing
 
-    stand_in.behaviour.reject_phrase = "qwxz"
-    with pytest.raises(QgsProcessingException, match="The phrase “qwxz” has no words the model knows."):
+    with pytest.raises(QgsProcessingException, match="Phrase 1 is longer than 500 characters."):
         processing.run(
             ALGORITHM,
             {
                 "INPUT": geotiff,
-                "PHRASES": "qwxz",
-                "BACKEND_URL": stand_in.url,
+                "PHRASES": "x" * 501,
+                "BACKEND_URL": server.url,
                 "OUTPUT": str(tmp_path / "never.gpkg"),
             },
         )
@@ -144,13 +153,13 @@ def _qgis_process(config: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which(QGIS_PROCESS) is None, reason="QGIS's qgis_process is not installed")
-def test_qgis_process_runs_the_installed_plugin(plugin_profile, stand_in, geotiff, tmp_path):
+def test_qgis_process_runs_the_installed_plugin(plugin_profile, server, geotiff, tmp_path):
     enabled = _qgis_process(plugin_profile, "plugins", "enable", "rs2sam2_qgis")
     assert enabled.returncode == 0, enabled.stdout + enabled.stderr
     # The backend URL comes from the plugin's settings in that profile, as for a user.
     ini = plugin_profile / "profiles" / "default" / "QGIS" / "QGIS3.ini"
     with ini.open("a", encoding="utf-8") as f:
-        f.write(f"\n[rs2sam2]\nserver_url={stand_in.url}\n")
+        f.write(f"\n[rs2sam2]\nserver_url={server.url}\n")
     out = tmp_path / "cli.gpkg"
     run = _qgis_process(
         plugin_profile,
@@ -158,17 +167,23 @@ def test_qgis_process_runs_the_installed_plugin(plugin_profile, stand_in, geotif
         ALGORITHM,
         "--",
         f"INPUT={geotiff}",
-        "PHRASES=a small lake",
+        "PHRASES=a small blue lake",
         "KEEP=0",
         f"OUTPUT={out}",
     )
     assert run.returncode == 0, run.stdout + run.stderr
     layer = QgsVectorLayer(str(out), "cli", "ogr")
     assert layer.featureCount() == 1
-    assert next(layer.getFeatures())["phrase"] == "a small lake"
+    (feature,) = layer.getFeatures()
+    assert feature["phrase"] == "a small blue lake"
+    box = feature.geometry().boundingBox()
+    assert (box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()) == pytest.approx(
+        pixel_rect(BLUE_PATCH), abs=0.01
+    )
     assert layer.crs().authid() == f"EPSG:{RASTER_EPSG}"
     # The algorithm ran in the unpacked plugin: it sent the file path from that process.
-    assert stand_in.requests[-1]["path"] == geotiff
+    (received,) = server.requests
+    assert received.kind == "path" and received.path == geotiff
 
     # Without a backend the command fails with the sentence, and writes nothing.
     with socket.socket() as s:
@@ -191,44 +206,41 @@ def test_qgis_process_runs_the_installed_plugin(plugin_profile, stand_in, geotif
 
 
 def test_cancel_through_feedback_stops_the_job_and_writes_nothing(
-    provider, stand_in, geotiff, tmp_path, plugin_settings
+    provider, serve, geotiff, tmp_path, plugin_settings
 ):
     import threading
 
     import processing
     from qgis.core import QgsProcessingFeedback
 
-    stand_in.behaviour.tiles = 400
-    stand_in.behaviour.seconds_per_tile = 0.05
+    model = HeldModel()
+    server = serve(model)
     feedback = QgsProcessingFeedback()
-    # Cancel as the Processing dialog's Cancel button does, once the job is under way.
-    watcher = threading.Thread(target=lambda: (_wait_for_progress(stand_in), feedback.cancel()), daemon=True)
+    # Cancel as the Processing dialog's Cancel button does, once the job is under way (and held there).
+    watcher = threading.Thread(target=lambda: model.entered.wait(30) and feedback.cancel(), daemon=True)
     watcher.start()
     with pytest.raises(QgsProcessingException, match="The run was cancelled; nothing was written."):
         processing.run(
             ALGORITHM,
             {
                 "INPUT": geotiff,
-                "PHRASES": "a lake",
-                "BACKEND_URL": stand_in.url,
+                "PHRASES": "a red lake",
+                "BACKEND_URL": server.url,
                 "OUTPUT": str(tmp_path / "never.gpkg"),
             },
             feedback=feedback,
         )
-    (job,) = stand_in.jobs.values()
-    assert job.status == "cancelled" and job.done < job.total
+    watcher.join(5)
+    (job_id,) = server.job_ids
+    assert server.job(job_id)["status"] == "cancelled"
+    model.release()
+    with server.client() as client:
+        wait_until(lambda: not client.get("/health").json()["busy"], what="the backend to stop")
+    assert model.started == 1 and server.job(job_id)["status"] == "cancelled"
     assert not (tmp_path / "never.gpkg").exists()
 
 
-def _wait_for_progress(server, timeout_s: float = 20) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while not any(j.done > 0 for j in server.jobs.values()) and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
-def test_the_algorithm_works_inside_a_model(provider, stand_in, geotiff, tmp_path, plugin_settings):
+def test_the_algorithm_works_inside_a_model(provider, server, geotiff, tmp_path, plugin_settings):
     """What the Modeler builds: a model whose child is Segment by text, fed by a model input."""
     import processing
     from qgis.core import (
@@ -248,10 +260,10 @@ def test_the_algorithm_works_inside_a_model(provider, stand_in, geotiff, tmp_pat
     child.setChildId("segment")
     static = QgsProcessingModelChildParameterSource.fromStaticValue
     child.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromModelParameter("scene")])
-    child.addParameterSources("PHRASES", [static("a roof\na pool")])
+    child.addParameterSources("PHRASES", [static("a red roof\na blue pool")])
     child.addParameterSources("THRESHOLD", [static(0.5)])
     child.addParameterSources("KEEP", [static(0)])
-    child.addParameterSources("BACKEND_URL", [static(stand_in.url)])
+    child.addParameterSources("BACKEND_URL", [static(server.url)])
     output = QgsProcessingModelOutput("polygons")
     output.setChildOutputName("OUTPUT")
     child.setModelOutputs({"polygons": output})
@@ -260,10 +272,10 @@ def test_the_algorithm_works_inside_a_model(provider, stand_in, geotiff, tmp_pat
 
     result = processing.run(model, {"scene": geotiff, "segment:polygons": str(tmp_path / "model.gpkg")})
     layer = QgsVectorLayer(result["segment:polygons"], "model", "ogr")
-    assert sorted(f["phrase"] for f in layer.getFeatures()) == ["a pool", "a roof"]
+    assert sorted(f["phrase"] for f in layer.getFeatures()) == ["a blue pool", "a red roof"]
 
 
-def test_a_web_layer_is_rendered_at_the_gsd(provider, stand_in, tmp_path, plugin_settings, clean_project):
+def test_a_web_layer_is_rendered_at_the_gsd(provider, server, tmp_path, plugin_settings, clean_project):
     import processing
     from qgis.core import QgsRasterLayer
 
@@ -273,14 +285,17 @@ def test_a_web_layer_is_rendered_at_the_gsd(provider, stand_in, tmp_path, plugin
         "INPUT": web,
         "PHRASES": "a red field",
         "EXTENT": "1000000,1500000,1000000,1400000 [EPSG:3857]",
-        "BACKEND_URL": stand_in.url,
+        "BACKEND_URL": server.url,
         "OUTPUT": str(tmp_path / "web.gpkg"),
     }
     with pytest.raises(QgsProcessingException, match="has no pixels of its own; give the resolution"):
         processing.run(ALGORITHM, params)
     result = processing.run(ALGORITHM, {**params, "GSD": 5000})
-    received = stand_in.requests[-1]
-    assert received["kind"] == "upload" and received["size"] == (100, 80)  # 500 km × 400 km at 5 km
-    assert received["bands"] == 4 and received["band_max"][:3] == [200, 30, 30]
-    assert received["params"]["gsd"] == 5000
+    (received,) = server.requests
+    assert received.kind == "upload" and received.raster["size"] == (100, 80)  # 500 km × 400 km at 5 km
+    assert received.raster["bands"] == 4 and received.raster["band_max"][:3] == [200, 30, 30]
+    assert received.params["gsd"] == 5000
+    # The web map is red all over: the feature is the whole extent.
+    (feature,) = QgsVectorLayer(result["OUTPUT"], "web", "ogr").getFeatures()
+    assert feature.geometry().boundingBox().toString(0) == "1000000,1000000 : 1500000,1400000"
     assert QgsVectorLayer(result["OUTPUT"], "web", "ogr").crs().authid() == "EPSG:3857"

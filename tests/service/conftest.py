@@ -1,10 +1,10 @@
-"""Service test helpers: the real `rs2sam2 serve` as a subprocess on a free loopback port."""
+"""Service test fixtures: the real `rs2sam2 serve` as a subprocess on a free loopback port (the real model),
+and the real app in this process with a stand-in model (tests/live_server.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,16 +13,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.engine.conftest import test_checkpoint  # noqa: F401 - the same seeded test-preset checkpoint
+from backend.service.config import ServiceConfig
+from tests.live_server import LiveServer, free_port, live_server
 
 RS2SAM2 = str(Path(sys.executable).parent / "rs2sam2")
 STARTUP_TIMEOUT_S = 180  # loading torch + the model on a busy 2-core machine
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+REPO = Path(__file__).resolve().parents[2]
+# The bundled demo model: a trained `test`-preset model whose probabilities keep clear of the threshold,
+# so two processes running it agree on every feature, not just on most pixels.
+DEMO_CHECKPOINT = REPO / "backend" / "demo" / "assets" / "rs2sam2-demo.safetensors"
 
 
 @contextlib.contextmanager
@@ -59,3 +60,14 @@ def running_server(args: list[str], log_path: Path, host: str = "127.0.0.1", hea
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def serve():
+    """Start the real app in this process: `serve(model, **ServiceConfig fields) -> LiveServer`."""
+    with contextlib.ExitStack() as stack:
+
+        def start(model, record: bool = False, **config) -> LiveServer:
+            return stack.enter_context(live_server(model, ServiceConfig(**config), record=record))
+
+        yield start

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import shapely
 
 API = "/api/v1"
+SCORE_TOLERANCE = 1e-4  # a score is a mean of probabilities: float noise moves it by ~1e-7
 
 
 def form(params: dict, raster: Path | None = None, path: str | None = None):
@@ -19,27 +21,34 @@ def form(params: dict, raster: Path | None = None, path: str | None = None):
     return files, data
 
 
-def comparable(collection: dict) -> list[tuple]:
-    """Features as (phrase, score, area, source, model, geometry) sorted; `created` differs per run."""
-    rows = []
+def _features(collection: dict) -> dict[str, list[dict]]:
+    by_phrase: dict[str, list[dict]] = {}
     for feature in collection["features"]:
-        props = feature["properties"]
-        rows.append(
-            (
-                props["phrase"],
-                round(props["score"], 4),
-                round(props["area"], 1),
-                props["source"],
-                props["model"],
-                shapely.geometry.shape(feature["geometry"]),
-            )
-        )
-    return sorted(rows, key=lambda row: (row[0], row[5].centroid.x, row[5].centroid.y))
+        by_phrase.setdefault(feature["properties"]["phrase"], []).append(feature)
+    return by_phrase
 
 
-def assert_same_collections(got: dict, expected: dict) -> None:
+def assert_same_collections(got: dict, expected: dict, pixel: float) -> None:
+    """The same features (phrase, source, model; score, area and outline within float noise and a
+    pixel): the service and the engine ran the same model on the same pixels, maybe in two processes.
+
+    A pixel whose probability lies within float noise of the threshold may be in one and not the other;
+    tests use a model whose probabilities keep clear of it, so that stays a pixel or two, not a feature.
+    """
     assert got["crs"] == expected["crs"] and got["crs_wkt"] == expected["crs_wkt"]
-    a, b = comparable(got), comparable(expected)
-    assert [row[:5] for row in a] == [row[:5] for row in b]
-    for row_a, row_b in zip(a, b):
-        assert row_a[5].symmetric_difference(row_b[5]).area <= 1e-6 * max(row_b[5].area, 1.0)
+    got_features, expected_features = _features(got), _features(expected)
+    assert sorted(got_features) == sorted(expected_features)
+    for phrase, wanted in expected_features.items():
+        found = got_features[phrase]
+        assert len(found) == len(wanted), phrase
+        for feature in wanted:
+            shape = shapely.geometry.shape(feature["geometry"])
+            # The one whose outline is nearest (features of one phrase do not overlap).
+            match = min(found, key=lambda f: shapely.geometry.shape(f["geometry"]).hausdorff_distance(shape))
+            other = shapely.geometry.shape(match["geometry"])
+            props, theirs = feature["properties"], match["properties"]
+            assert (theirs["source"], theirs["model"]) == (props["source"], props["model"])
+            assert theirs["score"] == pytest.approx(props["score"], abs=SCORE_TOLERANCE)
+            assert theirs["area"] == pytest.approx(props["area"], rel=1e-6, abs=2 * pixel**2)
+            assert other.hausdorff_distance(shape) <= 1.5 * pixel
+            assert other.symmetric_difference(shape).area <= 2 * pixel**2 + 1e-6 * shape.area

@@ -1,24 +1,20 @@
-"""Faults at the service layer, with model doubles behind a real uvicorn server on 127.0.0.1.
+"""Faults at the service layer, with model doubles behind the real app on a real uvicorn server on
+127.0.0.1 (tests/live_server.py).
 
-The model is replaced here (only here) to provoke what the real one cannot do on demand: running out
-of memory. Everything else — HTTP, FastAPI, the job worker, the engine, GeoTIFF reading — is real.
+The models here provoke what the real one cannot do on demand: running out of memory, a bug. Everything
+else — HTTP, FastAPI, the job worker, the engine, GeoTIFF reading — is real.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 
 import httpx
 import pytest
-import uvicorn
 
-from backend.service.app import create_app
-from backend.service.config import ServiceConfig
 from tests.engine.rasters import background, paint, write_geotiff
 from tests.engine.standin import ColourModel
-from tests.service.conftest import free_port
-from tests.service.helpers import API, form
+from tests.service.helpers import form
 
 
 class OutOfMemory(RuntimeError):
@@ -42,28 +38,11 @@ class MemoryHungryModel(ColourModel):
 
 
 @pytest.fixture
-def serve_model(tmp_path):
-    servers = []
-
+def serve_model(serve):
     def start(model) -> httpx.Client:
-        port = free_port()
-        config = uvicorn.Config(
-            create_app(ServiceConfig(), model, "cpu"), host="127.0.0.1", port=port, log_level="error"
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-            time.sleep(0.02)
-        return httpx.Client(base_url=f"http://127.0.0.1:{port}{API}", timeout=60)
+        return serve(model).client()
 
-    yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(timeout=10)
+    return start
 
 
 @pytest.fixture

@@ -69,7 +69,8 @@ def test_written_region_reads_back_with_exact_masks_and_georeferencing(tmp_path)
     assert not list(tmp_path.glob("*.part*"))  # temporary files are gone
 
 
-def test_phrase_cues_name_what_a_phrase_needs_besides_kind_and_colour():
+def test_phrase_cues_name_what_a_phrase_needs_besides_kind_and_colour(monkeypatch):
+    from training.data import synthetic
     from training.data.synthetic import phrase_cues
 
     assert phrase_cues("the dark lake") == ()
@@ -77,6 +78,26 @@ def test_phrase_cues_name_what_a_phrase_needs_besides_kind_and_colour():
     assert phrase_cues("the biggest field beside the river") == ("size", "relation")
     assert phrase_cues("the car at the bottom near the road") == ("position", "relation")
     assert phrase_cues("the topmost red house") == ("position",)
-    # Every generated phrase of a scene is classified from the generator's own word lists.
-    scene = generate_scene(5, size=256)
-    assert any(phrase_cues(p) for obj in scene.referable for p in obj.phrases)
+    # Every generated phrase is classified by the cues the generator built it from.
+    built: dict[str, tuple[str, ...]] = {}
+    render = synthetic._render
+
+    def recording_render(target, cues, rng):
+        phrase = render(target, cues, rng)
+        names = {cue.name for cue in cues}
+        built[phrase] = tuple(
+            kind
+            for kind, present in (
+                ("size", bool(names & {"large", "small"})),
+                ("position", bool(names & {"left", "right", "top", "bottom"})),
+                ("relation", any(name.startswith("near-") for name in names)),
+            )
+            if present
+        )
+        return phrase
+
+    monkeypatch.setattr(synthetic, "_render", recording_render)
+    for seed in range(5):
+        generate_scene(seed, size=256)
+    assert {cues for cues in built.values()} >= {(), ("size",), ("position",), ("relation",)}
+    assert {phrase: phrase_cues(phrase) for phrase in built} == built

@@ -17,6 +17,7 @@ from backend.cli import main as rs2sam2
 from backend.model.checkpoint import save_checkpoint
 from backend.model.factory import build_model, load_checkpoint
 from tests.training.dataset_fixtures import write_refsegrs
+from training.state import load_state
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,27 +56,27 @@ def assert_same_weights(a: Path, b: Path, exact: bool = True) -> None:
 
 
 def _kill_after_logged_step(args: list[str], out: Path, step: int, timeout: float = 240.0) -> None:
-    """Run `rs2sam2 train` in its own process and SIGKILL it as soon as `step` is in its train log."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    """Run `rs2sam2 train` in its own process, held still once `step` is in its train log
+    (tests/training/held_train.py), and SIGKILL it there."""
+    marker = out.parent / f"{out.name}.held"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "train", *args, "--out", str(out)],
+        [sys.executable, "-m", "tests.training.held_train", str(step), str(marker), "--", *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    log = out / "train_log.csv"
-    deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline and process.poll() is None:
-            rows = log.read_text().splitlines()[1:] if log.exists() else []
-            if any(row.split(",")[0] == str(step) for row in rows):
-                break
-            time.sleep(0.02)
-        assert (
-            process.poll() is None
-        ), f"the run ended before step {step}: {process.stderr.read().decode()[-2000:]}"
+        deadline = time.monotonic() + timeout
+        while not marker.exists():
+            assert (
+                process.poll() is None
+            ), f"the run ended before step {step}: {process.stderr.read().decode()[-2000:]}"
+            assert time.monotonic() < deadline, f"the run did not reach step {step} in {timeout:.0f} s"
+            time.sleep(0.05)
         process.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=30) == -signal.SIGKILL
     finally:
         process.kill()
         process.wait()
@@ -97,11 +98,18 @@ def test_killed_run_resumes_exactly_like_an_uninterrupted_run(tmp_path, capsys):
         "3",
     ]
     assert train(*common, "--out", str(tmp_path / "whole")) == 0
-    # A real kill: the process dies with SIGKILL somewhere after logging step 4, so the state of step 3
-    # (or 6) is on disk and the steps after it are lost.
+    # A real kill: the process dies with SIGKILL right after logging step 4, so the state of step 3 is on
+    # disk and step 4 (logged, not saved) is lost.
     cut = tmp_path / "cut"
-    _kill_after_logged_step(common, cut, step=4)
-    assert (cut / "last_state.pt").exists() and not (cut / "final.safetensors").exists()
+    _kill_after_logged_step([*common, "--out", str(cut)], cut, step=4)
+    assert load_state(cut / "last_state.pt")["progress"]["step"] == 3
+    assert not (cut / "final.safetensors").exists()
+    assert [row.split(",")[0] for row in (cut / "train_log.csv").read_text().splitlines()[1:]] == [
+        "1",
+        "2",
+        "3",
+        "4",
+    ]
     assert train("--out", str(cut), "--resume", "--no-progress") == 0
     assert_same_weights(tmp_path / "whole" / "final.safetensors", cut / "final.safetensors")
     # The logs read as one run: steps 1–8 once each with the same losses, validations at 2, 4, 6, 8.

@@ -16,10 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 A_SEED, B_SEED = 10_000_000, 10_000_100  # outside every synthetic split's seeds
@@ -27,7 +30,14 @@ A_SEED, B_SEED = 10_000_000, 10_000_100  # outside every synthetic split's seeds
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="the model to fine-tune (default: the bundled demo model)")
-    parser.add_argument("--labels", type=int, default=45, help="labelled polygons per region (default 45)")
+    parser.add_argument(
+        "--labels",
+        type=_counts,
+        default=(45,),
+        help="labelled polygons in region A, one fine-tuning per count, e.g. 15,45,64 (default 45; at most "
+        "64: four per 512-px block)",
+    )
+    parser.add_argument("--queries", type=int, default=45, help="labelled polygons queried in region B")
     parser.add_argument(
         "--train-args",
         default="",
@@ -105,6 +115,13 @@ def _earlier_run(run_dir: Path) -> tuple[Path, float, str]:
     return (best if best.exists() else run_dir / "final.safetensors"), saved["minutes"], saved["notes"]
 
 
+def _counts(text: str) -> tuple[int, ...]:
+    counts = tuple(int(part) for part in text.split(",") if part.strip())
+    if not counts or min(counts) < 1 or max(counts) > 64:
+        raise argparse.ArgumentTypeError("give label counts between 1 and 64, e.g. 15,45")
+    return counts
+
+
 def summarise(results: list[tuple[str, float, float]], kinds: set[str] | None = None) -> dict:
     from training.metrics import SegmentationMetrics
 
@@ -112,40 +129,59 @@ def summarise(results: list[tuple[str, float, float]], kinds: set[str] | None = 
     return SegmentationMetrics([round(i) for i, _ in chosen], [round(u) for _, u in chosen]).summary()
 
 
-def report(before, after, labelled_kinds: set[str], minutes: float, notes: str, run: Path, args) -> str:
-    def row(name: str, summary: dict) -> str:
-        return (
-            f"| {name} | {100 * summary['mIoU']:.1f} | {100 * summary['oIoU']:.1f} | "
-            f"{100 * summary['Pr@0.5']:.1f} | {summary['samples']} |"
-        )
+@dataclass
+class Tuning:
+    """One fine-tuning on region A with `labels` labelled polygons, and its queries on region B."""
 
+    labels: int
+    kinds: Counter  # labels in A by kind
+    minutes: float
+    notes: str
+    checkpoint: Path
+    results: list
+
+
+def _row(name: str, summary: dict) -> str:
+    return (
+        f"| {name} | {100 * summary['mIoU']:.1f} | {100 * summary['oIoU']:.1f} | "
+        f"{100 * summary['Pr@0.5']:.1f} | {summary['samples']} |"
+    )
+
+
+def report(before: list, tunings: list[Tuning], args: argparse.Namespace) -> str:
+    """The head (regions, command, what the main run said), totals per label count, then by kind for the
+    largest label count."""
+    main = max(tunings, key=lambda t: t.labels)
     lines = ["| queries on region B | mIoU | oIoU | Pr@0.5 | queries |", "|---|---|---|---|---|"]
-    for name, results in (("before", before), ("after", after)):
-        lines.append(row(f"{name}, all kinds", summarise(results)))
-        lines.append(row(f"{name}, kinds labelled in A", summarise(results, labelled_kinds)))
-    kinds = sorted({kind for kind, _, _ in after})
-    lines += ["", "| kind | labels in A | queries in B | mIoU before | mIoU after |", "|---|---|---|---|---|"]
-    for kind in kinds:
-        b, a = summarise(before, {kind}), summarise(after, {kind})
+    lines.append(_row("before fine-tuning, all kinds", summarise(before)))
+    lines.append(
+        _row(f"before, kinds labelled in A ({main.labels} labels)", summarise(before, set(main.kinds)))
+    )
+    for tuning in sorted(tunings, key=lambda t: t.labels):
+        where = f"after {tuning.labels} labels ({tuning.minutes:.0f} min)"
+        lines.append(_row(f"{where}, all kinds", summarise(tuning.results)))
+        lines.append(_row(f"{where}, kinds labelled in A", summarise(tuning.results, set(tuning.kinds))))
+    lines += ["", f"By kind, {main.labels} labels in A:", ""]
+    lines += ["| kind | labels in A | queries in B | mIoU before | mIoU after |", "|---|---|---|---|---|"]
+    for kind in sorted({kind for kind, _, _ in main.results}):
+        b, a = summarise(before, {kind}), summarise(main.results, {kind})
         lines.append(
-            f"| {kind} | {args.labelled_counts.get(kind, 0)} | {a['samples']} | {100 * b['mIoU']:.1f} | "
+            f"| {kind} | {main.kinds.get(kind, 0)} | {a['samples']} | {100 * b['mIoU']:.1f} | "
             f"{100 * a['mIoU']:.1f} |"
         )
     head = (
-        f"Regions A (labelled) and B (queried): 2048² px at 0.5 m, {args.labels} labels each "
-        "(bench/region_data.py: its own palette, mix of kinds and object sizes). Fine-tuning "
-        f"`rs2sam2 train --data region:A.tif,A.gpkg,description --checkpoint {args.model_name}"
-        f"{(' ' + args.train_args) if args.train_args else ''}` took {minutes:.1f} min here "
-        f"(torch threads: {os.environ.get('OMP_NUM_THREADS', '1')}); the run said:\n\n```\n{notes}\n```\n\n"
-        f"Queries: `rs2sam2 segment B.tif PHRASE… --bbox <the label's 512-px block> --keep best "
-        f"--checkpoint <model>`; after = `{run.name}`."
+        f"Regions A (labelled) and B (queried): 2048² px at 0.5 m (bench/region_data.py: its own palette, "
+        f"mix of kinds and object sizes); {args.queries} labels of B are queried. Fine-tuning `rs2sam2 train "
+        f"--data region:A.tif,A.gpkg,description --checkpoint {args.model_name}"
+        f"{(' ' + args.train_args) if args.train_args else ''}`, torch threads: "
+        f"{os.environ.get('OMP_NUM_THREADS', '1')}; with {main.labels} labels the run said:\n\n```\n"
+        f"{main.notes}\n```\n\nQueries: `rs2sam2 segment B.tif PHRASE… --bbox <the label's 512-px block> "
+        f"--keep best --checkpoint <model>`; after = `{main.checkpoint.name}` of each run."
     )
     return head + "\n\n" + "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> str:
-    from collections import Counter
-
     from backend.bundled import DEMO_CHECKPOINT
     from bench.region_data import make_region
 
@@ -154,19 +190,19 @@ def run(args: argparse.Namespace) -> str:
     with tempfile.TemporaryDirectory() as scratch:
         workdir = Path(args.workdir or scratch)
         workdir.mkdir(parents=True, exist_ok=True)
-        region_a = make_region(workdir / "regions", "A", A_SEED, args.labels)
-        region_b = make_region(workdir / "regions", "B", B_SEED, args.labels)
-        args.labelled_counts = Counter(label.kind for label in region_a.labels)
+        region_b = make_region(workdir / "regions", "B", B_SEED, args.queries)
         before = query_region(region_b, checkpoint, workdir, args.device)
-        run_dir = workdir / "finetune"
-        if args.reuse_run and (run_dir / "final.safetensors").exists():
-            tuned, minutes, notes = _earlier_run(run_dir)
-        else:
-            if run_dir.exists():
-                import shutil
-
-                shutil.rmtree(run_dir)
-            tuned, minutes, notes = fine_tune(region_a, checkpoint, run_dir, args.train_args.split())
-            (run_dir / "bench.json").write_text(json.dumps({"minutes": minutes, "notes": notes}))
-        after = query_region(region_b, tuned, workdir, args.device)
-        return report(before, after, set(args.labelled_counts), minutes, notes, tuned, args)
+        tunings = []
+        for count in args.labels:
+            region_a = make_region(workdir / "regions", f"A{count}", A_SEED, count)
+            run_dir = workdir / f"finetune-{count}"
+            if args.reuse_run and (run_dir / "final.safetensors").exists():
+                tuned, minutes, notes = _earlier_run(run_dir)
+            else:
+                shutil.rmtree(run_dir, ignore_errors=True)
+                tuned, minutes, notes = fine_tune(region_a, checkpoint, run_dir, args.train_args.split())
+                (run_dir / "bench.json").write_text(json.dumps({"minutes": minutes, "notes": notes}))
+            after = query_region(region_b, tuned, workdir, args.device)
+            kinds = Counter(label.kind for label in region_a.labels)
+            tunings.append(Tuning(count, kinds, minutes, notes, tuned, after))
+        return report(before, tunings, args)

@@ -38,3 +38,26 @@ def test_queries_run_the_segment_command_and_score_against_the_labels(tmp_path):
         assert 0 <= intersection <= union and union >= label.geometry.area / GSD**2 - 1
     summary = summarise(results)
     assert summary["samples"] == 3 and 0 <= summary["mIoU"] <= 1
+
+
+def test_the_report_has_a_row_per_label_count_and_the_kinds_of_the_largest(tmp_path):
+    import argparse
+
+    from bench.region import Tuning, report
+
+    before = [("car", 0.0, 10.0), ("pond", 5.0, 10.0)]
+    few = Tuning(2, Counter({"pond": 2}), 1.0, "recipe: small-region", tmp_path / "final.safetensors", before)
+    many = Tuning(
+        4,
+        Counter({"pond": 2, "car": 2}),
+        3.0,
+        "recipe: small-region",
+        tmp_path / "final.safetensors",
+        [("car", 8.0, 10.0), ("pond", 10.0, 10.0)],
+    )
+    args = argparse.Namespace(queries=2, model_name="m", train_args="")
+    text = report(before, [many, few], args)
+    assert "| after 2 labels (1 min), all kinds | 25.0 |" in text  # (0 + 0.5) / 2
+    assert "| after 4 labels (3 min), all kinds | 90.0 |" in text
+    assert text.index("after 2 labels") < text.index("after 4 labels")
+    assert "| car | 2 | 1 | 0.0 | 80.0 |" in text and "By kind, 4 labels in A" in text

@@ -7,9 +7,11 @@ scenes with the project's own training package, then write the demo assets.
      sampling distances of 0.2–2 m, palettes, textures, shadows, sensor noise, a quarter 16-bit;
      training/data/scene_style.py), 384-pixel world scenes cut into chips as the engine sees a raster
      (native resolution, scaled-down windows, context) with negatives, and classic scenes of every
-     kind; stage 4 a short pass at a lower rate on that mix with the land-cover scenes back in. A
-     finished stage is skipped; a killed one continues with --resume;
-  2. the last stage's best checkpoint (val mIoU + oIoU) → backend/demo/assets/rs2sam2-demo.safetensors;
+     kind; stages 4–5 short passes at lower rates on that mix with the land-cover scenes back in,
+     stage 6 on land cover alone (so the demo keeps its bar on its sample scene). A finished stage is
+     skipped; a killed one continues with --resume;
+  2. 0.7 × stage 5's best + 0.3 × stage 6's best, weight by weight (BLEND) →
+     backend/demo/assets/rs2sam2-demo.safetensors;
   3. a sample scene from a seed outside every training/val/test seed range → scene.tif, its truth
      polygons → scene_truth.gpkg, one sample phrase per object kind → phrases.txt (the rule below,
      unchanged since it was chosen);
@@ -120,7 +122,54 @@ def stages(run_dir: Path, land_cover: Path | None = None) -> tuple[Stage, ...]:
             + ("--lr-new", "1e-4", "--lr-rest", "1e-4", "--warmup-steps", "50", "--negative-share", "0.15")
             + ("--eval-every", "500", "--val-limit", "300", "--seed", str(SEED + 2)),
         ),
+        # Stage 4 brought the lake to 0.78 but left the street at 0.67: a last, shorter pass at half
+        # that rate with twice the land-cover scenes.
+        Stage(
+            "stage5",
+            (*WORLD_MIX, f"synthetic:4000,{LAND_COVER}"),
+            1_000,
+            ("--checkpoint", str(run_dir / "stage4" / "best.safetensors"))
+            + ("--lr-new", "5e-5", "--lr-rest", "5e-5", "--warmup-steps", "50", "--negative-share", "0.15")
+            + ("--eval-every", "500", "--val-limit", "300", "--seed", str(SEED + 3)),
+        ),
+        # Stage 5 left the street at 0.68. Land cover alone brings it back (0.82) but forgets the world
+        # (world val mIoU 19.8 → 13.8 %); the demo model is a blend of the two (BLEND below).
+        Stage(
+            "stage6",
+            (f"synthetic:4000,{LAND_COVER}",),
+            600,
+            ("--checkpoint", str(run_dir / "stage5" / "best.safetensors"))
+            + ("--lr-new", "5e-5", "--lr-rest", "5e-5", "--warmup-steps", "50")
+            + ("--eval-every", "300", "--val-limit", "300", "--seed", str(SEED + 4)),
+        ),
     )
+
+
+# The demo checkpoint interpolates the weights of the world model (stage 5) and its land-cover pass
+# (stage 6), as in WiSE-FT (Wortsman et al., 2022: fine-tuned and starting weights of one run lie in one
+# basin, and points between them keep much of both). Measured on 300 world val samples and the demo's
+# sample scene: share 0.3 → 18.9 % mIoU (stage 5: 19.8 %) and every phrase above the bar; 0.5 → 17.8 %.
+BLEND = ("stage5", "stage6", 0.3)
+
+
+def blend_checkpoints(first: Path, second: Path, share: float, out: Path) -> None:
+    """(1 − share)·first + share·second for every floating-point tensor; the first's metadata (model
+    configuration) is kept — both come from one architecture."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(first), "pt") as handle:
+        metadata = handle.metadata()
+    a, b = load_file(str(first)), load_file(str(second))
+    if a.keys() != b.keys():
+        raise SystemExit(f"cannot blend {first} and {second}: their tensors differ")
+    blended = {
+        key: (a[key].float() * (1 - share) + b[key].float() * share).to(a[key].dtype)
+        if a[key].is_floating_point()
+        else a[key]
+        for key in a
+    }
+    save_file(blended, str(out), metadata=metadata)
 
 
 # Held-out test sets of the report: name → (data spec, its test split's first scenes).
@@ -266,9 +315,11 @@ def main() -> None:
 
 
 def write_report(recipe: tuple[Stage, ...], run_dir: Path, land_cover: Path | None) -> None:
-    last = recipe[-1]
     ASSETS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(last.folder(run_dir) / "best.safetensors", DEMO_CHECKPOINT)
+    first, second, share = BLEND
+    blend_checkpoints(
+        run_dir / first / "best.safetensors", run_dir / second / "best.safetensors", share, DEMO_CHECKPOINT
+    )
     scene_seed, phrases = write_scene(run_dir)
     from bench.record import record_section
     from training.metrics import format_table
@@ -291,7 +342,8 @@ def write_report(recipe: tuple[Stage, ...], run_dir: Path, land_cover: Path | No
     ).replace(str(run_dir) + "/", "runs/demo-model/")
     report = (
         f"`make demo-model` (seed {SEED}), one torch thread on this machine:\n\n{lines}\n\n"
-        f"The demo checkpoint is the last stage's best (val mIoU + oIoU), "
+        f"The demo checkpoint blends the weights of {first}'s and {second}'s best (val mIoU + oIoU), "
+        f"{1 - share:g}·{first} + {share:g}·{second}, "
         f"{DEMO_CHECKPOINT.stat().st_size / 2**20:.1f} MiB.\n\n"
         "Held-out synthetic test scenes (native protocol), in total, by the kind a phrase names "
         "(`training.data.kinds.phrase_kind`) and by what it needs besides kind and colour "

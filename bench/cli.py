@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from types import ModuleType
 
-from bench import context, engine, model, paper, service, training
+from bench import context, engine, model, paper, region, service, training
 from bench.record import record_section
 
 HELP = "run a benchmark"
@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, tuple[ModuleType, str]] = {
     "engine": (engine, "Inference engine (`rs2sam2 bench engine`)"),
     "training": (training, "Training (`rs2sam2 bench training`)"),
     "service": (service, "Service (`rs2sam2 bench service`)"),
+    "region": (region, "Small-region fine-tuning (`rs2sam2 bench region`)"),
     "paper": (paper, "The paper's model (`rs2sam2 bench paper`)"),
     "context": (context, "What area the model sees (`rs2sam2 bench context`)"),
 }

@@ -5,6 +5,10 @@
   lower, north/south/east/west, above/below, horizontal/vertical…); a phrase whose wording cannot be
   rewritten safely for a transform (e.g. "above" under a rotation) is left untransformed.
 - The reference recipe's occlusion: some training expressions get many black boxes (32 px at 1024).
+- Photometric changes that keep colour words true (the small-region recipe): brightness, contrast,
+  gamma, desaturation toward grey, blur and noise, each one curve for all bands — at every pixel the
+  bands keep their order, so a red roof stays red and a dark pond darker than the blue one; no hue
+  shifts, channel swaps or per-band gains.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image, ImageFilter
 
 # Directions as unit steps (dx, dy) in image coordinates (x right, y down).
 _N, _S, _W, _E = (0, -1), (0, 1), (-1, 0), (1, 0)
@@ -120,6 +125,29 @@ class AugmentConfig:
     black_box_prob: float = 0.2  # the reference recipe (RRSIS-D): 20 % of expressions …
     black_box_count: tuple[int, int] = (20, 60)  # … get 20–60 boxes …
     black_box_fraction: float = 32 / 1024  # … of 32 px at 1024 (scaled to the image's side)
+    photometric_prob: float = 0.0  # chance of colour-preserving photometric changes
+    brightness: tuple[float, float] = (0.75, 1.3)  # gain
+    contrast: tuple[float, float] = (0.7, 1.3)  # around the image's mean grey level
+    gamma: tuple[float, float] = (0.75, 1.35)
+    desaturate: tuple[float, float] = (0.0, 0.25)  # share of each pixel's grey mixed in
+    blur: tuple[float, float] = (0.0, 1.0)  # σ in pixels (below 0.3: none)
+    noise: tuple[float, float] = (0.0, 6.0)  # σ in 8-bit levels
+
+
+def photometric(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
+    """Brightness, contrast, gamma, desaturation, blur and noise, the same curve for every band."""
+    x = image.astype(np.float32) * rng.uniform(*config.brightness)
+    mean = float(x.mean())
+    x = mean + (x - mean) * rng.uniform(*config.contrast)
+    x = 255.0 * (np.clip(x, 0, 255) / 255.0) ** rng.uniform(*config.gamma)
+    grey = x.mean(axis=2, keepdims=True)
+    x = x + (grey - x) * rng.uniform(*config.desaturate)
+    sigma = rng.uniform(*config.blur)
+    if sigma >= 0.3:
+        blurred = Image.fromarray(np.clip(x, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(sigma))
+        x = np.asarray(blurred, np.float32)
+    x = x + rng.normal(0, rng.uniform(*config.noise), x.shape[:2])[:, :, None]  # one value for all bands
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
 def augment(
@@ -138,6 +166,8 @@ def augment(
                     rewritten,
                 )
                 break
+    if config.photometric_prob > 0 and rng.random() < config.photometric_prob:
+        image = photometric(image, rng, config)
     if config.black_box_prob > 0 and rng.random() < config.black_box_prob:
         image = image.copy()
         height, width = image.shape[:2]

@@ -36,12 +36,14 @@ def setting(default: Any, help: str, group: str, **cli: Any) -> Any:
     return field(default=default, metadata={"help": help, "group": group, **cli})
 
 
-WHAT, LENGTH, OPTIM, LOSS, AUGMENT, BOOK = (
+RECIPES = ("auto", "small-region", "standard")
+WHAT, LENGTH, OPTIM, LOSS, AUGMENT, REGIONS, BOOK = (
     "data and model",
-    "length (one of)",
+    "length (one of; for a small region both may be left out)",
     "optimisation (defaults: the method's recipe, docs/method.md)",
     "loss (training/README.md says why random weights get other defaults)",
     "augmentation",
+    "regions and the small-region recipe (training/README.md)",
     "bookkeeping",
 )
 
@@ -114,6 +116,57 @@ class TrainConfig:
     black_box_prob: float = setting(
         0.2, "share of samples that get black boxes (the reference's recipe)", AUGMENT
     )
+    # --- regions and the small-region recipe ---
+    recipe: str = setting(
+        "auto",
+        "small-region: the recipe for tens to a few hundred labelled polygons; standard: every sample "
+        "once per epoch, the val split as it comes; auto: small-region when every --data is a region "
+        "and they hold at most --small-region-labels phrases",
+        REGIONS,
+        choices=RECIPES,
+    )
+    small_region_labels: int = setting(500, "the most labelled phrases auto calls a small region", REGIONS)
+    chip_views: tuple[str, ...] = setting(
+        ("context", "native", "window"),
+        "views of random chips of regions (and of chipped synthetic scenes), drawn with equal odds: "
+        "context (the feature with some of its surroundings), native (the raster's own resolution, as "
+        "the engine's tiles; the feature anywhere in the chip), window (a query window of a few hundred "
+        "pixels scaled down, as the engine's view of a whole area); sizes in training/data/region.py",
+        REGIONS,
+        choices=("context", "native", "window"),
+    )
+    negative_share: float = setting(
+        0.25,
+        "share of random region chips cut around another object of the phrase's kind (head noun); the "
+        "mask is whatever of the named object is in view, usually nothing",
+        REGIONS,
+    )
+    chips_per_feature: int = setting(
+        8, "small-region recipe: chips of every labelled phrase per epoch, each drawn anew", REGIONS
+    )
+    photometric_prob: float = setting(
+        0.8,
+        "small-region recipe: share of chips given colour-preserving brightness, contrast, gamma, "
+        "blur and noise changes (one curve for all bands, so a red roof stays red)",
+        REGIONS,
+    )
+    min_val_samples: int = setting(
+        30,
+        "small-region recipe without --val-data: hold out the spatial val split only when it has at "
+        "least this many phrases; otherwise train on every label for a fixed number of steps",
+        REGIONS,
+    )
+    max_val_share: float = setting(
+        0.25, "small-region recipe: the largest share of the labels the val split may take", REGIONS
+    )
+    steps_per_label: float = setting(
+        40,
+        "small-region recipe without --max-steps/--epochs: optimizer steps per labelled training "
+        "phrase, kept within --auto-steps-min and --auto-steps-max",
+        REGIONS,
+    )
+    auto_steps_min: int = setting(500, "small-region recipe: the fewest steps chosen automatically", REGIONS)
+    auto_steps_max: int = setting(6000, "small-region recipe: the most steps chosen automatically", REGIONS)
     # --- bookkeeping ---
     checkpoint_every: int = setting(200, "steps between resumable training states", BOOK)
     eval_every: int | None = setting(None, "steps between validations", BOOK, default_text="once per epoch")
@@ -142,8 +195,6 @@ class TrainConfig:
             problems.append("give --preset or --checkpoint (or --model)")
         if self.model is not None and (self.preset is not None or self.checkpoint is not None):
             problems.append("--model names its own weights; give it without --preset and --checkpoint")
-        if self.max_steps is None and self.epochs is None:
-            problems.append("give --max-steps or --epochs")
         if self.max_steps is not None and self.max_steps < 1 or self.epochs is not None and self.epochs < 1:
             problems.append("--max-steps and --epochs must be positive")
         if self.batch_size < 1 or self.grad_accum < 1:
@@ -155,6 +206,17 @@ class TrainConfig:
             problems.append("loss weights must not be negative, and CE or Dice must be on")
         if self.dice_classes is not None and self.dice_classes not in DICE_CLASSES:
             problems.append(f"dice_classes must be one of {', '.join(DICE_CLASSES)}")
+        if not set(self.chip_views) <= {"context", "native", "window"} or not self.chip_views:
+            problems.append("--chip-views must be some of context, native, window")
+        shares = (0 <= self.negative_share < 1, 0 <= self.photometric_prob <= 1, 0 <= self.max_val_share < 1)
+        if not all(shares):
+            problems.append(
+                "--negative-share and --max-val-share must be in [0, 1), --photometric-prob in [0, 1]"
+            )
+        if self.chips_per_feature < 1 or self.min_val_samples < 1 or self.steps_per_label <= 0:
+            problems.append("--chips-per-feature, --min-val-samples and --steps-per-label must be positive")
+        if not 1 <= self.auto_steps_min <= self.auto_steps_max:
+            problems.append("--auto-steps-min must be at least 1 and at most --auto-steps-max")
         if self.checkpoint_every < 1 or (self.eval_every is not None and self.eval_every < 1):
             problems.append("--checkpoint-every and --eval-every must be positive")
         if problems:
@@ -186,7 +248,7 @@ class TrainConfig:
         return json.dumps(data, indent=1, sort_keys=True)
 
 
-_TUPLE_FIELDS = {"data", "val_data", "lr_drop_epochs"}
+_TUPLE_FIELDS = {"data", "val_data", "lr_drop_epochs", "chip_views"}
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -39,6 +39,8 @@ def _help(field: dataclasses.Field) -> str:
         return meta["help"]
     if isinstance(default, bool):
         default = "on" if default else "off"
+    elif isinstance(default, tuple):
+        default = " ".join(str(item) for item in default)
     return f"{meta['help']} (default: {default})"
 
 
@@ -62,7 +64,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         kwargs: dict[str, Any] = {"dest": field.name, "default": None, "help": _help(field)}
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif many and kind is str:
+        elif many and kind is str and "choices" not in meta:
             kwargs.update(action="append", metavar="SPEC")
         elif many:
             kwargs.update(type=kind, nargs="+")

@@ -28,7 +28,7 @@ from training.augment import AugmentConfig
 from training.batches import EpochPlan, MicroBatches
 from training.config import METHOD_LOSS, TrainConfig, build_config
 from training.data.sample import ReferringDataset
-from training.data.specs import DataSpec, open_datasets
+from training.data.specs import DataSpec
 from training.distributed import (
     DistributedContext,
     barrier,
@@ -39,6 +39,7 @@ from training.distributed import (
 )
 from training.evaluate import EvaluationConfig, EvaluationResult, evaluate
 from training.logs import TrainingLogs
+from training.recipe import RunData, choose_steps, open_run_data
 from training.schedule import lr_multiplier
 from training.state import STATE_FILE, Progress, load_state, restore_rng, save_state
 
@@ -130,15 +131,12 @@ def model_config_for(config: TrainConfig, notes: list[str] | None = None) -> Mod
 
 def open_train_and_val(
     config: TrainConfig, chip: int, cache: Path
-) -> tuple[ReferringDataset, ReferringDataset]:
-    """The run's training and validation data. Without --val-data both come from the spatial (or
-    seeded) splits of --data; with it, regions give all their features to the side they are on."""
-    separate = config.val_data is not None
-    train = open_datasets(list(config.data), "train", chip, cache, config.seed, whole_regions=separate)
-    val = open_datasets(
-        list(config.val_data or config.data), "val", chip, cache, config.seed, whole_regions=separate
-    )
-    return train, val
+) -> tuple[ReferringDataset, ReferringDataset | None]:
+    """The run's training and validation data as its recipe chooses them (training/recipe.py). Without
+    --val-data both come from the spatial (or seeded) splits of --data; with it, regions give all their
+    features to the side they are on; a small region too small to hold out a val split has none."""
+    data = open_run_data(config, chip, cache)
+    return data.train, data.val
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,16 +189,22 @@ class Trainer:
         self.plan = EpochPlan(
             len(self.train_data), config.batch_size, config.grad_accum, context.world_size, config.seed
         )
-        self.total_steps = config.max_steps or config.epochs * self.plan.steps_per_epoch
+        self.total_steps, why = choose_steps(config, self.data, self.plan.steps_per_epoch)
+        self.data.notes.append(f"steps: {self.total_steps} ({why})")
         self.eval_every = config.eval_every or self.plan.steps_per_epoch
         self.augment = AugmentConfig(
             geometric_prob=config.geometric_prob,
             rotations=config.rotations,
             black_box_prob=config.black_box_prob,
+            photometric_prob=self.data.photometric_prob,
         )
+        if context.is_main:
+            for line in (*self.data.notes, *self.data.warnings):
+                print(line, file=sys.stderr)
 
     def _open_data(self, chip: int, cache: Path) -> None:
-        self.train_data, self.val_data = open_train_and_val(self.config, chip, cache)
+        self.data: RunData = open_run_data(self.config, chip, cache)
+        self.train_data, self.val_data = self.data.train, self.data.val
 
     def build(self, resume: bool) -> Progress:
         cfg = self.config
@@ -357,7 +361,7 @@ class Trainer:
         window.losses = {}
         if bar is not None:
             bar.update(1)
-        if step % self.eval_every == 0 or last:
+        if self.val_data is not None and (step % self.eval_every == 0 or last):
             self._validate_and_keep_best(progress, logs, result)
             window.started = time.perf_counter()  # throughput counts training time only
         if (step % cfg.checkpoint_every == 0 or last) and self.context.is_main:

@@ -28,6 +28,8 @@ def test_every_setting_has_its_flag_with_the_fields_help():
         assert action.default is None
         if field.default not in (None, (), "") and "default_text" not in field.metadata:
             shown = ("on" if field.default else "off") if isinstance(field.default, bool) else field.default
+            if isinstance(shown, tuple):
+                shown = " ".join(str(item) for item in shown)  # as typed: --chip-views native window
             assert f"(default: {shown})" in action.help
 
 

@@ -1,11 +1,15 @@
 """Custom regions: georeferenced raster(s) + a vector file (GeoPackage, Shapefile, GeoJSON) whose
 features carry one or more phrases in a text column (several separated by `|`).
 
-Each labelled feature gives one chip per phrase, cut around the feature at the model's input size
-with random context and scale (or at a target ground sampling distance), its mask rasterised from the
-polygon in the raster's CRS (vectors in another CRS are reprojected). Train and val come from
-different spatial blocks of the raster, not from random chips, so validation never sees the pixels
-training saw around the same feature.
+Each labelled feature gives one chip per phrase (or `chips_per_feature` per epoch), cut around the
+feature at the model's input size with random context and scale (or at a target ground sampling
+distance), its mask rasterised from the polygon in the raster's CRS (vectors in another CRS are
+reprojected). Training chips can also be drawn as the engine sees a raster — at the raster's own
+resolution ("native", the feature anywhere in the chip, possibly cut) or as a whole query window
+scaled down ("window") — and a share of them can be negatives: the chip is cut around another object
+of the same kind (the phrase's head noun, training/data/kinds.py) and the mask is whatever of the named
+object lies in it, usually nothing. Train and val come from different spatial blocks of the raster,
+not from random chips, so validation never sees the pixels training saw around the same feature.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ from rasterio.features import rasterize
 from rasterio.windows import Window
 
 from backend.errors import UserError
+from training.data.kinds import phrase_kind
 from training.data.sample import ReferringSample
 
 REGION_SPLITS = ("train", "val", "all")
+CHIP_VIEWS = ("context", "native", "window")
 
 
 @dataclass(frozen=True)
@@ -44,8 +50,18 @@ class RegionConfig:
     target_gsd: float | None = None  # map units per output pixel; replaces `context` when set
     gsd_jitter: tuple[float, float] = (0.8, 1.25)  # random scale around target_gsd (train)
     whole_raster: bool = False  # one chip = the whole raster (scenes whose phrases speak of the whole image)
+    # Training chips: views drawn with equal odds — "context" (side = extent × `context`), "native"
+    # (side = chip_size × `gsd_jitter` raster pixels: the raster's own resolution, as the engine's
+    # tiles), "window" (side drawn from `window_pixels` raster pixels: a query window scaled down).
+    views: tuple[str, ...] = ("context",)
+    window_pixels: tuple[int, int] = (256, 768)
+    chips_per_feature: int = 1  # chips of every (feature, phrase) per epoch, each drawn anew
+    negative_share: float = 0.0  # share of training chips cut around another object of the same kind
     block_pixels: int = 512  # side of the spatial split blocks, in raster pixels
     val_fraction: float = 0.2
+    # > 0: instead of drawing blocks with `val_fraction`, take blocks in their drawn order until val
+    # holds at least this many phrases (the small-region recipe: a val split able to choose a checkpoint)
+    min_val_phrases: int = 0
     bands: tuple[int, int, int] | None = None  # 1-based raster bands for R, G, B; default the first three
     seed: int = 0
 
@@ -218,10 +234,25 @@ class RegionDataset:
             raise UserError(
                 f"the {split} split of {self.name} is empty (too few labelled features or spatial blocks)"
             )
-        self._samples = [
-            (k, phrase) for k, feature in enumerate(self._features) for phrase in feature.phrases
-        ]
+        self._index_samples()
         self.epoch = 0
+
+    def _index_samples(self) -> None:
+        unknown = set(self.config.views) - set(CHIP_VIEWS)
+        if unknown or not self.config.views or self.config.chips_per_feature < 1:
+            raise UserError(
+                f"chip views must be some of {', '.join(CHIP_VIEWS)} and chips per feature at least 1"
+            )
+        repeats = self.config.chips_per_feature if self.random_chips else 1
+        # (feature, phrase, repeat); the phrases of one feature and repeat share a chip (adjacent).
+        self._samples = [
+            (k, phrase, r)
+            for k, feature in enumerate(self._features)
+            for r in range(repeats)
+            for phrase in feature.phrases
+        ]
+        # Features of the same kind on the same raster (by their first phrase's head noun): negatives.
+        self._kinds = [phrase_kind(feature.phrases[0]) for feature in self._features]
 
     # ---- splitting
 
@@ -242,6 +273,17 @@ class RegionDataset:
         splits get at least one."""
         blocks = sorted({self._block_of(f) for f in features})
         draws = {b: np.random.default_rng([self.config.seed, *b]).random() for b in blocks}
+        if self.config.min_val_phrases > 0:
+            phrases = {b: 0 for b in blocks}
+            for feature in features:
+                phrases[self._block_of(feature)] += len(feature.phrases)
+            val, held = set(), 0
+            for block in sorted(blocks, key=draws.get)[:-1]:  # one block always trains
+                if held >= self.config.min_val_phrases:
+                    break
+                val.add(block)
+                held += phrases[block]
+            return val
         val = {b for b in blocks if draws[b] < self.config.val_fraction}
         if len(blocks) >= 2 and not val:
             val = {min(blocks, key=draws.get)}
@@ -257,23 +299,30 @@ class RegionDataset:
     def __len__(self) -> int:
         return len(self._samples)
 
+    @property
+    def phrase_count(self) -> int:
+        """Labelled (feature, phrase) pairs, each counted once however many chips it gives per epoch."""
+        return sum(len(feature.phrases) for feature in self._features)
+
     def __getitem__(self, index: int) -> ReferringSample:
-        feature_index, phrase = self._samples[index]
+        feature_index, phrase, repeat = self._samples[index]
         feature = self._features[feature_index]
-        image, mask = self.chip(feature_index)
+        image, mask = self.chip(feature_index, repeat)
         return ReferringSample(
             image,
             mask,
             phrase,
-            image_id=f"{self.name}/{feature.feature_id}/{self.epoch}",
-            sample_id=f"{self.name}/{feature.feature_id}/{phrase}",
+            image_id=f"{self.name}/{feature.feature_id}/{self.epoch}" + (f"/{repeat}" if repeat else ""),
+            sample_id=f"{self.name}/{feature.feature_id}/{phrase}" + (f"/{repeat}" if repeat else ""),
         )
 
-    def chip(self, feature_index: int) -> tuple[np.ndarray, np.ndarray]:
-        """(image, mask) of the chip around one feature; random (per epoch and feature) when training."""
+    def chip(self, feature_index: int, repeat: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(image, mask) of a chip for one feature: random (per epoch, feature and repeat) when training,
+        and then possibly cut around another object of its kind (a negative); the mask is always the
+        feature's own."""
         feature = self._features[feature_index]
         info = self.rasters[feature.raster_index]
-        window = self._window(feature, info, feature_index)
+        window = self._window(feature, info, feature_index, repeat)
         out = self.config.chip_size
         try:
             with warnings.catch_warnings(), rasterio.open(info.path) as dataset:
@@ -299,12 +348,20 @@ class RegionDataset:
         )
         return image, mask.astype(bool)
 
-    def _window(self, feature: _Feature, info: _RasterInfo, feature_index: int) -> Window:
+    def _window(self, feature: _Feature, info: _RasterInfo, feature_index: int, repeat: int = 0) -> Window:
         if self.config.whole_raster:
             return Window(0, 0, info.width, info.height)
         cfg = self.config
         randomise = self.random_chips
-        rng = np.random.default_rng([cfg.seed, self.epoch, feature_index, feature.raster_index])
+        key = [cfg.seed, self.epoch, feature_index, feature.raster_index] + ([repeat] if repeat else [])
+        rng = np.random.default_rng(key)
+        if randomise and cfg.negative_share > 0 and rng.random() < cfg.negative_share:
+            feature = self._negative_centre(feature_index, rng)
+        view = "context"
+        if randomise and len(cfg.views) > 1:
+            view = cfg.views[int(rng.integers(len(cfg.views)))]
+        elif randomise:
+            view = cfg.views[0]
         # Feature extent in raster pixels.
         minx, miny, maxx, maxy = feature.geometry.bounds
         corners = [~info.transform @ (x, y) for x in (minx, maxx) for y in (miny, maxy)]
@@ -316,12 +373,36 @@ class RegionDataset:
             jitter = rng.uniform(*cfg.gsd_jitter) if randomise else 1.0
             side = cfg.chip_size * cfg.target_gsd * jitter / raster_gsd
             side = max(side, extent * 1.05)  # never cut the feature itself
+            slack = max(side - extent, 0.0) / 2
+        elif view == "native":  # the engine's tiles: the raster's resolution, the feature anywhere
+            side = cfg.chip_size * rng.uniform(*cfg.gsd_jitter)
+            slack = max(side - extent, 0.7 * side) / 2
+        elif view == "window":  # the engine's whole query window, scaled to the chip
+            side = max(rng.uniform(*cfg.window_pixels), extent * 1.1)
+            side = max(min(side, info.width, info.height), extent * 1.1)
+            slack = max(side - extent, 0.0) / 2
         else:
             factor = rng.uniform(*cfg.context) if randomise else sum(cfg.context) / 2
             side = max(extent * factor, cfg.chip_size * cfg.min_chip_fraction)
-        slack = max(side - extent, 0.0) / 2
+            slack = max(side - extent, 0.0) / 2
         dx, dy = rng.uniform(-slack, slack, 2) if randomise else (0.0, 0.0)
-        return Window(centre_col + dx - side / 2, centre_row + dy - side / 2, side, side)
+        col, row = centre_col + dx - side / 2, centre_row + dy - side / 2
+        if randomise and side <= min(info.width, info.height):  # stay inside the raster (no black)
+            col = min(max(col, 0.0), info.width - side)
+            row = min(max(row, 0.0), info.height - side)
+        return Window(col, row, side, side)
+
+    def _negative_centre(self, feature_index: int, rng: np.random.Generator) -> _Feature:
+        """Another feature of the same kind on the same raster (any other when it has none of its kind)."""
+        feature = self._features[feature_index]
+        others = [
+            k
+            for k, other in enumerate(self._features)
+            if k != feature_index and other.raster_index == feature.raster_index
+        ]
+        same = [k for k in others if self._kinds[k] == self._kinds[feature_index]]
+        pool = same or others
+        return self._features[pool[int(rng.integers(len(pool)))]] if pool else feature
 
     @staticmethod
     def _to_uint8(pixels: np.ndarray, info: _RasterInfo) -> np.ndarray:

@@ -2,13 +2,16 @@
 GeoPackage in the custom-region format (so training on it goes through the region reader).
 
 Scenes hold fields, water (ponds, a river), roads, buildings, vehicles and trees of several colours,
-sizes and positions. Every phrase names exactly one object, using only as much as is needed to tell
+sizes and positions (and, in the world style, sports courts and swimming pools, at real sizes for a
+ground sampling distance drawn per scene: training/data/scene_style.py). Every phrase names exactly
+one object, using only as much as is needed to tell
 it apart from the others of its kind — colour, size, position or a relation to a landmark — plus
 sometimes a redundant attribute, with varied wording. Everything a model could learn by accident
 (object order, exact colours, sizes, where things are) is randomised per scene, so a model trained
 on some scenes is tested honestly on new ones.
 
-    scene = generate_scene(seed=3, size=256)
+    scene = generate_scene(seed=3, size=256)                  # the classic style
+    scene = generate_scene(seed=3, size=128, style="world")   # every kind, 0.2–2 m, sensor effects
     raster_path, vector_path = write_region(scene, folder)
 """
 
@@ -25,36 +28,25 @@ import pyogrio
 import rasterio
 import shapely
 from affine import Affine
-from rasterio.features import rasterize
 from shapely import affinity
 from shapely.geometry import LineString, Point, Polygon, box
+
+from training.data.scene_geometry import Layout as _Layout
+from training.data.scene_geometry import blob as _blob
+from training.data.scene_geometry import crossing_line as _crossing_line
+from training.data.scene_geometry import rasterize_pixels
+from training.data.scene_geometry import rotated_rect as _rotated_rect
+from training.data.scene_geometry import smooth_noise as _smooth_noise
+from training.data.scene_style import CLASSIC_PALETTE, KINDS, SceneStyle, get_style
+from training.data.scene_world import draw_gsd, paint_world, place_world, sixteen_bit
 
 TEXT_COLUMN = "phrase"  # the region reader's default text column
 PHRASE_SEPARATOR = "|"
 REFERENCE_SIZE = 256  # object sizes below are in pixels of a 256-pixel scene and scale with `size`
 
-# kind → colour name → mean RGB; several colours per kind so colour words matter.
-PALETTE: dict[str, dict[str, tuple[int, int, int]]] = {
-    "field": {"green": (92, 140, 60), "yellow": (200, 180, 90), "brown": (140, 105, 70)},
-    "pond": {"blue": (45, 85, 150), "dark": (35, 55, 70)},
-    "river": {"blue": (50, 95, 155)},
-    "road": {"grey": (128, 128, 128), "dark": (70, 70, 75), "dirt": (165, 135, 100)},
-    "building": {
-        "red": (175, 55, 45),
-        "white": (225, 225, 220),
-        "grey": (140, 140, 145),
-        "blue": (60, 95, 175),
-        "orange": (215, 130, 50),
-    },
-    "vehicle": {
-        "red": (200, 40, 40),
-        "white": (240, 240, 240),
-        "black": (25, 25, 30),
-        "blue": (40, 70, 200),
-        "yellow": (230, 210, 40),
-    },
-    "tree": {"dark green": (30, 75, 35), "light green": (110, 170, 70), "orange": (205, 120, 40)},
-}
+# The classic style's colours (kind → colour name → mean RGB); every style's are in scene_style.py.
+PALETTE = CLASSIC_PALETTE
+__all__ = ["KINDS", "PALETTE", "Scene", "SceneObject", "generate_scene", "phrase_cues", "write_region"]
 
 # kind → (nouns, colour word variants). Each phrase picks one noun; colour words may have synonyms.
 NOUNS: dict[str, list[str]] = {
@@ -65,13 +57,15 @@ NOUNS: dict[str, list[str]] = {
     "building": ["building", "house", "roof"],
     "vehicle": ["car", "vehicle"],
     "tree": ["tree"],
+    "court": ["court", "sports court"],
+    "pool": ["pool", "swimming pool"],
 }
 COLOUR_WORDS: dict[str, list[str]] = {
     "grey": ["grey", "gray"],
     "dark": ["dark"],
     "dirt": ["dirt", "unpaved"],
 }
-LANDMARK_KINDS = ("river", "pond", "road")
+LANDMARK_KINDS = ("river", "pond", "road", "court", "pool")
 # The words of the cues that tell objects of one kind apart (besides colour).
 SIZE_WORDS = {"large": ("large", "big", "largest", "biggest"), "small": ("small", "smallest", "little")}
 POSITION_WORDS = {
@@ -110,10 +104,16 @@ class Scene:
     crs: str
     objects: list[SceneObject]
     seed: int
+    raster: np.ndarray | None = None  # (size, size, 3) uint16 when the scene is recorded as 16-bit
+    style: str = "classic"
 
     @property
     def size(self) -> int:
         return self.image.shape[0]
+
+    @property
+    def gsd(self) -> float:
+        return abs(self.transform.a)
 
     def mask(self, obj: SceneObject) -> np.ndarray:
         return rasterize_pixels(obj.polygon, self.size)
@@ -123,77 +123,8 @@ class Scene:
         return [obj for obj in self.objects if obj.phrases]
 
 
-def rasterize_pixels(polygon, size: int) -> np.ndarray:
-    """(size, size) bool of a pixel-coordinate geometry (pixel-centre rule, same as the region reader)."""
-    if polygon.is_empty:
-        return np.zeros((size, size), bool)
-    return rasterize([(polygon, 1)], out_shape=(size, size), dtype="uint8").astype(bool)
-
-
 # ---------------------------------------------------------------------------------------------
-# geometry of the scene
-
-
-def _rotated_rect(cx: float, cy: float, w: float, h: float, angle: float) -> Polygon:
-    return affinity.rotate(box(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), angle, origin=(cx, cy))
-
-
-def _blob(rng: np.random.Generator, cx: float, cy: float, radius: float) -> Polygon:
-    angles = np.linspace(0, 2 * math.pi, 24, endpoint=False)
-    radii = radius * (
-        1 + 0.25 * np.sin(angles * rng.integers(2, 4) + rng.uniform(0, 6)) + rng.uniform(-0.1, 0.1, 24)
-    )
-    return Polygon(np.c_[cx + radii * np.cos(angles), cy + radii * np.sin(angles)]).buffer(0)
-
-
-def _crossing_line(rng: np.random.Generator, size: float, wiggle: float) -> LineString:
-    """A line crossing the scene edge to edge, horizontally, vertically or diagonally, optionally bent."""
-    t = np.linspace(-0.1, 1.1, 8) * size
-    offset = rng.uniform(0.15, 0.85) * size
-    bend = rng.uniform(-wiggle, wiggle) * np.sin(np.linspace(0, math.pi * rng.uniform(0.5, 2), 8)) * size
-    style = rng.choice(["horizontal", "vertical", "diagonal"])
-    if style == "horizontal":
-        points = np.c_[t, offset + bend]
-    elif style == "vertical":
-        points = np.c_[offset + bend, t]
-    else:
-        slope = rng.choice([-1, 1]) * rng.uniform(0.5, 1.5)
-        points = np.c_[t, offset + slope * (t - size / 2) + bend]
-    return LineString(points)
-
-
-class _Layout:
-    """Places objects without overlapping what is already there (rejection sampling)."""
-
-    def __init__(self, rng: np.random.Generator, size: int) -> None:
-        self.rng, self.size = rng, size
-        self.frame = box(0, 0, size, size)
-        self.occupied: list[Polygon] = []
-
-    def place(self, make, tries: int = 40, inside: float = 0.95, keep_clear: bool = True):
-        for _ in range(tries):
-            shape = make()
-            if shape.is_empty or shape.intersection(self.frame).area < inside * shape.area:
-                continue
-            if keep_clear and any(shape.intersects(other) for other in self.occupied):
-                continue
-            self.occupied.append(shape)
-            return shape
-        return None
-
-
-# ---------------------------------------------------------------------------------------------
-# painting
-
-
-def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    """Low-frequency noise in [-1, 1] (bilinear upsampling of a coarse random grid)."""
-    grid = rng.uniform(-1, 1, (cells + 1, cells + 1))
-    coords = np.linspace(0, cells, size, endpoint=False)
-    i0 = coords.astype(int)
-    f = coords - i0
-    rows = grid[i0] * (1 - f)[:, None] + grid[i0 + 1] * f[:, None]
-    return rows[:, i0] * (1 - f)[None, :] + rows[:, i0 + 1] * f[None, :]
+# painting (classic)
 
 
 def _paint(
@@ -218,31 +149,47 @@ def generate_scene(
     origin: tuple[float, float] | None = None,
     max_phrases: int = 3,
     kinds: tuple[str, ...] | None = None,
+    style: SceneStyle | str | None = None,
 ) -> Scene:
     """A random aerial-like scene of `size`×`size` pixels at `gsd` map units per pixel.
 
-    Deterministic in `seed`. `origin` is the map coordinate of the top-left corner (random in UTM
-    zone 33N when omitted, so scenes do not overlap). `kinds` keeps only those object kinds (e.g. the
-    large land-cover ones for a quick learning check).
+    Deterministic in `seed` (and the style). `origin` is the map coordinate of the top-left corner
+    (random in UTM zone 33N when omitted, so scenes do not overlap). `kinds` keeps only those object
+    kinds (e.g. the large land-cover ones for a quick learning check). `style`: "classic" (default;
+    sizes relative to the scene, one look), "world", or a `SceneStyle` (training/data/scene_style.py);
+    a style with a GSD range draws the scene's GSD from it and ignores `gsd`.
     """
+    style = get_style(style)
     rng = np.random.default_rng(seed)
     layout = _Layout(rng, size)
     placed: list[tuple[str, str, Polygon]] = []  # painter's order
+    palette = style.palette if style.world else PALETTE
 
     def add(kind: str, shape: Polygon | None, colour: str | None = None) -> None:
         if shape is not None and (kinds is None or kind in kinds):
-            placed.append((kind, colour or str(rng.choice(list(PALETTE[kind]))), shape))
+            placed.append((kind, colour or str(rng.choice(list(palette[kind]))), shape))
 
-    roads = _place_land_cover(rng, layout, size, add)
-    _place_small_objects(rng, layout, size, add, roads)
-    image = _paint_scene(rng, size, placed)
-    objects = _visible_objects(placed, size)
+    raster = None
+    if style.world:
+        gsd = draw_gsd(rng, style, gsd)
+        place_world(rng, layout, size, gsd, style, add)
+        image = paint_world(rng, size, gsd, placed, style)
+        if rng.random() < style.sixteen_bit_share:
+            raster = sixteen_bit(rng, image)
+        rules = _PhraseRules(style.near_m / gsd, style.position_words, style.roof_phrasing)
+        objects = _visible_objects(placed, size, min_area=style.min_pixels)
+    else:
+        roads = _place_land_cover(rng, layout, size, add)
+        _place_small_objects(rng, layout, size, add, roads)
+        image = _paint_scene(rng, size, placed)
+        rules = _PhraseRules(near=_near_distance(size))
+        objects = _visible_objects(placed, size)
     for obj in objects:
-        obj.phrases = _describe(obj, objects, size, rng, max_phrases)
+        obj.phrases = _describe(obj, objects, size, rng, max_phrases, rules)
     if origin is None:
         origin = (float(rng.integers(300_000, 700_000)), float(rng.integers(4_500_000, 5_500_000)))
     transform = Affine(gsd, 0, origin[0], 0, -gsd, origin[1])
-    return Scene(image=image, transform=transform, crs=crs, objects=objects, seed=seed)
+    return Scene(image, transform, crs, objects, seed, raster=raster, style=style.name)
 
 
 def _place_land_cover(rng: np.random.Generator, layout: _Layout, size: int, add) -> list[LineString]:
@@ -350,20 +297,20 @@ def _paint_scene(rng: np.random.Generator, size: int, placed) -> np.ndarray:
     return np.clip(image * gain, 0, 255).astype(np.uint8)
 
 
-def _visible_objects(placed, size: int) -> list[SceneObject]:
-    """Each object's footprint minus whatever was painted over it; objects mostly hidden are dropped."""
+def _visible_objects(placed, size: int, min_area: float | None = None) -> list[SceneObject]:
+    """Each object's footprint minus whatever was painted over it; objects mostly hidden, or smaller
+    than `min_area` pixels (default: 12 pixels of a 256-pixel scene, scaled), are dropped."""
     objects = []
     frame = box(0, 0, size, size)
+    if min_area is None:
+        min_area = 12 * (size / REFERENCE_SIZE) ** 2
     for index, (kind, colour, shape) in enumerate(placed):
         later = [other for _, _, other in placed[index + 1 :] if other.intersects(shape)]
         visible = shape.intersection(frame)
         if later:
             visible = visible.difference(shapely.union_all(later))
         visible = visible.buffer(0)
-        if (
-            visible.area < 12 * (size / REFERENCE_SIZE) ** 2
-            or visible.area < 0.6 * shape.intersection(frame).area
-        ):
+        if visible.area < min_area or visible.area < 0.6 * shape.intersection(frame).area:
             continue
         objects.append(SceneObject(kind, colour, visible))
     return objects
@@ -386,6 +333,16 @@ def _near_distance(size: int) -> float:
     return 10 * size / REFERENCE_SIZE
 
 
+@dataclass(frozen=True)
+class _PhraseRules:
+    """What phrases of a scene may use: the "near" distance in pixels, position words (not in scenes
+    cut into chips, where the scene's left is not the chip's), roof wordings for buildings."""
+
+    near: float
+    positions: bool = True
+    roofs: bool = False
+
+
 def _extreme(target: SceneObject, candidates: list[SceneObject], key, margin: float) -> bool:
     """True when target's key exceeds every other candidate's by `margin`."""
     others = [key(obj) for obj in candidates if obj is not target]
@@ -395,7 +352,9 @@ def _extreme(target: SceneObject, candidates: list[SceneObject], key, margin: fl
 EXTREMES = ("large", "small", "left", "right", "top", "bottom")
 
 
-def _cue_options(target: SceneObject, objects: list[SceneObject], size: int) -> list[tuple[_Cue, object]]:
+def _cue_options(
+    target: SceneObject, objects: list[SceneObject], size: int, rules: _PhraseRules
+) -> list[tuple[_Cue, object]]:
     """Cues that hold for the target, each with a function narrowing a candidate list.
 
     Filters (colour, relation) keep the candidates sharing the cue; extremes (size, position) return
@@ -412,8 +371,9 @@ def _cue_options(target: SceneObject, objects: list[SceneObject], size: int) -> 
 
     options.append((_Cue("large", SIZE_WORDS["large"], "adjective"), _size_extreme(target, larger=True)))
     options.append((_Cue("small", SIZE_WORDS["small"], "adjective"), _size_extreme(target, larger=False)))
-    options += _position_cues(target, size)
-    options += _relation_cues(target, objects, size)
+    if rules.positions:
+        options += _position_cues(target, size)
+    options += _relation_cues(target, objects, rules.near)
     return options
 
 
@@ -453,10 +413,10 @@ def _position_cues(target: SceneObject, size: int) -> list[tuple[_Cue, object]]:
     return options
 
 
-def _relation_cues(target: SceneObject, objects: list[SceneObject], size: int) -> list[tuple[_Cue, object]]:
-    """Relation cues ("near the river" …): a landmark of another kind, unique in the scene, close by."""
+def _relation_cues(target: SceneObject, objects: list[SceneObject], near: float) -> list[tuple[_Cue, object]]:
+    """Relation cues ("near the river" …): a landmark of another kind, unique in the scene, within
+    `near` pixels."""
     options: list[tuple[_Cue, object]] = []
-    near = _near_distance(size)
     for landmark in objects:
         if landmark is target or landmark.kind not in LANDMARK_KINDS or landmark.kind == target.kind:
             continue
@@ -476,7 +436,7 @@ def _relation_cues(target: SceneObject, objects: list[SceneObject], size: int) -
     return options
 
 
-def _render(target: SceneObject, cues: list[_Cue], rng: np.random.Generator) -> str:
+def _render(target: SceneObject, cues: list[_Cue], rng: np.random.Generator, roofs: bool = False) -> str:
     noun = str(rng.choice(NOUNS[target.kind]))
     leading, adjectives, suffixes = [], [], []
     for cue in cues:
@@ -487,16 +447,30 @@ def _render(target: SceneObject, cues: list[_Cue], rng: np.random.Generator) -> 
             leading.append(word)
         else:
             suffixes.append(word)
+    if roofs and target.kind == "building" and len(adjectives) == 1 and rng.random() < 0.4:
+        # "the blue-roofed building", "the building with a blue roof"
+        colour = adjectives.pop()
+        if rng.random() < 0.5:
+            adjectives.append(f"{colour}-roofed")
+            noun = "building"
+        else:
+            noun = "building"
+            suffixes.insert(0, f"with a {colour} roof")
     return " ".join(["the", *leading, *adjectives, noun, *suffixes])
 
 
 def _describe(
-    target: SceneObject, objects: list[SceneObject], size: int, rng: np.random.Generator, max_phrases: int
+    target: SceneObject,
+    objects: list[SceneObject],
+    size: int,
+    rng: np.random.Generator,
+    max_phrases: int,
+    rules: _PhraseRules,
 ) -> list[str]:
     """Up to `max_phrases` distinct phrases that each pick out only the target among its kind, each
     using a minimal set of cues (dropping any cue would make it ambiguous) with at most one extreme."""
     same_kind = [obj for obj in objects if obj.kind == target.kind]
-    options = _cue_options(target, objects, size)
+    options = _cue_options(target, objects, size, rules)
 
     def resolves(combo: tuple[int, ...]) -> bool:
         candidates = same_kind
@@ -520,7 +494,7 @@ def _describe(
         names = {cue.name for cue in cues}
         if "colour" not in names and (not cues or rng.random() < 0.3):
             cues = [options[0][0], *cues]  # a redundant colour now and then (and for "the <unique kind>")
-        phrase = _render(target, cues, rng)
+        phrase = _render(target, cues, rng, rules.roofs)
         if phrase not in phrases:
             phrases.append(phrase)
         if len(phrases) >= max_phrases:
@@ -533,7 +507,8 @@ def _describe(
 
 
 def write_region(scene: Scene, folder: str | Path, name: str | None = None) -> tuple[Path, Path]:
-    """Write the scene as `<name>.tif` (3-band GeoTIFF) and `<name>.gpkg` (one polygon per object, with
+    """Write the scene as `<name>.tif` (3-band GeoTIFF: 8-bit, or 16-bit when the scene was recorded so)
+    and `<name>.gpkg` (one polygon per object, with
     the `phrase` column holding its phrases joined by `|`, empty for objects without one, plus `kind`
     and `colour`). Both files are written to temporary names first, then moved into place."""
     folder = Path(folder)
@@ -554,13 +529,13 @@ def _write_scene_raster(scene: Scene, folder: Path, raster_path: Path) -> None:
             width=scene.size,
             height=scene.size,
             count=3,
-            dtype="uint8",
+            dtype="uint8" if scene.raster is None else "uint16",
             crs=scene.crs,
             transform=scene.transform,
             compress="deflate",
         )
         with rasterio.open(tmp_raster, "w", **profile) as dataset:
-            dataset.write(np.moveaxis(scene.image, -1, 0))
+            dataset.write(np.moveaxis(scene.image if scene.raster is None else scene.raster, -1, 0))
         os.replace(tmp_raster, raster_path)
     finally:
         if os.path.exists(tmp_raster):

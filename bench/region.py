@@ -1,0 +1,208 @@
+"""Small-region fine-tuning, as a person would do it: label one region, fine-tune the bundled model on
+it with the default recipe, then query a second region of the same kind with the real command line —
+`rs2sam2 segment RASTER PHRASE… --bbox <a 512-pixel window> --keep best` — before and after.
+
+The two regions (bench/region_data.py) are 2048² rasters at 0.5 m made by a generator configuration of
+their own (other colour shades and names, another mix of kinds, other object sizes than the scenes the
+bundled model learnt from), with about 45 labelled polygons each in a `description` column. Region A
+trains (`rs2sam2 train --data region:A.tif,A.gpkg,description --checkpoint <model>`: the recipe picks
+itself); each label of region B is one query over the 512-pixel block it lies in; a query's IoU is that
+of the kept polygon against the labelled one (0 when nothing is found). Reported: mIoU, oIoU and
+Pr@0.5 in total, on the kinds region A has labels of, and by kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+A_SEED, B_SEED = 10_000_000, 10_000_100  # outside every synthetic split's seeds
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", help="the model to fine-tune (default: the bundled demo model)")
+    parser.add_argument(
+        "--labels",
+        type=_counts,
+        default=(45,),
+        help="labelled polygons in region A, one fine-tuning per count, e.g. 15,45,64 (default 45; at most "
+        "64: four per 512-px block)",
+    )
+    parser.add_argument("--queries", type=int, default=45, help="labelled polygons queried in region B")
+    parser.add_argument(
+        "--train-args",
+        default="",
+        help="extra `rs2sam2 train` flags, e.g. '--max-steps 800' (default: none; the recipe chooses)",
+    )
+    parser.add_argument("--workdir", help="keep the regions and the run here (default: a temporary folder)")
+    parser.add_argument(
+        "--reuse-run",
+        action="store_true",
+        help="with --workdir: query with the fine-tuned model already there (when only the engine changed)",
+    )
+    parser.add_argument("--device", default="cpu")
+
+
+def query_region(region, checkpoint: Path, workdir: Path, device: str) -> list[tuple[str, float, float]]:
+    """(kind, intersection px, union px) per label of `region`, one `rs2sam2 segment` call per block."""
+    import pyogrio
+    import shapely
+
+    from backend.cli import main as rs2sam2
+    from bench.region_data import GSD
+
+    blocks: dict[tuple, list] = {}
+    for label in region.labels:
+        blocks.setdefault(label.block, []).append(label)
+    results = []
+    for k, (bounds, labels) in enumerate(blocks.items()):
+        out = workdir / f"query-{k}.gpkg"
+        out.unlink(missing_ok=True)
+        code = rs2sam2(
+            ["segment", str(region.raster), *[label.phrase for label in labels], "-o", str(out)]
+            + ["--bbox", ",".join(f"{v:.3f}" for v in bounds), "--keep", "best"]
+            + ["--checkpoint", str(checkpoint), "--device", device, "--quiet"]
+        )
+        if code != 0:
+            raise RuntimeError(f"rs2sam2 segment failed with exit code {code}")
+        found: dict[str, shapely.Geometry] = {}
+        if out.exists():
+            meta, _, wkb, fields = pyogrio.raw.read(str(out))
+            phrases = fields[list(meta["fields"]).index("phrase")]
+            for phrase, geometry in zip(phrases, shapely.from_wkb(wkb)):
+                found[phrase] = shapely.union(found[phrase], geometry) if phrase in found else geometry
+        for label in labels:
+            truth = shapely.intersection(label.geometry, shapely.box(*bounds))
+            guess = found.get(label.phrase)
+            inter = 0.0 if guess is None else shapely.area(shapely.intersection(guess, truth))
+            union = shapely.area(truth) if guess is None else shapely.area(shapely.union(guess, truth))
+            results.append((label.kind, inter / GSD**2, union / GSD**2))
+    return results
+
+
+def fine_tune(region, checkpoint: Path, out: Path, extra: list[str]) -> tuple[Path, float, str]:
+    """Run `rs2sam2 train` on the labelled region; (checkpoint to use, minutes, the run's own notes)."""
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    command = [sys.executable, "-m", "backend.cli", "train", "--data"]
+    command += [f"region:{region.raster},{region.labels_path},description", "--checkpoint", str(checkpoint)]
+    command += ["--out", str(out), "--device", "cpu", "--no-progress", *extra]
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    minutes = (time.perf_counter() - started) / 60
+    if done.returncode != 0:
+        raise RuntimeError(f"rs2sam2 train failed:\n{done.stderr[-3000:]}")
+    notes = [
+        line
+        for line in done.stderr.splitlines()
+        if line.startswith(("recipe", "small", "valid", "steps", "warn"))
+    ]
+    best = out / "best.safetensors"
+    return (best if best.exists() else out / "final.safetensors"), minutes, "\n".join(notes)
+
+
+def _earlier_run(run_dir: Path) -> tuple[Path, float, str]:
+    saved = json.loads((run_dir / "bench.json").read_text())
+    best = run_dir / "best.safetensors"
+    return (best if best.exists() else run_dir / "final.safetensors"), saved["minutes"], saved["notes"]
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    counts = tuple(int(part) for part in text.split(",") if part.strip())
+    if not counts or min(counts) < 1 or max(counts) > 64:
+        raise argparse.ArgumentTypeError("give label counts between 1 and 64, e.g. 15,45")
+    return counts
+
+
+def summarise(results: list[tuple[str, float, float]], kinds: set[str] | None = None) -> dict:
+    from training.metrics import SegmentationMetrics
+
+    chosen = [(i, u) for kind, i, u in results if kinds is None or kind in kinds]
+    return SegmentationMetrics([round(i) for i, _ in chosen], [round(u) for _, u in chosen]).summary()
+
+
+@dataclass
+class Tuning:
+    """One fine-tuning on region A with `labels` labelled polygons, and its queries on region B."""
+
+    labels: int
+    kinds: Counter  # labels in A by kind
+    minutes: float
+    notes: str
+    checkpoint: Path
+    results: list
+
+
+def _row(name: str, summary: dict) -> str:
+    return (
+        f"| {name} | {100 * summary['mIoU']:.1f} | {100 * summary['oIoU']:.1f} | "
+        f"{100 * summary['Pr@0.5']:.1f} | {summary['samples']} |"
+    )
+
+
+def report(before: list, tunings: list[Tuning], args: argparse.Namespace) -> str:
+    """The head (regions, command, what the main run said), totals per label count, then by kind for the
+    largest label count."""
+    main = max(tunings, key=lambda t: t.labels)
+    lines = ["| queries on region B | mIoU | oIoU | Pr@0.5 | queries |", "|---|---|---|---|---|"]
+    lines.append(_row("before fine-tuning, all kinds", summarise(before)))
+    lines.append(
+        _row(f"before, kinds labelled in A ({main.labels} labels)", summarise(before, set(main.kinds)))
+    )
+    for tuning in sorted(tunings, key=lambda t: t.labels):
+        where = f"after {tuning.labels} labels ({tuning.minutes:.0f} min)"
+        lines.append(_row(f"{where}, all kinds", summarise(tuning.results)))
+        lines.append(_row(f"{where}, kinds labelled in A", summarise(tuning.results, set(tuning.kinds))))
+    lines += ["", f"By kind, {main.labels} labels in A:", ""]
+    lines += ["| kind | labels in A | queries in B | mIoU before | mIoU after |", "|---|---|---|---|---|"]
+    for kind in sorted({kind for kind, _, _ in main.results}):
+        b, a = summarise(before, {kind}), summarise(main.results, {kind})
+        lines.append(
+            f"| {kind} | {main.kinds.get(kind, 0)} | {a['samples']} | {100 * b['mIoU']:.1f} | "
+            f"{100 * a['mIoU']:.1f} |"
+        )
+    head = (
+        f"Regions A (labelled) and B (queried): 2048² px at 0.5 m (bench/region_data.py: its own palette, "
+        f"mix of kinds and object sizes); {args.queries} labels of B are queried. Fine-tuning `rs2sam2 train "
+        f"--data region:A.tif,A.gpkg,description --checkpoint {args.model_name}"
+        f"{(' ' + args.train_args) if args.train_args else ''}`, torch threads: "
+        f"{os.environ.get('OMP_NUM_THREADS', '1')}; with {main.labels} labels the run said:\n\n```\n"
+        f"{main.notes}\n```\n\nQueries: `rs2sam2 segment B.tif PHRASE… --bbox <the label's 512-px block> "
+        f"--keep best --checkpoint <model>`; after = `{main.checkpoint.name}` of each run."
+    )
+    return head + "\n\n" + "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> str:
+    from backend.bundled import DEMO_CHECKPOINT
+    from bench.region_data import make_region
+
+    checkpoint = Path(args.checkpoint or DEMO_CHECKPOINT).resolve()
+    args.model_name = "<bundled demo model>" if args.checkpoint is None else checkpoint.name
+    with tempfile.TemporaryDirectory() as scratch:
+        workdir = Path(args.workdir or scratch)
+        workdir.mkdir(parents=True, exist_ok=True)
+        region_b = make_region(workdir / "regions", "B", B_SEED, args.queries)
+        before = query_region(region_b, checkpoint, workdir, args.device)
+        tunings = []
+        for count in args.labels:
+            region_a = make_region(workdir / "regions", f"A{count}", A_SEED, count)
+            run_dir = workdir / f"finetune-{count}"
+            if args.reuse_run and (run_dir / "final.safetensors").exists():
+                tuned, minutes, notes = _earlier_run(run_dir)
+            else:
+                shutil.rmtree(run_dir, ignore_errors=True)
+                tuned, minutes, notes = fine_tune(region_a, checkpoint, run_dir, args.train_args.split())
+                (run_dir / "bench.json").write_text(json.dumps({"minutes": minutes, "notes": notes}))
+            after = query_region(region_b, tuned, workdir, args.device)
+            kinds = Counter(label.kind for label in region_a.labels)
+            tunings.append(Tuning(count, kinds, minutes, notes, tuned, after))
+        return report(before, tunings, args)

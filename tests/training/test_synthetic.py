@@ -82,8 +82,8 @@ def test_phrase_cues_name_what_a_phrase_needs_besides_kind_and_colour(monkeypatc
     built: dict[str, tuple[str, ...]] = {}
     render = synthetic._render
 
-    def recording_render(target, cues, rng):
-        phrase = render(target, cues, rng)
+    def recording_render(target, cues, rng, *style):
+        phrase = render(target, cues, rng, *style)
         names = {cue.name for cue in cues}
         built[phrase] = tuple(
             kind

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from types import ModuleType
 
-from bench import engine, model, paper, service, training
+from bench import engine, model, paper, precision, service, training
 from bench.record import record_section
 
 HELP = "run a benchmark"
@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, tuple[ModuleType, str]] = {
     "training": (training, "Training (`rs2sam2 bench training`)"),
     "service": (service, "Service (`rs2sam2 bench service`)"),
     "paper": (paper, "The paper's model (`rs2sam2 bench paper`)"),
+    "precision": (precision, "Precision modes (`rs2sam2 bench precision`)"),
 }
 
 

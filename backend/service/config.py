@@ -22,6 +22,8 @@ class ServiceConfig:
     preset: str | None = None
     checkpoint: str | None = None
     device: str = "auto"
+    precision: str = "auto"  # backend/model/precision.py
+    threads: int | None = None  # torch CPU threads; None: the default of backend/engine/threads.py
 
     @property
     def max_body_bytes(self) -> int:

@@ -1,0 +1,175 @@
+"""Precision modes (`--precision`) on this machine: for each model of the reference set, one tile with
+one phrase in every mode the device runs, against fp32 — time and agreement of the masks with fp32's
+(mask IoU, the lowest over the reference phrases) — and what `auto` resolves to beside the fastest
+agreeing mode measured (the rule in backend/model/precision.py must match it).
+
+The reference set (fixed): the bundled demo model on the bundled demo scene with its phrases; `tiny` with
+random weights (seed 0) on the demo scene resized to 1024×1024, same phrases; the paper's architecture
+(`paper-rrsisd` shapes, random weights, a small tokenizer) on the same 1024 tile. Each model is measured
+in its own fresh process holding every mode's predictor at once; the modes are interleaved (one call of
+each per round) so that other work on a shared machine slows all of them alike; the times are medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import copy
+import multiprocessing
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+MODELS = ("demo", "tiny", "paper")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), help="reference models")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds after a warm-up (median)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--modes", nargs="+", default=["fp32", "bf16", "int8"], help="modes to measure")
+
+
+def reference_image(size: int):
+    """The bundled demo scene as RGB uint8, resized (bilinear) to size×size when it is not that size."""
+    import numpy as np
+    import rasterio
+    from PIL import Image
+
+    from backend.bundled import DEMO_SCENE
+
+    with rasterio.open(DEMO_SCENE) as source:
+        image = np.ascontiguousarray(source.read([1, 2, 3]).transpose(1, 2, 0))
+    if image.shape[:2] != (size, size):
+        image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    return image
+
+
+def _base_model(name: str, workdir: str):
+    """(predictor factory per mode, image, model description)."""
+    import torch
+
+    from backend.bundled import DEMO_CHECKPOINT
+    from backend.model.factory import build_model, load_predictor, make_predictor
+
+    if name == "demo":
+        return (
+            lambda mode: load_predictor(checkpoint=DEMO_CHECKPOINT, device="cpu", precision=mode),
+            reference_image(128),
+            "the bundled demo model (`test` preset, 128 px) on the demo scene",
+        )
+    torch.manual_seed(0)
+    if name == "tiny":
+        model = build_model("tiny").eval()
+        what = "`tiny`, random weights, the demo scene at 1024 px"
+    else:
+        from backend.model.paper.build import build_paper_model
+        from backend.model.paper.tokenizer import PaperTokenizer
+        from backend.model.presets import get_preset
+        from bench.paper import _tokenizer_model
+
+        config = get_preset("paper-rrsisd")
+        model = build_paper_model(config).eval()
+        _tokenizer_model(Path(workdir))
+        model.tokenizer = PaperTokenizer(Path(workdir) / "sentencepiece.bpe.model", config.text_context_length)
+        what = "paper architecture (`paper-rrsisd` shapes), random weights, the demo scene at 1024 px"
+    # fp32 last: the base model itself, so that only the low-precision copies add memory.
+    return (
+        lambda mode: make_predictor(model if mode == "fp32" else copy.deepcopy(model), name, mode),
+        reference_image(1024),
+        what,
+    )
+
+
+def _iou(a, b) -> float:
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 1.0
+
+
+def measure_model(name: str, modes: list[str], repeats: int, threads: int) -> dict:
+    import torch
+
+    from backend.bundled import demo_phrases
+    from backend.model.precision import resolve_precision
+
+    torch.set_num_threads(threads)
+    phrases = demo_phrases()
+    with tempfile.TemporaryDirectory(prefix="rs2sam2-bench-precision-") as workdir:
+        factory, image, what = _base_model(name, workdir)
+        order = [mode for mode in modes if mode != "fp32"] + ["fp32"]
+        predictors = {mode: factory(mode) for mode in order}
+    threshold = getattr(predictors["fp32"], "default_threshold", 0.5)
+    masks = {}
+    for mode, predictor in predictors.items():  # warm-up with every reference phrase: the agreement
+        masks[mode] = [p.probability > threshold for p in predictor.predict(image, phrases)]
+    cpu: dict[str, list[float]] = {mode: [] for mode in predictors}
+    wall: dict[str, list[float]] = {mode: [] for mode in predictors}
+    for _ in range(repeats):
+        for mode, predictor in predictors.items():
+            cpu_start, wall_start = time.process_time(), time.perf_counter()
+            predictor.predict(image, phrases[:1])
+            cpu[mode].append(time.process_time() - cpu_start)
+            wall[mode].append(time.perf_counter() - wall_start)
+    auto = resolve_precision("auto", "cpu", image_size=predictors["fp32"].input_size)
+    return {
+        "what": what,
+        "auto": auto.name,
+        "rows": {
+            mode: {
+                "cpu": statistics.median(cpu[mode]),
+                "wall": statistics.median(wall[mode]),
+                "iou": min(_iou(a, b) for a, b in zip(masks[mode], masks["fp32"])),
+                "foreground": float(sum(m.mean() for m in masks[mode]) / len(phrases)),
+            }
+            for mode in modes
+            if mode in predictors
+        },
+    }
+
+
+def _in_fresh_process(fn, *args):
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def _modes_here(requested: list[str]) -> list[str]:
+    from backend.model.precision import cpu_has_native_bf16
+
+    modes = ["fp32", *[mode for mode in requested if mode != "fp32"]]
+    return [mode for mode in modes if mode != "bf16" or cpu_has_native_bf16()]
+
+
+def run(args: argparse.Namespace) -> str:
+    from backend.model.precision import AGREEMENT_IOU, cpu_has_native_bf16
+
+    modes = _modes_here(args.modes)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines = [
+        f"CPU, torch threads: {args.threads}; one tile, one phrase; median of {args.repeats} interleaved "
+        f"rounds after a warm-up, CPU time (load-independent) and wall time; agreement: the lowest mask IoU "
+        f"against fp32 over the demo phrases (acceptable at ≥ {AGREEMENT_IOU}). Native bf16 on this CPU: "
+        f"{'yes' if cpu_has_native_bf16() else 'no'}. Load average when the run started: {load}.",
+        "",
+        "| model | mode | CPU time | wall time | vs fp32 (CPU) | mask IoU vs fp32 | mask share |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for name in args.models:
+        result = _in_fresh_process(measure_model, name, modes, args.repeats, args.threads)
+        rows = result["rows"]
+        for mode, row in rows.items():
+            lines.append(
+                f"| {name} | {mode} | {row['cpu']:.2f} s | {row['wall']:.2f} s "
+                f"| {rows['fp32']['cpu'] / row['cpu']:.2f}× | {row['iou']:.4f} | {row['foreground']:.3f} |"
+            )
+        agreeing = [mode for mode, row in rows.items() if row["iou"] >= AGREEMENT_IOU]
+        fastest = min(agreeing, key=lambda mode: rows[mode]["cpu"])
+        verdict = "matches" if fastest == result["auto"] else "DIFFERS from"
+        notes.append(
+            f"- {name}: {result['what']}; `auto` resolves to {result['auto']}, which {verdict} the fastest "
+            f"agreeing mode measured ({fastest})."
+        )
+    return "\n".join([*lines, "", *notes])

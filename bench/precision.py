@@ -73,7 +73,9 @@ def _base_model(name: str, workdir: str):
         config = get_preset("paper-rrsisd")
         model = build_paper_model(config).eval()
         _tokenizer_model(Path(workdir))
-        model.tokenizer = PaperTokenizer(Path(workdir) / "sentencepiece.bpe.model", config.text_context_length)
+        model.tokenizer = PaperTokenizer(
+            Path(workdir) / "sentencepiece.bpe.model", config.text_context_length
+        )
         what = "paper architecture (`paper-rrsisd` shapes), random weights, the demo scene at 1024 px"
     # fp32 last: the base model itself, so that only the low-precision copies add memory.
     return (

@@ -26,9 +26,7 @@ PRECISION_HELP = (
     "auto (the fastest mode whose masks agree with fp32: bf16 on CPUs with native bf16 and on GPUs, "
     "else fp32), fp32, bf16 or int8 (CPU only) (default: auto)"
 )
-THREADS_HELP = (
-    "CPU threads for the model (default: the physical cores, or OMP_NUM_THREADS when it is set)"
-)
+THREADS_HELP = "CPU threads for the model (default: the physical cores, or OMP_NUM_THREADS when it is set)"
 
 
 def add_model_arguments(
@@ -103,10 +101,7 @@ def runtime_line(model: PhraseSegmenter, threads: ThreadChoice) -> str:
     """What runs, for an entry point's first line: model, device, precision (and why), CPU threads."""
     precision = getattr(model, "precision", None)
     described = precision.describe() if hasattr(precision, "describe") else (precision or "fp32")
-    return (
-        f"model {model.model_id} on {model_device(model)}, precision {described}, "
-        f"{threads.describe()}"
-    )
+    return f"model {model.model_id} on {model_device(model)}, precision {described}, " f"{threads.describe()}"
 
 
 def model_preset(model: PhraseSegmenter, requested: str | None = None) -> str | None:

@@ -28,9 +28,11 @@ class ThreadChoice:
         return f"{self.threads} thread{'s' if self.threads != 1 else ''} ({self.source})"
 
 
-def physical_cores(cpuinfo: Path = CPUINFO) -> int:
-    """Physical cores among the CPUs this process may run on (logical CPUs when that cannot be read)."""
-    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+def physical_cores(cpuinfo: Path = CPUINFO, allowed: set[int] | None = None) -> int:
+    """Physical cores among the CPUs this process may run on (`allowed`, default its affinity; logical
+    CPUs when the topology cannot be read)."""
+    if allowed is None and hasattr(os, "sched_getaffinity"):
+        allowed = os.sched_getaffinity(0)
     logical = len(allowed) if allowed else (os.cpu_count() or 1)
     try:
         text = cpuinfo.read_text(encoding="ascii", errors="replace")
@@ -38,9 +40,8 @@ def physical_cores(cpuinfo: Path = CPUINFO) -> int:
         return logical
     cores = set()
     for block in text.split("\n\n"):
-        fields = dict(
-            (key.strip(), value.strip()) for key, _, value in (line.partition(":") for line in block.splitlines())
-        )
+        pairs = (line.partition(":") for line in block.splitlines())
+        fields = {key.strip(): value.strip() for key, _, value in pairs}
         if "processor" not in fields:
             continue
         if allowed is not None and int(fields["processor"]) not in allowed:

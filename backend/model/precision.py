@@ -154,6 +154,7 @@ def apply_precision(parts: list[nn.Module], precision: Precision) -> None:
         with warnings.catch_warnings():
             # torch.ao.quantization is deprecated in favour of torchao, yet complete in the pinned torch.
             warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", message=".*quantiz", category=UserWarning)
             for part in parts:
                 _quantize_linears(part)
 

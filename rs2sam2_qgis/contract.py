@@ -395,6 +395,10 @@ class Health:
     def device(self) -> str:
         return self.model.device
 
+    @property
+    def input_size(self) -> int:
+        return self.model.input_size
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Health:
         """Lenient: a field the answer lacks takes an empty value (an older or foreign server)."""

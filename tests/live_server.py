@@ -26,8 +26,9 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.model.api import PhraseSegmenter
-from backend.service.app import API_PREFIX, create_app
+from backend.service.app import create_app
 from backend.service.config import ServiceConfig
+from rs2sam2_qgis.contract import API_PREFIX
 
 STARTUP_TIMEOUT_S = 30
 SEGMENTING_PATHS = (f"{API_PREFIX}/segment", f"{API_PREFIX}/jobs")

@@ -53,6 +53,12 @@ class TrainConfig:
     val_data: tuple[str, ...] | None = setting(
         None, "validation data, repeatable", WHAT, default_text="the val split of --data"
     )
+    model: str | None = setting(
+        None,
+        "start from a model by name: paper-rrsisd, paper-refsegrs (the paper's trained models, once "
+        "downloaded), demo … (rs2sam2 weights list)",
+        WHAT,
+    )
     preset: str | None = setting(None, "start from this preset's model (test, tiny, base, large)", WHAT)
     checkpoint: str | None = setting(
         None, "start from an RS2-SAM 2 checkpoint (with --preset: it must match)", WHAT
@@ -132,8 +138,10 @@ class TrainConfig:
             problems.append("give at least one --data")
         if not self.out:
             problems.append("give --out")
-        if self.preset is None and self.checkpoint is None:
-            problems.append("give --preset or --checkpoint")
+        if sum(x is not None for x in (self.model, self.preset, self.checkpoint)) == 0:
+            problems.append("give --preset or --checkpoint (or --model)")
+        if self.model is not None and (self.preset is not None or self.checkpoint is not None):
+            problems.append("--model names its own weights; give it without --preset and --checkpoint")
         if self.max_steps is None and self.epochs is None:
             problems.append("give --max-steps or --epochs")
         if self.max_steps is not None and self.max_steps < 1 or self.epochs is not None and self.epochs < 1:

@@ -18,10 +18,9 @@ import torch
 
 from backend.errors import UserError
 from backend.model.checkpoint import config_mismatch, read_checkpoint, save_checkpoint
-from backend.model.factory import build_model, load_checkpoint, resolve_device
+from backend.model.factory import build_model, load_checkpoint, make_predictor, resolve_device
 from backend.model.losses import RS2SAM2Loss
 from backend.model.precision import autocast_for
-from backend.model.predictor import RS2SAM2Predictor
 from backend.model.presets import ModelConfig, get_preset
 from backend.model.rs2sam2 import RS2SAM2Output
 from backend.weights.resolve import with_cached_weights
@@ -213,6 +212,8 @@ class Trainer:
             model = build_model(self.model_config, device=str(self.device))
         if cfg.train_union_encoder:
             model.unfreeze_union_encoder()
+        else:
+            model.apply_freezing()  # the family's rules (a loaded model keeps the freezing it was made with)
         self.model = model
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         # foreach: multi-tensor updates (torch only defaults to it on GPUs; on the CPU it saves a Python
@@ -251,7 +252,7 @@ class Trainer:
         cfg = self.config
         count = len(self.val_data) if cfg.val_limit is None else min(cfg.val_limit, len(self.val_data))
         indices = list(range(count))[self.context.rank :: self.context.world_size]
-        predictor = RS2SAM2Predictor(self.model, model_id=f"step-{step}")
+        predictor = make_predictor(self.model, model_id=f"step-{step}")
         try:
             part = evaluate(
                 predictor, self.val_data, EvaluationConfig(protocol=cfg.eval_protocol), indices=indices
@@ -434,9 +435,24 @@ def _advance(progress: Progress, micro_batches_done: int, micro_batches: int) ->
         progress.epoch, progress.micro_batch = progress.epoch + 1, 0
 
 
+def resolve_named_model(config: TrainConfig) -> TrainConfig:
+    """`--model NAME` → the checkpoint (or preset) it names, so the run records where it started."""
+    if config.model is None:
+        return config
+    from backend.weights.models import model_status
+
+    status = model_status(config.model)
+    if not status.available:
+        raise UserError(f"the model {config.model} is not in the cache; get it with: {status.how_to_get}")
+    if status.path is None:
+        return config.replace(model=None, preset=config.model)
+    return config.replace(model=None, checkpoint=str(status.path))
+
+
 def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     """Run (or resume, with the config from `resume_config`) a training run; everything that can be
     wrong with the input is reported before the first step."""
+    config = resolve_named_model(config)
     if resume:
         load_state(Path(config.out) / STATE_FILE)  # readable before anything else happens
         for leftover in Path(config.out).glob(".*.part"):  # temp files of a write the kill interrupted

@@ -64,9 +64,24 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 def preprocess_image(image: np.ndarray, config: ModelConfig) -> ModelImages:
-    """One (H,W,3) uint8 RGB image → ModelImages (no batch dimension)."""
+    """One (H,W,3) uint8 RGB image → ModelImages (no batch dimension), as the model's family expects."""
+    if config.family == "paper":
+        sam = reference_preprocess(image, config.image_size)
+        union = reference_preprocess(image, config.beit3_image_size)
+        return ModelImages(sam=sam[0], clip=union[0])
     sam, clip = preprocess_batch(image_to_tensor(image), config)
     return ModelImages(sam=sam[0], clip=clip[0])
+
+
+def reference_preprocess(image: np.ndarray, size: int) -> torch.Tensor:
+    """The paper family's preprocessing: (H,W,3) uint8 → (1,3,size,size) float32 as the reference's
+    Resize (PIL bilinear, aspect ignored) + ToTensor + Normalize (ImageNet) — for both of its inputs."""
+    from PIL import Image
+
+    check_image(image)
+    resized = Image.fromarray(np.ascontiguousarray(image)).resize((size, size), Image.BILINEAR)
+    tensor = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return _normalise(tensor[None], IMAGENET_MEAN, IMAGENET_STD)
 
 
 def preprocess_mask(mask: np.ndarray, config: ModelConfig) -> torch.Tensor:

@@ -26,6 +26,12 @@ class RS2SAM2Output:
     boundary_weight: torch.Tensor  # (B,) w in (w_min, w_max): see ModelConfig.boundary_weight_min
 
 
+def bounded_boundary_weight(config: ModelConfig, boundary_logit: torch.Tensor) -> torch.Tensor:
+    """The TBL weight w in (w_min, w_max) from the text's raw logit (see ModelConfig.boundary_weight_min)."""
+    low, high = config.boundary_weight_min, config.boundary_weight_max
+    return low + (high - low) * torch.sigmoid(boundary_logit)
+
+
 class RS2SAM2(nn.Module):
     def __init__(self, config: ModelConfig, union: UnionEncoder, sam: SAM2ImageParts):
         super().__init__()
@@ -120,8 +126,7 @@ class RS2SAM2(nn.Module):
         )
 
     def boundary_weight(self, boundary_logit: torch.Tensor) -> torch.Tensor:
-        low, high = self.config.boundary_weight_min, self.config.boundary_weight_max
-        return low + (high - low) * torch.sigmoid(boundary_logit)
+        return bounded_boundary_weight(self.config, boundary_logit)
 
     def _encode_image_with_text(
         self, sam_images: torch.Tensor, text0: torch.Tensor, padding: torch.Tensor

@@ -81,6 +81,7 @@ def build_paper_model(config: ModelConfig, device: str = "cpu", empty: bool = Fa
     with context:
         visual_model = _build_visual_model(config, "meta" if empty else "cpu")
         model = PaperRS2SAM2(config, visual_model, Beit3Extractor(config))
+    model.apply_freezing()
     if not empty:
         model = model.to(device)
     return model.eval()

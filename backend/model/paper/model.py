@@ -27,7 +27,7 @@ from backend.model.paper.adapters import CrossAttention
 from backend.model.paper.beit3 import Beit3Extractor
 from backend.model.paper.tokenizer import PaperTokenizer, attention_mask
 from backend.model.presets import ModelConfig
-from backend.model.rs2sam2 import RS2SAM2Output
+from backend.model.rs2sam2 import RS2SAM2Output, bounded_boundary_weight
 from backend.model.sam2_loading import SAM2ImageParts
 from backend.model.text import TextTokens
 
@@ -158,8 +158,52 @@ class PaperRS2SAM2(nn.Module):
             low_res_logits=low_res,
             pseudo_mask_logits=pseudo_logits,
             boundary_logit=boundary_logit,
-            boundary_weight=self.config.boundary_weight_max * torch.sigmoid(boundary_logit),
+            boundary_weight=bounded_boundary_weight(self.config, boundary_logit),
         )
+
+    # ---- what trains (the reference's rules) ------------------------------------------------------
+    # Names the reference trains at its higher rate (its `lr_bifit_names` that occur in this tree):
+    # the adapters, the fusion modules and the mask prompt generator. Everything else that trains
+    # (BEiT-3, SAM 2's prompt encoder and decoder, the heads) takes the lower rate.
+    NEW_MODULE_KEYWORDS = (
+        "MLP_Adapter",
+        "Space_Adapter",
+        "vlfusion_module",
+        "vmtoken",
+        "mask_linear",
+        "mask_product",
+    )
+
+    def apply_freezing(self) -> None:
+        """SAM 2's image encoder is frozen except the adapters in its blocks; its prompt encoder and
+        decoder train (the reference's rules). BEiT-3 trains only when `config.freeze_clip` is False
+        (`unfreeze_union_encoder`): the reference fine-tunes it, which on a CPU costs most of a step.
+        Parts outside the data flow never train."""
+        for param in self.parameters():
+            param.requires_grad_(True)
+        frozen = [*self.visual_model.unused_parameters(), *self.meo_linear.parameters()]
+        for name, param in self.visual_model.image_encoder.named_parameters():
+            if "MLP_Adapter" not in name and "Space_Adapter" not in name:
+                frozen.append(param)
+        if self.config.freeze_clip is not False:
+            frozen += list(self.mm_extractor.parameters())
+        for param in frozen:
+            param.requires_grad_(False)
+
+    def unfreeze_union_encoder(self) -> None:
+        self.config = self.config.replace(freeze_clip=False)
+        self.apply_freezing()
+
+    def param_groups(self, lr_new: float, lr_rest: float, weight_decay: float = 0.01) -> list[dict]:
+        new, rest = [], []
+        for name, param in self.named_parameters():
+            if param.requires_grad:
+                (new if any(key in name for key in self.NEW_MODULE_KEYWORDS) else rest).append(param)
+        groups = [
+            {"params": new, "lr": lr_new, "weight_decay": weight_decay, "name": "new"},
+            {"params": rest, "lr": lr_rest, "weight_decay": weight_decay, "name": "rest"},
+        ]
+        return [group for group in groups if group["params"]]
 
     def parameter_counts(self) -> dict[str, int]:
         def count(module: nn.Module) -> int:

@@ -1,8 +1,8 @@
 """`PaperPredictor`: the PhraseSegmenter (backend.model.api) on a paper-family model.
 
-Preprocessing is the reference's (`test.py`, `transforms.py`): the RGB image resized with PIL's bilinear
-filter (what torchvision's `resize` does to a PIL image), ignoring the aspect ratio, to S×S for SAM 2 and
-to U×U for BEiT-3, both then scaled to [0, 1] and normalised with ImageNet's mean and std. BEiT-3 encodes
+Preprocessing is the reference's (`test.py`, `transforms.py`; `preprocess.reference_preprocess`):
+the RGB image resized with PIL's bilinear filter, ignoring the aspect ratio, to S×S for SAM 2 and to U×U for
+BEiT-3, both then scaled to [0, 1] and normalised with ImageNet's mean and std. BEiT-3 encodes
 image and phrase jointly (a multiway transformer over both) and the Hiera adapters read the text, so
 what phrases share is this preprocessing and SAM 2's patch embedding (`PaperHiera.forward`); phrases go
 through the network in chunks sized to memory (backend/model/batching.py). Runs in fp32 (the reference's
@@ -21,27 +21,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from backend.errors import UserError
 from backend.model.api import PhrasePrediction
 from backend.model.batching import chunks, per_phrase_bytes, phrase_chunk_size
 from backend.model.paper.model import PaperRS2SAM2
 from backend.model.precision import Precision, apply_precision
-from backend.model.preprocess import check_image
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def reference_preprocess(image: np.ndarray, size: int) -> torch.Tensor:
-    """(H,W,3) uint8 → (1,3,size,size) float32, as the reference's Resize + ToTensor + Normalize."""
-    check_image(image)
-    resized = Image.fromarray(np.ascontiguousarray(image)).resize((size, size), Image.BILINEAR)
-    tensor = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    mean = torch.tensor(IMAGENET_MEAN).reshape(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).reshape(3, 1, 1)
-    return ((tensor - mean) / std)[None]
+from backend.model.preprocess import reference_preprocess
 
 
 class PaperPredictor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from types import ModuleType
 
-from bench import engine, model, paper, precision, service, training
+from bench import engine, model, paper, phrases, precision, service, startup, training
 from bench.record import record_section
 
 HELP = "run a benchmark"
@@ -22,6 +22,8 @@ BENCHMARKS: dict[str, tuple[ModuleType, str]] = {
     "service": (service, "Service (`rs2sam2 bench service`)"),
     "paper": (paper, "The paper's model (`rs2sam2 bench paper`)"),
     "precision": (precision, "Precision modes (`rs2sam2 bench precision`)"),
+    "phrases": (phrases, "Many phrases (`rs2sam2 bench phrases`)"),
+    "startup": (startup, "Command-line start-up (`rs2sam2 bench startup`)"),
 }
 
 

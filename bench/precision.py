@@ -43,8 +43,57 @@ def reference_image(size: int):
     with rasterio.open(DEMO_SCENE) as source:
         image = np.ascontiguousarray(source.read([1, 2, 3]).transpose(1, 2, 0))
     if image.shape[:2] != (size, size):
-        image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+        image = np.array(Image.fromarray(image).resize((size, size), Image.BILINEAR))
     return image
+
+
+def stage_modules(model) -> dict[str, list]:
+    """The model's parts by stage, for the profile (the adapters run inside the image encoder)."""
+    if model.config.family == "paper":
+        blocks = model.visual_model.image_encoder.trunk.blocks
+        return {
+            "union encoder (BEiT-3)": [model.mm_extractor],
+            "image encoder (Hiera + adapters + neck)": [model.visual_model.image_encoder],
+            "… of which the adapters": [m for b in blocks for m in (b.Space_Adapter, b.MLP_Adapter)],
+            "mask decoder (transformer + upscaling)": _decoder_parts(model.visual_model.sam_mask_decoder),
+        }
+    return {
+        "union encoder: CLIP vision": [model.union.clip.visual.transformer],
+        "union encoder: CLIP text + joint layers": [model.union],
+        "image encoder (Hiera + adapters + neck)": [model.sam.image_encoder],
+        "… of which the adapters": [m for a in model.adapters for m in (a.fusion, a.mlp)],
+        "mask decoder (transformer + upscaling)": _decoder_parts(model.sam.sam_mask_decoder),
+    }
+
+
+def _decoder_parts(decoder) -> list:
+    # The models call `predict_masks`, not the decoder's forward: clock the parts it runs.
+    return [decoder.transformer, decoder.output_upscaling]
+
+
+class StageClock:
+    """Wall time spent inside each stage's modules (forward hooks; the forward itself is unchanged)."""
+
+    def __init__(self, stages: dict[str, list]):
+        self.seconds = dict.fromkeys(stages, 0.0)
+        self._started: dict[int, float] = {}
+        for name, modules in stages.items():
+            for module in modules:
+                module.register_forward_pre_hook(self._start)
+                module.register_forward_hook(self._stop(name))
+
+    def _start(self, module, _args) -> None:
+        self._started[id(module)] = time.perf_counter()
+
+    def _stop(self, name: str):
+        def hook(module, _args, _output) -> None:
+            self.seconds[name] += time.perf_counter() - self._started.pop(id(module))
+
+        return hook
+
+    def take(self) -> dict[str, float]:
+        taken, self.seconds = self.seconds, dict.fromkeys(self.seconds, 0.0)
+        return taken
 
 
 def _base_model(name: str, workdir: str):
@@ -108,12 +157,16 @@ def measure_model(name: str, modes: list[str], repeats: int, threads: int) -> di
         masks[mode] = [p.probability > threshold for p in predictor.predict(image, phrases)]
     cpu: dict[str, list[float]] = {mode: [] for mode in predictors}
     wall: dict[str, list[float]] = {mode: [] for mode in predictors}
+    clocks = {mode: StageClock(stage_modules(p.model)) for mode, p in predictors.items()}
+    stages: dict[str, list[dict[str, float]]] = {mode: [] for mode in predictors}
     for _ in range(repeats):
         for mode, predictor in predictors.items():
+            clocks[mode].take()
             cpu_start, wall_start = time.process_time(), time.perf_counter()
             predictor.predict(image, phrases[:1])
             cpu[mode].append(time.process_time() - cpu_start)
             wall[mode].append(time.perf_counter() - wall_start)
+            stages[mode].append(clocks[mode].take())
     auto = resolve_precision("auto", "cpu", image_size=predictors["fp32"].input_size)
     return {
         "what": what,
@@ -124,6 +177,9 @@ def measure_model(name: str, modes: list[str], repeats: int, threads: int) -> di
                 "wall": statistics.median(wall[mode]),
                 "iou": min(_iou(a, b) for a, b in zip(masks[mode], masks["fp32"])),
                 "foreground": float(sum(m.mean() for m in masks[mode]) / len(phrases)),
+                "stages": {
+                    stage: statistics.median(run[stage] for run in stages[mode]) for stage in stages[mode][0]
+                },
             }
             for mode in modes
             if mode in predictors
@@ -158,7 +214,7 @@ def run(args: argparse.Namespace) -> str:
         "| model | mode | CPU time | wall time | vs fp32 (CPU) | mask IoU vs fp32 | mask share |",
         "|---|---|---|---|---|---|---|",
     ]
-    notes = []
+    notes, profile = [], []
     for name in args.models:
         result = _in_fresh_process(measure_model, name, modes, args.repeats, args.threads)
         rows = result["rows"]
@@ -167,6 +223,7 @@ def run(args: argparse.Namespace) -> str:
                 f"| {name} | {mode} | {row['cpu']:.2f} s | {row['wall']:.2f} s "
                 f"| {rows['fp32']['cpu'] / row['cpu']:.2f}× | {row['iou']:.4f} | {row['foreground']:.3f} |"
             )
+        profile += _profile_rows(name, rows)
         agreeing = [mode for mode, row in rows.items() if row["iou"] >= AGREEMENT_IOU]
         fastest = min(agreeing, key=lambda mode: rows[mode]["cpu"])
         verdict = "matches" if fastest == result["auto"] else "DIFFERS from"
@@ -174,4 +231,19 @@ def run(args: argparse.Namespace) -> str:
             f"- {name}: {result['what']}; `auto` resolves to {result['auto']}, which {verdict} the fastest "
             f"agreeing mode measured ({fastest})."
         )
-    return "\n".join([*lines, "", *notes])
+    profile_header = [
+        "Where the time goes (wall time inside each part, median; the rest is preprocessing, resizing "
+        "the output and Python between the parts):",
+        "",
+        "| model | mode | part | time | share of the tile |",
+        "|---|---|---|---|---|",
+    ]
+    return "\n".join([*lines, "", *notes, "", *profile_header, *profile])
+
+
+def _profile_rows(name: str, rows: dict) -> list[str]:
+    lines = []
+    for mode, row in rows.items():
+        for stage, seconds in row["stages"].items():
+            lines.append(f"| {name} | {mode} | {stage} | {seconds:.3f} s | {seconds / row['wall']:.0%} |")
+    return lines

@@ -28,3 +28,26 @@ def test_training_throughput_benchmark_runs_the_real_step(capsys):
     )
     report = capsys.readouterr().out
     assert "| test | 128 | 2 |" in report and "MiB" in report
+
+
+def test_precision_benchmark_measures_every_mode_and_profiles_the_parts():
+    """The measurement itself, in this process (the command runs it in a fresh one per model)."""
+    from bench.precision import measure_model
+
+    result = measure_model("demo", ["fp32", "int8"], repeats=1, threads=1)
+    assert result["auto"] in ("fp32", "bf16", "int8") and set(result["rows"]) == {"fp32", "int8"}
+    fp32, int8 = result["rows"]["fp32"], result["rows"]["int8"]
+    assert fp32["iou"] == 1.0 and 0.9 < int8["iou"] <= 1.0 and fp32["foreground"] > 0
+    assert (
+        fp32["stages"]["image encoder (Hiera + adapters + neck)"]
+        > fp32["stages"]["… of which the adapters"]
+        > 0
+    )
+
+
+def test_phrases_benchmark_gives_the_per_phrase_curve():
+    from bench.phrases import measure
+
+    result = measure("test", [1, 3], {"chunks": [1], "one_batch": [3]}, "fp32", repeats=1, threads=1)
+    runs = {(count, batch) for count, batch, _cpu, _wall in result["rows"]}
+    assert runs == {(1, 1), (3, 1), (3, 2), (3, 3)} and result["chunk"] == 2

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--one-batch", type=int, nargs="*", default=[8], help="counts also run as one forward (default 8)"
     )
     parser.add_argument(
-        "--chunks", type=int, nargs="*", default=[1], help="other phrases-per-forward to compare (default 1)"
+        "--chunks", type=int, nargs="*", default=[2], help="other phrases-per-forward to compare (default 2)"
     )
 
 

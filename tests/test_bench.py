@@ -48,6 +48,6 @@ def test_precision_benchmark_measures_every_mode_and_profiles_the_parts():
 def test_phrases_benchmark_gives_the_per_phrase_curve():
     from bench.phrases import measure
 
-    result = measure("test", [1, 3], {"chunks": [1], "one_batch": [3]}, "fp32", repeats=1, threads=1)
+    result = measure("test", [1, 3], {"chunks": [2], "one_batch": [3]}, "fp32", repeats=1, threads=1)
     runs = {(count, batch) for count, batch, _cpu, _wall in result["rows"]}
-    assert runs == {(1, 1), (3, 1), (3, 2), (3, 3)} and result["chunk"] == 2
+    assert runs == {(1, 1), (3, 1), (3, 2), (3, 3)} and result["chunk"] == 1  # one phrase per forward

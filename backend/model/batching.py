@@ -3,9 +3,10 @@
 The phrase enters every Hiera block (BHF), so the encoder runs once per phrase whatever the batching;
 batching only decides how many of those runs share one forward. On a GPU a larger batch uses the device
 better, up to its memory. On the CPU it does not pay: measured here (docs/benchmarks.md, `rs2sam2 bench
-phrases`), the per-phrase cost of `tiny` at 1024 px grew with the batch (one batch of 8 phrases cost 1.23×
-per phrase in the encoder what one phrase did: eight phrases' activations no longer fit the caches), so
-the CPU runs a few phrases at a time and the work that does not depend on the phrase is shared instead.
+phrases`, `tiny` at 1024 px in bf16), one phrase per forward cost 0.94–0.98× per phrase what a single
+phrase did, two per forward 1.19–1.34×, all eight in one forward 1.27× (the larger activations no longer
+fit the caches). So the CPU runs one phrase at a time and shares the work that does not depend on the
+phrase instead.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 # the block keeps its input, the normalised copy, q/k/v, the attention output, the MLP's 4× hidden layer
 # and the adapter's terms alive at once — about 16 copies, in the forward's dtype.
 ACTIVATION_COPIES = 16
-CPU_MAX_PHRASES = 2  # measured: no gain per phrase beyond this on the CPU (see the module's docstring)
+CPU_MAX_PHRASES = 1  # measured: batching phrases costs more per phrase on the CPU (the module's docstring)
 GPU_MAX_PHRASES = 16
 MEMORY_SHARE = 0.5  # of the memory available when the predictor is made
 

@@ -2,7 +2,8 @@
 
 The panel only gathers what the user chose and shows state. The work happens elsewhere:
 `raster_source` (what is sent), `tasks`/`runner` (talking to the backend in the background),
-`result_layer` (features into a layer), `local_backend` (the backend process).
+`result_layer` (features into a layer), `local_backend` (the backend process), `setup_controller`
+(the first-run set-up of the local backend's environment).
 """
 
 from __future__ import annotations
@@ -23,15 +24,25 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtWidgets import QVBoxLayout, QWidget
 
 from .area import AREA_RECTANGLE, AREA_SELECTED, AreaChoice
+from .auth_token import AuthError
+from .backend_env import INCOMPLETE, OUTDATED
 from .client import BackendClient
-from .dock_ui import build_backend_row, build_option_inputs, build_run_row, build_source_form
-from .local_backend import LocalBackend
+from .dock_ui import (
+    build_backend_row,
+    build_option_inputs,
+    build_run_row,
+    build_setup_row,
+    build_source_form,
+)
+from .local_backend import LocalBackend, current_endpoint
 from .notify import guarded, log, notify
 from .raster_source import RasterSourceError, plan_raster
 from .request import SegmentOptions
 from .result_layer import ResultLayerError, store_collection
 from .runner import SegmentJob
 from .settings import PluginSettings
+from .setup_controller import SetupController
+from .shared_backend import stop_started_backends
 from .tasks import HealthTask, SegmentTask
 
 
@@ -55,6 +66,7 @@ class SegmentDock(QgsDockWidget):
         self._connect()
         self._load_history()
         self.update_run_state()
+        self._announce_half_made_env()
 
     def tr(self, message: str) -> str:  # noqa: D401 - Qt naming
         return QCoreApplication.translate("SegmentDock", message)
@@ -66,6 +78,10 @@ class SegmentDock(QgsDockWidget):
         backend = build_backend_row(body, layout)
         self.backend_label, self.check_button = backend.label, backend.check_button
         self.start_button, self.settings_button = backend.start_button, backend.settings_button
+        self.setup_row = build_setup_row(body, layout)
+        self.setup = SetupController(self.setup_row, self.iface, self)
+        self.setup.finished.connect(self._on_setup_done)
+        self.setup_row.setup_button.clicked.connect(self.start_setup)
         source = build_source_form(body, layout)
         self.layer_combo, self.phrase_combo, self.area_combo = (
             source.layer_combo,
@@ -202,7 +218,8 @@ class SegmentDock(QgsDockWidget):
         return self.settings.server_url
 
     def client(self) -> BackendClient:
-        token = self.local_backend.token if self.settings.start_local else self.settings.token
+        """The client for the backend in use; AuthError when the server's token cannot be read."""
+        token = self.local_backend.token if self.settings.start_local else self.settings.remote_token()
         return BackendClient(self.backend_url(), token, timeout_s=self.settings.request_timeout_s)
 
     @guarded
@@ -235,11 +252,13 @@ class SegmentDock(QgsDockWidget):
         self._load_history()
         self.phrase_combo.setEditText(phrase)
         job = SegmentJob([phrase], self.options(), plan, self.settings.send_mode, clip)
+        try:
+            client = self.client()
+        except AuthError as exc:
+            self._show_error(str(exc))
+            return
         self.task = SegmentTask(
-            self.tr("RS2-SAM 2: “{}” in {}").format(phrase, layer.name()),
-            self.client(),
-            job,
-            self._on_task_done,
+            self.tr("RS2-SAM 2: “{}” in {}").format(phrase, layer.name()), client, job, self._on_task_done
         )
         self.task.progressChanged.connect(lambda value: self.progress_bar.setValue(int(value)))
         self.progress_bar.setValue(0)
@@ -342,9 +361,16 @@ class SegmentDock(QgsDockWidget):
             return
         if self.settings.start_local and self.local_backend.state != "running":
             self.backend_label.setText(self.tr("Backend: local, not started"))
+            self.setup.refresh(self.settings, offer_when_missing=True)
+            return
+        try:
+            client = self.client()
+        except AuthError as exc:
+            self.backend_label.setText(self.tr("Backend: the access token cannot be read"))
+            self.backend_label.setToolTip(str(exc))
             return
         self.backend_label.setText(self.tr("Backend: checking {}…").format(self.backend_url()))
-        self.health_task = HealthTask(self.client(), self._on_health)
+        self.health_task = HealthTask(client, self._on_health)
         QgsApplication.taskManager().addTask(self.health_task)
 
     @guarded
@@ -355,6 +381,8 @@ class SegmentDock(QgsDockWidget):
         else:
             self.backend_label.setText(self.tr("Backend: not reachable"))
             self.backend_label.setToolTip(task.error.message if task.error else "")
+            # No backend answers: offer the local one (set it up first when needed).
+            self.setup.refresh(self.settings, offer_when_missing=True)
 
     def _show_health(self, health) -> None:
         model = health.model_id or health.preset or "?"
@@ -366,7 +394,7 @@ class SegmentDock(QgsDockWidget):
 
     @guarded
     def start_local_backend(self) -> None:
-        if self.local_backend.is_running():
+        if self.local_backend.is_running() or self.setup.task is not None:
             return
         if not self.settings.start_local:
             # The button means "use a local backend from now on".
@@ -390,6 +418,7 @@ class SegmentDock(QgsDockWidget):
     def _on_local_failed(self, message: str) -> None:
         self._run_after_start = False
         self.backend_label.setText(self.tr("Backend: local start failed"))
+        self.setup.refresh(self.settings, offer_when_missing=True)
         first_line, _, details = message.partition("\n")
         self.set_status(first_line)
         notify(
@@ -415,16 +444,59 @@ class SegmentDock(QgsDockWidget):
         dialog = SettingsDialog(self.settings, self)
         if dialog.exec_():
             self.apply_settings(dialog.result_settings())
+            if dialog.repair_requested:
+                self.start_setup()
 
     def apply_settings(self, settings: PluginSettings) -> None:
-        restart = self.local_backend.is_running() and (
-            not settings.start_local or settings.backend_command(0) != self.settings.backend_command(0)
-        )
+        """Save `settings`; a local backend running with another command (another model) is restarted,
+        one that is no longer wanted is stopped."""
+        running = self.local_backend.is_running() or current_endpoint() is not None
+        changed = settings.backend_command(0) != self.settings.backend_command(0)
         self.settings = settings
         self.settings.save()
-        if restart:
+        if running and (changed or not settings.start_local):
             self.local_backend.stop()
+            stop_started_backends()
+            if settings.start_local:
+                log(self.tr("Restarting the local backend with the new settings."))
+                self.start_local_backend()
+                return
+        self.setup.refresh(self.settings)
         self.check_backend()
+
+    # -- the first-run set-up --------------------------------------------------------------------
+    def _announce_half_made_env(self) -> None:
+        """At start: a set-up that did not finish (QGIS closed, a crash) is reported with Repair."""
+        status = self.setup.refresh(self.settings, offer_when_missing=self.settings.start_local)
+        if status is not None and status.status in (INCOMPLETE, OUTDATED):
+            notify(self.iface, status.message, Qgis.Warning, [(self.tr("Repair"), self.start_setup)])
+
+    @guarded
+    def start_setup(self) -> None:
+        """(Re)build the local backend's environment; a backend running from it is stopped first."""
+        if self.settings.uses_setup_env:
+            self.local_backend.stop()
+            stop_started_backends()
+        self.setup.start(self.settings)
+
+    @guarded
+    def _on_setup_done(self, task) -> None:
+        if task.state is not None:
+            self.settings.start_local = True
+            self.settings.python_path = ""  # the set-up's environment
+            self.settings.save()
+            self.setup.refresh(self.settings)
+            notify(self.iface, self.tr("The local backend is set up; starting it."), Qgis.Success)
+            self.start_local_backend()
+        elif task.cancelled:
+            notify(self.iface, self.tr("The set-up of the local backend was cancelled."), Qgis.Info)
+        else:
+            notify(
+                self.iface,
+                task.error or self.tr("The set-up of the local backend failed."),
+                Qgis.Critical,
+                [(self.tr("Show log"), self.setup.show_log)],
+            )
 
     def shutdown(self) -> None:
         """Stop whatever the panel started (tasks, map tool, local backend) before the plugin unloads."""
@@ -447,4 +519,6 @@ class SegmentDock(QgsDockWidget):
         if self.extent_tool is not None:
             self.extent_tool.deleteLater()
             self.extent_tool = None
+        self.setup.shutdown()
         self.local_backend.stop()
+        stop_started_backends()

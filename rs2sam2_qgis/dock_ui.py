@@ -16,6 +16,7 @@ from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import (
     QComboBox,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QProgressBar,
@@ -41,6 +42,18 @@ class BackendRow:
     check_button: QToolButton
     start_button: QToolButton
     settings_button: QToolButton
+
+
+@dataclass
+class SetupRow:
+    """The first-run set-up: what is missing, the button, and its progress while it runs."""
+
+    frame: QFrame
+    label: QLabel
+    setup_button: QPushButton
+    progress_bar: QProgressBar
+    cancel_button: QPushButton
+    log_button: QToolButton
 
 
 @dataclass
@@ -96,6 +109,36 @@ def build_backend_row(parent: QWidget, layout: QVBoxLayout) -> BackendRow:
         row.addWidget(button)
     layout.addLayout(row)
     return BackendRow(label, check, start, settings)
+
+
+def build_setup_row(parent: QWidget, layout: QVBoxLayout) -> SetupRow:
+    frame = QFrame(parent)
+    frame.setObjectName("RS2SAM2SetupRow")
+    frame.setFrameShape(QFrame.StyledPanel)
+    box = QVBoxLayout(frame)
+    label = QLabel(frame)
+    label.setWordWrap(True)
+    box.addWidget(label)
+    setup_button = QPushButton(QIcon(icon_path("rs2sam2.svg")), tr("Set up the local backend"), frame)
+    setup_button.setToolTip(
+        tr(
+            "Install the model backend into its own Python environment on this computer (once; "
+            "a few GB, several minutes). QGIS's own Python is not touched."
+        )
+    )
+    box.addWidget(setup_button)
+    progress_row = QHBoxLayout()
+    progress_bar = QProgressBar(frame)
+    progress_bar.setRange(0, 100)
+    cancel_button = QPushButton(tr("Cancel"), frame)
+    log_button = _tool_button(frame, tr("Log"), tr("Show everything the set-up said"))
+    progress_row.addWidget(progress_bar, 1)
+    progress_row.addWidget(cancel_button)
+    progress_row.addWidget(log_button)
+    box.addLayout(progress_row)
+    layout.addWidget(frame)
+    frame.hide()
+    return SetupRow(frame, label, setup_button, progress_bar, cancel_button, log_button)
 
 
 def build_source_form(parent: QWidget, layout: QVBoxLayout) -> SourceForm:

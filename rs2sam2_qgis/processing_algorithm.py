@@ -1,8 +1,10 @@
 """Processing algorithm "Segment by text": a raster and phrases in, a polygon feature sink out.
 
 It runs in Processing's worker thread and blocks there (never on the UI thread); batch mode, the
-Modeler and `qgis_process` come with Processing. The backend is the one in the plugin's settings, or
-the BACKEND_URL parameter; when it cannot be reached the run stops with one clear sentence.
+Modeler and `qgis_process` come with Processing. The backend is the BACKEND_URL parameter, else the
+local backend running in this QGIS process, else the server in the plugin's settings; when none answers
+and local backends are allowed (the default), the algorithm starts the local backend itself and leaves
+it running for the next run (`shared_backend`). Otherwise the run stops with one clear sentence.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from .client import BackendClient, BackendError, RunCancelled
+from .auth_token import AuthError
+from .client import BackendClient, BackendError, BackendUnreachable, RunCancelled
 from .contract import PROCESSING, options_on
-from .local_backend import running_local_endpoint
+from .local_backend import not_set_up_message, running_local_endpoint
 from .option_forms import processing_parameter, processing_value
 from .raster_source import RasterSourceError, area_in_raster_crs, plan_raster
 from .request import SegmentOptions, split_phrases
@@ -31,6 +34,9 @@ from .resources import icon_path
 from .result_layer import collection_crs, features_from_collection, result_fields
 from .runner import SegmentJob, run_segmentation
 from .settings import PluginSettings
+from .shared_backend import LocalStartError, ensure_local_backend
+
+PROBE_TIMEOUT_S = 3
 
 
 class SegmentByTextAlgorithm(QgsProcessingAlgorithm):
@@ -66,8 +72,9 @@ class SegmentByTextAlgorithm(QgsProcessingAlgorithm):
             "Finds what each phrase describes in the raster (RS2-SAM 2) and writes it as polygons in the "
             "raster's CRS, with the phrase, score, area, source and model as attributes. "
             "One phrase per line. "
-            "The model runs in the RS2-SAM 2 backend service (`rs2sam2 serve`): the one set in the plugin's "
-            "settings, or the backend URL given here."
+            "The model runs in the RS2-SAM 2 backend service (`rs2sam2 serve`): the backend URL given here, "
+            "else the one in the plugin's settings; when none answers, the local backend the plugin set up "
+            "is started and kept running for the next run (unless turned off in the settings)."
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -107,13 +114,11 @@ class SegmentByTextAlgorithm(QgsProcessingAlgorithm):
             }
         )
         settings = PluginSettings.load()
-        url, token = settings.server_url, settings.token
-        local = running_local_endpoint() if settings.start_local else None
-        if local is not None:
-            url, token = local  # the backend the panel started in this QGIS session
         given_url = self.parameterAsString(parameters, self.BACKEND_URL, context).strip()
         if given_url:
-            url, token = given_url, settings.token
+            url, token = given_url, self._remote_token(settings)
+        else:
+            url, token = self._backend(settings, feedback)
         client = BackendClient(url, token, timeout_s=settings.request_timeout_s)
         try:
             area = None
@@ -168,3 +173,46 @@ class SegmentByTextAlgorithm(QgsProcessingAlgorithm):
             )
         )
         return {self.OUTPUT: dest_id}
+
+    def _remote_token(self, settings: PluginSettings) -> str:
+        try:
+            return settings.remote_token()
+        except AuthError as exc:
+            raise QgsProcessingException(str(exc)) from None
+
+    def _backend(self, settings: PluginSettings, feedback) -> tuple[str, str]:
+        """(url, token): the local backend running in this QGIS process, else the configured server,
+        else a local backend started now (when allowed)."""
+        running = running_local_endpoint()
+        if running is not None:
+            return running
+        if settings.start_local:
+            return self._start_local(settings, feedback)
+        token = self._remote_token(settings)
+        try:
+            BackendClient(settings.server_url, token, timeout_s=PROBE_TIMEOUT_S).health()
+        except BackendUnreachable:
+            if not settings.allow_local:
+                raise QgsProcessingException(
+                    self.tr(
+                        "No backend answers at {} and starting a local one is turned off in the RS2-SAM 2 "
+                        "settings."
+                    ).format(settings.server_url)
+                ) from None
+            feedback.pushInfo(self.tr("No backend answers at {}.").format(settings.server_url))
+            return self._start_local(settings, feedback)
+        except BackendError:
+            pass  # it answers (e.g. refuses the token): the run reports what it says
+        return settings.server_url, token
+
+    def _start_local(self, settings: PluginSettings, feedback) -> tuple[str, str]:
+        blocker = not_set_up_message(settings)
+        if blocker is not None:
+            raise QgsProcessingException(blocker)
+        try:
+            return ensure_local_backend(settings, feedback.isCanceled, feedback.pushInfo)
+        except LocalStartError as exc:
+            first, _, details = str(exc).partition("\n")
+            if details:
+                feedback.reportError(details)
+            raise QgsProcessingException(first) from None

@@ -1,17 +1,20 @@
 """The plugin's settings: one dataclass, stored in QgsSettings under one prefix.
 
 Everything the user can configure lives here (the settings dialog edits it, the dock and the
-Processing algorithm read it), so no other module reads QgsSettings keys directly.
+Processing algorithm read it), so no other module reads QgsSettings keys directly. The one secret, the
+remote backend's access token, is not here: it lives in QGIS's authentication database and the
+settings keep only the id of its auth config (`auth_token`).
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from qgis.core import QgsSettings
+from qgis.core import QgsApplication, QgsSettings
 
+from .auth_token import read_token, store_token
+from .backend_env import EnvLayout
 from .contract import DEFAULT_HOST, DEFAULT_PORT
 from .resources import PLUGIN_DIR, SETTINGS_PREFIX
 
@@ -26,13 +29,17 @@ def checkout_root() -> Path | None:
 
 
 def default_python() -> str:
-    """The project's `.venv` Python when running from a checkout, else the Python on PATH."""
+    """The project's `.venv` Python when running from a checkout; else empty: the environment the
+    plugin's first-run set-up makes (`backend_env`)."""
     root = checkout_root()
     if root is not None and (root / ".venv" / "bin" / "python").exists():
         return str(root / ".venv" / "bin" / "python")
-    if sys.platform.startswith("win"):
-        return "python"
-    return "python3"
+    return ""
+
+
+def default_setup_folder() -> Path:
+    """Where the first-run set-up puts the backend's environment: `rs2sam2/` in the QGIS profile's folder."""
+    return Path(QgsApplication.qgisSettingsDirPath()) / "rs2sam2"
 
 
 DEMO_CHECKPOINT = Path("backend") / "demo" / "assets" / "rs2sam2-demo.safetensors"  # inside a checkout
@@ -50,10 +57,15 @@ def default_checkpoint() -> str:
 class PluginSettings:
     # Where the backend is. When start_local is on, the plugin launches it and server_url is ignored.
     server_url: str = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
-    token: str = ""
+    # The server's access token lives in QGIS's authentication database: `auth_config` is the id of the
+    # auth config holding it. `token` is only ever in memory: save() moves a new one into that config.
+    auth_config: str = ""
+    token: str = field(default="", metadata={"secret": True})
     start_local: bool = False
+    # Processing may start the local backend itself when no backend answers.
+    allow_local: bool = True
     # The local backend: `<python> -m backend.cli serve --checkpoint C` (or `--preset P`; neither: the
-    # backend's default model).
+    # backend's default model). Empty python: the environment of the first-run set-up.
     python_path: str = field(default_factory=default_python)
     working_dir: str = field(default_factory=lambda: str(checkout_root() or ""))
     preset: str = ""
@@ -70,6 +82,18 @@ class PluginSettings:
     output_gpkg: str = ""
     request_timeout_s: int = 60
     phrase_history: list[str] = field(default_factory=list)
+    # The first-run set-up (setup_steps): folder (empty: default_setup_folder()), the Python that builds
+    # the environment (empty: found automatically), torch build, and a wheel folder for offline installs.
+    setup_folder: str = ""
+    setup_python: str = ""
+    torch_build: str = "auto"
+    torch_index_url: str = ""
+    wheel_folder: str = ""
+    # The model manager: the weights cache (RS2SAM2_CACHE; empty: the backend's default), a mirror of the
+    # official download sites, and the user's own trained .safetensors files.
+    weights_cache: str = ""
+    download_mirror: str = ""
+    user_models: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, store: QgsSettings | None = None) -> PluginSettings:
@@ -77,6 +101,8 @@ class PluginSettings:
         values = {}
         defaults = cls()
         for f in fields(cls):
+            if f.metadata.get("secret"):
+                continue
             default = getattr(defaults, f.name)
             key = f"{SETTINGS_PREFIX}/{f.name}"
             if not store.contains(key):
@@ -90,11 +116,40 @@ class PluginSettings:
         return settings
 
     def save(self, store: QgsSettings | None = None) -> None:
+        """Write the settings; a token set in memory goes to the auth database (AuthError if it cannot)."""
+        if self.token.strip():
+            self.auth_config = store_token(self.token.strip(), self.auth_config)
+            self.token = ""
         store = store or QgsSettings()
         for f in fields(self):
+            if f.metadata.get("secret"):
+                continue
             value = getattr(self, f.name)
             store.setValue(f"{SETTINGS_PREFIX}/{f.name}", value)
+        store.remove(LEGACY_TOKEN_KEY)  # older versions kept the token here in plain text
         store.sync()
+
+    def remote_token(self) -> str:
+        """The server's access token: from memory, else from the auth database (AuthError if unreadable)."""
+        if self.token.strip():
+            return self.token.strip()
+        return read_token(self.auth_config)
+
+    # -- the local backend -----------------------------------------------------------------------
+    def setup_layout(self) -> EnvLayout:
+        return EnvLayout(Path(self.setup_folder.strip() or default_setup_folder()))
+
+    @property
+    def uses_setup_env(self) -> bool:
+        """The local backend runs from the first-run set-up's environment (no Python configured)."""
+        return not self.python_path.strip()
+
+    def local_python(self) -> str:
+        return self.python_path.strip() or str(self.setup_layout().python)
+
+    def backend_environment(self) -> dict[str, str]:
+        """Variables the local backend and the model manager's commands get."""
+        return {"RS2SAM2_CACHE": self.weights_cache.strip()} if self.weights_cache.strip() else {}
 
     def remember_phrase(self, phrase: str) -> None:
         """Most recent first, no duplicates, bounded."""
@@ -113,7 +168,16 @@ class PluginSettings:
             args += ["--checkpoint", self.checkpoint.strip()]
         elif self.preset.strip():
             args += ["--preset", self.preset.strip()]
-        return self.python_path, args
+        return self.local_python(), args
+
+
+LEGACY_TOKEN_KEY = f"{SETTINGS_PREFIX}/token"
+
+
+def legacy_token(store: QgsSettings | None = None) -> str:
+    """A token an older version stored in plain QgsSettings (moved to the auth database on save)."""
+    value = (store or QgsSettings()).value(LEGACY_TOKEN_KEY)
+    return str(value) if value else ""
 
 
 def _coerce(raw, default):

@@ -65,16 +65,17 @@ if [ -f "$SITE_PACKAGES/training/trainer.py" ] && [ ! -f "$SITE_PACKAGES/trainin
     rm -rf "$SITE_PACKAGES/training"
 fi
 
-# torchscale (BEiT-3 for the paper's published models) pins timm==0.6.13 in its metadata, which conflicts
-# with open_clip's timm>=1.0.17; it runs on timm 1.x, so it is installed without its dependencies (its
-# fairscale dependency is pinned in pyproject.toml).
-if ! "$PY" -c "import torchscale" 2>/dev/null; then
-    log "installing torchscale 0.3.0 (without its dependency pins)"
-    pip_install --no-deps "torchscale==0.3.0"
+# Packages whose dependency metadata conflicts with our pins ([tool.rs2sam2] in pyproject.toml says
+# which and why) are installed without it.
+NO_DEPS=$("$PY" -c "import sys, tomllib; print(' '.join(tomllib.load(open(sys.argv[1], 'rb'))['tool']['rs2sam2']['install-without-dependencies']))" "$ROOT/pyproject.toml")
+if [ -n "$NO_DEPS" ]; then
+    log "installing without their dependency pins: $NO_DEPS"
+    # shellcheck disable=SC2086 # one argument per requirement
+    pip_install --no-deps $NO_DEPS
 fi
 
 log "installing the project and its pinned requirements"
-pip_install --no-build-isolation -e "$ROOT[dev]"
+pip_install --no-build-isolation -e "$ROOT[dev,training]"
 
 SITE=$SITE_PACKAGES
 # `import processing` needs QGIS's bundled Python plugins on the path.

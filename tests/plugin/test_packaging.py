@@ -54,11 +54,49 @@ def test_zip_follows_qgis_plugin_rules(plugin_zip):
         assert b"def classFactory" in archive.read("rs2sam2_qgis/__init__.py")
         # The zip carries the root metadata.txt unchanged (one source of truth).
         assert archive.read("rs2sam2_qgis/metadata.txt") == (ROOT / "metadata.txt").read_bytes()
-        # The plugin never ships torch code paths.
+        # The plugin's own code never imports torch (the backend it sets up is in backend_bundle/).
         for name in names:
-            if name.endswith(".py"):
+            if name.endswith(".py") and not name.startswith("rs2sam2_qgis/backend_bundle/"):
                 text = archive.read(name).decode("utf-8")
                 assert not re.search(r"^\s*(import torch|from torch)", text, re.M), name
+        # Small enough for the official plugin repository (25 MB), and nothing it refuses.
+        assert plugin_zip.stat().st_size < 25_000_000
+        assert not any(part in ("__MACOSX", ".git") for n in names for part in n.split("/"))
+
+
+def test_the_zip_carries_the_backend_it_sets_up(plugin_zip):
+    """The backend travels as source: what `rs2sam2 serve` needs, the demo model, the pinned requirements
+    — not the tests, training or benchmarks."""
+    import json
+    import tomllib
+
+    with zipfile.ZipFile(plugin_zip) as archive:
+        names = set(archive.namelist())
+        bundle = "rs2sam2_qgis/backend_bundle/"
+        inside = {n[len(bundle) :] for n in names if n.startswith(bundle)}
+        project = tomllib.loads(archive.read(bundle + "pyproject.toml").decode())
+        manifest = json.loads(archive.read(bundle + "manifest.json"))
+        contract = archive.read(bundle + "rs2sam2_qgis/contract.py")
+        constraints = archive.read(bundle + "constraints.txt").decode().split()
+    root = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    for path in ROOT.joinpath("backend").rglob("*"):
+        if path.is_file() and "__pycache__" not in path.parts:
+            assert f"backend/{path.relative_to(ROOT / 'backend').as_posix()}" in inside, path
+    assert "backend/demo/assets/rs2sam2-demo.safetensors" in inside
+    assert not any(n.startswith(("training/", "bench/", "tests/")) for n in inside)
+    assert contract == (ROOT / "rs2sam2_qgis" / "contract.py").read_bytes()
+    # The same pins as the repository; only the backend's own commands (no training entry points).
+    assert project["project"]["dependencies"] == root["project"]["dependencies"] == constraints
+    assert set(project["project"]["entry-points"]["rs2sam2.commands"]) == {
+        "segment",
+        "serve",
+        "weights",
+        "demo",
+        "models",
+    }
+    pins = {re.split(r"[=<>~!; ]", pin, maxsplit=1)[0]: pin for pin in root["project"]["dependencies"]}
+    assert manifest["staged"] == {name: pins[name] for name in ("torch", "torchvision", "sam2")}
+    assert len(manifest["fingerprint"]) == 64
 
 
 def test_unpacked_zip_loads_and_unloads_in_qgis(plugin_zip, tmp_path, qgis_main_iface, monkeypatch):

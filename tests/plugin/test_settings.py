@@ -25,9 +25,14 @@ def test_round_trip_through_qgs_settings_under_one_prefix(plugin_settings):
     )
     saved.save()
     ours = {key.split("/", 1)[1] for key in QgsSettings().allKeys() if key.startswith("rs2sam2/")}
-    assert ours == {f.name for f in fields(PluginSettings)}
+    assert ours == {f.name for f in fields(PluginSettings)} - {"token"}
     assert QgsSettings().value("rs2sam2/server_url") == "http://gpu-box:9000"
-    assert PluginSettings.load() == saved
+    # The token went into QGIS's auth database; the settings keep the config's id, never the token.
+    assert saved.auth_config and saved.token == ""
+    assert "t0k" not in [str(QgsSettings().value(key)) for key in QgsSettings().allKeys()]
+    loaded = PluginSettings.load()
+    assert loaded == saved
+    assert loaded.remote_token() == "t0k"
 
 
 def test_defaults_and_bad_values(plugin_settings):
@@ -109,6 +114,7 @@ def test_dialog_edits_a_copy(qgis_app, plugin_settings):
     )
     assert edited.phrase_history == ["x"]
     assert original.server_url == "http://a:1"  # untouched until the caller saves
+    dialog.model_manager.shutdown()
 
 
 def test_the_demo_model_of_a_checkout_is_the_default_checkpoint(monkeypatch, tmp_path):
@@ -128,3 +134,13 @@ def test_the_local_backend_uses_the_bundled_demo_model_without_configuration():
     assert bundled.is_file()
     _, args = PluginSettings().backend_command(8002)
     assert args[-2:] == ["--checkpoint", str(bundled)]
+
+
+def test_repair_in_the_dialog_hands_the_set_up_to_the_panel(qgis_app, plugin_settings):
+    from qgis.PyQt.QtWidgets import QDialog
+
+    dialog = SettingsDialog(PluginSettings())
+    assert not dialog.repair_requested
+    dialog.repair_button.click()  # the panel runs the set-up with the dialog's values once it closes
+    assert dialog.repair_requested and dialog.result() == QDialog.Accepted
+    dialog.model_manager.shutdown()

@@ -1,0 +1,99 @@
+"""One local backend per QGIS process: a Processing run with no backend answering starts it, the next run
+reuses it, the panel adopts it instead of starting a second, and stopping it ends the process.
+
+The backend is the real `rs2sam2 serve` of this checkout with the demo model, on the demo scene (the same
+started from the first-run set-up's environment is in test_first_run_setup.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from qgis.core import QgsApplication, QgsProcessingException, QgsVectorLayer
+
+from rs2sam2_qgis.local_backend import LocalBackend, running_local_endpoint
+from rs2sam2_qgis.processing_provider import RS2SAM2Provider
+from rs2sam2_qgis.settings import PluginSettings
+from rs2sam2_qgis.shared_backend import stop_started_backends
+from tests.plugin.conftest import wait_until
+from tests.plugin.setup_fixtures import live_children
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+ASSETS = ROOT / "backend" / "demo" / "assets"
+
+
+@pytest.fixture()
+def provider(qgis_processing):
+    registry = QgsApplication.processingRegistry()
+    if registry.providerById("rs2sam2") is None:
+        registry.addProvider(RS2SAM2Provider())
+    yield
+    registry.removeProvider("rs2sam2")
+    stop_started_backends()
+
+
+def _dead_url() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_processing_starts_the_local_backend_keeps_it_and_the_panel_adopts_it(
+    provider, plugin_settings, tmp_path, qgis_app, monkeypatch
+):
+    import processing
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the backend shares two cores with this process
+    phrases = (ASSETS / "phrases.txt").read_text().split("\n")
+    settings = PluginSettings(
+        server_url=_dead_url(),
+        python_path=sys.executable,
+        working_dir=str(ROOT),
+        checkpoint=str(ASSETS / "rs2sam2-demo.safetensors"),
+    )
+    settings.save()
+    scene = str(ASSETS / "scene.tif")
+    first = processing.run(
+        "rs2sam2:segmentbytext", {"INPUT": scene, "PHRASES": phrases[0], "OUTPUT": str(tmp_path / "1.gpkg")}
+    )
+    assert {f["phrase"] for f in QgsVectorLayer(first["OUTPUT"], "1", "ogr").getFeatures()} == {phrases[0]}
+    url, _token = running_local_endpoint()
+    ours = live_children("backend.cli")
+    assert len(ours) == 1
+
+    processing.run(
+        "rs2sam2:segmentbytext", {"INPUT": scene, "PHRASES": phrases[1], "OUTPUT": str(tmp_path / "2.gpkg")}
+    )
+    assert running_local_endpoint()[0] == url  # the same backend, still running
+    assert live_children("backend.cli") == ours
+
+    panel = LocalBackend()
+    ready = []
+    panel.ready.connect(ready.append)
+    panel.start(settings)
+    wait_until(lambda: ready or panel.state == "failed", timeout_s=60, what="the panel's backend")
+    assert panel.state == "running" and panel.url == url and panel.pid() is None  # adopted, not started
+    panel.stop()  # e.g. a model switch: the one backend stops
+    ours[0].wait(10)
+    assert running_local_endpoint() is None
+
+
+def test_with_local_backends_turned_off_processing_says_so(provider, plugin_settings, geotiff, tmp_path):
+    import processing
+
+    url = _dead_url()
+    PluginSettings(server_url=url, allow_local=False).save()
+    with pytest.raises(QgsProcessingException) as refused:
+        processing.run(
+            "rs2sam2:segmentbytext",
+            {"INPUT": geotiff, "PHRASES": "a roof", "OUTPUT": str(tmp_path / "no.gpkg")},
+        )
+    assert str(refused.value) == (
+        f"No backend answers at {url} and starting a local one is turned off in the RS2-SAM 2 settings."
+    )
+    assert not (tmp_path / "no.gpkg").exists()

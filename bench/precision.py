@@ -8,6 +8,7 @@ random weights (seed 0) on the demo scene resized to 1024×1024, same phrases; t
 (`paper-rrsisd` shapes, random weights, a small tokenizer) on the same 1024 tile. Each model is measured
 in its own fresh process holding every mode's predictor at once; the modes are interleaved (one call of
 each per round) so that other work on a shared machine slows all of them alike; the times are medians.
+The paper-scale model is the exception: one process per mode (memory), compared by CPU time.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def _base_model(name: str, workdir: str):
 
     if name == "demo":
         return (
-            lambda mode: load_predictor(checkpoint=DEMO_CHECKPOINT, device="cpu", precision=mode),
+            lambda mode, _last: load_predictor(checkpoint=DEMO_CHECKPOINT, device="cpu", precision=mode),
             reference_image(128),
             "the bundled demo model (`test` preset, 128 px) on the demo scene",
         )
@@ -128,26 +129,27 @@ def _base_model(name: str, workdir: str):
             Path(workdir) / "sentencepiece.bpe.model", config.text_context_length
         )
         what = "paper architecture (`paper-rrsisd` shapes), random weights, the demo scene at 1024 px"
-    # fp32 last: the base model itself, so that only the low-precision copies add memory.
+    # The last mode made gets the base model itself (fp32 comes last), so only the others add memory.
     return (
-        lambda mode: make_predictor(model if mode == "fp32" else copy.deepcopy(model), name, mode),
+        lambda mode, last: make_predictor(model if last else copy.deepcopy(model), name, mode),
         reference_image(1024),
         what,
     )
 
 
-def _reference_masks(predictors: dict, image, phrases: list[str], trained: bool) -> dict[str, list]:
-    """Each mode's masks for every reference phrase (also the warm-up). A trained model's masks are its
-    own (its threshold); random weights put most pixels on one side of 0.5, so their masks are cut at
-    fp32's median probability of each phrase instead (half the pixels: as many edges as a mask can have)."""
-    probabilities = {
-        mode: [p.probability for p in pr.predict(image, phrases)] for mode, pr in predictors.items()
-    }
-    default = getattr(predictors["fp32"], "default_threshold", 0.5)
-    thresholds = [default if trained else float(np.median(p)) for p in probabilities["fp32"]]
+def agreement(maps: dict[str, list], threshold: float | None) -> dict[str, tuple[float, float]]:
+    """Each mode's (lowest mask IoU against fp32 over the phrases, mean mask share). A trained model's
+    masks are cut at its threshold; random weights put most pixels on one side of 0.5, so theirs
+    (`threshold` None) are cut at fp32's median probability of each phrase instead (half the pixels: as
+    many edges as a mask can have)."""
+    cuts = [threshold if threshold is not None else float(np.median(p)) for p in maps["fp32"]]
+    masks = {mode: [p > cut for p, cut in zip(probs, cuts)] for mode, probs in maps.items()}
     return {
-        mode: [p > threshold for p, threshold in zip(maps, thresholds)]
-        for mode, maps in probabilities.items()
+        mode: (
+            min(_iou(a, b) for a, b in zip(masks[mode], masks["fp32"])),
+            float(np.mean([m.mean() for m in masks[mode]])),
+        )
+        for mode in masks
     }
 
 
@@ -167,8 +169,9 @@ def measure_model(name: str, modes: list[str], repeats: int, threads: int) -> di
     with tempfile.TemporaryDirectory(prefix="rs2sam2-bench-precision-") as workdir:
         factory, image, what = _base_model(name, workdir)
         order = [mode for mode in modes if mode != "fp32"] + ["fp32"]
-        predictors = {mode: factory(mode) for mode in order}
-    masks = _reference_masks(predictors, image, phrases, trained=name == "demo")
+        predictors = {mode: factory(mode, mode == order[-1]) for mode in order}
+    # Warm-up with every reference phrase, whose probabilities give the agreement.
+    maps = {mode: [p.probability for p in pr.predict(image, phrases)] for mode, pr in predictors.items()}
     cpu: dict[str, list[float]] = {mode: [] for mode in predictors}
     wall: dict[str, list[float]] = {mode: [] for mode in predictors}
     clocks = {mode: StageClock(stage_modules(p.model)) for mode, p in predictors.items()}
@@ -181,16 +184,17 @@ def measure_model(name: str, modes: list[str], repeats: int, threads: int) -> di
             cpu[mode].append(time.process_time() - cpu_start)
             wall[mode].append(time.perf_counter() - wall_start)
             stages[mode].append(clocks[mode].take())
-    auto = resolve_precision("auto", "cpu", image_size=predictors["fp32"].input_size)
+    any_predictor = next(iter(predictors.values()))
+    auto = resolve_precision("auto", "cpu", image_size=any_predictor.input_size)
     return {
         "what": what,
         "auto": auto.name,
+        "threshold": getattr(any_predictor, "default_threshold", 0.5) if name == "demo" else None,
+        "maps": maps,
         "rows": {
             mode: {
                 "cpu": statistics.median(cpu[mode]),
                 "wall": statistics.median(wall[mode]),
-                "iou": min(_iou(a, b) for a, b in zip(masks[mode], masks["fp32"])),
-                "foreground": float(sum(m.mean() for m in masks[mode]) / len(phrases)),
                 "stages": {
                     stage: statistics.median(run[stage] for run in stages[mode]) for stage in stages[mode][0]
                 },
@@ -225,15 +229,15 @@ def run(args: argparse.Namespace) -> str:
         f"against fp32 over the demo phrases (acceptable at ≥ {AGREEMENT_IOU}); the demo model's masks at "
         f"its threshold, the random-weight models' at fp32's median probability per phrase (half the pixels; "
         f"random weights put most pixels on one side of 0.5). The paper-scale model is measured in one "
-        f"process per mode beside fp32 (memory). Native bf16 on this CPU: "
+        f"process per mode, one after the other (memory; CPU times compare). Native bf16 on this CPU: "
         f"{'yes' if cpu_has_native_bf16() else 'no'}. Load average when the run started: {load}.",
         "",
         "| model | mode | CPU time | wall time | vs fp32 (CPU) | mask IoU vs fp32 | mask share |",
         "|---|---|---|---|---|---|---|",
     ]
     notes, profile = [], []
-    for name, group in _groups(args.models, modes):
-        result = _in_fresh_process(measure_model, name, group, args.repeats, args.threads)
+    for name in args.models:
+        result = _measure(name, modes, args.repeats, args.threads)
         rows = result["rows"]
         for mode, row in rows.items():
             lines.append(
@@ -258,16 +262,20 @@ def run(args: argparse.Namespace) -> str:
     return "\n".join([*lines, "", *notes, "", *profile_header, *profile])
 
 
-def _groups(models: list[str], modes: list[str]) -> list[tuple[str, list[str]]]:
-    """(model, modes measured together in one process). The paper-scale model holds fp32 and one other
-    mode at a time: all three copies of its 927 M parameters at once outgrow a shared 24 GB machine."""
-    groups = []
-    for name in models:
-        if name == "paper":
-            groups += [(name, ["fp32", mode]) for mode in modes if mode != "fp32"]
-        else:
-            groups.append((name, modes))
-    return groups
+def _measure(name: str, modes: list[str], repeats: int, threads: int) -> dict:
+    """One model's rows, with the agreement. The paper-scale model is measured one mode per process: two
+    copies of its 927 M parameters (and the deep copy between them) outgrow a shared 24 GB machine."""
+    if name == "paper":
+        parts = [_in_fresh_process(measure_model, name, [mode], repeats, threads) for mode in modes]
+        result = {**parts[0], "maps": {}, "rows": {}}
+        for part in parts:
+            result["maps"].update(part["maps"])
+            result["rows"].update(part["rows"])
+    else:
+        result = _in_fresh_process(measure_model, name, modes, repeats, threads)
+    for mode, (iou, share) in agreement(result.pop("maps"), result["threshold"]).items():
+        result["rows"][mode].update(iou=iou, foreground=share)
+    return result
 
 
 def _profile_rows(name: str, rows: dict) -> list[str]:

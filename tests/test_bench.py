@@ -32,12 +32,13 @@ def test_training_throughput_benchmark_runs_the_real_step(capsys):
 
 def test_precision_benchmark_measures_every_mode_and_profiles_the_parts():
     """The measurement itself, in this process (the command runs it in a fresh one per model)."""
-    from bench.precision import measure_model
+    from bench.precision import agreement, measure_model
 
     result = measure_model("demo", ["fp32", "int8"], repeats=1, threads=1)
     assert result["auto"] in ("fp32", "bf16", "int8") and set(result["rows"]) == {"fp32", "int8"}
-    fp32, int8 = result["rows"]["fp32"], result["rows"]["int8"]
-    assert fp32["iou"] == 1.0 and 0.9 < int8["iou"] <= 1.0 and fp32["foreground"] > 0
+    agreed = agreement(result["maps"], result["threshold"])
+    assert agreed["fp32"][0] == 1.0 and 0.9 < agreed["int8"][0] <= 1.0 and agreed["fp32"][1] > 0
+    fp32 = result["rows"]["fp32"]
     assert (
         fp32["stages"]["image encoder (Hiera + adapters + neck)"]
         > fp32["stages"]["… of which the adapters"]

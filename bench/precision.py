@@ -117,13 +117,12 @@ def _base_model(name: str, workdir: str):
         model = build_model("tiny").eval()
         what = "`tiny`, random weights, the demo scene at 1024 px"
     else:
-        from backend.model.paper.build import build_paper_model
         from backend.model.paper.tokenizer import PaperTokenizer
         from backend.model.presets import get_preset
         from bench.paper import _tokenizer_model
 
         config = get_preset("paper-rrsisd")
-        model = build_paper_model(config).eval()
+        model = _random_paper_model(config)
         _tokenizer_model(Path(workdir))
         model.tokenizer = PaperTokenizer(
             Path(workdir) / "sentencepiece.bpe.model", config.text_context_length
@@ -151,6 +150,28 @@ def agreement(maps: dict[str, list], threshold: float | None) -> dict[str, tuple
         )
         for mode in masks
     }
+
+
+def _random_paper_model(config):
+    """The paper architecture with random weights, allocated once: built on the meta device, then every
+    parameter drawn (N(0, 0.02), then each module's own initialisation where it has one). A plain build
+    peaked near 8 GB and was killed for memory on the shared machine; this one peaks at the size of the
+    weights, like loading the published files."""
+    import torch
+
+    from backend.model.paper.build import build_paper_model
+
+    model = build_paper_model(config, empty=True).to_empty(device="cpu")
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.02)
+        for module in model.modules():
+            if module is not model and hasattr(module, "reset_parameters"):
+                try:
+                    module.reset_parameters()
+                except AttributeError:  # torchscale's attention resets through multiway wrappers
+                    pass
+    return model.eval()
 
 
 def _iou(a, b) -> float:

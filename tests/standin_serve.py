@@ -19,7 +19,13 @@ def main(argv: list[str]) -> int:
     from backend.cli import main as rs2sam2
     from tests.engine.standin import ColourModel
 
-    def load_standin(preset: str | None, checkpoint: str | None, device: str, model: str | None = None):
+    def load_standin(
+        preset: str | None,
+        checkpoint: str | None,
+        device: str,
+        model: str | None = None,
+        precision: str = "auto",
+    ):
         return ColourModel(64, model_id=STANDIN_MODEL_ID)
 
     model_loading.load_model = load_standin  # what `serve` calls to load its model

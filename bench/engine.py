@@ -156,7 +156,8 @@ def memory_child(raster: str, preset: str, tile: int, device: str, keep: str) ->
     loaded = psutil.Process().memory_info().rss / MB
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
-    result = segment(raster, ["the red roofs"], model, SegmentOptions(keep=keep, tile_size=tile))
+    options = SegmentOptions(keep=keep, tile_size=tile, context="tiles")
+    result = segment(raster, ["the red roofs"], model, options)
     return {
         "rss_after_load_mb": loaded,
         "peak_before_run_mb": peak_before,
@@ -198,7 +199,7 @@ def run(args: argparse.Namespace) -> str:
         lines += [
             "",
             f"### Peak memory: `{args.rss_preset}` preset, tile {args.rss_tile}, "
-            f"`--keep {args.rss_keep}`, every tile, "
+            f"`--keep {args.rss_keep}`, `--context tiles`, every tile, "
             "one process per raster",
             "",
             "| raster | tiles | RSS after model load | peak RSS of the run | time | features |",

@@ -58,10 +58,31 @@ def is_loopback_url(url: str) -> bool:
 
 # -- segment options --------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class DependentDefault:
+    """A default that follows another option's value: `on`'s value → this option's value."""
+
+    on: str
+    values: tuple[tuple[Any, Any], ...]
+
+    def value_for(self, values: Mapping[str, Any]) -> Any:
+        return dict(self.values)[values[self.on]]
+
+    def text(self) -> str:
+        """ "view when keep is best, tiles when keep is all" """
+        return ", ".join(f"{mine} when {self.on} is {theirs}" for theirs, mine in self.values)
+
+    def short_text(self) -> str:
+        """ "by keep: best → view, all → tiles" (a form's choice)"""
+        return f"by {self.on}: " + ", ".join(f"{theirs} → {mine}" for theirs, mine in self.values)
+
+
+@dataclass(frozen=True)
 class Option:
     """One knob of a segmentation run, as every entry point shows it.
 
-    `default` None means "the engine decides", and `default_text` says what it decides.
+    `default` None means "the engine decides", and `default_text` says what it decides; with
+    `default_from` the engine's choice follows another option (resolved by `resolve_defaults`), and
+    forms offer it as a choice of its own ("by keep: …").
     """
 
     name: str  # the field of `params` and of SegmentOptions
@@ -80,6 +101,7 @@ class Option:
     cli_default: Any = _UNSET  # where the command line's default differs (see KEEP)
     error_code: str = "bad_input"  # the 400 code when a value is out of bounds
     surfaces: frozenset[str] = EVERYWHERE
+    default_from: DependentDefault | None = None  # a default that follows another option (see CONTEXT)
 
     @property
     def flag(self) -> str:
@@ -108,7 +130,16 @@ class Option:
 
     def describe_default(self, surface: str = SERVICE) -> str:
         value = self.default_for(surface)
-        return self.default_text if value is None else str(value)
+        if value is not None:
+            return str(value)
+        return self.default_text or (self.default_from.text() if self.default_from else "")
+
+    @property
+    def default_choice_label(self) -> str:
+        """What a form shows for "the engine's default" of a choice without a fixed default."""
+        if self.default_from is not None:
+            return self.default_from.short_text()
+        return f"default: {self.describe_default()}"
 
     def describe(self, surface: str = SERVICE) -> str:
         """The one-line help with unit and default: what a form's tooltip or `--help` shows."""
@@ -148,6 +179,11 @@ def _number(value: float) -> str:
 
 
 KEEP_CHOICES = ("best", "all")
+# View mode (the context option; docs/method.md, "What area the model sees") shrinks the whole area
+# to the model's input; beyond this factor per side objects become too small to tell apart, and the
+# run is refused with a message (error code below).
+MAX_CONTEXT_SHRINK = 8
+AREA_TOO_LARGE = "area_too_large"
 
 OPTIONS: tuple[Option, ...] = (
     Option(
@@ -166,12 +202,24 @@ OPTIONS: tuple[Option, ...] = (
         "keep",
         "choice",
         "Keep",
-        "best: the one region that matches each phrase best (largest probability mass); "
-        "all: every region above the threshold",
+        "best: one object per phrase (in view mode the model's answer for the whole area, in all its "
+        "parts; in tiles mode the region with the largest probability mass); all: every region above "
+        "the threshold",
         default="best",  # an interactive request (plugin → service) names one object …
         cli_default="all",  # … a batch run from the command line wants every object
         choices=(("best", "best match per phrase"), ("all", "all matches")),
         error_code="bad_keep",
+    ),
+    Option(
+        "context",
+        "choice",
+        "Context",
+        "view: the model sees the whole area at once (so 'the largest', 'on the left' mean in this area), "
+        "then the object found is refined at full resolution; tiles: every tile is answered on its own "
+        "(batch searches for every object of a kind over large mosaics)",
+        default_from=DependentDefault("keep", (("best", "view"), ("all", "tiles"))),
+        choices=(("view", "view: the whole area at once"), ("tiles", "tiles: tile by tile")),
+        error_code="bad_context",
     ),
     Option(
         "simplify",
@@ -247,6 +295,16 @@ def options_on(surface: str) -> tuple[Option, ...]:
     return tuple(option for option in OPTIONS if surface in option.surfaces)
 
 
+def resolve_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` with every unset option whose default follows another (`default_from`) filled in:
+    the one place those defaults are decided (e.g. context: view for keep best, tiles for keep all)."""
+    resolved = dict(values)
+    for option in OPTIONS:
+        if option.default_from is not None and resolved.get(option.name) is None:
+            resolved[option.name] = option.default_from.value_for(resolved)
+    return resolved
+
+
 def option_problems(values: Mapping[str, Any]) -> list[tuple[str, str]]:
     """[(error code, clause)] for every option value out of bounds, including the cross-field rules."""
     problems = []
@@ -283,7 +341,8 @@ def options_class(
 
         def __post_init__(self) -> None:  # noqa: N807 - the dataclass hook
             for option in options_on(surface):
-                if option.kind == "choice" and getattr(self, option.name) not in option.choice_values:
+                value = getattr(self, option.name)
+                if option.kind == "choice" and option.problem(value) is not None:
                     raise ValueError(f"{option.name} must be one of {option.choice_values}")
 
         namespace["__post_init__"] = __post_init__
@@ -298,7 +357,7 @@ def _python_type(option: Option) -> Any:
     return {
         "float": float | None,
         "int": int | None,
-        "choice": str,
+        "choice": str if option.default is not None else str | None,
         "ints": tuple[int, ...] | None,
     }[option.kind]
 
@@ -358,7 +417,9 @@ def options_markdown_table() -> str:
         if option.kind == "choice":
             allowed = ", ".join(f"`{value}`" for value in option.choice_values)
         unit = f" ({option.unit})" if option.unit and option.unit != "probability" else ""
-        default = f"`{option.default}`" if option.default is not None else f"null: {option.default_text}"
+        default = (
+            f"`{option.default}`" if option.default is not None else f"null: {option.describe_default()}"
+        )
         if option.default_for(CLI) != option.default:
             default += f" (command line: `{option.default_for(CLI)}`)"
         rows.append(

@@ -35,10 +35,12 @@ def parameter_name(option: Option) -> str:
 def processing_parameter(option: Option) -> QgsProcessingParameterDefinition:
     name, label = parameter_name(option), tr(option.label)
     if option.kind == "choice":
-        labels = [tr(text) for _, text in option.choices]
-        return QgsProcessingParameterEnum(
-            name, label, options=labels, defaultValue=option.choice_values.index(option.default)
+        labels = [tr(text) for _, text in _choices(option)]
+        parameter = QgsProcessingParameterEnum(
+            name, label, options=labels, defaultValue=choice_index(option, option.default)
         )
+        parameter.setHelp(tr(option.describe()))
+        return parameter
     unit = f"{option.unit}; " if option.unit and option.unit != "probability" else ""
     description = f"{label} ({unit}{tr('default')}: {tr(option.describe_default())})"
     number_type = (
@@ -60,7 +62,7 @@ def processing_value(algorithm, option: Option, parameters: dict, context) -> An
     """An option's value from a Processing run's parameters (None where an optional one is unset)."""
     name = parameter_name(option)
     if option.kind == "choice":
-        return option.choice_values[algorithm.parameterAsEnum(parameters, name, context)]
+        return _choices(option)[algorithm.parameterAsEnum(parameters, name, context)][0]
     value = parameters.get(name)
     if option.default is None and (value is None or value == ""):
         return None
@@ -76,10 +78,13 @@ def option_widget(option: Option, parent: QWidget) -> tuple[QWidget, Callable[[]
     """
     if option.kind == "choice":
         combo = QComboBox(parent)
-        for value, text in option.choices:
+        for value, text in _choices(option):
             combo.addItem(tr(text[0].upper() + text[1:]), value)
-        combo.setCurrentIndex(option.choice_values.index(option.default))
+        combo.setCurrentIndex(choice_index(option, option.default))
         combo.setToolTip(tr(option.help))
+        # Long entries are elided rather than widening the dock.
+        combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(14)
         return combo, combo.currentData
     if option.kind == "int":
         spin: QSpinBox | QDoubleSpinBox = QSpinBox(parent)
@@ -99,6 +104,19 @@ def option_widget(option: Option, parent: QWidget) -> tuple[QWidget, Callable[[]
         return spin, lambda: (spin.value() if spin.value() != spin.minimum() else None)
     spin.setValue(option.default)
     return spin, lambda: round(spin.value(), 6)
+
+
+def _choices(option: Option) -> list[tuple[str | None, str]]:
+    """(value, label) of a choice as forms offer it. A choice whose default the engine decides (e.g.
+    context, by keep) gets a first entry of its own for that, with the value None."""
+    if option.default is None:
+        return [(None, option.default_choice_label), *option.choices]
+    return list(option.choices)
+
+
+def choice_index(option: Option, value: str | None) -> int:
+    """The position of `value` among a choice's form entries (`_choices`)."""
+    return [entry for entry, _ in _choices(option)].index(value)
 
 
 def _low(option: Option, step: float) -> float:

@@ -74,7 +74,8 @@ class PluginSettings:
     # The local backend may read rasters by path under this folder (the filesystem root by default:
     # only the plugin holds its token). Empty: it only takes uploads.
     local_allow_path: str = field(default_factory=lambda: Path.home().anchor or "/")
-    startup_timeout_s: int = 120
+    # The first start after the set-up imports torch without bytecode yet: minutes on a slow machine.
+    startup_timeout_s: int = 300
     # What is sent: "auto" sends a file path when the backend says it accepts paths and runs on this
     # machine (loopback URL), otherwise a GeoTIFF of the requested area.
     send_mode: str = "auto"

@@ -52,3 +52,12 @@ def test_phrases_benchmark_gives_the_per_phrase_curve():
     result = measure("test", [1, 3], {"chunks": [2], "one_batch": [3]}, "fp32", repeats=1, threads=1)
     runs = {(count, batch) for count, batch, _cpu, _wall in result["rows"]}
     assert runs == {(1, 1), (3, 1), (3, 2), (3, 3)} and result["chunk"] == 1  # one phrase per forward
+
+
+def test_context_benchmark_runs_view_and_tiles_with_the_demo_model(capsys):
+    """One small scene through every row (the real demo model, view mode and tiles mode)."""
+    assert rs2sam2(["bench", "context", "--scenes", "1", "--size", "256"]) == 0
+    report = capsys.readouterr().out
+    for row in ("| tiles |", "| view, band |", "| view, upsampled |", "| one tile: the model's own mask |"):
+        assert row in report
+    assert "Goal: " in report and "Dense prompt:" in report

@@ -96,6 +96,7 @@ def test_the_api_document_carries_the_generated_table():
         ({"threshold": 1.0}, "bad_threshold"),
         ({"threshold": -0.1}, "bad_threshold"),
         ({"keep": "most"}, "bad_keep"),
+        ({"context": "scene"}, "bad_context"),
         ({"simplify": -1.0}, "bad_simplify"),
         ({"min_area": -1.0}, "bad_min_area"),
         ({"tile_size": 15}, "bad_tiling"),
@@ -110,6 +111,18 @@ def test_the_api_document_carries_the_generated_table():
 def test_values_out_of_bounds_get_their_code(values, code):
     problems = option_problems(values)
     assert problems and problems[0][0] == code
+
+
+def test_the_context_follows_keep_unless_given():
+    assert contract.resolve_defaults({"keep": "best", "context": None})["context"] == "view"
+    assert contract.resolve_defaults({"keep": "all"})["context"] == "tiles"
+    assert contract.resolve_defaults({"keep": "all", "context": "view"})["context"] == "view"
+    context = contract.OPTION_BY_NAME["context"]
+    assert context.describe_default() == "view when keep is best, tiles when keep is all"
+    assert (
+        context.default_for(CLI) is None
+        and context.default_choice_label == "by keep: best → view, all → tiles"
+    )
 
 
 def test_values_within_bounds_pass():
@@ -142,7 +155,15 @@ def test_processing_parameters_are_the_contract(qgis_app):
         assert parameter is not None, option.name
         if option.kind == "choice":
             assert isinstance(parameter, QgsProcessingParameterEnum)
-            assert parameter.defaultValue() == option.choice_values.index(option.default)
+            entries = ([option.default_choice_label] if option.default is None else []) + [
+                label for _, label in option.choices
+            ]
+            assert parameter.options() == entries
+            assert entries[parameter.defaultValue()] == (
+                option.default_choice_label
+                if option.default is None
+                else dict(option.choices)[option.default]
+            )
             continue
         assert parameter.defaultValue() == option.default
         assert bool(parameter.flags() & parameter.FlagOptional) == (option.default is None)

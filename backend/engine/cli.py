@@ -7,7 +7,11 @@ layer per phrase; a new layer is added to an existing GeoPackage, leaving its ot
 GeoJSON (.geojson) or Shapefile (.shp). Nothing is replaced without --overwrite, nothing is written
 when the run fails. The command line keeps every object above the threshold by default
 (--keep all, a batch run); --keep best keeps the single best-matching object per phrase.
-Under torchrun the tiles are shared across the ranks and rank 0 writes the result.
+--context says what the model sees: tiles (the default with --keep all) answers every tile on its
+own; view (the default with --keep best) sees the whole area at once, so "the largest" or "on the
+left" mean in that area, then outlines the object at full resolution.
+Under torchrun the tiles are shared across the ranks and rank 0 writes the result (view mode runs on
+rank 0 alone).
 """
 
 from __future__ import annotations
@@ -138,16 +142,18 @@ def _segment_and_write(args, phrases, model, options, target, rank, started: flo
             # Check the outputs before any tile is computed: a refused output costs nothing.
             planned = planned_layers(segment_run.view.name, phrases, target, args.layer_per_phrase)
             check_writable(target, planned, args.overwrite)
+            # View mode is one question about the whole area: rank 0 answers it, the others rest.
+            in_view = segment_run.view_mode is not None
+            if in_view and rank is not None and not rank.is_main:
+                return None
             sink = _probability_sink(args, segment_run.view, phrases)
-            tiles = segment_run.tiles if rank is None else rank.shard(segment_run.tiles)
+            tiles = None if in_view else segment_run.tiles if rank is None else rank.shard(segment_run.tiles)
             show = not args.quiet and (rank is None or rank.is_main)
             with tqdm(
-                total=len(tiles), unit="tile", desc="segment", disable=not show, file=sys.stderr
+                total=len(tiles or ()), unit="tile", desc="segment", disable=not show, file=sys.stderr
             ) as bar:
-                pieces = segment_run.predict(
-                    tiles, progress=lambda done, total: bar.update(done - bar.n), sink=sink
-                )
-            if rank is not None:
+                pieces = segment_run.predict(tiles, progress=_bar_progress(bar), sink=sink)
+            if rank is not None and not in_view:
                 pieces = distributed.gather_pieces(rank, pieces)
                 if pieces is None:
                     return None  # rank 0 writes
@@ -161,6 +167,17 @@ def _segment_and_write(args, phrases, model, options, target, rank, started: flo
     finally:
         if sink is not None:
             sink.discard()
+
+
+def _bar_progress(bar):
+    """(done, total) → the progress bar; view mode learns its total after seeing the whole area."""
+
+    def update(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    return update
 
 
 def _probability_sink(args, view, phrases):

@@ -1,8 +1,10 @@
 """The engine's entry point: a raster and phrases in, features in the raster's CRS out.
 
-`SegmentRun` is a prepared run (raster opened, options resolved, tiles planned) whose tiles can be
-predicted all at once or a shard at a time (torchrun ranks), and whose pieces are merged into features
-once; `segment()` does all of it for the common case. The CLI, the service and Python callers share it.
+`SegmentRun` is a prepared run (raster opened, options resolved, tiles planned). In tiles mode its
+tiles can be predicted all at once or a shard at a time (torchrun ranks); in view mode the whole area
+is seen at once and the objects found are refined at full resolution (`view_mode`). Its pieces are
+merged into features once; `segment()` does all of it for the common case. The CLI, the service and
+Python callers share it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from rasterio.crs import CRS
 
-from backend.engine.errors import EngineInputError, ModelOutOfMemoryError, PhraseError
+from backend.engine.errors import EngineInputError, PhraseError
 from backend.engine.features import Feature, build_features, utc_now_iso
 from backend.engine.options import (
     DEFAULT_MIN_AREA_PIXELS,
@@ -22,23 +24,19 @@ from backend.engine.options import (
     DEFAULT_SIMPLIFY_PIXELS,
     SegmentOptions,
 )
+from backend.engine.predict import ProbabilitySink, predict_window
 from backend.engine.raster import RasterInput, RasterView
+from backend.engine.refine import BAND, Refinement
 from backend.engine.tiling import Tile, plan_tiles
 from backend.engine.vectorise import Piece, merge_pieces, tile_pieces
+from backend.engine.view_mode import ViewSegmentation
 from backend.errors import CancelledError
-from backend.model.api import PhrasePrediction, PhraseSegmenter
-from rs2sam2_qgis.contract import option_problems, option_values
+from backend.model.api import PhraseSegmenter
+from rs2sam2_qgis.contract import option_problems, option_values, resolve_defaults
 
 ProgressCallback = Callable[[int, int], None]  # (tiles done, tiles total)
 CancelCheck = Callable[[], bool]  # True → stop before the next tile
 MAX_PHRASE_CHARS = 500
-
-
-class ProbabilitySink:
-    """Receives each tile core's probabilities (phrases, h, w) at (col, row) of the area."""
-
-    def write(self, col: int, row: int, probabilities: np.ndarray) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
 
 
 @dataclass
@@ -97,42 +95,6 @@ def check_options(options: SegmentOptions, **resolved) -> None:
         raise EngineInputError(clause, code)
 
 
-def _is_out_of_memory(exc: BaseException) -> bool:
-    return (
-        isinstance(exc, MemoryError)
-        or type(exc).__name__ == "OutOfMemoryError"  # torch.OutOfMemoryError, without importing torch
-        or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
-    )
-
-
-def _free_accelerator_memory() -> None:
-    import sys
-
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def predict_tile(model: PhraseSegmenter, image: np.ndarray, phrases: list[str]) -> list[PhrasePrediction]:
-    """All phrases in one batch; on out-of-memory retry one phrase at a time, else a clear error."""
-    try:
-        return list(model.predict(image, phrases))
-    except Exception as exc:
-        if not _is_out_of_memory(exc):
-            raise
-    _free_accelerator_memory()
-    try:
-        return [prediction for phrase in phrases for prediction in model.predict(image, [phrase])]
-    except Exception as exc:
-        if not _is_out_of_memory(exc):
-            raise
-        _free_accelerator_memory()
-        raise ModelOutOfMemoryError(
-            f"the model ran out of memory on a {image.shape[1]}×{image.shape[0]} tile even one phrase at a "
-            "time; use a smaller tile size"
-        ) from None
-
-
 class KeptPieces:
     """Pieces that lie inside one tile core: already whole objects, so they can be judged at once.
 
@@ -161,7 +123,14 @@ class KeptPieces:
 
 
 class SegmentRun:
-    """One prepared run. Use as a context manager (it holds the raster open)."""
+    """One prepared run. Use as a context manager (it holds the raster open).
+
+    `context` (resolved from the options: view for keep "best", tiles for keep "all" unless given)
+    decides what the model sees: in tiles mode every tile of `tiles` on its own (they can be sharded
+    across torchrun ranks); in view mode the whole area at once, then the objects found refined at
+    full resolution (`view_mode`, one process). `refinement` is for benchmarks comparing ways of
+    refining (backend.engine.refine.REFINEMENTS).
+    """
 
     def __init__(
         self,
@@ -170,6 +139,7 @@ class SegmentRun:
         model: PhraseSegmenter,
         options: SegmentOptions,
         name: str | None = None,
+        refinement: Refinement = BAND,
     ):
         self.phrases = clean_phrases(phrases)
         self.model = model
@@ -178,20 +148,47 @@ class SegmentRun:
         overlap = options.overlap
         self.overlap = int(round(self.tile_size * DEFAULT_OVERLAP_FRACTION) if overlap is None else overlap)
         check_options(options, tile_size=self.tile_size, overlap=self.overlap)
+        self.context: str = resolve_defaults(option_values(options))["context"]
         self.view = RasterView(source, options)
+        try:
+            self._plan(name, refinement)
+        except BaseException:
+            self.view.close()
+            raise
+
+    def _plan(self, name: str | None, refinement: Refinement) -> None:
         if name:
             self.view.name = name  # e.g. the client's file name for an upload saved under a temp name
         self.tiles: list[Tile] = plan_tiles(self.view.width, self.view.height, self.tile_size, self.overlap)
         pixel = self.view.pixel_size
+        options = self.options
         self.simplify = DEFAULT_SIMPLIFY_PIXELS * pixel if options.simplify is None else options.simplify
         self.min_area = (
             DEFAULT_MIN_AREA_PIXELS * pixel * pixel if options.min_area is None else options.min_area
         )
-        self.model_seconds = 0.0  # time inside model.predict (benchmarks compare it with the total)
+        self.view_mode: ViewSegmentation | None = None
+        if self.context == "view":  # planned now: an area too large for one view is refused at once
+            self.view_mode = ViewSegmentation(
+                self.view,
+                self.model,
+                self.phrases,
+                options.threshold,
+                options.keep,
+                self.tile_size,
+                self.overlap,
+                self.min_area / pixel**2,
+                refinement,
+            )
+        self._model_seconds = 0.0
 
     @property
     def crs(self) -> CRS | None:
         return self.view.crs
+
+    @property
+    def model_seconds(self) -> float:
+        """Time inside model.predict (benchmarks compare it with the total)."""
+        return self.view_mode.model_seconds if self.view_mode is not None else self._model_seconds
 
     def predict(
         self,
@@ -200,7 +197,14 @@ class SegmentRun:
         cancel: CancelCheck | None = None,
         sink: ProbabilitySink | None = None,
     ) -> list[Piece]:
-        """Run the model over `tiles` (default all) and return the vectorised pieces of their cores."""
+        """Run the model over `tiles` (default all) and return the vectorised pieces of their cores.
+
+        In view mode the whole area is one question: `tiles` must be None.
+        """
+        if self.view_mode is not None:
+            if tiles is not None:
+                raise ValueError("a view-mode run covers the whole area at once; it has no tiles to choose")
+            return self.view_mode.predict(progress, cancel, sink)
         todo = list(self.tiles if tiles is None else tiles)
         seam: list[Piece] = []
         kept = KeptPieces(self.options.keep, self.min_area / (self.view.pixel_size**2))
@@ -233,29 +237,13 @@ class SegmentRun:
                     np.zeros((len(self.phrases), *core_shape), np.float32),
                 )
             return []
-        height, width = valid.shape
-        if (height, width) != (self.tile_size, self.tile_size):
-            # An area smaller than a tile: pad (bottom/right, black) so the model always sees one scale.
-            padded = np.zeros((max(height, self.tile_size), max(width, self.tile_size), 3), np.uint8)
-            padded[:height, :width] = image
-            image = padded
         started = time.perf_counter()
-        predictions = predict_tile(self.model, image, self.phrases)
-        self.model_seconds += time.perf_counter() - started
-        if len(predictions) != len(self.phrases):
-            raise RuntimeError(
-                f"the model returned {len(predictions)} predictions for {len(self.phrases)} phrases"
-            )
+        probabilities = [
+            p[core] for p in predict_window(self.model, image, valid, self.phrases, self.tile_size)
+        ]
+        self._model_seconds += time.perf_counter() - started
         pieces: list[Piece] = []
-        core_probabilities = []
-        for phrase_index, prediction in enumerate(predictions):
-            probability = np.asarray(prediction.probability, dtype=np.float32)
-            if probability.shape != image.shape[:2]:
-                raise RuntimeError(
-                    f"the model returned a {probability.shape} map for a {image.shape[:2]} image"
-                )
-            probability = np.where(valid, probability[:height, :width], 0.0)[core]
-            core_probabilities.append(probability)
+        for phrase_index, probability in enumerate(probabilities):
             pieces += tile_pieces(
                 phrase_index,
                 probability,
@@ -267,13 +255,16 @@ class SegmentRun:
                 self.view.height,
             )
         if sink is not None:
-            sink.write(tile.core_cols.start, tile.core_rows.start, np.stack(core_probabilities))
+            sink.write(tile.core_cols.start, tile.core_rows.start, np.stack(probabilities))
         return pieces
 
     def finish(self, pieces: list[Piece], seconds: float, created: str | None = None) -> SegmentResult:
-        """Merge pieces across tiles and turn them into features."""
+        """Merge pieces across tiles (in view mode: one region per object found) into features."""
+        regions = merge_pieces(pieces)
+        if self.view_mode is not None:
+            regions = self.view_mode.regions(regions)
         features = build_features(
-            merge_pieces(pieces),
+            regions,
             self.phrases,
             self.view.transform,
             self.view.crs,
@@ -291,7 +282,7 @@ class SegmentRun:
             self.phrases,
             self.view.name,
             self.model.model_id,
-            len(self.tiles),
+            self.view_mode.model_calls if self.view_mode is not None else len(self.tiles),
             seconds,
             counts,
         )
@@ -315,12 +306,13 @@ def segment(
     cancel: CancelCheck | None = None,
     sink: ProbabilitySink | None = None,
     name: str | None = None,
+    refinement: Refinement = BAND,
 ) -> SegmentResult:
-    """Segment `source` by `phrases` with `model`: every tile, merged, as features in the raster's CRS.
+    """Segment `source` by `phrases` with `model`, as features in the raster's CRS (see SegmentRun).
 
     `name` is recorded as the features' `source` (default: the raster's file name).
     """
     started = time.perf_counter()
-    with SegmentRun(source, phrases, model, options or SegmentOptions(), name=name) as run:
+    with SegmentRun(source, phrases, model, options or SegmentOptions(), name, refinement) as run:
         pieces = run.predict(progress=progress, cancel=cancel, sink=sink)
         return run.finish(pieces, time.perf_counter() - started)

@@ -23,7 +23,9 @@ def _field(option: Option) -> tuple[Any, Any]:
     python_type = {
         "float": float | None,
         "int": int | None,
-        "choice": Literal[option.choice_values],
+        "choice": Literal[option.choice_values]
+        if option.default is not None
+        else Literal[option.choice_values] | None,
         "ints": list[int] | None,
     }[option.kind]
     return python_type, Field(option.default_for(SERVICE), description=option.describe(SERVICE))

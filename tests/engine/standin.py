@@ -81,3 +81,41 @@ class HeldModel(ColourModel):
 
     def release(self) -> None:
         self._released.set()
+
+
+def components(mask: np.ndarray) -> np.ndarray:
+    """(h, w) int labels of the 4-connected regions of `mask` (0 outside), numbered in scan order."""
+    from rasterio.features import rasterize, shapes
+
+    outlines = [outline for outline, _ in shapes(mask.astype(np.uint8), mask=mask, connectivity=4)]
+    if not outlines:
+        return np.zeros(mask.shape, np.int32)
+    return rasterize(list(zip(outlines, range(1, len(outlines) + 1))), out_shape=mask.shape, dtype="int32")
+
+
+class ContextModel(ColourModel):
+    """Like `ColourModel`, but a phrase with "largest" or "leftmost" names one object: of the regions
+    of the named colour *in the image it is given*, the one with the most pixels, or the one whose
+    left edge is furthest left. Only an image of the whole area holds the whole answer; a tile answers
+    for itself. The probability keeps the colour's per-pixel detail at whatever scale it sees.
+    """
+
+    def __init__(self, input_size: int = 64, model_id: str = "context-standin"):
+        super().__init__(input_size, model_id)
+
+    def predict(self, image: np.ndarray, phrases: Sequence[str]) -> list[PhrasePrediction]:
+        answers = super().predict(image, phrases)
+        out = []
+        for phrase, answer in zip(phrases, answers):
+            words = phrase.lower().split()
+            probability = answer.probability
+            labels = components(probability > 0.5)
+            if labels.max() > 0 and ("largest" in words or "leftmost" in words):
+                ids = np.arange(1, labels.max() + 1)
+                if "largest" in words:
+                    chosen = ids[np.argmax([(labels == i).sum() for i in ids])]
+                else:
+                    chosen = ids[np.argmin([np.nonzero((labels == i).any(axis=0))[0][0] for i in ids])]
+                probability = np.where(labels == chosen, probability, 0.0).astype(np.float32)
+            out.append(PhrasePrediction(probability, float(probability.max())))
+        return out

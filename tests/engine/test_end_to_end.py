@@ -142,3 +142,34 @@ def test_torchrun_two_cpu_ranks_on_gloo_equal_one_process(raster, direct, tmp_pa
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("wrote ") == 1  # only rank 0 writes
     assert_same_features(out, direct)
+
+
+def test_view_mode_with_the_real_model_through_the_command(raster, test_checkpoint, tmp_path):
+    """200×180 seen whole at 128 (shrunk 1.6×), then refined at full resolution: the command and the
+    engine in this process agree."""
+    from backend.model.factory import load_predictor
+
+    model = load_predictor(checkpoint=test_checkpoint, device="cpu")
+    direct = segment(raster, PHRASES, model, SegmentOptions(keep="best"))
+    assert direct.tiles > 1 and len(direct.features) == len(PHRASES)
+    assert all(f.geometry.is_valid for f in direct.features)
+    out = tmp_path / "view.gpkg"
+    done = run_cli(
+        [
+            str(VENV_BIN / "rs2sam2"),
+            "segment",
+            str(raster),
+            *PHRASES,
+            "-o",
+            str(out),
+            "--checkpoint",
+            str(test_checkpoint),
+            "--keep",
+            "best",
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
+    assert done.returncode == 0, done.stderr
+    assert_same_features(out, direct)

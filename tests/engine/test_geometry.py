@@ -84,7 +84,9 @@ def test_footprint_in_epsg4326_and_geodesic_area(tmp_path):
     degree = 1e-4
     transform = Affine(degree, 0, 15.0, 0, -degree, 45.0)
     path = write_geotiff(tmp_path / "geo.tif", scene(), crs="EPSG:4326", transform=transform)
-    result = segment(path, ["red"], ColourModel(64), SegmentOptions(tile_size=64, overlap=8, keep="best"))
+    result = segment(
+        path, ["red"], ColourModel(64), SegmentOptions(tile_size=64, overlap=8, keep="best", context="tiles")
+    )
     (feature,) = result.features
     expected = pixel_box(120, 100, 190, 140, transform).difference(pixel_box(140, 110, 170, 130, transform))
     assert feature.geometry.hausdorff_distance(expected) <= degree
@@ -94,10 +96,13 @@ def test_footprint_in_epsg4326_and_geodesic_area(tmp_path):
     assert 185_000 < feature.area < 200_000
 
 
-def test_keep_best_returns_the_largest_object_per_phrase(tmp_path):
+def test_keep_best_in_tiles_mode_returns_the_largest_object_per_phrase(tmp_path):
     path = write_geotiff(tmp_path / "scene.tif", scene())
     result = segment(
-        path, ["red", "blue"], ColourModel(64), SegmentOptions(tile_size=64, overlap=8, keep="best")
+        path,
+        ["red", "blue"],
+        ColourModel(64),
+        SegmentOptions(tile_size=64, overlap=8, keep="best", context="tiles"),
     )
     assert [f.phrase for f in result.features] == ["red", "blue"]
     assert result.features[0].area == pytest.approx((70 * 40 - 30 * 20) * PIXEL**2)
@@ -133,7 +138,9 @@ def test_bands_follow_colour_interpretation(tmp_path):
     path = write_geotiff(
         tmp_path / "bgr.tif", data, colorinterp=[ColorInterp.blue, ColorInterp.green, ColorInterp.red]
     )
-    result = segment(path, ["red"], ColourModel(64), SegmentOptions(tile_size=64, overlap=8, keep="best"))
+    result = segment(
+        path, ["red"], ColourModel(64), SegmentOptions(tile_size=64, overlap=8, keep="best", context="tiles")
+    )
     assert result.features[0].area == pytest.approx((70 * 40 - 30 * 20) * PIXEL**2)
     # Bands 1, 2, 3 taken as R, G, B, as asked: the stored blue (band 3 → B=0, band 1 → R=255) reads
     # as red, so "red" finds the blue square, and none of the red objects.
@@ -169,7 +176,8 @@ def test_bbox_in_raster_crs_and_in_epsg4326(tmp_path):
 def test_gsd_resamples_on_read(tmp_path):
     path = write_geotiff(tmp_path / "scene.tif", scene())
     model = ColourModel(64)
-    result = segment(path, ["red"], model, SegmentOptions(tile_size=64, overlap=8, gsd=4.0, keep="best"))
+    options = SegmentOptions(tile_size=64, overlap=8, gsd=4.0, keep="best", context="tiles")
+    result = segment(path, ["red"], model, options)
     assert all(shape == (64, 64, 3) for shape in model.shapes)
     assert result.tiles == 4  # 100×75 pixels at 4 m instead of 200×150 at 2 m
     expected = pixel_box(120, 100, 190, 140, UTM).difference(pixel_box(140, 110, 170, 130, UTM))
@@ -219,7 +227,7 @@ def test_a_run_keeps_only_what_it_can_output(tmp_path):
     data[:, 3, 3] = RED  # a one-pixel speck
     path = write_geotiff(tmp_path / "many.tif", data)
     for keep, expected_interior in (("all", None), ("best", 1)):
-        opts = SegmentOptions(tile_size=64, overlap=8, keep=keep, min_area=10 * PIXEL**2)
+        opts = SegmentOptions(tile_size=64, overlap=8, keep=keep, min_area=10 * PIXEL**2, context="tiles")
         with SegmentRun(path, ["red"], ColourModel(64), opts) as run:
             pieces = run.predict()
             interior = [p for p in pieces if not p.on_seam]

@@ -141,7 +141,7 @@ def test_cancel_deletes_the_job_on_the_server(serve, geotiff):
     with pytest.raises(RunCancelled):
         BackendClient(server.url).segment(
             RasterPayload(path=geotiff),
-            build_params(["red"], SegmentOptions(tile_size=16)),
+            build_params(["red"], SegmentOptions(tile_size=16, context="tiles")),  # 16 tiles, not one view
             is_cancelled=cancelled,
         )
     (job_id,) = server.job_ids

@@ -45,11 +45,17 @@ pytestmark = [
 ]
 
 
-def _gone(pid: int) -> bool:
+def _gone(pid: int, within_s: float = 30) -> bool:
+    """The process ends (or is a zombie) within `within_s`: death by its parent's exit is a signal,
+    delivered and acted on a moment later, not when qgis_process returns."""
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        process = psutil.Process(pid)
+        process.wait(timeout=within_s)
+        return True
     except psutil.NoSuchProcess:
         return True
+    except psutil.TimeoutExpired:
+        return process.status() == psutil.STATUS_ZOMBIE
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -45,18 +45,19 @@ def test_defaults_and_bad_values(plugin_settings):
 
 
 def test_default_python_is_the_checkouts_venv(monkeypatch, tmp_path):
-    # This checkout: its .venv's Python when there is one (as after `make setup`), else python3.
+    # This checkout: its .venv's Python when there is one (as after `make setup`); otherwise none, which
+    # means the environment the plugin's first-run set-up makes.
     venv_python = ROOT / ".venv" / "bin" / "python"
-    assert default_python() == (str(venv_python) if venv_python.exists() else "python3")
+    assert default_python() == (str(venv_python) if venv_python.exists() else "")
     # Both cases on checkouts made here, so neither depends on how this one was set up.
     checkout = tmp_path / "checkout"
     monkeypatch.setattr("rs2sam2_qgis.settings.checkout_root", lambda: checkout)
-    assert default_python() == "python3"  # a checkout without .venv
+    assert default_python() == ""  # a checkout without .venv
     (checkout / ".venv" / "bin").mkdir(parents=True)
     (checkout / ".venv" / "bin" / "python").write_text("")
     assert default_python() == str(checkout / ".venv" / "bin" / "python")
     monkeypatch.setattr("rs2sam2_qgis.settings.checkout_root", lambda: None)  # an installed plugin
-    assert default_python() == "python3"
+    assert default_python() == ""
 
 
 def test_phrase_history_is_most_recent_first_without_duplicates():

@@ -23,8 +23,9 @@ from tests.live_server import wait_until
 from tests.service.helpers import assert_same_collections, form
 
 HOLD_S = 30  # how long a test waits for a state that must come (the model entered, the job ended)
-FOUR = {"tile_size": 64, "overlap": 0}  # 128 × 128 → 4 tiles
-SIXTEEN = {"tile_size": 32, "overlap": 0}  # → 16 tiles
+# Tiles mode: a job's steps are its tiles (view mode, keep "best"'s default, would see 128 × 128 whole).
+FOUR = {"tile_size": 64, "overlap": 0, "context": "tiles"}  # 128 × 128 → 4 tiles
+SIXTEEN = {"tile_size": 32, "overlap": 0, "context": "tiles"}  # → 16 tiles
 
 
 @pytest.fixture

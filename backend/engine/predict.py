@@ -1,0 +1,75 @@
+"""One model call on one image, with the engine's out-of-memory fallback, and where probabilities go."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backend.engine.errors import ModelOutOfMemoryError
+from backend.model.api import PhrasePrediction, PhraseSegmenter
+
+
+class ProbabilitySink:
+    """Receives each tile core's probabilities (phrases, h, w) at (col, row) of the area."""
+
+    def write(self, col: int, row: int, probabilities: np.ndarray) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return (
+        isinstance(exc, MemoryError)
+        or type(exc).__name__ == "OutOfMemoryError"  # torch.OutOfMemoryError, without importing torch
+        or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+    )
+
+
+def _free_accelerator_memory() -> None:
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def predict_tile(model: PhraseSegmenter, image: np.ndarray, phrases: list[str]) -> list[PhrasePrediction]:
+    """All phrases in one batch; on out-of-memory retry one phrase at a time, else a clear error."""
+    try:
+        return list(model.predict(image, phrases))
+    except Exception as exc:
+        if not _is_out_of_memory(exc):
+            raise
+    _free_accelerator_memory()
+    try:
+        return [prediction for phrase in phrases for prediction in model.predict(image, [phrase])]
+    except Exception as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        _free_accelerator_memory()
+        raise ModelOutOfMemoryError(
+            f"the model ran out of memory on a {image.shape[1]}×{image.shape[0]} tile even one phrase at a "
+            "time; use a smaller tile size"
+        ) from None
+
+
+def predict_window(
+    model: PhraseSegmenter, image: np.ndarray, valid: np.ndarray, phrases: list[str], side: int
+) -> list[np.ndarray]:
+    """Probabilities (h, w) per phrase for an (h, w, 3) window, 0 where it is not valid.
+
+    A window smaller than `side` is padded (bottom/right, black) so the model always sees one scale.
+    """
+    height, width = valid.shape
+    if (height, width) != (side, side):
+        padded = np.zeros((max(height, side), max(width, side), 3), np.uint8)
+        padded[:height, :width] = image
+        image = padded
+    predictions = predict_tile(model, image, phrases)
+    if len(predictions) != len(phrases):
+        raise RuntimeError(f"the model returned {len(predictions)} predictions for {len(phrases)} phrases")
+    probabilities = []
+    for prediction in predictions:
+        probability = np.asarray(prediction.probability, dtype=np.float32)
+        if probability.shape != image.shape[:2]:
+            raise RuntimeError(f"the model returned a {probability.shape} map for a {image.shape[:2]} image")
+        probabilities.append(np.where(valid, probability[:height, :width], 0.0).astype(np.float32))
+    return probabilities

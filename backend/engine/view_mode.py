@@ -1,0 +1,180 @@
+"""View mode (`context="view"`): the whole area answered at once, the objects found outlined at the
+raster's resolution. `SegmentRun` uses it for interactive requests (keep "best" by default).
+
+1. `context`: the area read once at the model's input size; the referents of each phrase in it;
+2. `refine`: the tiles of the area's own tile grid that the referents' zones cross, at full
+   resolution (a model call only where the outline band crosses a tile core), as pieces that merge
+   across tile seams exactly as in tiles mode;
+3. the merged regions are given to their referents: one region per referent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from backend.engine.context import (
+    ContextGrid,
+    Referent,
+    band_half_width,
+    find_referents,
+    plan_context,
+    upsample,
+)
+from backend.engine.predict import ProbabilitySink, predict_window
+from backend.engine.raster import RasterView
+from backend.engine.refine import BAND, PhraseZones, Refinement, assign_regions
+from backend.engine.tiling import Tile, plan_tiles
+from backend.engine.vectorise import Piece, Region, tile_pieces
+from backend.errors import CancelledError
+from backend.model.api import PhraseSegmenter
+
+
+class ViewSegmentation:
+    """One view-mode run over a prepared `RasterView` (planned at once: a too-large area is refused
+    before anything is read)."""
+
+    def __init__(
+        self,
+        view: RasterView,
+        model: PhraseSegmenter,
+        phrases: list[str],
+        threshold: float,
+        keep: str,
+        tile_size: int,
+        overlap: int,
+        min_area_pixels: float,
+        refinement: Refinement = BAND,
+    ):
+        self.view, self.model, self.phrases = view, model, phrases
+        self.threshold, self.keep, self.min_area_pixels = threshold, keep, min_area_pixels
+        self.refinement = refinement
+        self.grid: ContextGrid = plan_context(view.width, view.height, model.input_size)
+        self.tile_size = tile_size
+        self.tiles: list[Tile] = plan_tiles(view.width, view.height, tile_size, overlap)
+        self.referents: list[Referent] = []
+        self._valid = np.zeros((0, 0), bool)  # the view's valid pixels, once seen
+        self.model_calls = 0
+        self.model_seconds = 0.0
+
+    def predict(
+        self,
+        progress: Callable[[int, int], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+        sink: ProbabilitySink | None = None,
+    ) -> list[Piece]:
+        """See the whole area, find the referents, refine them; the full-resolution pieces."""
+        if progress:
+            progress(0, 1)
+        _check(cancel)
+        seen = self._see_whole()
+        self.referents = [
+            referent
+            for index, probability in enumerate(seen)
+            for referent in find_referents(
+                index,
+                probability,
+                self._valid,
+                self.grid,
+                self.threshold,
+                self.keep,
+                self.min_area_pixels,
+                self.refinement.whole_answer,
+            )
+        ]
+        if self.grid.is_native:  # the view was at full resolution: its answer is the final one
+            if sink is not None:
+                sink.write(0, 0, np.stack(seen))
+            if progress:
+                progress(1, 1)
+            return []
+        zones = self._zones()
+        todo = [
+            t for t in self.tiles if sink is not None or any(z.touches(*_core(t)) for z in zones.values())
+        ]
+        if progress:
+            progress(1, 1 + len(todo))
+        pieces: list[Piece] = []
+        for done, tile in enumerate(todo, start=2):
+            _check(cancel)
+            pieces += self._refine_tile(tile, seen, zones, sink)
+            if progress:
+                progress(done, 1 + len(todo))
+        return pieces
+
+    def regions(self, merged: list[Region]) -> list[Region]:
+        """The merged full-resolution regions → one region per referent."""
+        return assign_regions(merged, self.referents, self.grid.scale_x * self.grid.scale_y)
+
+    def _see_whole(self) -> list[np.ndarray]:
+        """The model's answer for every phrase on the whole area, at the view's size (h', w')."""
+        grid = self.grid
+        if grid.is_native:
+            image, valid = self.view.read(0, 0, grid.width, grid.height)
+        else:
+            image, valid = self.view.read_whole(grid.width, grid.height)
+        self._valid = valid
+        if not valid.any():
+            return [np.zeros(valid.shape, np.float32) for _ in self.phrases]
+        return self._predict(image, valid, self.phrases, grid.input_size)
+
+    def _zones(self) -> dict[int, PhraseZones]:
+        half_width = band_half_width(self.grid)
+        by_phrase: dict[int, list[Referent]] = {}
+        for referent in self.referents:
+            by_phrase.setdefault(referent.phrase_index, []).append(referent)
+        return {index: PhraseZones.around(refs, half_width) for index, refs in by_phrase.items()}
+
+    def _refine_tile(
+        self, tile: Tile, seen: list[np.ndarray], zones: dict[int, PhraseZones], sink: ProbabilitySink | None
+    ) -> list[Piece]:
+        cols, rows = _core(tile)
+        image, valid = self.view.read(tile.cols.start, tile.rows.start, tile.cols.size, tile.rows.size)
+        core = (slice(rows.start - tile.rows.start, rows.stop - tile.rows.start),
+                slice(cols.start - tile.cols.start, cols.stop - tile.cols.start))  # fmt: skip
+        valid_core = valid[core]
+        masks = {i: zone.masks(cols, rows) for i, zone in zones.items() if zone.touches(cols, rows)}
+        native_where = {i: self.refinement.native_where(zone, band) for i, (zone, band) in masks.items()}
+        asked = [i for i, where in native_where.items() if where is not None and where.any()]
+        native: dict[int, np.ndarray] = {}
+        if asked and valid_core.any():
+            answers = self._predict(image, valid, [self.phrases[i] for i in asked], self.tile_size)
+            native = {i: answer[core] for i, answer in zip(asked, answers)}
+        combined = []
+        for index, probability in enumerate(seen):
+            coarse = upsample(probability, self.grid, cols, rows)
+            if index in native:
+                zone = masks[index][0]
+                coarse = self.refinement.combine(
+                    native[index], coarse, native_where[index], zone, self.threshold
+                )
+            combined.append(coarse * valid_core)
+        if sink is not None:
+            sink.write(cols.start, rows.start, np.stack(combined))
+        pieces = []
+        for index, (zone, _band) in masks.items():
+            constrained = np.where(zone, combined[index], 0.0)
+            pieces += tile_pieces(
+                index, constrained, valid_core, self.threshold, cols, rows, self.view.width, self.view.height
+            )
+        return pieces
+
+    def _predict(
+        self, image: np.ndarray, valid: np.ndarray, phrases: list[str], side: int
+    ) -> list[np.ndarray]:
+        started = time.perf_counter()
+        answers = predict_window(self.model, image, valid, phrases, side)
+        self.model_seconds += time.perf_counter() - started
+        self.model_calls += 1
+        return answers
+
+
+def _core(tile: Tile):
+    return tile.core_cols, tile.core_rows
+
+
+def _check(cancel: Callable[[], bool] | None) -> None:
+    if cancel is not None and cancel():
+        raise CancelledError("the run was cancelled")

@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.set_defaults(device="cpu")
     parser.add_argument("--tolerance", type=float, default=2.0, help="boundary F tolerance, pixels")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    # --threads comes with the model arguments (default: the physical cores); this benchmark uses one.
+    parser.set_defaults(threads=1)
 
 
 @dataclass

@@ -290,7 +290,7 @@ def run(args: argparse.Namespace) -> str:
     from backend.engine.tiling import plan_tiles
 
     torch.set_num_threads(args.threads)
-    model = load_model_from_args(args)
+    model, _threads = load_model_from_args(args)
     rows, count, prompt_effect = measure(args, model)
     side = model.input_size
     tiles = len(plan_tiles(args.size, args.size, side, round(side / 8)))

@@ -80,9 +80,11 @@ def threads_from_args(args: argparse.Namespace) -> ThreadChoice:
     return apply_threads(args.threads, bool(getattr(args, "program_start", False)))
 
 
-def load_model_from_args(args: argparse.Namespace) -> PhraseSegmenter:
-    threads_from_args(args)
-    return load_model(args.preset, args.checkpoint, args.device, model=args.model, precision=args.precision)
+def load_model_from_args(args: argparse.Namespace) -> tuple[PhraseSegmenter, ThreadChoice]:
+    """The model the arguments ask for, with the CPU threads set for it (both for the first line)."""
+    threads = threads_from_args(args)
+    model = load_model(args.preset, args.checkpoint, args.device, model=args.model, precision=args.precision)
+    return model, threads
 
 
 def model_device(model: PhraseSegmenter, fallback: str = "cpu") -> str:

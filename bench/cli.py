@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from types import ModuleType
 
-from bench import context, engine, model, paper, phrases, precision, service, startup, training
+from bench import context, engine, model, paper, phrases, precision, runtimes, service, startup, training
 from bench.record import record_section
 
 HELP = "run a benchmark"
@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, tuple[ModuleType, str]] = {
     "precision": (precision, "Precision modes (`rs2sam2 bench precision`)"),
     "phrases": (phrases, "Many phrases (`rs2sam2 bench phrases`)"),
     "startup": (startup, "Command-line start-up (`rs2sam2 bench startup`)"),
+    "runtimes": (runtimes, "CPU inference runtimes (`rs2sam2 bench runtimes`)"),
     "context": (context, "What area the model sees (`rs2sam2 bench context`)"),
 }
 

@@ -53,10 +53,12 @@ def reference_image(size: int):
 def stage_modules(model) -> dict[str, list]:
     """The model's parts by stage, for the profile (the adapters run inside the image encoder)."""
     if model.config.family == "paper":
-        blocks = model.visual_model.image_encoder.trunk.blocks
+        encoder = model.visual_model.image_encoder
+        blocks = encoder.trunk.blocks
         return {
             "union encoder (BEiT-3)": [model.mm_extractor],
-            "image encoder (Hiera + adapters + neck)": [model.visual_model.image_encoder],
+            # The paper family calls the trunk (with the text) and the neck itself, not the encoder's forward.
+            "image encoder (Hiera + adapters + neck)": [encoder.trunk, encoder.neck],
             "… of which the adapters": [m for b in blocks for m in (b.Space_Adapter, b.MLP_Adapter)],
             "mask decoder (transformer + upscaling)": _decoder_parts(model.visual_model.sam_mask_decoder),
         }

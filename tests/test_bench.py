@@ -3,7 +3,10 @@ throughput run produces its table. Times are not asserted: speed is measured, no
 
 from __future__ import annotations
 
+import pytest
+
 from backend.cli import main as rs2sam2
+from backend.model.precision import cpu_has_native_bf16
 from bench.record import record_section
 
 
@@ -61,3 +64,16 @@ def test_context_benchmark_runs_view_and_tiles_with_the_demo_model(capsys):
     for row in ("| tiles |", "| view, band |", "| view, upsampled |", "| one tile: the model's own mask |"):
         assert row in report
     assert "Goal: " in report and "Dense prompt:" in report
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="the runtimes are compared with the bf16 mode")
+def test_runtimes_benchmark_compares_the_encoder_across_runtimes():
+    """In this process, on the small `test` preset; runtimes that are not installed are said to be."""
+    from bench.runtimes import BF16, TILE, measure
+
+    result = measure("test", repeats=1, threads=1, with_compile=False)
+    rows = result["rows"]
+    assert {"torch eager fp32", BF16, TILE} <= set(rows)
+    assert rows["torch eager fp32"][2] < 1e-6 < rows[BF16][2] < 0.1  # bf16 differs, a little
+    assert all(seconds > 0 for _, seconds, _ in rows.values())
+    assert set(rows) - {"torch eager fp32", BF16, TILE} or "OpenVINO" in result["skipped"]

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> str:
     from backend.bundled import DEMO_SCENE
 
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    walls, cpus, phases = [], [], []
+    walls, cpus, phases, helps = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="rs2sam2-bench-startup-") as tmp:
         for index in range(args.repeats):
             out = Path(tmp) / f"out{index}.gpkg"
@@ -73,12 +73,16 @@ def run(args: argparse.Namespace) -> str:
             walls.append(wall)
             cpus.append(cpu)
             phases.append(json.loads(_timed_process([sys.executable, "-c", PHASES])[2]))
+            helps.append(_timed_process([sys.executable, "-m", "backend.cli", "--help"])[:2])
     lines = [
         f'`python -m backend.cli segment scene.tif "the dark lake" -o out.gpkg` (the bundled demo model '
         f"and "
         f"scene, one 128 px tile, precision auto, OMP_NUM_THREADS=1), median of {args.repeats} fresh "
         f"processes: **{statistics.median(walls):.2f} s wall, {statistics.median(cpus):.2f} s CPU** "
-        f"(process start to the GeoPackage written). Load average when the run started: {load}.",
+        f"(process start to the GeoPackage written). `python -m backend.cli --help` (every command's "
+        f"parser, no model; what the plugin's model manager pays per command): "
+        f"{statistics.median(h[0] for h in helps):.2f} s wall, "
+        f"{statistics.median(h[1] for h in helps):.2f} s CPU. Load average when the run started: {load}.",
         "",
         "Where the time goes (a fresh process doing the same steps, cumulative, medians):",
         "",

@@ -7,6 +7,7 @@ the UI thread. Plain `urllib` keeps the plugin free of extra dependencies; every
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import time
@@ -34,8 +35,20 @@ class BackendError(Exception):
 
 
 class BackendUnreachable(BackendError):
-    def __init__(self, message: str):
+    def __init__(self, message: str, reason: str = ""):
         super().__init__(message, code="unreachable")
+        self.reason = reason  # e.g. "connection refused: is it running?"
+
+
+class BackendLost(BackendError):
+    """The backend accepted the run, then stopped answering (killed, crashed, its machine gone)."""
+
+    def __init__(self, base_url: str, reason: str):
+        reason = reason.partition(":")[0]  # "connection refused", without the hint for a backend never seen
+        super().__init__(
+            f"The backend at {base_url} stopped answering during the run ({reason}); no result came back.",
+            code="backend_lost",
+        )
 
 
 class RunCancelled(BackendError):
@@ -95,6 +108,14 @@ class BackendClient:
         Cancelling (is_cancelled() turning true) deletes the job on the server and raises RunCancelled.
         """
         job_id = self.submit_job(payload, params)
+        try:
+            return self._wait_for(job_id, is_cancelled, on_progress)
+        except BackendUnreachable as exc:  # it took the job, then went away: say so, not "not reachable"
+            raise BackendLost(self.base_url, exc.reason) from None
+
+    def _wait_for(
+        self, job_id: str, is_cancelled: Callable[[], bool], on_progress: Callable[[float], None]
+    ) -> dict:
         while True:
             if is_cancelled():
                 try:
@@ -113,6 +134,8 @@ class BackendClient:
                     code=status.error.code if status.error else "failed",
                 )
             if status.status == "cancelled":
+                if status.error is not None and status.error.message:  # e.g. the server shutting down
+                    raise BackendError(as_sentence(status.error.message), code=status.error.code)
                 raise RunCancelled("The backend cancelled the run.")
             time.sleep(JOB_POLL_INTERVAL_S)
 
@@ -138,19 +161,20 @@ class BackendClient:
         except urllib.error.HTTPError as exc:
             raise _error_from_response(exc) from None
         except urllib.error.URLError as exc:
-            raise BackendUnreachable(
-                f"The backend at {self.base_url} is not reachable ({_reason(exc.reason)})."
-            ) from None
+            raise self._unreachable(_reason(exc.reason)) from None
         except (TimeoutError, ConnectionError, OSError) as exc:
-            raise BackendUnreachable(
-                f"The backend at {self.base_url} is not reachable ({_reason(exc)})."
-            ) from None
+            raise self._unreachable(_reason(exc)) from None
+        except http.client.HTTPException:  # the connection broke mid-answer (a server killed while sending)
+            raise self._unreachable("the connection broke off") from None
         try:
             return json.loads(raw.decode("utf-8")) if raw else {}
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise BackendError(
                 f"The server at {self.base_url} did not answer like an RS2-SAM 2 backend.", code="bad_answer"
             ) from None
+
+    def _unreachable(self, reason: str) -> BackendUnreachable:
+        return BackendUnreachable(f"The backend at {self.base_url} is not reachable ({reason}).", reason)
 
 
 def as_sentence(text: str) -> str:

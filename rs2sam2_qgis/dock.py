@@ -295,7 +295,9 @@ class SegmentDock(QgsDockWidget):
         if task.error is not None:
             self.progress_bar.setValue(0)
             self.update_run_state()
-            self._show_error(task.error.message, unreachable=task.error.code == "unreachable")
+            # Gone before or during the run: offer to start (again) or to configure the backend.
+            gone = task.error.code in ("unreachable", "backend_lost")
+            self._show_error(task.error.message, unreachable=gone)
             return
         self.progress_bar.setValue(100)
         self.update_run_state()

@@ -146,6 +146,7 @@ class LiveServer:
     url: str  # http://127.0.0.1:PORT
     model: PhraseSegmenter
     requests: list[ReceivedRequest] = field(default_factory=list)
+    app: object = None  # the FastAPI app (its state: `app.state.service`)
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
 
@@ -190,6 +191,7 @@ def live_server(
     port = listener.getsockname()[1]
     live = LiveServer(url=f"http://127.0.0.1:{port}", model=model)
     app = create_app(config or ServiceConfig(), model, device)
+    live.app = app
     served = RecordingApp(app, live.requests) if record else app
     server = uvicorn.Server(
         uvicorn.Config(

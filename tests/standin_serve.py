@@ -2,22 +2,73 @@
 folders, the real app on uvicorn — serving the colour stand-in model instead of a loaded one.
 
     python -m tests.standin_serve serve --port N [any other `rs2sam2 serve` option]
+    python -m tests.standin_serve segment RASTER PHRASE -o OUT.gpkg [any other option]
 
-For tests of programs that start a backend themselves (the plugin's local backend): they get the real
-service, and answers that do not depend on a model's weights.
+For tests of programs that start a backend themselves (the plugin's local backend), and of what happens
+to the real processes when they are stopped or killed: they get the real service and command, and
+answers that do not depend on a model's weights. Environment hooks for those fault tests:
+
+- `RS2SAM2_STANDIN_MARKER=FILE`: the model creates FILE when its first call starts (a test waits for
+  it: from then on a job is running);
+- `RS2SAM2_STANDIN_TILE_S=SECONDS`: every model call takes that long (`inf`: it never returns — the
+  process can only be killed);
+- `RS2SAM2_STANDIN_HOLD_WRITE=FILE`: `segment` writes its first output layer, creates FILE and then
+  never goes on (the test kills it in the middle of writing).
 """
 
 from __future__ import annotations
 
+import math
+import os
 import sys
+import threading
+from pathlib import Path
 
 STANDIN_MODEL_ID = "colour-standin"
+MARKER = "RS2SAM2_STANDIN_MARKER"
+TILE_S = "RS2SAM2_STANDIN_TILE_S"
+HOLD_WRITE = "RS2SAM2_STANDIN_HOLD_WRITE"
+
+
+def _model():
+    from tests.engine.standin import ColourModel
+
+    class SlowColourModel(ColourModel):
+        """The colour model, announcing its first call and taking its time over each one."""
+
+        def __init__(self, marker: str | None, seconds: float):
+            super().__init__(64, model_id=STANDIN_MODEL_ID)
+            self.marker, self.seconds = marker, seconds
+
+        def predict(self, image, phrases):
+            if self.marker:
+                Path(self.marker).touch()
+            if self.seconds > 0:
+                threading.Event().wait(None if math.isinf(self.seconds) else self.seconds)
+            return super().predict(image, phrases)
+
+    marker, seconds = os.environ.get(MARKER), float(os.environ.get(TILE_S, "0"))
+    if marker or seconds:
+        return SlowColourModel(marker, seconds)
+    return ColourModel(64, model_id=STANDIN_MODEL_ID)
+
+
+def _hold_after_first_layer(marker: str) -> None:
+    import backend.engine.writers as writers
+
+    write_layer = writers._write_layer
+
+    def write_then_hold(*args, **kwargs):
+        write_layer(*args, **kwargs)
+        Path(marker).touch()
+        threading.Event().wait()  # until the test kills the process
+
+    writers._write_layer = write_then_hold
 
 
 def main(argv: list[str]) -> int:
     import backend.engine.model_loading as model_loading
     from backend.cli import main as rs2sam2
-    from tests.engine.standin import ColourModel
 
     def load_standin(
         preset: str | None,
@@ -26,10 +77,27 @@ def main(argv: list[str]) -> int:
         model: str | None = None,
         precision: str = "auto",
     ):
-        return ColourModel(64, model_id=STANDIN_MODEL_ID)
+        return _model()
 
-    model_loading.load_model = load_standin  # what `serve` calls to load its model
+    model_loading.load_model = load_standin  # what `serve` and `segment` call to load their model
+    if os.environ.get(HOLD_WRITE):
+        _hold_after_first_layer(os.environ[HOLD_WRITE])
+    _only_command(argv[0] if argv else "")
     return rs2sam2(argv)
+
+
+def _only_command(name: str) -> None:
+    """Register only the command being run: the others' modules (training's imports torch and
+    open_clip) cost seconds to load, and are not what these tests run."""
+    import backend.cli as cli
+
+    every = cli.entry_points
+
+    def only(group: str):
+        points = every(group=group)
+        return [point for point in points if point.name == name] or points
+
+    cli.entry_points = only
 
 
 if __name__ == "__main__":

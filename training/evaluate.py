@@ -127,23 +127,27 @@ def evaluate(
 
         bar = tqdm(total=len(indices), desc="evaluate", unit="phrase")
     result = EvaluationResult()
-    for group in _groups(dataset, indices, config.max_phrases_per_call):
-        image = group[0][1].image
-        if config.protocol == "reference":
-            image = _resize_image(image, config.reference_size)
-        predictions = segmenter.predict(image, [sample.phrase for _, sample in group])
-        for (index, sample), prediction in zip(group, predictions):
-            target = (
-                sample.mask
-                if config.protocol == "native"
-                else _resize_mask(sample.mask, config.reference_size)
-            )
-            predicted = prediction.probability > config.threshold
-            intersection = int(np.logical_and(predicted, target).sum())
-            union = int(np.logical_or(predicted, target).sum())
-            result.samples.append(SampleResult(index, sample.sample_id, sample.phrase, intersection, union))
+    try:
+        for group in _groups(dataset, indices, config.max_phrases_per_call):
+            image = group[0][1].image
+            if config.protocol == "reference":
+                image = _resize_image(image, config.reference_size)
+            predictions = segmenter.predict(image, [sample.phrase for _, sample in group])
+            for (index, sample), prediction in zip(group, predictions):
+                target = (
+                    sample.mask
+                    if config.protocol == "native"
+                    else _resize_mask(sample.mask, config.reference_size)
+                )
+                predicted = prediction.probability > config.threshold
+                intersection = int(np.logical_and(predicted, target).sum())
+                union = int(np.logical_or(predicted, target).sum())
+                result.samples.append(
+                    SampleResult(index, sample.sample_id, sample.phrase, intersection, union)
+                )
+            if bar is not None:
+                bar.update(len(group))
+    finally:
         if bar is not None:
-            bar.update(len(group))
-    if bar is not None:
-        bar.close()
+            bar.close()  # also on an error: the bar's line ends before the error is printed
     return result

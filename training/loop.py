@@ -269,25 +269,27 @@ class Trainer:
         result = TrainResult(out=self.out, steps=progress.step, best_score=progress.best_score)
         bar = self._progress_bar(progress)
         window = _Window(time.perf_counter())
-        while progress.step < self.total_steps:
-            batches = self.micro_batches(progress.epoch)
-            for k, batch in enumerate(self._loader(batches, progress), start=progress.micro_batch):
-                boundary = (k + 1) % self.config.grad_accum == 0
-                terms = self.forward_backward(batch, sync=boundary)
-                window.add(
-                    terms,
-                    samples=len(batch["phrases"]) * self.context.world_size,
-                    parts=self.config.grad_accum,
-                )
-                if not boundary:
-                    continue
-                grad_norm = self._optimizer_step()
-                _advance(progress, micro_batches_done=k + 1, micro_batches=len(batches))
-                self._after_step(progress, grad_norm, window, logs, bar, result)
-                if progress.step >= self.total_steps:
-                    break
-        if bar is not None:
-            bar.close()
+        try:
+            while progress.step < self.total_steps:
+                batches = self.micro_batches(progress.epoch)
+                for k, batch in enumerate(self._loader(batches, progress), start=progress.micro_batch):
+                    boundary = (k + 1) % self.config.grad_accum == 0
+                    terms = self.forward_backward(batch, sync=boundary)
+                    window.add(
+                        terms,
+                        samples=len(batch["phrases"]) * self.context.world_size,
+                        parts=self.config.grad_accum,
+                    )
+                    if not boundary:
+                        continue
+                    grad_norm = self._optimizer_step()
+                    _advance(progress, micro_batches_done=k + 1, micro_batches=len(batches))
+                    self._after_step(progress, grad_norm, window, logs, bar, result)
+                    if progress.step >= self.total_steps:
+                        break
+        finally:
+            if bar is not None:
+                bar.close()  # also on an error: the bar's line ends before the error is printed
         return self._finish(progress, result)
 
     def _progress_bar(self, progress: Progress):

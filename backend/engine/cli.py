@@ -159,6 +159,8 @@ def _segment_and_write(args, phrases, model, options, target, rank, started: flo
                     return None  # rank 0 writes
             result = segment_run.finish(pieces, time.perf_counter() - started)
             layers = default_layers(result, target, args.layer_per_phrase)
+            if sink is not None:
+                sink.finish()  # flushed before the vector output goes into place: both or neither
             write_features(result, target, layers, overwrite=args.overwrite)
             if sink is not None:
                 sink.commit()

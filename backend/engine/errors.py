@@ -36,6 +36,12 @@ class OutputExistsError(EngineInputError):
     code = "output_exists"
 
 
+class OutputWriteError(EngineInputError):
+    """The output could not be written (a full disk, a file-size limit …); nothing was written."""
+
+    code = "write_failed"
+
+
 class ModelOutOfMemoryError(UserError):
     """The model ran out of memory on a tile even one phrase at a time."""
 

@@ -8,8 +8,10 @@ the engine from the model's input size and the raster's pixel size.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
+from backend.engine.limits import RunLimits
 from rs2sam2_qgis.contract import CLI, options_class
 
 KeepMode = Literal["best", "all"]
@@ -60,6 +62,12 @@ SegmentOptions = options_class(
         # GDAL drivers allowed to open the raster (None: any). The service allows only GTiff for
         # uploads, so an uploaded VRT cannot make the server read other files.
         ("drivers", tuple[str, ...] | None, field(default=None)),
+        # Folders every file GDAL reads for the raster must lie in (None: anywhere): the service confines
+        # a server-side path — and a VRT's sources, sidecars … — to its allowed roots, and an upload to
+        # its own upload folder (backend/engine/confine.py).
+        ("confine_to", tuple[Path, ...] | None, field(default=None)),
+        # How much the run may ask (phrases, tile size, pixels, gsd): the service sets its own bounds.
+        ("limits", RunLimits, field(default_factory=RunLimits)),
         # free-form provenance, not used by the engine
         ("extra", dict[str, str], field(default_factory=dict)),
     ),

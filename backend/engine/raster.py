@@ -10,38 +10,38 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
-from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioIOError
-from rasterio.io import MemoryFile
+from rasterio.errors import RasterioError
+from rasterio.transform import array_bounds
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 
 from backend.engine.errors import AreaError, EngineInputError, NoCrsError, RasterError
+from backend.engine.opening import (
+    ArraySource,
+    check_crs,
+    check_georeference,
+    check_structure,
+    open_dataset,
+    parse_crs_text,
+    reading,
+)
 from backend.engine.options import STRETCH_PERCENTILES, STRETCH_SAMPLE_SIDE, AreaOfInterest, SegmentOptions
 
 # Approximate metres per degree, for turning a target GSD into degrees on a geographic CRS.
 _METRES_PER_DEGREE_LAT = 110_574.0
 _METRES_PER_DEGREE_LON_EQUATOR = 111_320.0
-
-
-@dataclass(frozen=True)
-class ArraySource:
-    """An in-memory raster: (bands, H, W) or (H, W) array with its georeference."""
-
-    array: np.ndarray
-    transform: Affine
-    crs: str | CRS | None
-    nodata: float | None = None
-    name: str = "array"
+_GDAL_MAX_SIDE = 2**31 - 1  # GDAL addresses rows and columns with 32-bit integers
 
 
 RasterInput = str | os.PathLike | ArraySource
@@ -92,7 +92,7 @@ def choose_bands(dataset: rasterio.DatasetReader, requested: tuple[int, ...] | N
     return (candidates[0],) * 3  # grey (or grey + something): replicate the first band
 
 
-def compute_stretch(dataset, bands: tuple[int, ...]) -> BandStretch:
+def compute_stretch(dataset, bands: tuple[int, ...], name: str = "the raster") -> BandStretch:
     """Percentile stretch per band from one decimated read of the whole raster (so all tiles agree)."""
     if np.dtype(dataset.dtypes[bands[0] - 1]) == np.uint8 and all(
         np.dtype(dataset.dtypes[b - 1]) == np.uint8 for b in bands
@@ -106,65 +106,15 @@ def compute_stretch(dataset, bands: tuple[int, ...]) -> BandStretch:
     for band_data, band_mask in zip(data, masks):
         values = band_data[(band_mask > 0) & np.isfinite(band_data)]
         if values.size == 0:
-            raise RasterError("the raster has no valid pixels (everything is nodata)")
+            raise RasterError(f"{name} has no valid pixels: every one is nodata, NaN or infinite")
         lo, hi = np.percentile(values.astype(np.float64), STRETCH_PERCENTILES)
         low.append(lo)
         high.append(hi if hi > lo else lo + 1.0)
     return BandStretch(np.array(low, dtype=np.float32), np.array(high, dtype=np.float32))
 
 
-def _open_dataset(
-    source: RasterInput, drivers: tuple[str, ...] | None = None
-) -> tuple[rasterio.DatasetReader, MemoryFile | None]:
-    if isinstance(source, ArraySource):
-        array = source.array[None] if source.array.ndim == 2 else source.array
-        if array.ndim != 3 or array.shape[1] == 0 or array.shape[2] == 0:
-            raise RasterError("the array must be (bands, height, width) or (height, width) and not empty")
-        memfile = MemoryFile()
-        profile = {
-            "driver": "GTiff",
-            "width": array.shape[2],
-            "height": array.shape[1],
-            "count": array.shape[0],
-            "dtype": array.dtype,
-            "transform": source.transform,
-            "crs": source.crs,
-            "nodata": source.nodata,
-        }
-        with memfile.open(**profile) as writer:
-            writer.write(array)
-        return memfile.open(), memfile
-    path = Path(source)
-    if not path.exists():
-        raise RasterError(f"no such file: {path}", "not_found")
-    if path.is_dir():
-        raise RasterError(f"{path} is a folder, not a raster")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            # With one allowed driver GDAL is never asked to try others (a VRT is not even parsed).
-            dataset = rasterio.open(path, driver=drivers[0] if drivers and len(drivers) == 1 else None)
-            if drivers and dataset.driver not in drivers:
-                dataset.close()
-                raise RasterioIOError(f"driver {dataset.driver} is not allowed")
-            return dataset, None
-    except RasterioIOError:
-        if drivers:
-            raise RasterError(
-                f"{path.name} is not a raster of an accepted format ({', '.join(drivers)})"
-            ) from None
-        raise RasterError(f"{path.name} is not a raster GDAL can read") from None
-
-
-def _parse_crs(text: str) -> CRS:
-    try:
-        return CRS.from_user_input(text)
-    except (CRSError, ValueError):
-        raise AreaError(f"unknown CRS {text!r}") from None
-
-
-def _resampled_vrt(dataset, gsd: float) -> WarpedVRT:
-    """A same-CRS virtual raster at `gsd` metres per pixel (bilinear), read lazily window by window."""
+def _resampled_grid(dataset, gsd: float) -> tuple[Affine, int, int]:
+    """The same-CRS grid at `gsd` metres per pixel: (transform, width, height), from the header alone."""
     if dataset.crs is None:
         raise NoCrsError("resampling to a ground sample distance needs a raster with a CRS")
     t = dataset.transform
@@ -180,15 +130,25 @@ def _resampled_vrt(dataset, gsd: float) -> WarpedVRT:
         xres = yres = gsd / unit
     width = max(1, round((right - left) / xres))
     height = max(1, round((top - bottom) / yres))
-    transform = Affine(xres, 0.0, left, 0.0, -yres, top)
-    return WarpedVRT(
-        dataset,
-        crs=dataset.crs,
-        transform=transform,
-        width=width,
-        height=height,
-        resampling=Resampling.bilinear,
-    )
+    if max(width, height) > _GDAL_MAX_SIDE:
+        raise EngineInputError(
+            f"at a gsd of {gsd:g} m/pixel the raster would be {width}×{height} pixels, more than GDAL can "
+            "address; choose a coarser gsd",
+            "bad_gsd",
+        )
+    return Affine(xres, 0.0, left, 0.0, -yres, top), width, height
+
+
+def _check_geographic_bbox(minx: float, miny: float, maxx: float, maxy: float) -> None:
+    """A bbox in degrees: longitudes within ±180, latitudes within ±90, not across the antimeridian."""
+    longitudes_ok = -180 <= minx <= 180 and -180 <= maxx <= 180
+    latitudes_ok = -90 <= miny <= 90 and -90 <= maxy <= 90
+    if not (longitudes_ok and latitudes_ok):
+        raise AreaError("a bbox in a geographic CRS must lie within longitudes -180…180 and latitudes -90…90")
+    if minx > maxx:
+        raise AreaError(
+            "the bbox crosses the antimeridian (its MINX is east of its MAXX): split it in two at 180°"
+        )
 
 
 class RasterView:
@@ -198,57 +158,105 @@ class RasterView:
     pixel coordinates when the raster has no CRS and that was allowed).
     """
 
-    def __init__(self, source: RasterInput, options: SegmentOptions):
-        self.name = source_name(source)
-        self._dataset, self._memfile = _open_dataset(source, options.drivers)
+    def __init__(
+        self,
+        source: RasterInput,
+        options: SegmentOptions,
+        name: str | None = None,
+        check_area: Callable[[int, int], None] | None = None,
+    ):
+        # `name`: what messages and features call the raster (an upload's own name, not its temp file's).
+        # `check_area(width, height)`: the caller's own bounds of the area (e.g. view mode's largest
+        # area), checked with the limits' before any pixel is read.
+        self.name = name or source_name(source)
+        self._dataset, self._memfile = open_dataset(source, options.drivers, options.confine_to, self.name)
         self._vrt: WarpedVRT | None = None
         try:
-            self._setup(options)
+            self._setup(options, check_area)
         except BaseException:
             self.close()
             raise
 
-    def _setup(self, options: SegmentOptions) -> None:
+    def _setup(self, options: SegmentOptions, check_area: Callable[[int, int], None] | None) -> None:
+        """Everything from the header, every bound checked; only then is a pixel read (the stretch)."""
         dataset = self._dataset
+        check_structure(dataset, self.name)
         georeferenced = dataset.crs is not None
         if not georeferenced and not options.allow_no_crs:
             raise NoCrsError(
                 f"{self.name} has no CRS; pass --allow-no-crs to get polygons in pixel coordinates"
             )
+        if georeferenced:
+            check_crs(dataset.crs, self.name)
+            check_georeference(dataset.transform, self.name)
         self.crs: CRS | None = dataset.crs
         self.bands = choose_bands(dataset, options.bands)
-        self.stretch = compute_stretch(dataset, self.bands)
-        grid = dataset
+        options.limits.check_gsd(options.gsd)
         if options.gsd is not None:
-            self._vrt = grid = _resampled_vrt(dataset, options.gsd)
-        self._grid = grid
-        grid_transform = grid.transform if georeferenced else Affine.identity()
-        col0, row0, col1, row1 = 0, 0, grid.width, grid.height
+            grid_transform, grid_width, grid_height = _resampled_grid(dataset, options.gsd)
+        else:
+            grid_transform, grid_width, grid_height = dataset.transform, dataset.width, dataset.height
+        if not georeferenced:
+            grid_transform = Affine.identity()
+        col0, row0, col1, row1 = 0, 0, grid_width, grid_height
         if options.area is not None:
-            col0, row0, col1, row1 = self._area_window(options.area, grid_transform, grid.width, grid.height)
+            col0, row0, col1, row1 = self._area_window(options.area, grid_transform, grid_width, grid_height)
         self.col_off, self.row_off = col0, row0
         self.width, self.height = col1 - col0, row1 - row0
+        # Area × resolution: a header declaring 10⁶ × 10⁶ pixels is refused here, before any read.
+        options.limits.check_area(self.width, self.height)
+        if check_area is not None:
+            check_area(self.width, self.height)
         self.transform: Affine = grid_transform @ Affine.translation(col0, row0)
         self.pixel_size = math.sqrt(abs(self.transform.determinant))
+        with reading(self.name):
+            self.stretch = compute_stretch(dataset, self.bands, self.name)
+            if options.gsd is not None:
+                self._vrt = WarpedVRT(
+                    dataset,
+                    crs=dataset.crs,
+                    transform=grid_transform,
+                    width=grid_width,
+                    height=grid_height,
+                    resampling=Resampling.bilinear,
+                )
+        self._grid = self._vrt or dataset
 
     def _area_window(self, area: AreaOfInterest, transform: Affine, width: int, height: int):
         minx, miny, maxx, maxy = area.bounds
-        if not all(math.isfinite(v) for v in area.bounds) or not (minx < maxx and miny < maxy):
+        if not all(math.isfinite(v) for v in area.bounds):
+            raise AreaError("the bbox must be four finite numbers MINX,MINY,MAXX,MAXY")
+        if area.crs is not None and self.crs is None:
+            raise AreaError("a bbox CRS was given but the raster has no CRS")
+        bbox_crs = parse_crs_text(area.crs) if area.crs is not None else self.crs
+        if bbox_crs is not None and bbox_crs.is_geographic:
+            _check_geographic_bbox(minx, miny, maxx, maxy)
+        if not (minx < maxx and miny < maxy):
             raise AreaError("the bbox must be MINX,MINY,MAXX,MAXY with MINX < MAXX and MINY < MAXY")
-        if area.crs is not None:
-            if self.crs is None:
-                raise AreaError("a bbox CRS was given but the raster has no CRS")
-            bbox_crs = _parse_crs(area.crs)
-            if bbox_crs != self.crs:
+        if area.crs is not None and bbox_crs != self.crs:
+            try:
                 minx, miny, maxx, maxy = transform_bounds(
                     bbox_crs, self.crs, minx, miny, maxx, maxy, densify_pts=21
                 )
-        window = from_bounds(minx, miny, maxx, maxy, transform=transform)
-        # Round outward (after removing float fuzz) so every pixel the bbox touches is read.
-        c0 = math.floor(round(window.col_off, 6))
-        r0 = math.floor(round(window.row_off, 6))
-        c1 = math.ceil(round(window.col_off + window.width, 6))
-        r1 = math.ceil(round(window.row_off + window.height, 6))
+            except (RasterioError, CPLE_BaseError, ValueError):
+                minx = math.nan
+            if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)):
+                raise AreaError("the bbox cannot be expressed in the raster's CRS") from None
+        if transform.b == 0 and transform.d == 0:  # north-up: keep only the part over the raster
+            west, south, east, north = array_bounds(height, width, transform)
+            (left, right), (bottom, top) = sorted((west, east)), sorted((south, north))  # any axis sign
+            minx, miny, maxx, maxy = max(minx, left), max(miny, bottom), min(maxx, right), min(maxy, top)
+            if not (minx < maxx and miny < maxy):
+                raise AreaError("the bbox lies outside the raster")
+        try:
+            window = from_bounds(minx, miny, maxx, maxy, transform=transform)
+            # Round outward (after removing float fuzz) so every pixel the bbox touches is read.
+            c0 = math.floor(round(window.col_off, 6))
+            r0 = math.floor(round(window.row_off, 6))
+            c1 = math.ceil(round(window.col_off + window.width, 6))
+            r1 = math.ceil(round(window.row_off + window.height, 6))
+        except (OverflowError, ValueError, ZeroDivisionError):  # coordinates beyond any raster
+            raise AreaError("the bbox lies outside the raster") from None
         if c1 <= 0 or r1 <= 0 or c0 >= width or r0 >= height:
             raise AreaError("the bbox lies outside the raster")
         c0, r0, c1, r1 = max(c0, 0), max(r0, 0), min(c1, width), min(r1, height)
@@ -260,8 +268,9 @@ class RasterView:
         """The area's window → ((h, w, 3) uint8 RGB, (h, w) bool valid). Invalid pixels are black."""
         window = Window(self.col_off + col, self.row_off + row, width, height)
         unique = sorted(set(self.bands))
-        data = self._grid.read(indexes=unique, window=window)
-        masks = self._grid.read_masks(indexes=unique, window=window)
+        with reading(self.name):
+            data = self._grid.read(indexes=unique, window=window)
+            masks = self._grid.read_masks(indexes=unique, window=window)
         # GDAL's convention (as in dataset_mask): a pixel is nodata when all its bands are, so a pure
         # red pixel of an RGB raster with nodata=0 stays valid.
         valid = np.any(masks > 0, axis=0) & np.all(np.isfinite(data), axis=0)
@@ -279,10 +288,13 @@ class RasterView:
         window = Window(self.col_off, self.row_off, self.width, self.height)
         unique = sorted(set(self.bands))
         shape = (len(unique), height, width)
-        data = self._grid.read(indexes=unique, window=window, out_shape=shape, resampling=Resampling.bilinear)
-        masks = self._grid.read_masks(
-            indexes=unique, window=window, out_shape=shape, resampling=Resampling.average
-        )
+        with reading(self.name):
+            data = self._grid.read(
+                indexes=unique, window=window, out_shape=shape, resampling=Resampling.bilinear
+            )
+            masks = self._grid.read_masks(
+                indexes=unique, window=window, out_shape=shape, resampling=Resampling.average
+            )
         valid = np.any(masks >= 128, axis=0) & np.all(np.isfinite(data), axis=0)
         picked = np.stack([data[unique.index(b)] for b in self.bands])
         rgb = self.stretch.apply(picked)

@@ -10,14 +10,17 @@ Python callers share it.
 from __future__ import annotations
 
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from rasterio.crs import CRS
 
+from backend.engine.context import plan_context
 from backend.engine.errors import EngineInputError, PhraseError
 from backend.engine.features import Feature, build_features, utc_now_iso
+from backend.engine.limits import RunLimits
 from backend.engine.options import (
     DEFAULT_MIN_AREA_PIXELS,
     DEFAULT_OVERLAP_FRACTION,
@@ -36,7 +39,9 @@ from rs2sam2_qgis.contract import option_problems, option_values, resolve_defaul
 
 ProgressCallback = Callable[[int, int], None]  # (tiles done, tiles total)
 CancelCheck = Callable[[], bool]  # True → stop before the next tile
-MAX_PHRASE_CHARS = 500
+# Control characters and lone surrogates: nothing a person types; they would reach layer names and
+# attribute tables (a lone surrogate cannot even be written as UTF-8).
+_CONTROL_CATEGORIES = ("Cc", "Cs")
 
 
 @dataclass
@@ -70,19 +75,24 @@ class SegmentResult:
         }
 
 
-def clean_phrases(phrases: Sequence[str]) -> list[str]:
-    """Stripped phrases; an empty list or a blank phrase is the caller's mistake."""
+def clean_phrases(phrases: Sequence[str], limits: RunLimits | None = None) -> list[str]:
+    """Phrases with their whitespace tidied; an empty list, a blank phrase, a phrase with control
+    characters, or more or longer phrases than `limits` allow are the caller's mistake."""
+    limits = limits or RunLimits()
     if isinstance(phrases, str):
         phrases = [phrases]
     if not phrases:
         raise PhraseError("give at least one phrase", "empty_phrase")
+    limits.check_phrase_count(len(phrases))
     cleaned = []
     for number, phrase in enumerate(phrases, start=1):
         if not isinstance(phrase, str) or not phrase.strip():
             raise PhraseError(f"phrase {number} is empty", "empty_phrase")
-        if len(phrase) > MAX_PHRASE_CHARS:
-            raise PhraseError(f"phrase {number} is longer than {MAX_PHRASE_CHARS} characters")
-        cleaned.append(" ".join(phrase.split()))
+        limits.check_phrase_length(number, phrase)
+        tidy = " ".join(phrase.split())
+        if any(unicodedata.category(char) in _CONTROL_CATEGORIES for char in tidy):
+            raise PhraseError(f"phrase {number} contains control characters")
+        cleaned.append(tidy)
     return cleaned
 
 
@@ -141,24 +151,29 @@ class SegmentRun:
         name: str | None = None,
         refinement: Refinement = BAND,
     ):
-        self.phrases = clean_phrases(phrases)
+        self.phrases = clean_phrases(phrases, options.limits)
         self.model = model
         self.options = options
+        check_options(options)  # the contract's bounds first: a tile size of 10⁹.5 is not a number of pixels
         self.tile_size = int(options.tile_size or model.input_size)
         overlap = options.overlap
         self.overlap = int(round(self.tile_size * DEFAULT_OVERLAP_FRACTION) if overlap is None else overlap)
         check_options(options, tile_size=self.tile_size, overlap=self.overlap)
+        options.limits.check_tile_size(self.tile_size, model.input_size)
         self.context: str = resolve_defaults(option_values(options))["context"]
-        self.view = RasterView(source, options)
+        self.view = RasterView(source, options, name, check_area=self._check_area)
         try:
-            self._plan(name, refinement)
+            self._plan(refinement)
         except BaseException:
             self.view.close()
             raise
 
-    def _plan(self, name: str | None, refinement: Refinement) -> None:
-        if name:
-            self.view.name = name  # e.g. the client's file name for an upload saved under a temp name
+    def _check_area(self, width: int, height: int) -> None:
+        """View mode sees the whole area at once: one too large for that is refused from the header."""
+        if self.context == "view":
+            plan_context(width, height, self.model.input_size)
+
+    def _plan(self, refinement: Refinement) -> None:
         self.tiles: list[Tile] = plan_tiles(self.view.width, self.view.height, self.tile_size, self.overlap)
         pixel = self.view.pixel_size
         options = self.options

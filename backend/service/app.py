@@ -26,7 +26,12 @@ def create_app(
     """The service for one model, kept in memory for every request: its job worker starts and stops with
     the app's lifespan. `threads`: torch's CPU threads, for /health (default: as torch has them now)."""
     upload_dir = Path(tempfile.mkdtemp(prefix="rs2sam2-uploads-"))
-    jobs = JobManager(model)
+    jobs = JobManager(
+        model,
+        max_queued=config.max_queued_jobs,
+        max_per_client=config.max_jobs_per_client,
+        time_limit_s=config.job_time_limit_s,
+    )
     parser = RequestParser(config, model, upload_dir)
     threads = current_threads() if threads is None else threads
     state = ServiceState(config, model, device, jobs, parser, upload_dir, threads)

@@ -17,15 +17,19 @@ from backend.service.security import ServiceError
 from rs2sam2_qgis.contract import ErrorBody
 
 log = logging.getLogger("rs2sam2.service")
-ERROR_RESPONSES = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 422, 500, 503)}
+ERROR_RESPONSES = {
+    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 422, 429, 500, 503)
+}
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
 async def _service_error(_request: Request, exc: ServiceError) -> JSONResponse:
-    return error_response(exc.status, exc.code, str(exc))
+    return error_response(exc.status, exc.code, str(exc), exc.headers)
 
 
 async def _user_error(_request: Request, exc: UserError) -> JSONResponse:

@@ -12,6 +12,7 @@ from backend import __version__
 from backend.engine.model_loading import model_precision
 from backend.service.errors import ERROR_RESPONSES, error_response
 from backend.service.jobs import Job
+from backend.service.parsing import check_form_fields
 from backend.service.schemas import FeatureCollection
 from backend.service.security import ServiceError
 from backend.service.state import ServiceState
@@ -56,6 +57,8 @@ def _finished_answer(job: Job) -> JSONResponse:
         return JSONResponse(job.result)
     if job.status == "failed" and job.error is not None:
         return error_response(job.error.status, job.error.code, job.error.message)
+    if job.status == "cancelled" and job.error is not None:  # cancelled by the server (shutting down)
+        return error_response(job.error.status, job.error.code, job.error.message)
     if job.status == "cancelled":
         return error_response(409, "cancelled", "the job was cancelled")
     return error_response(409, "not_done", f"the job is {job.status}; ask again when it is done")
@@ -89,11 +92,10 @@ async def segment_now(
     path: str | None = PATH_FIELD,
 ):
     """Segment and wait: the FeatureCollection in the raster's CRS."""
-    state = _state(request)
-    job = state.jobs.submit(await state.parser.parse(raster, path, params))
+    job = await _submit(request, raster, path, params)
     while not job.finished.is_set():
         if await request.is_disconnected():
-            state.jobs.cancel(job)  # nobody is waiting: free the worker for the next client
+            _state(request).jobs.cancel(job)  # nobody is waiting: free the worker for the next client
             log.info("client left; job %s cancelled", job.id)
             break
         await asyncio.sleep(DISCONNECT_POLL_S)
@@ -108,9 +110,22 @@ async def start_job(
     path: str | None = PATH_FIELD,
 ) -> JobCreated:
     """Start a segmentation job; poll it, fetch its result, or cancel it."""
-    state = _state(request)
-    job = state.jobs.submit(await state.parser.parse(raster, path, params))
+    job = await _submit(request, raster, path, params)
     return JobCreated(job_id=job.id, status="queued")
+
+
+async def _submit(request: Request, raster: UploadFile | None, path: str | None, params: str) -> Job:
+    """Check the form, the queue (before the work of parsing) and the request; queue it."""
+    state = _state(request)
+    await check_form_fields(request)
+    client = request.client.host if request.client else ""
+    state.jobs.check_capacity(client)
+    parsed = await state.parser.parse(raster, path, params, client)
+    try:
+        return state.jobs.submit(parsed)
+    except BaseException:  # the queue filled up meanwhile: the upload is not kept
+        parsed.cleanup()
+        raise
 
 
 @router.get("/jobs/{job_id}", response_model=JobStatus, responses=ERROR_RESPONSES)

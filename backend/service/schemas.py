@@ -31,6 +31,10 @@ def _field(option: Option) -> tuple[Any, Any]:
     return python_type, Field(option.default_for(SERVICE), description=option.describe(SERVICE))
 
 
+def _or_default(value: Any, option: Option) -> Any:
+    return option.default_for(SERVICE) if value is None else value
+
+
 class _ParamsBase(BaseModel):
     """The `params` JSON string of /segment and /jobs."""
 
@@ -41,7 +45,11 @@ class _ParamsBase(BaseModel):
     bbox_crs: str | None = Field(None, description=_AREA_HELP["bbox_crs"])
 
     def to_options(self) -> SegmentOptions:
-        values = {option.name: getattr(self, option.name) for option in options_on(SERVICE)}
+        # null means the default (docs/service-api.md): an option with a default of its own gets it
+        # (a null threshold reached the engine as None: a 500 found by the property tests).
+        values = {
+            option.name: _or_default(getattr(self, option.name), option) for option in options_on(SERVICE)
+        }
         if values.get("bands") is not None:
             values["bands"] = tuple(values["bands"])
         area = AreaOfInterest(self.bbox, self.bbox_crs) if self.bbox is not None else None

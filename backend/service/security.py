@@ -8,16 +8,18 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from backend.engine.confine import inside, plain_path_problem
 from backend.errors import UserError
 
 
 class ServiceError(UserError):
     """A client mistake at the HTTP layer, with its status and code."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
+        self.headers = headers or {}  # e.g. Retry-After with a 429
 
 
 def error_json(code: str, message: str) -> bytes:
@@ -100,21 +102,33 @@ class BodySizeLimitMiddleware:
                 await send_error(send, 413, "too_large", message)
 
 
+MAX_PATH_CHARS = 4096  # PATH_MAX on Linux: a longer "path" is not one
+
+
 def resolve_allowed_path(raw: str, roots: tuple[Path, ...]) -> Path:
-    """`raw` as a real path inside one of `roots`; `..` parts and symlinks out of the roots are refused."""
+    """`raw` as a real path inside one of `roots`; `..` parts, symlinks out of the roots, GDAL's virtual
+    file systems and connection strings are refused."""
     if not roots:
         raise ServiceError(
             403, "paths_not_allowed", "this server does not accept server-side paths; upload the raster"
         )
+    problem = plain_path_problem(raw)
+    if problem is not None:
+        raise ServiceError(403, "path_not_allowed", problem)
+    if len(raw) > MAX_PATH_CHARS:
+        raise ServiceError(400, "bad_path", f"a server-side path must be at most {MAX_PATH_CHARS} characters")
     candidate = Path(raw)
     if not candidate.is_absolute():
         raise ServiceError(400, "bad_path", "a server-side path must be absolute")
     if ".." in candidate.parts:
         raise ServiceError(403, "path_not_allowed", "a server-side path must not contain '..'")
-    real = candidate.resolve()  # follows every symlink: the real location is what is checked
-    for root in roots:
-        if real.is_relative_to(root.resolve()):
-            if not real.is_file():
-                raise ServiceError(404, "not_found", f"no such file on the server: {raw}")
-            return real
+    try:
+        real = candidate.resolve()  # follows every symlink: the real location is what is checked
+        is_file = real.is_file()
+    except (OSError, RuntimeError):  # a symlink loop, a name too long for the file system …
+        raise ServiceError(400, "bad_path", f"the server cannot resolve the path {raw}") from None
+    if inside(real, tuple(root.resolve() for root in roots)):
+        if not is_file:
+            raise ServiceError(404, "not_found", f"no such file on the server: {raw}")
+        return real
     raise ServiceError(403, "path_not_allowed", "that path is outside the folders this server allows")

@@ -83,7 +83,7 @@ def test_job_by_upload_sends_the_geotiff_bytes(server, geotiff):
 @pytest.mark.parametrize(
     "phrases,area,code,message",
     [
-        (["x" * 501], None, "bad_phrase", "Phrase 1 is longer than 500 characters."),
+        (["x" * 501], None, "phrase_too_long", "Phrase 1 is longer than 500 characters."),
         ([" "], None, "empty_phrase", "Phrase 1 is empty."),
         ([], None, "empty_phrase", "Give at least one phrase."),
         (["a road"], AreaBox(600000, 4000000, 600100, 4000100), "bad_area", None),

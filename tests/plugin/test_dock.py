@@ -310,12 +310,39 @@ def test_backend_down_is_a_clear_message_with_buttons(make_dock, raster_layer, q
     assert _result_layers(clean_project) == []
 
 
+def test_a_backend_killed_mid_run_is_one_sentence_and_adds_nothing(
+    make_dock, killable_backend, raster_layer, qgis_iface, clean_project, tmp_path
+):
+    """The backend process dies (SIGKILL) while the job is in its model: the panel says so in one
+    sentence, offers to start a backend, and adds and writes nothing."""
+    url, process, marker = killable_backend
+    gpkg = tmp_path / "results.gpkg"
+    dock = make_dock(server_url=url, output_gpkg=str(gpkg))
+    dock.layer_combo.setLayer(raster_layer)
+    dock.phrase_combo.setEditText("a red lake")
+    dock.run_button.click()
+    wait_until(marker.exists, timeout_s=60, what="the job to reach the model")
+    process.kill()
+    process.wait(10)
+    wait_until(lambda: dock.task is None, timeout_s=60, what="the panel to notice")
+    expected = (
+        f"The backend at {url} stopped answering during the run (connection refused); no result came back."
+    )
+    assert _messages(qgis_iface, Qgis.Critical) == [expected]
+    from qgis.PyQt.QtWidgets import QPushButton
+
+    item = qgis_iface.messageBar().items()[0]
+    assert [b.text() for b in item.findChildren(QPushButton)] == ["Start local backend", "Settings…"]
+    assert dock.status_label.text() == expected and dock.run_button.isEnabled()
+    assert _result_layers(clean_project) == [] and not gpkg.exists()
+
+
 def test_bad_phrase_shows_the_backends_message(make_dock, server, raster_layer, qgis_iface, clean_project):
     dock = make_dock(server_url=server.url)
     dock.layer_combo.setLayer(raster_layer)
     _run_and_wait(dock, "x" * 501)
     assert _messages(qgis_iface, Qgis.Critical) == ["Phrase 1 is longer than 500 characters."]
-    assert [(r.status, r.answer_json["error"]["code"]) for r in server.requests] == [(400, "bad_phrase")]
+    assert [(r.status, r.answer_json["error"]["code"]) for r in server.requests] == [(400, "phrase_too_long")]
     assert _result_layers(clean_project) == []
 
 

@@ -15,7 +15,15 @@ from qgis.core import QgsApplication, QgsProcessingException, QgsVectorLayer
 
 from rs2sam2_qgis.processing_provider import RS2SAM2Provider
 from tests.engine.standin import HeldModel
-from tests.plugin.conftest import BLUE_PATCH, RASTER_EPSG, RED_SQUARE, pixel_rect, wait_until, xyz_layer_uri
+from tests.plugin.conftest import (
+    BLUE_PATCH,
+    RASTER_EPSG,
+    RED_SQUARE,
+    pixel_rect,
+    wait_until,
+    write_geotiff,
+    xyz_layer_uri,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"  # the /usr/bin/qgis_process wrapper passes a flag 3.22 rejects
@@ -238,6 +246,51 @@ def test_cancel_through_feedback_stops_the_job_and_writes_nothing(
         wait_until(lambda: not client.get("/health").json()["busy"], what="the backend to stop")
     assert model.started == 1 and server.job(job_id)["status"] == "cancelled"
     assert not (tmp_path / "never.gpkg").exists()
+
+
+def test_a_backend_killed_mid_run_stops_with_one_sentence_and_writes_nothing(
+    provider, killable_backend, tmp_path, plugin_settings
+):
+    import threading
+
+    import processing
+
+    url, process, marker = killable_backend
+    geotiff = write_geotiff(tmp_path / "scene.tif")  # under the backend's allowed folder: sent by path
+
+    def kill_once_in_the_model() -> None:
+        if wait_for(marker.exists, 60):
+            process.kill()
+
+    killer = threading.Thread(target=kill_once_in_the_model, daemon=True)
+    killer.start()
+    with pytest.raises(QgsProcessingException) as lost:
+        processing.run(
+            ALGORITHM,
+            {
+                "INPUT": geotiff,
+                "PHRASES": "a red lake",
+                "BACKEND_URL": url,
+                "OUTPUT": str(tmp_path / "never.gpkg"),
+            },
+        )
+    killer.join(10)
+    assert str(lost.value) == (
+        f"The backend at {url} stopped answering during the run (connection refused); no result came back."
+    )
+    assert process.wait(10) == -9 and not (tmp_path / "never.gpkg").exists()
+
+
+def wait_for(condition, timeout_s: float) -> bool:
+    """Poll `condition` from a helper thread (the main thread is inside processing.run)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def test_the_algorithm_works_inside_a_model(provider, server, geotiff, tmp_path, plugin_settings):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,3 +56,45 @@ def assert_same_collections(got: dict, expected: dict, pixel: float) -> None:
             assert theirs["area"] == pytest.approx(props["area"], rel=1e-6, abs=2 * pixel**2)
             assert other.hausdorff_distance(shape) <= 1.5 * pixel
             assert other.symmetric_difference(shape).area <= 2 * pixel**2 + 1e-6 * shape.area
+
+
+@contextlib.contextmanager
+def counting_http_server(body: bytes = b"") -> Iterator[tuple[str, list[str]]]:
+    """A plain HTTP server on loopback answering every GET with `body`: (its URL, the paths asked
+    for). A test that must not make the service fetch anything checks the list stays empty."""
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_HEAD(self):  # noqa: N802
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", hits
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def assert_error(answer, status: int, code: str) -> dict:
+    """The answer is the API's error `code` with `status` and a one-sentence message; its body."""
+    assert answer.status_code == status, (code, answer.status_code, answer.text)
+    error = answer.json()["error"]
+    assert error["code"] == code, answer.text
+    message = error["message"]
+    assert len(message) > 10 and "\n" not in message and "Traceback" not in message
+    return error

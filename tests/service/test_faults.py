@@ -7,6 +7,7 @@ else — HTTP, FastAPI, the job worker, the engine, GeoTIFF reading — is real.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import httpx
@@ -83,11 +84,16 @@ class BrokenModel(ColourModel):
         raise ValueError("a bug in the model code")
 
 
-def test_a_server_fault_is_a_500_json_error_and_not_a_crash(serve_model, raster):
+def test_a_server_fault_is_a_500_json_error_and_not_a_crash(serve_model, raster, caplog):
     client = serve_model(BrokenModel())
     files, data = form({"phrases": ["red"]}, raster=raster)
-    answer = client.post("/segment", files=files, data=data)
+    with caplog.at_level(logging.ERROR, logger="rs2sam2.service"):
+        answer = client.post("/segment", files=files, data=data)
     assert answer.status_code == 500 and answer.json()["error"]["code"] == "internal"
+    assert "Traceback" not in answer.text and "a bug in the model code" not in answer.text
+    # The server's log has the traceback (the answer only says where to look).
+    logged = [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], ValueError)]
+    assert logged and str(logged[0].exc_info[1]) == "a bug in the model code"
     assert client.get("/health").status_code == 200
 
 

@@ -8,7 +8,9 @@ test_jobs.py (the real app in this process); model faults in test_faults.py.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -53,7 +55,8 @@ def root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(root, tmp_path_factory):
+def served(root, tmp_path_factory):
+    """The module's server: (client, process, log path)."""
     log = tmp_path_factory.mktemp("log") / "server.log"
     args = [
         "--checkpoint",
@@ -65,9 +68,14 @@ def server(root, tmp_path_factory):
         "--max-upload-mb",
         "1",
     ]
-    with running_server(args, log) as (base, _process):
+    with running_server(args, log) as (base, process):
         with httpx.Client(base_url=base + API, timeout=120) as client:
-            yield client
+            yield client, process, log
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    return served[0]
 
 
 @pytest.fixture(scope="module")
@@ -221,3 +229,46 @@ def test_non_loopback_needs_a_token(tmp_path, root):
             ).status_code
             == 200
         )
+
+
+def test_the_three_failures_of_issue_17_are_4xx_with_the_shipped_defaults(server, root, tmp_path):
+    """As first tried: a GeoTIFF upload cut short, a tile of 10⁹ pixels, 10,000 phrases."""
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes((root / "four_tiles.tif").read_bytes()[:5000])
+    cases = [
+        (form({"phrases": PHRASES[:1]}, raster=cut), "unreadable_raster"),
+        (
+            form(
+                {"phrases": PHRASES[:1], "tile_size": 10**9, "context": "tiles"},
+                path=str(root / "small0.tif"),
+            ),
+            "bad_tiling",
+        ),
+        (form({"phrases": PHRASES[:1] * 10_000}, path=str(root / "small0.tif")), "too_many_phrases"),
+    ]
+    for (files, data), code in cases:
+        answer = server.post("/segment", files=files, data=data, timeout=30)
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == code, answer.text
+    assert server.get("/health").json()["busy"] is False
+    _good_request_works(server, root)
+
+
+def test_sigterm_while_a_job_runs_cancels_it_and_exits_0_within_seconds(served, root):
+    """The real command with the real model stopped by SIGTERM mid-job. It stops the module's server,
+    so it stays the last test of this module."""
+    client, process, log = served
+    big = write_geotiff(root / "big.tif", np.full((3, 1024, 1024), 120, np.uint8))
+    tiles = {"phrases": PHRASES, "context": "tiles", "tile_size": 128, "overlap": 16}  # 81 tiles
+    running = client.post("/jobs", data=form(tiles, path=str(big))[1]).json()["job_id"]
+    assert client.post("/jobs", data=form(tiles, path=str(big))[1]).status_code == 202  # waits behind
+    status = client.get(f"/jobs/{running}").json()
+    while status["progress"]["done"] < 1:  # the model is at work on the first job
+        assert status["status"] in ("queued", "running"), status
+        time.sleep(0.05)
+        status = client.get(f"/jobs/{running}").json()
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+    assert time.monotonic() - started < 30  # what was left: 161 tiles of two jobs, minutes on this CPU
+    text = log.read_text()
+    assert "shutting down: 2 job(s) cancelled" in text and "Traceback" not in text

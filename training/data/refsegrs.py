@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from backend.errors import UserError
-from training.data.images import read_rgb, read_tiff_bands
+from training.data.images import image_size, read_rgb, read_tiff_bands
 from training.data.sample import SPLITS, ReferringSample
 
 MASK_THRESHOLD = 50  # the benchmark's masks are 8-bit; > 50 is foreground
@@ -15,7 +15,11 @@ MASK_THRESHOLD = 50  # the benchmark's masks are 8-bit; > 50 is foreground
 def read_phrase_file(path: Path) -> list[tuple[str, str]]:
     """(id, expression) per non-empty line; the expression is everything after the first space (or tab)."""
     pairs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a UTF-8 text file of '<id> <expression>' lines") from None
+    for number, line in enumerate(text.splitlines(), start=1):
         line = line.rstrip("\r\n")
         if not line.strip():
             continue
@@ -52,6 +56,27 @@ class RefSegRSDataset:
             range(len(pairs)), key=lambda i: (pairs[i][0], i)
         )  # stable: keeps line order per image
         self._pairs = [(pairs[i][0], pairs[i][1], i) for i in order]
+        self._check_files(sorted({image_id for image_id, _ in pairs}))
+
+    def _check_files(self, image_ids: list[str]) -> None:
+        """Every image of the split has its image and its mask, readable and of one size: from the
+        headers, before a run starts rather than hours into it."""
+        missing = [
+            f"{folder}/{image_id}.tif"
+            for image_id in image_ids
+            for folder in ("images", "masks")
+            if not (self.root / folder / f"{image_id}.tif").is_file()
+        ]
+        if missing:
+            raise UserError(
+                f"RefSegRS split {self.split!r} in {self.root} lacks {len(missing)} image or mask "
+                f"file(s) its phrase file names (first: {missing[0]})"
+            )
+        for image_id in image_ids:
+            image = image_size(self.root / "images" / f"{image_id}.tif")
+            mask = image_size(self.root / "masks" / f"{image_id}.tif")
+            if mask != image:
+                raise UserError(_size_mismatch(image_id, mask, image))
 
     def __len__(self) -> int:
         return len(self._pairs)
@@ -61,5 +86,12 @@ class RefSegRSDataset:
         image = read_rgb(self.root / "images" / f"{image_id}.tif")
         mask = read_tiff_bands(self.root / "masks" / f"{image_id}.tif")[0] > MASK_THRESHOLD
         if mask.shape != image.shape[:2]:
-            raise UserError(f"mask of image {image_id} is {mask.shape}, the image is {image.shape[:2]}")
+            raise UserError(_size_mismatch(image_id, mask.shape, image.shape[:2]))
         return ReferringSample(image, mask, phrase, image_id, f"{image_id}/{line_index}")
+
+
+def _size_mismatch(image_id: str, mask: tuple[int, ...], image: tuple[int, ...]) -> str:
+    return (
+        f"the RefSegRS mask of image {image_id} is {mask[1]}×{mask[0]} pixels and the image "
+        f"{image[1]}×{image[0]}"
+    )

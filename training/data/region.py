@@ -21,6 +21,7 @@ import rasterio
 import shapely
 from affine import Affine
 from pyproj import CRS, Transformer
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import Resampling
 from rasterio.features import rasterize
 from rasterio.windows import Window
@@ -73,40 +74,50 @@ def _read_raster_info(path: Path, config: RegionConfig) -> _RasterInfo:
         raise UserError(f"raster {path} does not exist")
     try:
         dataset = rasterio.open(path)
-    except rasterio.RasterioIOError as exc:
-        raise UserError(f"{path} is not a readable raster ({exc})") from exc
-    with dataset:
-        if dataset.crs is None:
-            raise UserError(f"raster {path} has no CRS; a region needs a georeferenced raster")
-        if config.bands is not None:
-            if max(config.bands) > dataset.count:
-                raise UserError(
-                    f"raster {path} has {dataset.count} bands; bands {config.bands} were asked for"
-                )
-            bands = config.bands
-        else:
-            bands = (1, 2, 3) if dataset.count >= 3 else (1, 1, 1)
-        stretch = None
-        if dataset.dtypes[bands[0] - 1] != "uint8":
-            # Other data types are stretched per band from their 2–98 % range on an overview read.
-            scale = max(1, max(dataset.width, dataset.height) // 512)
-            sample = dataset.read(
-                list(bands),
-                out_shape=(3, max(1, dataset.height // scale), max(1, dataset.width // scale)),
-                masked=True,
-            ).astype("float64")
-            low = np.array([np.percentile(band.compressed(), 2) if band.count() else 0 for band in sample])
-            high = np.array([np.percentile(band.compressed(), 98) if band.count() else 1 for band in sample])
-            stretch = (low, np.maximum(high, low + 1e-6))
-        return _RasterInfo(
-            path,
-            CRS.from_user_input(dataset.crs),
-            dataset.transform,
-            dataset.width,
-            dataset.height,
-            bands,
-            stretch,
-        )
+    except (rasterio.errors.RasterioError, CPLE_BaseError) as exc:
+        raise UserError(f"{path} is not a readable raster ({exc})") from None
+    try:
+        with dataset:
+            return _raster_info(path, dataset, config)
+    except (rasterio.errors.RasterioError, CPLE_BaseError) as exc:  # its pixels, read for the stretch
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: BaseException) -> UserError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return UserError(f"{path} could not be read: it is cut short or corrupt ({reason[:120]})")
+
+
+def _raster_info(path: Path, dataset: rasterio.DatasetReader, config: RegionConfig) -> _RasterInfo:
+    if dataset.crs is None:
+        raise UserError(f"raster {path} has no CRS; a region needs a georeferenced raster")
+    if config.bands is not None:
+        if max(config.bands) > dataset.count:
+            raise UserError(f"raster {path} has {dataset.count} bands; bands {config.bands} were asked for")
+        bands = config.bands
+    else:
+        bands = (1, 2, 3) if dataset.count >= 3 else (1, 1, 1)
+    stretch = None
+    if dataset.dtypes[bands[0] - 1] != "uint8":
+        # Other data types are stretched per band from their 2–98 % range on an overview read.
+        scale = max(1, max(dataset.width, dataset.height) // 512)
+        sample = dataset.read(
+            list(bands),
+            out_shape=(3, max(1, dataset.height // scale), max(1, dataset.width // scale)),
+            masked=True,
+        ).astype("float64")
+        low = np.array([np.percentile(band.compressed(), 2) if band.count() else 0 for band in sample])
+        high = np.array([np.percentile(band.compressed(), 98) if band.count() else 1 for band in sample])
+        stretch = (low, np.maximum(high, low + 1e-6))
+    return _RasterInfo(
+        path,
+        CRS.from_user_input(dataset.crs),
+        dataset.transform,
+        dataset.width,
+        dataset.height,
+        bands,
+        stretch,
+    )
 
 
 def _read_features(
@@ -116,8 +127,9 @@ def _read_features(
         raise UserError(f"vector file {vector} does not exist")
     try:
         meta, fids, wkb, field_data = pyogrio.raw.read(str(vector), return_fids=True)
-    except Exception as exc:  # pyogrio raises several DataSourceError/DataLayerError types
-        raise UserError(f"{vector} is not a readable vector file ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - pyogrio raises several DataSourceError/DataLayerError types
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{vector} is not a readable vector file ({reason[:120]})") from None
     fields = list(meta["fields"])
     if config.text_column not in fields:
         raise UserError(
@@ -263,16 +275,19 @@ class RegionDataset:
         info = self.rasters[feature.raster_index]
         window = self._window(feature, info, feature_index)
         out = self.config.chip_size
-        with warnings.catch_warnings(), rasterio.open(info.path) as dataset:
-            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            pixels = dataset.read(
-                list(info.bands),
-                window=window,
-                out_shape=(3, out, out),
-                boundless=True,
-                fill_value=0,
-                resampling=Resampling.bilinear,
-            )
+        try:
+            with warnings.catch_warnings(), rasterio.open(info.path) as dataset:
+                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+                pixels = dataset.read(
+                    list(info.bands),
+                    window=window,
+                    out_shape=(3, out, out),
+                    boundless=True,
+                    fill_value=0,
+                    resampling=Resampling.bilinear,
+                )
+        except (rasterio.errors.RasterioError, CPLE_BaseError) as exc:
+            raise _unreadable(info.path, exc) from None
         image = self._to_uint8(pixels, info)
         chip_transform = (
             info.transform

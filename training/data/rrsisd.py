@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from backend.errors import UserError
-from training.data.images import read_rgb
+from training.data.images import image_size, read_rgb
 from training.data.sample import SPLITS, ReferringSample
 
 REFS_FILE = "refs(unc).p"
@@ -142,6 +143,7 @@ class RRSISDDataset:
                 )
         if not entries:
             raise UserError(f"RRSIS-D split {split!r} in {self.root} is empty")
+        _check_entries(entries, split, images_dir)
         self._entries = entries
 
     def __len__(self) -> int:
@@ -155,5 +157,56 @@ class RRSISDDataset:
                 f"{entry.image_file} is {image.shape[1]}×{image.shape[0]}, "
                 f"instances.json says {entry.width}×{entry.height}"
             )
-        mask = decode_segmentation(entry.segmentation, entry.height, entry.width)
+        try:
+            mask = decode_segmentation(entry.segmentation, entry.height, entry.width)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:  # pycocotools on a broken RLE
+            raise UserError(f"the mask of RRSIS-D sample {entry.sample_id} does not decode ({exc})") from None
         return ReferringSample(image, mask, entry.phrase, entry.image_id, entry.sample_id)
+
+
+def _check_entries(entries: list[_Entry], split: str, images_dir: Path) -> None:
+    """Every sample of the split has a phrase, an image file of the size instances.json gives and a
+    segmentation of a known form: checked before a run starts rather than hours into it (the images
+    from their headers)."""
+    for entry in entries:
+        if not entry.phrase:
+            raise UserError(f"RRSIS-D sample {entry.sample_id} (image {entry.image_id}) has no sentence text")
+        problem = segmentation_problem(entry.segmentation, entry.height, entry.width)
+        if problem is not None:
+            raise UserError(f"the mask of RRSIS-D sample {entry.sample_id} is broken: {problem}")
+    files = {entry.image_file: (entry.height, entry.width) for entry in entries}
+    missing = sorted(path.name for path in files if not path.is_file())
+    if missing:
+        raise UserError(
+            f"RRSIS-D split {split!r} lacks {len(missing)} of its {len(files)} images in {images_dir} "
+            f"(first: {missing[0]})"
+        )
+    for path, (height, width) in files.items():
+        found = image_size(path)
+        if found != (height, width):
+            raise UserError(f"{path} is {found[1]}×{found[0]} pixels, instances.json says {width}×{height}")
+
+
+def segmentation_problem(segmentation, height: int, width: int) -> str | None:
+    """What is wrong with a COCO segmentation (None when it has one of the forms decoded above)."""
+    if isinstance(segmentation, list):
+        parts_ok = segmentation and all(
+            isinstance(part, list)
+            and len(part) >= 6
+            and len(part) % 2 == 0
+            and all(isinstance(v, int | float) and math.isfinite(v) for v in part)
+            for part in segmentation
+        )
+        return None if parts_ok else "its polygons must each be a list of at least three x, y pairs"
+    if not isinstance(segmentation, dict):
+        return f"a segmentation is polygons or RLE, not {type(segmentation).__name__}"
+    size, counts = segmentation.get("size"), segmentation.get("counts")
+    if not isinstance(size, list | tuple) or list(size) != [height, width]:
+        return f"its RLE size {size!r} is not the image's {height}×{width}"
+    if isinstance(counts, list):
+        if not all(isinstance(c, int) and c >= 0 for c in counts) or sum(counts) != height * width:
+            return f"its RLE counts do not add up to the image's {height * width} pixels"
+        return None
+    if isinstance(counts, str | bytes) and counts:
+        return None
+    return "its RLE has no counts"

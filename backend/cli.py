@@ -42,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    # Started from the command line (not called in-process with arguments, as the tests do): entry points
+    # may then set process-wide defaults such as torch's thread count (backend/engine/threads.py).
+    program_start = argv is None
     args = parser.parse_args(argv)
+    args.program_start = program_start
     if not hasattr(args, "_run"):
         parser.print_help()
         return 2

@@ -10,7 +10,19 @@ from __future__ import annotations
 import argparse
 from types import ModuleType
 
-from bench import context, engine, model, paper, region, service, training
+from bench import (
+    context,
+    engine,
+    model,
+    paper,
+    phrases,
+    precision,
+    region,
+    runtimes,
+    service,
+    startup,
+    training,
+)
 from bench.record import record_section
 
 HELP = "run a benchmark"
@@ -22,6 +34,10 @@ BENCHMARKS: dict[str, tuple[ModuleType, str]] = {
     "service": (service, "Service (`rs2sam2 bench service`)"),
     "region": (region, "Small-region fine-tuning (`rs2sam2 bench region`)"),
     "paper": (paper, "The paper's model (`rs2sam2 bench paper`)"),
+    "precision": (precision, "Precision modes (`rs2sam2 bench precision`)"),
+    "phrases": (phrases, "Many phrases (`rs2sam2 bench phrases`)"),
+    "startup": (startup, "Command-line start-up (`rs2sam2 bench startup`)"),
+    "runtimes": (runtimes, "CPU inference runtimes (`rs2sam2 bench runtimes`)"),
     "context": (context, "What area the model sees (`rs2sam2 bench context`)"),
 }
 

@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.set_defaults(device="cpu")
     parser.add_argument("--tolerance", type=float, default=2.0, help="boundary F tolerance, pixels")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    # --threads comes with the model arguments (default: the physical cores); this benchmark uses one.
+    parser.set_defaults(threads=1)
 
 
 @dataclass
@@ -289,7 +290,7 @@ def run(args: argparse.Namespace) -> str:
     from backend.engine.tiling import plan_tiles
 
     torch.set_num_threads(args.threads)
-    model = load_model_from_args(args)
+    model, _threads = load_model_from_args(args)
     rows, count, prompt_effect = measure(args, model)
     side = model.input_size
     tiles = len(plan_tiles(args.size, args.size, side, round(side / 8)))

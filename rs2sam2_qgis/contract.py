@@ -435,6 +435,8 @@ class ModelInfo:
     preset: str | None
     input_size: int
     device: str
+    precision: str = ""  # fp32, bf16 or int8 as it runs ("" from servers before these fields)
+    threads: int = 0  # the backend's CPU threads for the model (0: not reported)
 
 
 @dataclass(frozen=True)
@@ -469,6 +471,8 @@ class Health:
                 preset=model.get("preset") or None,
                 input_size=int(model.get("input_size") or 0),
                 device=str(model.get("device", "")),
+                precision=str(model.get("precision") or ""),
+                threads=int(model.get("threads") or 0),
             ),
             busy=bool(data.get("busy", False)),
             allow_paths=bool(data.get("allow_paths", False)),

@@ -390,9 +390,20 @@ class SegmentDock(QgsDockWidget):
         model = health.model_id or health.preset or "?"
         busy = self.tr(", busy") if health.busy else ""
         self.backend_label.setText(
-            self.tr("Backend: connected — {} on {}{}").format(model, health.device, busy)
+            self.tr("Backend: connected — {} on {}{}{}").format(
+                model, health.device, self._runtime_text(health.model), busy
+            )
         )
         self.backend_label.setToolTip(self.tr("{} (version {})").format(self.backend_url(), health.version))
+
+    def _runtime_text(self, model) -> str:
+        """How the backend computes, as its health says: " (bf16, 2 threads)"; empty from older servers."""
+        parts = [model.precision] if model.precision else []
+        if model.threads:
+            parts.append(
+                self.tr("1 thread") if model.threads == 1 else self.tr("{} threads").format(model.threads)
+            )
+        return f" ({', '.join(parts)})" if parts else ""
 
     @guarded
     def start_local_backend(self) -> None:

@@ -19,6 +19,8 @@ from .contract import DEFAULT_HOST, DEFAULT_PORT
 from .resources import PLUGIN_DIR, SETTINGS_PREFIX
 
 SEND_MODES = ("auto", "path", "upload")  # how a file-based raster travels to the backend
+# The local backend's `serve --precision` choices (backend/model/precision.py); "auto" is its default.
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 HISTORY_LENGTH = 20
 
 
@@ -74,6 +76,11 @@ class PluginSettings:
     # The local backend may read rasters by path under this folder (the filesystem root by default:
     # only the plugin holds its token). Empty: it only takes uploads.
     local_allow_path: str = field(default_factory=lambda: Path.home().anchor or "/")
+    # How the local backend computes: `serve --precision` (auto: the backend picks; fp32, bf16 — CPUs
+    # with native bf16 and GPUs only —, int8 on the CPU) and `--threads` (0: the backend's default, one
+    # per physical core). Defaults are left off the command, so an older backend still starts.
+    local_precision: str = "auto"
+    local_threads: int = 0
     # The first start after the set-up imports torch without bytecode yet: minutes on a slow machine.
     startup_timeout_s: int = 300
     # What is sent: "auto" sends a file path when the backend says it accepts paths and runs on this
@@ -114,6 +121,9 @@ class PluginSettings:
         settings = cls(**values)
         if settings.send_mode not in SEND_MODES:
             settings.send_mode = "auto"
+        if settings.local_precision not in PRECISIONS:
+            settings.local_precision = "auto"
+        settings.local_threads = max(0, settings.local_threads)
         return settings
 
     def save(self, store: QgsSettings | None = None) -> None:
@@ -169,6 +179,10 @@ class PluginSettings:
             args += ["--checkpoint", self.checkpoint.strip()]
         elif self.preset.strip():
             args += ["--preset", self.preset.strip()]
+        if self.local_precision != "auto":
+            args += ["--precision", self.local_precision]
+        if self.local_threads > 0:
+            args += ["--threads", str(self.local_threads)]
         return self.local_python(), args
 
 

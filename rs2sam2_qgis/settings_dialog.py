@@ -25,7 +25,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .model_manager import ModelManager
-from .settings import SEND_MODES, PluginSettings, default_setup_folder, legacy_token
+from .settings import PRECISIONS, SEND_MODES, PluginSettings, default_setup_folder, legacy_token
 from .setup_controller import env_status
 from .torch_build import BUILDS
 
@@ -104,6 +104,7 @@ class SettingsDialog(QDialog):
         local_form.addRow(tr("Working folder"), self.workdir_edit)
         local_form.addRow(tr("Port"), self.port_spin)
         local_form.addRow(tr("Readable folder"), self.allow_path_edit)
+        self._add_speed_rows(settings, local, local_form)
         layout.addWidget(local)
         self.allow_local_check = QCheckBox(
             tr("Processing may start the local backend when no backend answers"), tab
@@ -112,6 +113,33 @@ class SettingsDialog(QDialog):
         layout.addWidget(self.allow_local_check)
         layout.addWidget(self._output_group(settings, tab))
         return tab
+
+    def _add_speed_rows(self, settings: PluginSettings, parent: QWidget, form: QFormLayout) -> None:
+        """Precision and CPU threads of the local backend (`serve --precision`, `--threads`); a change
+        restarts a running local backend, as a model switch does."""
+        self.precision_combo = QComboBox(parent)
+        labels = {
+            "auto": tr("Automatic (the fastest that agrees with full precision)"),
+            "fp32": tr("fp32 (full precision)"),
+            "bf16": tr("bf16 (CPUs with native bf16, GPUs)"),
+            "int8": tr("int8 (CPU only)"),
+        }
+        for mode in PRECISIONS:
+            self.precision_combo.addItem(labels[mode], mode)
+        self.precision_combo.setCurrentIndex(max(0, self.precision_combo.findData(settings.local_precision)))
+        self.precision_combo.setToolTip(
+            tr(
+                "How the model computes. bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX) or a GPU; "
+                "elsewhere the backend refuses to start with it."
+            )
+        )
+        self.threads_spin = QSpinBox(parent)
+        self.threads_spin.setRange(0, 256)
+        self.threads_spin.setSpecialValueText(tr("automatic (one per physical core)"))
+        self.threads_spin.setValue(settings.local_threads)
+        self.threads_spin.setToolTip(tr("CPU threads the model uses; fewer leave cores free for QGIS"))
+        form.addRow(tr("Precision"), self.precision_combo)
+        form.addRow(tr("CPU threads"), self.threads_spin)
 
     def _output_group(self, settings: PluginSettings, parent: QWidget) -> QGroupBox:
         output = QGroupBox(tr("Sending and results"), parent)
@@ -214,6 +242,8 @@ class SettingsDialog(QDialog):
             working_dir=self.workdir_edit.filePath().strip(),
             local_port=self.port_spin.value(),
             local_allow_path=self.allow_path_edit.filePath().strip(),
+            local_precision=self.precision_combo.currentData(),
+            local_threads=self.threads_spin.value(),
             send_mode=self.send_combo.currentData(),
             output_gpkg=gpkg,
             request_timeout_s=self.timeout_spin.value(),

@@ -70,7 +70,13 @@ def main(argv: list[str]) -> int:
     import backend.engine.model_loading as model_loading
     from backend.cli import main as rs2sam2
 
-    def load_standin(preset: str | None, checkpoint: str | None, device: str, model: str | None = None):
+    def load_standin(
+        preset: str | None,
+        checkpoint: str | None,
+        device: str,
+        model: str | None = None,
+        precision: str = "auto",
+    ):
         return _model()
 
     model_loading.load_model = load_standin  # what `serve` and `segment` call to load their model

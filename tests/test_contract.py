@@ -184,3 +184,27 @@ def test_panel_widgets_are_the_contract(qgis_iface):
     finally:
         dock.shutdown()
         dock.deleteLater()
+
+
+def test_health_reads_precision_and_threads_and_stays_lenient_with_older_servers():
+    new = contract.Health.from_json(
+        {
+            "version": "0.2",
+            "model": {
+                "id": "m",
+                "preset": "tiny",
+                "input_size": 1024,
+                "device": "cpu",
+                "precision": "bf16",
+                "threads": 4,
+            },
+            "busy": False,
+            "allow_paths": True,
+            "max_upload_mb": 1024,
+        }
+    )
+    assert (new.model.precision, new.model.threads) == ("bf16", 4)
+    old = contract.Health.from_json(
+        {"version": "0.1", "model": {"id": "m", "preset": None, "input_size": 128, "device": "cpu"}}
+    )
+    assert (old.model.precision, old.model.threads, old.model_id) == ("", 0, "m")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def write_json_atomically(path: Path, data: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backend.engine.model_loading import load_model_from_args
+    from backend.engine.model_loading import load_model_from_args, runtime_line
     from backend.errors import UserError
     from training.data.specs import DataSpec, open_datasets
     from training.evaluate import EvaluationConfig, evaluate
@@ -88,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be at least 1")
     config = EvaluationConfig(protocol=args.protocol, limit=args.limit)
-    segmenter = load_model_from_args(args)
+    segmenter, threads = load_model_from_args(args)
+    print(f"rs2sam2 evaluate: {runtime_line(segmenter, threads)}", file=sys.stderr, flush=True)
     whole = args.split == "all"
     if whole and any(DataSpec.parse(spec).kind != "region" for spec in args.data):
         raise UserError("--split all is for regions; benchmarks and synthetic data have train, val and test")

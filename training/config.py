@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.errors import UserError
-from backend.model.losses import LossConfig
+from backend.model.loss_config import LossConfig
 from training.data.specs import SPEC_HELP
 
 SCHEDULES = ("cosine", "constant", "step")

@@ -94,7 +94,7 @@ def options_from_args(args: argparse.Namespace) -> SegmentOptions:
 
 def run(args: argparse.Namespace) -> int:
     from backend.engine import distributed
-    from backend.engine.model_loading import load_model
+    from backend.engine.model_loading import load_model, runtime_line, threads_from_args
     from backend.engine.segment import clean_phrases
     from backend.engine.writers import resolve_target
 
@@ -111,7 +111,10 @@ def run(args: argparse.Namespace) -> int:
     device = args.device
     if rank is not None and device.startswith("cuda") and ":" not in device:
         device = f"cuda:{rank.local_rank}"
-    model = load_model(args.preset, args.checkpoint, device, model=args.model)
+    threads = threads_from_args(args)
+    model = load_model(args.preset, args.checkpoint, device, model=args.model, precision=args.precision)
+    if not args.quiet and (rank is None or rank.is_main):
+        print(f"rs2sam2 segment: {runtime_line(model, threads)}", file=sys.stderr, flush=True)
     if rank is not None:
         distributed.start(rank)
     try:

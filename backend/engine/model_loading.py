@@ -3,8 +3,10 @@
 Every command that runs a model (`segment`, `serve`, `evaluate`) offers the same choice, declared once
 here: `--model NAME` (a model by name: the bundled demo, the paper's published models once cached, …;
 `rs2sam2 weights list` shows them), `--preset NAME` (an untrained model of a preset) or `--checkpoint
-FILE` (a trained checkpoint, or a published model folder), and `--device`. Device choice ("auto" → CUDA
-when present; "cuda" without a GPU refused) and checkpoint reading live in the model package's factory.
+FILE` (a trained checkpoint, or a published model folder), `--device`, `--precision` and `--threads`.
+Device choice ("auto" → CUDA when present; "cuda" without a GPU refused), precision modes
+(backend/model/precision.py) and checkpoint reading live in the model package; the thread count in
+backend/engine/threads.py.
 """
 
 from __future__ import annotations
@@ -13,10 +15,18 @@ import argparse
 from pathlib import Path
 
 from backend.bundled import DEMO_CHECKPOINT
+from backend.engine.threads import ThreadChoice, apply_threads
 from backend.errors import UserError
 from backend.model.api import PhraseSegmenter
 
 DEVICE_HELP = "auto (CUDA when there is a GPU, else the CPU), cpu or cuda[:N] (default: auto)"
+# The same names as backend.model.precision.PRECISIONS (not imported: it would import torch for --help).
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+PRECISION_HELP = (
+    "auto (the fastest mode whose masks agree with fp32: bf16 on CPUs with native bf16 and on GPUs, "
+    "else fp32), fp32, bf16 or int8 (CPU only) (default: auto)"
+)
+THREADS_HELP = "CPU threads for the model (default: the physical cores, or OMP_NUM_THREADS when it is set)"
 
 
 def add_model_arguments(
@@ -34,6 +44,8 @@ def add_model_arguments(
         "--checkpoint", help="a trained checkpoint (.safetensors) or a published model folder"
     )
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
+    parser.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
 
 
 def default_checkpoint() -> Path | None:
@@ -43,29 +55,55 @@ def default_checkpoint() -> Path | None:
 
 
 def load_model(
-    preset: str | None, checkpoint: str | None, device: str, model: str | None = None
+    preset: str | None,
+    checkpoint: str | None,
+    device: str,
+    model: str | None = None,
+    precision: str = "fp32",
 ) -> PhraseSegmenter:
     if model is not None:
         from backend.weights.models import load_named_predictor
 
-        return load_named_predictor(model, device=device)
+        return load_named_predictor(model, device=device, precision=precision)
     if preset is None and checkpoint is None and (bundled := default_checkpoint()) is not None:
         checkpoint = str(bundled)
     if checkpoint is not None and not Path(checkpoint).exists():
         raise UserError(f"no such checkpoint file or model folder: {checkpoint}")
     from backend.model.factory import load_predictor
 
-    return load_predictor(preset=preset, checkpoint=checkpoint, device=device)
+    return load_predictor(preset=preset, checkpoint=checkpoint, device=device, precision=precision)
 
 
-def load_model_from_args(args: argparse.Namespace) -> PhraseSegmenter:
-    return load_model(args.preset, args.checkpoint, args.device, model=args.model)
+def threads_from_args(args: argparse.Namespace) -> ThreadChoice:
+    """Set torch's CPU threads for this entry point (`program_start` is set by backend.cli.main when the
+    process was started from the command line, not called in-process)."""
+    return apply_threads(args.threads, bool(getattr(args, "program_start", False)))
+
+
+def load_model_from_args(args: argparse.Namespace) -> tuple[PhraseSegmenter, ThreadChoice]:
+    """The model the arguments ask for, with the CPU threads set for it (both for the first line)."""
+    threads = threads_from_args(args)
+    model = load_model(args.preset, args.checkpoint, args.device, model=args.model, precision=args.precision)
+    return model, threads
 
 
 def model_device(model: PhraseSegmenter, fallback: str = "cpu") -> str:
     """The device a model runs on, for reports (stand-ins have none)."""
     device = getattr(model, "device", None)
     return str(device) if device is not None else fallback
+
+
+def model_precision(model: PhraseSegmenter) -> str:
+    """The precision mode a model runs in ("fp32", "bf16", "int8"; "" for stand-ins that have none)."""
+    precision = getattr(model, "precision", None)
+    return str(getattr(precision, "name", precision or ""))
+
+
+def runtime_line(model: PhraseSegmenter, threads: ThreadChoice) -> str:
+    """What runs, for an entry point's first line: model, device, precision (and why), CPU threads."""
+    precision = getattr(model, "precision", None)
+    described = precision.describe() if hasattr(precision, "describe") else (precision or "fp32")
+    return f"model {model.model_id} on {model_device(model)}, precision {described}, " f"{threads.describe()}"
 
 
 def model_preset(model: PhraseSegmenter, requested: str | None = None) -> str | None:

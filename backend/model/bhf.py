@@ -4,7 +4,8 @@ The adapters are not submodules of SAM 2 (they live in `RS2SAM2.adapters`), so S
 and state-dict keys stay exactly those of the `sam2` package and official checkpoints load unchanged.
 They act through forward hooks on each block's own modules:
 
-- a pre-hook on the block records its input grid (to undo/redo the window partition);
+- a pre-hook on the block records its input grid (to undo/redo the window partition) and gives one
+  image shared by several phrases a copy per phrase (so the work before the first block is shared);
 - a hook on `block.attn` adds the fusion output to the attention output A (before the residual),
   computed on the full H·W grid of each image, and advances the shared text state T_i → T_{i+1};
 - a hook on `block.mlp` adds the parallel MLP adapter on the block's MLP input LN2(x).
@@ -115,44 +116,66 @@ def attach_adapters(trunk: Hiera, adapters: nn.ModuleList, state: TextState) -> 
         raise ValueError(f"{len(adapters)} adapters for {len(trunk.blocks)} Hiera blocks")
     handles: list[RemovableHandle] = []
     for index, (block, adapter) in enumerate(zip(trunk.blocks, adapters)):
-        handles.append(block.register_forward_pre_hook(_record_grid(index, state)))
-        handles.append(block.attn.register_forward_hook(_fuse_attention(index, block, adapter.fusion, state)))
-        handles.append(block.mlp.register_forward_hook(_add_mlp_adapter(adapter.mlp, state)))
+        handles.append(block.register_forward_pre_hook(_RecordGrid(index, state)))
+        handles.append(block.attn.register_forward_hook(_FuseAttention(index, block, adapter.fusion, state)))
+        handles.append(block.mlp.register_forward_hook(_AddMLPAdapter(adapter.mlp, state)))
     return handles
 
 
-def _record_grid(index: int, state: TextState):
-    def hook(block: nn.Module, args: tuple) -> None:
-        if state.active:
-            state.grids[index] = (args[0].shape[1], args[0].shape[2])
-
-    return hook
+# The hooks are small objects rather than closures so that `copy.deepcopy(model)` copies them with the
+# model: a closure would be shared by the copy and keep acting on the original's adapters and text state.
 
 
-def _fuse_attention(index: int, block: MultiScaleBlock, fusion: FusionAdapter, state: TextState):
-    def hook(attn: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+@dataclass(eq=False)
+class _RecordGrid:
+    index: int
+    state: TextState
+
+    def __call__(self, block: nn.Module, args: tuple) -> tuple | None:
+        state = self.state
+        if not state.active:
+            return None
+        x = args[0]
+        state.grids[self.index] = (x.shape[1], x.shape[2])
+        phrases = state.text.shape[0]
+        if x.shape[0] == 1 and phrases > 1:
+            # One image for several phrases: everything before the first block (patch embedding,
+            # positions) ran once; from here on the text differs, so each phrase gets its own copy.
+            return (x.expand(phrases, -1, -1, -1), *args[1:])
+        return None
+
+
+@dataclass(eq=False)
+class _FuseAttention:
+    index: int
+    block: MultiScaleBlock
+    fusion: FusionAdapter
+    state: TextState
+
+    def __call__(self, attn: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        state, block = self.state, self.block
         if not state.active:
             return None  # plain SAM 2 (no text given)
-        height, width = state.grids[index]
+        height, width = state.grids[self.index]
         window = block.window_size
         if block.q_stride:
             # The block pools queries: its output grid and window shrink by the stride.
             height, width = height // block.q_stride[0], width // block.q_stride[1]
             window = window // block.q_stride[0]
         if block.window_size <= 0:
-            return output + fusion(output, state)
+            return output + self.fusion(output, state)
         padded = (height + (-height) % window, width + (-width) % window)
         full = window_unpartition(output, window, padded, (height, width))
-        delta = fusion(full, state)
+        delta = self.fusion(full, state)
         return output + window_partition(delta, window)[0]
 
-    return hook
 
+@dataclass(eq=False)
+class _AddMLPAdapter:
+    mlp_adapter: MLPAdapter
+    state: TextState
 
-def _add_mlp_adapter(mlp_adapter: MLPAdapter, state: TextState):
-    def hook(mlp: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
-        if not state.active:
+    def __call__(self, mlp: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        if not self.state.active:
             return None
-        return output + mlp_adapter(args[0])
-
-    return hook
+        return output + self.mlp_adapter(args[0])

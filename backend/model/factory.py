@@ -9,6 +9,7 @@ import torch
 from backend.errors import UserError
 from backend.model.checkpoint import check_expected, load_paper_file, read_checkpoint
 from backend.model.clip_loading import build_clip
+from backend.model.precision import resolve_precision
 from backend.model.presets import ModelConfig, get_preset
 from backend.model.rs2sam2 import RS2SAM2
 from backend.model.sam2_loading import SAM2ImageParts, build_sam2_model
@@ -53,15 +54,17 @@ def build_model(config: ModelConfig | str = DEFAULT_PRESET, device: str = "cpu")
     return model.to(resolve_device(device)).train()
 
 
-def make_predictor(model, model_id: str):
-    """The PhraseSegmenter for a built model of either family."""
+def make_predictor(model, model_id: str, precision: str = "fp32"):
+    """The PhraseSegmenter for a built model of either family, prepared for `precision` (fp32, bf16, int8
+    or auto: backend/model/precision.py; a mode the device cannot run is a UserError)."""
+    mode = resolve_precision(precision, model.device, image_size=model.config.image_size)
     if model.config.family == "paper":
         from backend.model.paper.predictor import PaperPredictor
 
-        return PaperPredictor(model, model_id=model_id)
+        return PaperPredictor(model, model_id=model_id, precision=mode)
     from backend.model.predictor import RS2SAM2Predictor
 
-    return RS2SAM2Predictor(model, model_id=model_id)
+    return RS2SAM2Predictor(model, model_id=model_id, precision=mode)
 
 
 def load_predictor(
@@ -69,37 +72,42 @@ def load_predictor(
     checkpoint: str | Path | None = None,
     device: str = "auto",
     model_id: str | None = None,
+    precision: str = "fp32",
 ):
     """A PhraseSegmenter: an RS2-SAM 2 checkpoint (its own config; a published model folder also works),
-    or a preset's fresh model. Models by name (`paper-rrsisd` …) are resolved one layer up, by
+    or a preset's fresh model, in `precision` (see `make_predictor`; the entry points default to auto).
+    Models by name (`paper-rrsisd` …) are resolved one layer up, by
     `backend.weights.models.load_named_predictor`.
 
     With a preset and a checkpoint, the checkpoint must have that preset's architecture.
     """
     target = resolve_device(device)
+    resolve_precision(precision, target)  # refuse a mode this device cannot run before loading anything
     if checkpoint is not None and Path(checkpoint).is_dir():
-        return _published_folder_predictor(Path(checkpoint), preset, str(target), model_id)
+        return _published_folder_predictor(Path(checkpoint), preset, str(target), model_id, precision)
     if checkpoint is not None:
         expected = get_preset(preset) if preset else None
         built, _ = load_checkpoint(checkpoint, device=str(target), expected=expected)
-        return make_predictor(built, model_id or Path(checkpoint).stem)
+        return make_predictor(built, model_id or Path(checkpoint).stem, precision)
     config = get_preset(preset or DEFAULT_PRESET)
     if config.family == "paper":
         raise UserError(
             f"{config.name} needs its published weights: rs2sam2 weights download --model {config.name}"
         )
     built = build_model(config, device=str(target)).eval()
-    return make_predictor(built, model_id or f"rs2sam2-{config.name}-untrained")
+    return make_predictor(built, model_id or f"rs2sam2-{config.name}-untrained", precision)
 
 
-def _published_folder_predictor(folder: Path, preset: str | None, device: str, model_id: str | None):
+def _published_folder_predictor(
+    folder: Path, preset: str | None, device: str, model_id: str | None, precision: str
+):
     from backend.model.paper.folder import load_published_folder
     from backend.weights.paper import model_for_folder
 
     known = preset or model_for_folder(folder)
     # Both published models share one architecture, so an unrecognised folder loads as either.
     built = load_published_folder(folder, get_preset(known or "paper-rrsisd"), device=device)
-    return make_predictor(built, model_id or known or folder.name)
+    return make_predictor(built, model_id or known or folder.name, precision)
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu", expected: ModelConfig | None = None):

@@ -6,36 +6,14 @@ two-class CE with class weights (bg 0.9, fg 1.1) is the weighted BCE on z.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from backend.model.loss_config import LossConfig
 from backend.model.rs2sam2 import RS2SAM2Output
 
-
-@dataclass(frozen=True)
-class LossConfig:
-    ce_weight: float = 0.9  # λ_ce (reference code; the paper says 1)
-    dice_weight: float = 0.1
-    # "both": Dice summed over the object and background classes, as the reference. "foreground": Dice of
-    # the object only — its gradient does not fade when objects are small, which lets a model trained
-    # from scratch leave the all-background start sooner (measured in training/README.md).
-    dice_classes: Literal["both", "foreground"] = "both"
-    tbl_weight: float = 0.2
-    background_weight: float = 0.9  # CE class weights
-    foreground_weight: float = 1.1
-    # "soft": boundary of σ(z) with the bounded per-sample weight — gradient reaches the mask.
-    # "reference": boundary of the hard prediction (z > 0) with the raw weight, as published: the
-    # mask gets no gradient from TBL and w is pushed toward 0. Kept for comparison.
-    tbl_mode: Literal["soft", "reference"] = "soft"
-    # BCE on the MPG pseudo-mask. Off by default, as in the reference: measured on synthetic scenes it
-    # changes neither how fast the masks are learnt nor held-out mIoU; it only makes the pseudo-mask an
-    # interpretable localisation map (backend/model/README.md, "Auxiliary loss").
-    aux_weight: float = 0.0
-    smooth: float = 1.0  # Dice smoothing
+__all__ = ["LossConfig", "RS2SAM2Loss", "boundary_map", "dice_loss", "text_boundary_loss", "weighted_bce"]
 
 
 def weighted_bce(

@@ -29,10 +29,13 @@ class MaskPromptGenerator(nn.Module):
 
 
 def pseudo_mask_to_prompt(pseudo_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """σ(P) resized (bilinear, antialiased) to SAM 2's mask-prompt size (4× the embedding grid)."""
-    return F.interpolate(
-        torch.sigmoid(pseudo_logits), size=size, mode="bilinear", align_corners=False, antialias=True
+    """σ(P) resized (bilinear, antialiased) to SAM 2's mask-prompt size (4× the embedding grid).
+
+    Resized in fp32 (torch's antialiased resize has no bf16 kernel on the CPU), returned in P's dtype."""
+    prompt = F.interpolate(
+        torch.sigmoid(pseudo_logits.float()), size=size, mode="bilinear", align_corners=False, antialias=True
     )
+    return prompt.to(pseudo_logits.dtype)
 
 
 class TextGate(nn.Module):

@@ -1,15 +1,175 @@
-"""Mixed precision for the model's forward passes, decided in one place for inference and training."""
+"""Numeric precision of the model's forward passes, decided in one place for inference and training.
+
+Inference runs in one of three modes (`--precision` of the entry points; `auto` picks one):
+
+- `fp32`: full precision, the reference's inference precision.
+- `bf16`: on the CPU, the heavy parts' weights are stored in bf16 and the forward runs under bf16
+  autocast (oneDNN's AVX512-BF16/AMX kernels); only on CPUs with native bf16 instructions, where it is
+  about twice as fast as fp32 (docs/benchmarks.md) — elsewhere bf16 is emulated and slower, so it is
+  refused. On a GPU: bf16 autocast, or fp16 autocast on GPUs without bf16, with fp32 weights.
+- `int8`: dynamic int8 quantisation of the heavy parts' linear layers (weights int8, activations
+  quantised per call), CPU only.
+
+`auto` is a rule, not a measurement at load time (that would cost seconds per start): the fastest mode
+whose masks agreed with fp32 (mask IoU ≥ AGREEMENT_IOU) on the reference set of `rs2sam2 bench precision`
+— bf16 where the hardware has it natively, fp32 elsewhere (int8 measured slower or not agreeing; see
+docs/benchmarks.md). The benchmark checks the rule against its own measurements on each run.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from torch import nn
+
+from backend.errors import UserError
+
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+AGREEMENT_IOU = 0.97  # a mode is acceptable when its masks agree with fp32's at least this well
+# CPU flags of native bf16 arithmetic (dot products in bf16 with fp32 accumulation).
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+CPUINFO = Path("/proc/cpuinfo")
+# Below this input side `auto` keeps fp32 on the CPU: measured, the bundled demo model (128 px) ran
+# slower in bf16 than in fp32, `tiny` at 1024 px about twice as fast (docs/benchmarks.md).
+BF16_MIN_IMAGE_SIZE = 512
+
+
+def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
+    """The CPU's feature flags as the kernel reports them (empty where there is no /proc/cpuinfo)."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
+    return bool(set(NATIVE_BF16_FLAGS) & (cpu_flags() if flags is None else flags))
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The precision a predictor runs in: what was asked for, what runs, and why."""
+
+    name: str  # "fp32", "bf16" or "int8": what runs
+    device_type: str  # "cpu" or "cuda"
+    requested: str = ""  # what was asked for ("auto", or the same as name)
+    reason: str = ""  # why `auto` chose it, or what the mode means on this device
+    convert_weights: bool = False  # store the heavy parts' weights in the low precision
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        if self.name != "bf16":
+            return None
+        if self.device_type == "cuda" and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return torch.bfloat16
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        dtype = self.autocast_dtype
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=dtype)
+
+    def describe(self) -> str:
+        """One phrase for a status line, e.g. "bf16 (auto: native bf16 on this CPU)"."""
+        detail = f"{self.requested}: {self.reason}" if self.requested == "auto" else self.reason
+        return f"{self.name} ({detail})" if detail else self.name
+
+
+def resolve_precision(
+    requested: str,
+    device: torch.device | str,
+    flags: frozenset[str] | None = None,
+    image_size: int | None = None,
+) -> Precision:
+    """The precision to run for a request on a device; a mode the device cannot run is one UserError.
+
+    `image_size`: the model's input side (`auto` keeps fp32 on the CPU for small models, where bf16's
+    casts cost more than its kernels save). `flags` replaces the CPU's own flags (tests simulate CPUs
+    with and without bf16 this way).
+    """
+    name = (requested or "auto").lower()
+    device_type = torch.device(device).type
+    if name not in PRECISIONS:
+        raise UserError(f"Unknown precision {requested!r}; use {', '.join(PRECISIONS)}.")
+    if device_type == "cuda":
+        return _resolve_on_gpu(name)
+    native_bf16 = cpu_has_native_bf16(flags)
+    if name == "auto":
+        if not native_bf16:
+            return Precision("fp32", "cpu", "auto", "this CPU has no native bf16")
+        if image_size is not None and image_size < BF16_MIN_IMAGE_SIZE:
+            return Precision("fp32", "cpu", "auto", f"bf16 does not pay below {BF16_MIN_IMAGE_SIZE} px")
+        return Precision("bf16", "cpu", "auto", "native bf16 on this CPU", convert_weights=True)
+    if name == "bf16" and not native_bf16:
+        raise UserError(
+            "--precision bf16 needs a CPU with native bf16 instructions (AVX512-BF16 or AMX), which this "
+            "one lacks (it would be emulated and slower than fp32); use --precision fp32 or int8."
+        )
+    reasons = {"fp32": "", "bf16": "native bf16 on this CPU", "int8": "dynamic int8 linear layers"}
+    return Precision(name, "cpu", name, reasons[name], convert_weights=name == "bf16")
+
+
+def _resolve_on_gpu(name: str) -> Precision:
+    if name == "int8":
+        raise UserError("--precision int8 runs on the CPU only; use bf16 or fp32 on a GPU.")
+    if name == "fp32":
+        return Precision("fp32", "cuda", "fp32")
+    kind = "bf16" if torch.cuda.is_bf16_supported() else "fp16 (this GPU has no bf16)"
+    return Precision("bf16", "cuda", name, f"{kind} autocast")
+
+
+def training_precision(device: torch.device) -> Precision:
+    """What training and a predictor built around a live model use: bf16 autocast on CUDA GPUs (the
+    reference trains in bf16), fp32 on the CPU; never changes the model's weights."""
+    if device.type == "cuda":
+        return Precision("bf16", "cuda", "bf16", "bf16 autocast")
+    return Precision("fp32", device.type, "fp32")
 
 
 def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA GPUs (the reference trains in bf16); full fp32 on the CPU, where bf16
-    autocast is slower than fp32 without native bf16 kernels (docs/benchmarks.md)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """Training's mixed precision (see `training_precision`)."""
+    return training_precision(device).autocast()
+
+
+def apply_precision(parts: list[nn.Module], precision: Precision) -> None:
+    """Prepare a model's heavy parts (its `low_precision_parts()`) for inference in `precision`, in place.
+
+    bf16: their weights become bf16 (half the memory; no cast per call under autocast). int8: their
+    linear layers become dynamically quantised ones. The rest of the model (prompt encoder, decoder,
+    small heads) keeps fp32 weights and runs under autocast.
+    """
+    if precision.name == "bf16" and precision.convert_weights:
+        for part in parts:
+            part.to(torch.bfloat16)
+    elif precision.name == "int8":
+        with warnings.catch_warnings():
+            # torch.ao.quantization is deprecated in favour of torchao, yet complete in the pinned torch.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", message=".*quantiz", category=UserWarning)
+            for part in parts:
+                _quantize_linears(part)
+
+
+def _quantize_linears(module: nn.Module) -> None:
+    """Replace every nn.Linear below `module` by its dynamically quantised int8 version, except inside
+    nn.TransformerEncoderLayer, whose fast path reads `linear.weight` as a tensor."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    from torch.ao.quantization import default_dynamic_qconfig
+
+    for name, child in module.named_children():
+        if isinstance(child, nn.TransformerEncoderLayer):
+            continue
+        if type(child) is nn.Linear:
+            child.qconfig = default_dynamic_qconfig
+            setattr(module, name, DynamicLinear.from_float(child))
+        else:
+            _quantize_linears(child)

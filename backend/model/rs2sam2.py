@@ -63,6 +63,11 @@ class RS2SAM2(nn.Module):
     def device(self) -> torch.device:
         return self.text_proj.weight.device
 
+    def low_precision_parts(self) -> list[nn.Module]:
+        """The parts that hold nearly all the weights and compute, run in bf16/int8 by those precision
+        modes (backend/model/precision.py): SAM 2's image encoder, its adapters and the union encoder."""
+        return [self.sam.image_encoder, self.adapters, self.union]
+
     # ---- forward ------------------------------------------------------------------------------
     def forward(
         self,
@@ -90,8 +95,8 @@ class RS2SAM2(nn.Module):
         boundary_logit = self.boundary_head(text0[:, 0]).squeeze(-1)
         sparse = self.sparse_proj(union.cls)  # (B, 1, d)
 
-        if sam_images.shape[0] == 1 and batch > 1:
-            sam_images = sam_images.expand(batch, -1, -1, -1)
+        # One image for several phrases stays one image up to the first Hiera block, where the text enters
+        # (bhf.py): SAM 2's patch embedding and positions run once and are shared by the phrases.
         embedding, high_res = self._encode_image_with_text(sam_images, text0, padding)
         position = self.sam.sam_prompt_encoder.get_dense_pe()
         embedding = self.text_gate(embedding, position, text0, padding)

@@ -60,16 +60,28 @@ def load_official_sam2(model: SAM2Base, path: str | Path) -> None:
     model.load_state_dict(state)
 
 
+class NoPositionEncoding(nn.Module):
+    """Stands in for the FPN neck's sine position encodings, which only SAM 2's video memory reads.
+
+    The neck computes one per level (at 1024 px a 256×256×256 map, repeated per image and cast), about a
+    tenth of a `tiny` tile in bf16 (docs/benchmarks.md); the image model never uses them. Holds no
+    weights, so the state dict is unchanged."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(())
+
+
 class SAM2ImageParts(nn.Module):
     """The image-segmentation parts of a SAM2Base, under their original attribute names.
 
     State-dict keys are those of the official checkpoints (`image_encoder.trunk.blocks.0.attn.qkv.weight`
-    …); the video memory modules are dropped.
+    …); the video memory modules are dropped, and with them the neck's position encodings.
     """
 
     def __init__(self, sam: SAM2Base):
         super().__init__()
         self.image_encoder = sam.image_encoder
+        self.image_encoder.neck.position_encoding = NoPositionEncoding()
         self.sam_prompt_encoder = sam.sam_prompt_encoder
         self.sam_mask_decoder = sam.sam_mask_decoder
         self.no_mem_embed = sam.no_mem_embed

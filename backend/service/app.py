@@ -17,11 +17,14 @@ from backend.service.jobs import JobManager
 from backend.service.parsing import RequestParser
 from backend.service.routes import router
 from backend.service.security import BearerTokenMiddleware, BodySizeLimitMiddleware
-from backend.service.state import ServiceState
+from backend.service.state import ServiceState, current_threads
 
 
-def create_app(config: ServiceConfig, model: PhraseSegmenter, device: str) -> FastAPI:
-    """The service for one model: its job worker starts and stops with the app's lifespan."""
+def create_app(
+    config: ServiceConfig, model: PhraseSegmenter, device: str, threads: int | None = None
+) -> FastAPI:
+    """The service for one model, kept in memory for every request: its job worker starts and stops with
+    the app's lifespan. `threads`: torch's CPU threads, for /health (default: as torch has them now)."""
     upload_dir = Path(tempfile.mkdtemp(prefix="rs2sam2-uploads-"))
     jobs = JobManager(
         model,
@@ -29,7 +32,9 @@ def create_app(config: ServiceConfig, model: PhraseSegmenter, device: str) -> Fa
         max_per_client=config.max_jobs_per_client,
         time_limit_s=config.job_time_limit_s,
     )
-    state = ServiceState(config, model, device, jobs, RequestParser(config, model, upload_dir), upload_dir)
+    parser = RequestParser(config, model, upload_dir)
+    threads = current_threads() if threads is None else threads
+    state = ServiceState(config, model, device, jobs, parser, upload_dir, threads)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):

@@ -1,6 +1,7 @@
 """Run the model behind a local HTTP API (docs/service-api.md).
 
   rs2sam2 serve [--host 127.0.0.1] [--port 8765] [--model NAME | --checkpoint FILE] [--device auto]
+                [--precision auto] [--threads N]
 
 Binds to 127.0.0.1 by default. Any other address needs a bearer token (--token or the RS2SAM2_TOKEN
 environment variable), or the server refuses to start. Server-side raster paths are accepted only
@@ -180,6 +181,8 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         preset=args.preset,
         checkpoint=args.checkpoint,
         device=args.device,
+        precision=args.precision,
+        threads=args.threads,
         limits=limits,
         max_queued_jobs=args.max_queued_jobs,
         max_jobs_per_client=args.max_jobs_per_client,
@@ -193,16 +196,20 @@ def run(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from backend.engine.model_loading import load_model, model_device, model_preset
+    from backend.engine.model_loading import load_model, model_device, model_preset, runtime_line
+    from backend.engine.threads import apply_threads
     from backend.service.app import create_app
     from backend.service.server import GracefulServer
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    model = load_model(config.preset, config.checkpoint, config.device, model=config.model)
+    threads = apply_threads(config.threads, bool(getattr(args, "program_start", False)))
+    model = load_model(
+        config.preset, config.checkpoint, config.device, model=config.model, precision=config.precision
+    )
     config = dataclasses.replace(config, preset=model_preset(model, config.preset))
-    app = create_app(config, model, model_device(model))
+    app = create_app(config, model, model_device(model), threads=threads.threads)
     print(
-        f"rs2sam2 serve: model {model.model_id} on {model_device(model)}; "
+        f"rs2sam2 serve: {runtime_line(model, threads)}; "
         f"listening on http://{config.host}:{config.port} (API docs at /docs)",
         flush=True,
     )

@@ -35,6 +35,8 @@ class ServiceConfig:
     max_queued_jobs: int = DEFAULT_MAX_QUEUED_JOBS
     max_jobs_per_client: int = DEFAULT_MAX_JOBS_PER_CLIENT
     job_time_limit_s: float = DEFAULT_JOB_TIME_LIMIT_S
+    precision: str = "auto"  # backend/model/precision.py
+    threads: int | None = None  # torch CPU threads; None: the default of backend/engine/threads.py
 
     @property
     def max_body_bytes(self) -> int:

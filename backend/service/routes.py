@@ -9,6 +9,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from backend import __version__
+from backend.engine.model_loading import model_precision
 from backend.service.errors import ERROR_RESPONSES, error_response
 from backend.service.jobs import Job
 from backend.service.parsing import check_form_fields
@@ -74,6 +75,8 @@ async def health(request: Request) -> Health:
             preset=state.config.preset,
             input_size=state.model.input_size,
             device=state.device,
+            precision=model_precision(state.model),
+            threads=state.threads,
         ),
         busy=state.jobs.busy,
         allow_paths=bool(state.config.allowed_roots),

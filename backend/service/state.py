@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,3 +20,10 @@ class ServiceState:
     jobs: JobManager
     parser: RequestParser
     upload_dir: Path
+    threads: int = 1  # torch's intra-op CPU threads the model runs with
+
+
+def current_threads() -> int:
+    """torch's intra-op thread count when torch is loaded (a stand-in model without torch: 1)."""
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else 1

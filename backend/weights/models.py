@@ -75,13 +75,16 @@ def model_status(name: str, cache: Path | None = None) -> ModelStatus:
     raise UserError(f"Unknown model {name!r}; choose one of {names}.")
 
 
-def load_named_predictor(name: str, device: str = "auto", cache: Path | None = None) -> PhraseSegmenter:
-    """The PhraseSegmenter for a model name (one UserError saying how to get it when it is not here)."""
+def load_named_predictor(
+    name: str, device: str = "auto", cache: Path | None = None, precision: str = "fp32"
+) -> PhraseSegmenter:
+    """The PhraseSegmenter for a model name (one UserError saying how to get it when it is not here), in
+    `precision` (backend/model/precision.py)."""
     from backend.model.factory import load_predictor
 
     status = model_status(name, cache)
     if not status.available:
         raise UserError(f"The model {name} is not in the cache; get it with: {status.how_to_get}")
     if status.path is None:
-        return load_predictor(preset=name, device=device)
-    return load_predictor(checkpoint=status.path, device=device)
+        return load_predictor(preset=name, device=device, precision=precision)
+    return load_predictor(checkpoint=status.path, device=device, precision=precision)

@@ -29,7 +29,8 @@ class FailingModel(ColourModel):
 def model(monkeypatch):
     standin = ColourModel(64)
     monkeypatch.setattr(
-        "backend.engine.model_loading.load_model", lambda preset, checkpoint, device, model=None: standin
+        "backend.engine.model_loading.load_model",
+        lambda preset, checkpoint, device, model=None, precision="auto": standin,
     )
     return standin
 

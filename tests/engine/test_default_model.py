@@ -8,7 +8,7 @@ from backend.engine import model_loading
 def test_no_model_flags_means_the_bundled_demo_checkpoint(monkeypatch, tmp_path):
     seen = {}
 
-    def fake_load_predictor(preset=None, checkpoint=None, device="auto"):
+    def fake_load_predictor(preset=None, checkpoint=None, device="auto", precision="fp32"):
         seen.update(preset=preset, checkpoint=checkpoint)
         return object()
 

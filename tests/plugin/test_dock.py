@@ -466,7 +466,8 @@ def test_backend_state_is_shown(make_dock, server):
     dock = make_dock(server_url=server.url)
     dock.check_button.click()
     wait_until(lambda: dock.health_task is None, what="the health check")
-    assert dock.backend_label.text() == f"Backend: connected — {STANDIN_MODEL_ID} on cpu"
+    # The service reports the test process's one torch thread; the stand-in model has no precision mode.
+    assert dock.backend_label.text() == f"Backend: connected — {STANDIN_MODEL_ID} on cpu (1 thread)"
     server.stop()
     dock.check_backend()
     wait_until(lambda: dock.health_task is None, what="the second health check")

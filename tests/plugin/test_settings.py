@@ -97,6 +97,44 @@ def test_backend_command_prefers_a_checkpoint_over_the_preset():
     assert args[-2:] == ["--checkpoint", "/m/ckpt.safetensors"] and "--preset" not in args
 
 
+def test_backend_command_carries_precision_and_threads_only_when_chosen():
+    # The defaults (auto, the backend's own thread count) stay off the command: an older backend starts.
+    _, args = PluginSettings(checkpoint="/m/c.safetensors").backend_command(8003)
+    assert "--precision" not in args and "--threads" not in args
+    _, args = PluginSettings(
+        checkpoint="/m/c.safetensors", local_precision="int8", local_threads=3
+    ).backend_command(8003)
+    assert args[-6:] == ["--checkpoint", "/m/c.safetensors", "--precision", "int8", "--threads", "3"]
+
+
+def test_bad_stored_precision_and_threads_fall_back_to_the_defaults(plugin_settings):
+    QgsSettings().setValue("rs2sam2/local_precision", "fp8")
+    QgsSettings().setValue("rs2sam2/local_threads", "-4")
+    loaded = PluginSettings.load()
+    assert (loaded.local_precision, loaded.local_threads) == ("auto", 0)
+    QgsSettings().setValue("rs2sam2/local_precision", "bf16")
+    QgsSettings().setValue("rs2sam2/local_threads", "2")
+    loaded = PluginSettings.load()
+    assert (loaded.local_precision, loaded.local_threads) == ("bf16", 2)
+
+
+def test_dialog_edits_precision_and_threads(qgis_app, plugin_settings):
+    dialog = SettingsDialog(PluginSettings(local_precision="fp32", local_threads=2))
+    assert (dialog.precision_combo.currentData(), dialog.threads_spin.value()) == ("fp32", 2)
+    assert [dialog.precision_combo.itemData(i) for i in range(dialog.precision_combo.count())] == [
+        "auto",
+        "fp32",
+        "bf16",
+        "int8",
+    ]
+    dialog.precision_combo.setCurrentIndex(dialog.precision_combo.findData("int8"))
+    dialog.threads_spin.setValue(0)
+    assert dialog.threads_spin.text() == "automatic (one per physical core)"
+    edited = dialog.result_settings()
+    assert (edited.local_precision, edited.local_threads) == ("int8", 0)
+    dialog.model_manager.shutdown()
+
+
 def test_dialog_edits_a_copy(qgis_app, plugin_settings):
     original = PluginSettings(server_url="http://a:1", phrase_history=["x"])
     dialog = SettingsDialog(original)

@@ -118,7 +118,8 @@ def test_a_too_large_area_is_refused_the_same_way_everywhere(
     huge = str(write_geotiff(server["folder"] / "huge.tif", background(16, side)))
     monkeypatch.setattr("backend.engine.model_loading.load_model", lambda *args, **kwargs: ContextModel(64))
     assert rs2sam2(["segment", huge, PHRASE, "-o", str(tmp_path / "x.gpkg"), "--keep", "best"]) == 2
-    cli_message = capsys.readouterr().err.strip().removeprefix("rs2sam2 segment: error: ")
+    # The error is the last line on stderr (the first says what runs: model, precision, threads).
+    cli_message = capsys.readouterr().err.strip().splitlines()[-1].removeprefix("rs2sam2 segment: error: ")
     assert "'tiles'" in cli_message and not (tmp_path / "x.gpkg").exists()
 
     answer = httpx.post(

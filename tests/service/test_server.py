@@ -99,6 +99,8 @@ def test_health_and_openapi(server):
         "preset": "test",
         "input_size": 128,
         "device": "cpu",
+        "precision": "fp32",  # auto: bf16 does not pay at 128 px, or no native bf16
+        "threads": 1,  # OMP_NUM_THREADS=1 (running_server): the choice the server made, reported
     }
     assert health["busy"] is False and health["allow_paths"] is True and health["max_upload_mb"] == 1
     paths = httpx.get(server.base_url.copy_with(path="/openapi.json")).json()["paths"]

@@ -110,9 +110,12 @@ class PaperHiera(Hiera):
     def forward(  # type: ignore[override]
         self, x: torch.Tensor, text: torch.Tensor, text_padding: torch.Tensor | None = None
     ) -> list[torch.Tensor]:
-        """images (B,3,S,S), text (B,L,d) → the stage outputs (B,C,h,w), as sam2's Hiera returns them."""
+        """images (B or 1,3,S,S), text (B,L,d) → the stage outputs (B,C,h,w), as sam2's Hiera returns them."""
         x = self.patch_embed(x)
         x = x + self._get_pos_embed(x.shape[1:3])
+        if x.shape[0] == 1 and text.shape[0] > 1:
+            # One image for several phrases: the patch embedding ran once; the text enters from here on.
+            x = x.expand(text.shape[0], -1, -1, -1)
         outputs = []
         for index, block in enumerate(self.blocks):
             x, text = block(x, text, text_padding)

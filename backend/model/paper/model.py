@@ -60,6 +60,11 @@ class PaperRS2SAM2(nn.Module):
     def device(self) -> torch.device:
         return self.text_feat_linear.weight.device
 
+    def low_precision_parts(self) -> list[nn.Module]:
+        """The parts that hold nearly all the weights and compute, run in bf16/int8 by those precision
+        modes (backend/model/precision.py): SAM 2's image encoder with its adapters, and BEiT-3."""
+        return [self.visual_model.image_encoder, self.mm_extractor]
+
     # ---- parts of the forward -----------------------------------------------------------------
     def mask_prompt_logits(self, cls: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         """V_cls (B,1,D), V (B,g,g,D) → pseudo-mask logits (B,1,g,g) (the reference applies σ to them)."""
@@ -136,8 +141,7 @@ class PaperRS2SAM2(nn.Module):
                 )
         if union_images.shape[0] == 1 and batch > 1:
             union_images = union_images.expand(batch, -1, -1, -1)
-        if sam_images.shape[0] == 1 and batch > 1:
-            sam_images = sam_images.expand(batch, -1, -1, -1)
+        # One SAM image for several phrases stays one until the first Hiera block (PaperHiera.forward).
         union = self.mm_extractor(union_images, tokens.ids, attention_mask(tokens))
         pseudo_logits = self.mask_prompt_logits(union.cls, union.patches)
         sparse = self.text_hidden_fcs[0](union.cls)

@@ -3,8 +3,10 @@
 Preprocessing is the reference's (`test.py`, `transforms.py`; `preprocess.reference_preprocess`):
 the RGB image resized with PIL's bilinear filter, ignoring the aspect ratio, to S×S for SAM 2 and to U×U for
 BEiT-3, both then scaled to [0, 1] and normalised with ImageNet's mean and std. BEiT-3 encodes
-image and phrase jointly and the Hiera adapters read the text, so nothing but this preprocessing can be
-shared between phrases. Runs in fp32 (the reference's inference precision) on every device.
+image and phrase jointly (a multiway transformer over both) and the Hiera adapters read the text, so
+what phrases share is this preprocessing and SAM 2's patch embedding (`PaperHiera.forward`); phrases go
+through the network in chunks sized to memory (backend/model/batching.py). Runs in fp32 (the reference's
+inference precision) unless a precision mode is given (backend/model/precision.py).
 
 The probability is σ(2z − 1) (see model.py), so the model's default threshold 0.5 gives the reference's
 masks; at a 1024×1024 input they are the reference's masks exactly (other sizes: the logits are resized
@@ -22,17 +24,32 @@ import torch.nn.functional as F
 
 from backend.errors import UserError
 from backend.model.api import PhrasePrediction
+from backend.model.batching import chunks, per_phrase_bytes, phrase_chunk_size
 from backend.model.paper.model import PaperRS2SAM2
+from backend.model.precision import Precision, apply_precision
 from backend.model.preprocess import reference_preprocess
 
 
 class PaperPredictor:
-    def __init__(self, model: PaperRS2SAM2, model_id: str, max_batch: int = 4):
+    def __init__(
+        self,
+        model: PaperRS2SAM2,
+        model_id: str,
+        max_batch: int | None = None,
+        precision: Precision | None = None,
+    ):
+        """`precision`: prepares the model for it in place; default fp32 (the reference's)."""
         if model.tokenizer is None:
             raise UserError("This paper model has no tokenizer; load it from its published files.")
         self.model = model.float().eval()
+        self.precision = precision or Precision("fp32", model.device.type, "fp32")
+        apply_precision(model.low_precision_parts(), self.precision)
         self._model_id = model_id
-        self.max_batch = max_batch  # phrases per forward (each runs the whole network)
+        if max_batch is None:  # phrases per forward (each runs the whole network)
+            width = model.visual_model.image_encoder.trunk.blocks[0].dim_out
+            element = 2 if self.precision.name == "bf16" else 4
+            max_batch = phrase_chunk_size(model.device, per_phrase_bytes(self.input_size, width, element))
+        self.max_batch = max_batch
         self._image_size: tuple[int, int] | None = None
         self._inputs: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -66,12 +83,12 @@ class PaperPredictor:
             raise RuntimeError("call set_image() before predict_phrases()")
         phrases = list(phrases)
         results: list[PhrasePrediction] = []
-        for start in range(0, len(phrases), self.max_batch):
-            tokens = self.model.tokenize(phrases[start : start + self.max_batch])
-            with _eval_mode(self.model):
+        for chunk in chunks(phrases, self.max_batch):
+            tokens = self.model.tokenize(chunk)
+            with self.precision.autocast(), _eval_mode(self.model):
                 out = self.model(*self._inputs, tokens)
             logits = F.interpolate(
-                out.low_res_logits, size=self._image_size, mode="bilinear", align_corners=False
+                out.low_res_logits.float(), size=self._image_size, mode="bilinear", align_corners=False
             )
             probabilities = torch.sigmoid(logits[:, 0]).cpu().numpy().astype(np.float32)
             results.extend(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -98,6 +99,44 @@ def _only_command(name: str) -> None:
         return [point for point in points if point.name == name] or points
 
     cli.entry_points = only
+
+
+def start_serve(allow: Path, log: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """Start `python -m tests.standin_serve serve` on a free loopback port, reading paths under
+    `allow`, its output in `log`, with extra environment (the hooks above); wait until it answers.
+    (process, API base URL). The caller kills it."""
+    import httpx
+
+    from rs2sam2_qgis.contract import API_PREFIX
+    from tests.live_server import free_port, wait_until
+
+    root, port = Path(__file__).resolve().parent.parent, free_port()
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.standin_serve", "serve", "--port", str(port)]
+            + ["--allow-path", str(allow)],
+            cwd=root,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(root), **(env or {})},
+        )
+    url = f"http://127.0.0.1:{port}{API_PREFIX}"
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"the stand-in server exited:\n{log.read_text()}")
+        try:
+            return httpx.get(f"{url}/health", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(answers, 60, "the stand-in server to answer")
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process, url
 
 
 if __name__ == "__main__":

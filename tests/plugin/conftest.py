@@ -220,54 +220,13 @@ def killable_backend(tmp_path):
     """A real `rs2sam2 serve` process (the colour stand-in that never finishes a model call:
     tests/standin_serve.py) reading paths under tmp_path: (url, process, marker). The marker file
     appears once a job is inside the model; from then on the test may kill the process."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+    from tests.standin_serve import MARKER, TILE_S, start_serve
 
-    import httpx
-
-    from tests.live_server import free_port
-    from tests.live_server import wait_until as wait_for
-
-    root = Path(__file__).resolve().parents[2]
-    marker, port = tmp_path / "model-entered", free_port()
-    log = (tmp_path / "backend.log").open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.standin_serve",
-            "serve",
-            "--port",
-            str(port),
-            "--allow-path",
-            str(tmp_path),
-        ],
-        cwd=root,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={
-            **os.environ,
-            "PYTHONPATH": str(root),
-            "RS2SAM2_STANDIN_MARKER": str(marker),
-            "RS2SAM2_STANDIN_TILE_S": "inf",
-        },
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        assert process.poll() is None, (tmp_path / "backend.log").read_text()
-        try:
-            return httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
+    marker = tmp_path / "model-entered"
+    process, api = start_serve(tmp_path, tmp_path / "backend.log", {MARKER: str(marker), TILE_S: "inf"})
     try:
-        wait_for(answers, 60, "the backend to answer")
-        yield url, process, marker
+        yield api.removesuffix("/api/v1"), process, marker
     finally:
         if process.poll() is None:
             process.kill()
         process.wait()
-        log.close()

@@ -10,10 +10,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,8 +21,9 @@ import pytest
 
 from tests.engine.rasters import background, cut_short, good_scene, paint, write_geotiff
 from tests.engine.standin import ColourModel
-from tests.live_server import free_port, wait_until
+from tests.live_server import wait_until
 from tests.service.helpers import assert_error, form
+from tests.standin_serve import MARKER, TILE_S, start_serve
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENTS, REQUESTS_EACH = 8, 10
@@ -176,48 +174,13 @@ def test_eight_clients_mixing_good_and_bad_requests(serve, data):
         assert client.get("/health").json()["busy"] is False
 
 
-def _serve(root: Path, log: Path, env: dict) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.standin_serve",
-                "serve",
-                "--port",
-                str(port),
-                "--allow-path",
-                str(root),
-            ],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-        )
-    url = f"http://127.0.0.1:{port}/api/v1"
-
-    def answers() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited:\n{log.read_text()}")
-        try:
-            return httpx.get(f"{url}/health", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_until(answers, 60, "the server to answer")
-    return process, url
-
-
 def test_sigterm_cancels_the_running_jobs_and_exits_0_within_seconds(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     write_geotiff(root / "big.tif", background(512, 512))
     marker = tmp_path / "model-entered"
     # Each tile takes 0.2 s; a job of 1024 tiles would run for minutes.
-    process, url = _serve(
-        root, tmp_path / "serve.log", {"RS2SAM2_STANDIN_MARKER": str(marker), "RS2SAM2_STANDIN_TILE_S": "0.2"}
-    )
+    process, url = start_serve(root, tmp_path / "serve.log", {MARKER: str(marker), TILE_S: "0.2"})
     try:
         params = {"phrases": ["red"], "context": "tiles", "tile_size": 16, "overlap": 0}
         fields = form(params, path=str(root / "big.tif"))[1]

@@ -245,23 +245,13 @@ _PAPER = ModelConfig(
     official_sam2_file=None,
 )
 
-# Shrunk SAM 2.0 Hiera-L and BEiT-3 (same module tree and key names, few blocks, narrow widths).
-_PAPER_TEST_SAM2_OVERRIDES = (
-    "++model.image_encoder.trunk.embed_dim=32",
-    "++model.image_encoder.trunk.num_heads=1",
-    "++model.image_encoder.trunk.stages=[1,1,2,1]",
-    "++model.image_encoder.trunk.global_att_blocks=[3]",
-    "++model.image_encoder.trunk.window_spec=[8,4,8,4]",
-    "++model.image_encoder.trunk.window_pos_embed_bkg_spatial_size=[4,4]",
-    "++model.image_encoder.neck.backbone_channel_list=[256,128,64,32]",
-    "++model.image_encoder.neck.d_model=64",
-)
-
 PRESETS["paper-rrsisd"] = _PAPER.replace(name="paper-rrsisd", hub_folder="rrsisd")
 PRESETS["paper-refsegrs"] = _PAPER.replace(name="paper-refsegrs", hub_folder="refseg")
 PRESETS["paper-test"] = _PAPER.replace(
     name="paper-test",
-    sam2_overrides=_PAPER_TEST_SAM2_OVERRIDES,
+    # Shrunk SAM 2.0 Hiera-L and BEiT-3 (same module tree and key names, few blocks, narrow widths): the
+    # same Hiera shrinking as the `test` preset's.
+    sam2_overrides=_TEST_SAM2_OVERRIDES,
     image_size=128,
     text_context_length=62,
     bhf_heads=2,

@@ -230,3 +230,17 @@ def killable_backend(tmp_path):
         if process.poll() is None:
             process.kill()
         process.wait()
+
+
+@pytest.fixture()
+def provider(qgis_processing):
+    """The plugin's Processing provider, registered for the test and removed after it."""
+    from qgis.core import QgsApplication
+
+    from rs2sam2_qgis.processing_provider import RS2SAM2Provider
+
+    registry = QgsApplication.processingRegistry()
+    if registry.providerById("rs2sam2") is None:
+        registry.addProvider(RS2SAM2Provider())
+    yield registry.providerById("rs2sam2")
+    registry.removeProvider("rs2sam2")

@@ -10,7 +10,6 @@ import pytest
 from qgis.core import QgsApplication, QgsProcessingException, QgsSettings
 
 from rs2sam2_qgis.auth_token import read_token, store_token
-from rs2sam2_qgis.processing_provider import RS2SAM2Provider
 from rs2sam2_qgis.settings import PluginSettings
 from rs2sam2_qgis.settings_dialog import SettingsDialog
 
@@ -24,15 +23,6 @@ def _everything_in_qgs_settings() -> str:
     store.sync()
     values = " ".join(str(store.value(key)) for key in store.allKeys())
     return values + Path(store.fileName()).read_text(encoding="utf-8", errors="replace")
-
-
-@pytest.fixture()
-def provider(qgis_processing):
-    registry = QgsApplication.processingRegistry()
-    if registry.providerById("rs2sam2") is None:
-        registry.addProvider(RS2SAM2Provider())
-    yield
-    registry.removeProvider("rs2sam2")
 
 
 def test_the_dialog_puts_the_token_into_the_auth_database(plugin_settings):

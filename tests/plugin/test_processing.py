@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from qgis.core import QgsApplication, QgsProcessingException, QgsVectorLayer
 
-from rs2sam2_qgis.processing_provider import RS2SAM2Provider
 from tests.engine.standin import HeldModel
 from tests.plugin.conftest import (
     BLUE_PATCH,
@@ -29,15 +28,6 @@ ROOT = Path(__file__).resolve().parents[2]
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"  # the /usr/bin/qgis_process wrapper passes a flag 3.22 rejects
 ALGORITHM = "rs2sam2:segmentbytext"
 FIELDS = ["phrase", "score", "area", "source", "model", "created"]
-
-
-@pytest.fixture()
-def provider(qgis_processing):
-    registry = QgsApplication.processingRegistry()
-    if registry.providerById("rs2sam2") is None:
-        registry.addProvider(RS2SAM2Provider())
-    yield registry.providerById("rs2sam2")
-    registry.removeProvider("rs2sam2")
 
 
 def test_provider_loads_without_a_backend_and_lists_the_algorithm(provider):

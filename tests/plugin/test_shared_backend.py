@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from qgis.core import QgsApplication, QgsProcessingException, QgsVectorLayer
+from qgis.core import QgsProcessingException, QgsVectorLayer
 
 from rs2sam2_qgis.local_backend import LocalBackend, running_local_endpoint
-from rs2sam2_qgis.processing_provider import RS2SAM2Provider
 from rs2sam2_qgis.settings import PluginSettings
 from rs2sam2_qgis.shared_backend import stop_started_backends
 from tests.plugin.conftest import wait_until
@@ -26,12 +25,9 @@ ASSETS = ROOT / "backend" / "demo" / "assets"
 
 
 @pytest.fixture()
-def provider(qgis_processing):
-    registry = QgsApplication.processingRegistry()
-    if registry.providerById("rs2sam2") is None:
-        registry.addProvider(RS2SAM2Provider())
-    yield
-    registry.removeProvider("rs2sam2")
+def provider(provider):
+    """The conftest's provider; the backends Processing started are stopped after the test."""
+    yield provider
     stop_started_backends()
 
 

@@ -171,30 +171,26 @@ def take(args: argparse.Namespace, work: Path) -> int:
         env.pop("QT_QPA_PLATFORM", None)
         env.pop("PYTHONPATH", None)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [
-                "xvfb-run",
-                "-a",
-                "-s",
-                "-screen 0 1600x1000x24",
-                "/usr/bin/qgis.bin",
-                "--nologo",
-                "--noversioncheck",
-                "--profiles-path",
-                str(work),
-                "--code",
-                str(work / "driver.py"),
-            ],
-            env=env,
-            timeout=600,
-            capture_output=True,
-        )
+        log = run_qgis_driver(work, env, timeout_s=600)
     finally:
         backend.terminate()
         backend.wait(10)
-    log = (work / "driver.log").read_text() if (work / "driver.log").exists() else "(no driver log)"
     print(log)
     return 0 if "saved True" in log else 1
+
+
+def run_qgis_driver(work: Path, env: dict[str, str], timeout_s: float) -> str:
+    """Run desktop QGIS under a virtual X server with `work` as its profiles folder and
+    `work/driver.py` as its start-up code; the driver's log (`work/driver.log`)."""
+    subprocess.run(
+        ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "/usr/bin/qgis.bin", "--nologo"]
+        + ["--noversioncheck", "--profiles-path", str(work), "--code", str(work / "driver.py")],
+        env=env,
+        timeout=timeout_s,
+        capture_output=True,
+    )
+    log = work / "driver.log"
+    return log.read_text() if log.exists() else "(no driver log)"
 
 
 if __name__ == "__main__":

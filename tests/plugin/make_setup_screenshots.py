@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,6 +26,7 @@ import time
 import zipfile
 from pathlib import Path
 
+from tests.plugin.make_screenshot import run_qgis_driver
 from tests.plugin.setup_fixtures import build_plugin_zip, write_official_weight_files
 from tests.plugin.wheelhouse import build_wheelhouse, bundle_requirements
 
@@ -199,28 +199,10 @@ def take(args: argparse.Namespace, work: Path) -> int:
         env.pop(name, None)
     started = time.monotonic()
     try:
-        subprocess.run(
-            [
-                "xvfb-run",
-                "-a",
-                "-s",
-                "-screen 0 1600x1000x24",
-                "/usr/bin/qgis.bin",
-                "--nologo",
-                "--noversioncheck",
-                "--profiles-path",
-                str(work),
-                "--code",
-                str(work / "driver.py"),
-            ],
-            env=env,
-            timeout=1800,
-            capture_output=True,
-        )
+        log = run_qgis_driver(work, env, timeout_s=1800)
     finally:
         mirror.shutdown()
         shutil.rmtree(work / "backend-setup", ignore_errors=True)
-    log = (work / "driver.log").read_text() if (work / "driver.log").exists() else "(no driver log)"
     print(log, f"({time.monotonic() - started:.0f} s)")
     return 0 if "exit 0" in log else 1
 

@@ -17,13 +17,15 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
-from backend import __version__
+from backend import __version__, process_gc
 from backend.errors import CancelledError, UserError
 
 COMMAND_GROUP = "rs2sam2.commands"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Every command's parser; with `only` (a command's name), that command's alone: the other commands
+    are listed by name but their modules are not imported (what `rs2sam2 segment …` needs)."""
     parser = argparse.ArgumentParser(
         prog="rs2sam2", description="RS2-SAM 2: referring segmentation of rasters."
     )
@@ -33,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     if not commands:
         parser.epilog = "No commands are registered: install the project (pip install -e .)."
     for point in commands:
+        if only is not None and point.name != only:
+            subparsers.add_parser(point.name)
+            continue
         module = point.load()
         sub = subparsers.add_parser(point.name, help=module.HELP, description=module.__doc__)
         module.add_arguments(sub)
@@ -40,11 +45,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _named_command(argv: Sequence[str]) -> str | None:
+    """The command the arguments name, when they start with one (not `--help`, `--version` …)."""
+    if argv and not argv[0].startswith("-"):
+        names = {point.name for point in entry_points(group=COMMAND_GROUP)}
+        if argv[0] in names:
+            return argv[0]
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     # Started from the command line (not called in-process with arguments, as the tests do): entry points
-    # may then set process-wide defaults such as torch's thread count (backend/engine/threads.py).
+    # may then set process-wide defaults such as torch's thread count (backend/engine/threads.py), and
+    # the garbage collector keeps out of start-up and shutdown (backend/process_gc.py).
     program_start = argv is None
+    if program_start:
+        process_gc.begin_start_up()
+        try:
+            return _main(sys.argv[1:], program_start)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            process_gc.before_exit()
+    return _main(argv, program_start)
+
+
+def _main(argv: Sequence[str], program_start: bool) -> int:
+    parser = build_parser(only=_named_command(argv))
     args = parser.parse_args(argv)
     args.program_start = program_start
     if not hasattr(args, "_run"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from backend import process_gc
 from backend.bundled import DEMO_CHECKPOINT
 from backend.engine.threads import ThreadChoice, apply_threads
 from backend.errors import UserError
@@ -64,14 +65,17 @@ def load_model(
     if model is not None:
         from backend.weights.models import load_named_predictor
 
-        return load_named_predictor(model, device=device, precision=precision)
-    if preset is None and checkpoint is None and (bundled := default_checkpoint()) is not None:
-        checkpoint = str(bundled)
-    if checkpoint is not None and not Path(checkpoint).exists():
-        raise UserError(f"no such checkpoint file or model folder: {checkpoint}")
-    from backend.model.factory import load_predictor
+        loaded = load_named_predictor(model, device=device, precision=precision)
+    else:
+        if preset is None and checkpoint is None and (bundled := default_checkpoint()) is not None:
+            checkpoint = str(bundled)
+        if checkpoint is not None and not Path(checkpoint).exists():
+            raise UserError(f"no such checkpoint file or model folder: {checkpoint}")
+        from backend.model.factory import load_predictor
 
-    return load_predictor(preset=preset, checkpoint=checkpoint, device=device, precision=precision)
+        loaded = load_predictor(preset=preset, checkpoint=checkpoint, device=device, precision=precision)
+    process_gc.end_start_up()  # the libraries and the model now live until the process ends
+    return loaded
 
 
 def threads_from_args(args: argparse.Namespace) -> ThreadChoice:

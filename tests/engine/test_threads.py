@@ -4,6 +4,7 @@ do), and the choice on the CLI's first line."""
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import pytest
@@ -67,5 +68,6 @@ def test_a_program_start_uses_the_physical_cores(tmp_path, capsys, monkeypatch):
         assert torch.get_num_threads() == cores
     finally:
         torch.set_num_threads(1)
+        gc.unfreeze()  # a program start freezes what lives at its end (backend/process_gc.py)
     first_line = capsys.readouterr().err.splitlines()[0]
     assert first_line.endswith(f"{cores} thread{'s' if cores != 1 else ''} (physical cores)")

@@ -139,6 +139,17 @@ class Tuning:
     notes: str
     checkpoint: Path
     results: list
+    # The same queries on region A's own labels (what the run trained on), for the largest label count:
+    # a model that cannot outline its training labels is limited by what it can see or hold, not by
+    # how it generalises to region B.
+    own: list | None = None
+
+
+def _kind_miou(results: list, kind: str) -> str:
+    """The mIoU of one kind's queries in percent, "–" when there are none."""
+    if not any(k == kind for k, _, _ in results):
+        return "–"
+    return f"{100 * summarise(results, {kind})['mIoU']:.1f}"
 
 
 def _row(name: str, summary: dict) -> str:
@@ -161,14 +172,19 @@ def report(before: list, tunings: list[Tuning], args: argparse.Namespace) -> str
         where = f"after {tuning.labels} labels ({tuning.minutes:.0f} min)"
         lines.append(_row(f"{where}, all kinds", summarise(tuning.results)))
         lines.append(_row(f"{where}, kinds labelled in A", summarise(tuning.results, set(tuning.kinds))))
+    if main.own is not None:
+        lines.append(_row(f"after {main.labels} labels, queried on region A's own labels", summarise(main.own)))
     lines += ["", f"By kind, {main.labels} labels in A:", ""]
-    lines += ["| kind | labels in A | queries in B | mIoU before | mIoU after |", "|---|---|---|---|---|"]
-    for kind in sorted({kind for kind, _, _ in main.results}):
-        b, a = summarise(before, {kind}), summarise(main.results, {kind})
-        lines.append(
-            f"| {kind} | {main.kinds.get(kind, 0)} | {a['samples']} | {100 * b['mIoU']:.1f} | "
-            f"{100 * a['mIoU']:.1f} |"
-        )
+    own_head = " mIoU after, on A's own labels |" if main.own is not None else ""
+    lines += [
+        f"| kind | labels in A | queries in B | mIoU before | mIoU after |{own_head}",
+        "|---|---|---|---|---|" + ("---|" if own_head else ""),
+    ]
+    for kind in sorted({kind for kind, _, _ in main.results} | {kind for kind, _, _ in main.own or []}):
+        queries = sum(1 for k, _, _ in main.results if k == kind)
+        cells = [_kind_miou(before, kind), _kind_miou(main.results, kind)]
+        cells += [_kind_miou(main.own, kind)] if main.own is not None else []
+        lines.append(f"| {kind} | {main.kinds.get(kind, 0)} | {queries} | " + " | ".join(cells) + " |")
     head = (
         f"Regions A (labelled) and B (queried): 2048² px at 0.5 m (bench/region_data.py: its own palette, "
         f"mix of kinds and object sizes); {args.queries} labels of B are queried. Fine-tuning `rs2sam2 train "
@@ -204,5 +220,6 @@ def run(args: argparse.Namespace) -> str:
                 (run_dir / "bench.json").write_text(json.dumps({"minutes": minutes, "notes": notes}))
             after = query_region(region_b, tuned, workdir, args.device)
             kinds = Counter(label.kind for label in region_a.labels)
-            tunings.append(Tuning(count, kinds, minutes, notes, tuned, after))
+            own = query_region(region_a, tuned, workdir, args.device) if count == max(args.labels) else None
+            tunings.append(Tuning(count, kinds, minutes, notes, tuned, after, own))
         return report(before, tunings, args)

@@ -61,3 +61,18 @@ def test_the_report_has_a_row_per_label_count_and_the_kinds_of_the_largest(tmp_p
     assert "| after 4 labels (3 min), all kinds | 90.0 |" in text
     assert text.index("after 2 labels") < text.index("after 4 labels")
     assert "| car | 2 | 1 | 0.0 | 80.0 |" in text and "By kind, 4 labels in A" in text
+
+
+def test_the_report_shows_how_well_the_run_fits_its_own_labels(tmp_path):
+    import argparse
+
+    from bench.region import Tuning, report
+
+    before = [("car", 0.0, 10.0), ("pond", 5.0, 10.0)]
+    own = [("car", 2.0, 10.0), ("pond", 9.0, 10.0), ("river", 10.0, 10.0)]  # A has a kind B lacks
+    tuned = Tuning(3, Counter({"car": 1, "pond": 1, "river": 1}), 2.0, "", tmp_path / "f", before, own)
+    text = report(before, [tuned], argparse.Namespace(queries=2, model_name="m", train_args=""))
+    assert "| after 3 labels, queried on region A's own labels | 70.0 |" in text  # (0.2 + 0.9 + 1) / 3
+    assert "| kind | labels in A | queries in B | mIoU before | mIoU after | mIoU after, on A's own labels |" in text
+    assert "| car | 1 | 1 | 0.0 | 0.0 | 20.0 |" in text
+    assert "| river | 1 | 0 | – | – | 100.0 |" in text

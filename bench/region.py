@@ -173,7 +173,8 @@ def report(before: list, tunings: list[Tuning], args: argparse.Namespace) -> str
         lines.append(_row(f"{where}, all kinds", summarise(tuning.results)))
         lines.append(_row(f"{where}, kinds labelled in A", summarise(tuning.results, set(tuning.kinds))))
     if main.own is not None:
-        lines.append(_row(f"after {main.labels} labels, queried on region A's own labels", summarise(main.own)))
+        own_row = f"after {main.labels} labels, queried on region A's own labels"
+        lines.append(_row(own_row, summarise(main.own)))
     lines += ["", f"By kind, {main.labels} labels in A:", ""]
     own_head = " mIoU after, on A's own labels |" if main.own is not None else ""
     lines += [

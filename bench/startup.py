@@ -89,8 +89,8 @@ def run(args: argparse.Namespace) -> str:
         f"(process start to the GeoPackage written and the process ended); the same command with the "
         f"garbage collector at its default thresholds (no start-up/exit policy, backend/process_gc.py): "
         f"{statistics.median(d[0] for d in defaults):.2f} s wall, "
-        f"{statistics.median(d[1] for d in defaults):.2f} s CPU. `python -m backend.cli --help` (every command's "
-        f"parser, no model; what the plugin's model manager pays per command): "
+        f"{statistics.median(d[1] for d in defaults):.2f} s CPU. `python -m backend.cli --help` "
+        f"(every command's parser, no model; what the plugin's model manager pays per command): "
         f"{statistics.median(h[0] for h in helps):.2f} s wall, "
         f"{statistics.median(h[1] for h in helps):.2f} s CPU. Load average when the run started: {load}.",
         "",

@@ -29,10 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from backend import process_gc
     from training.config import build_config, read_config_file
     from training.loop import resume_config, train
-
-    from backend import process_gc
 
     process_gc.end_start_up()  # the libraries are imported; a long run collects with the usual thresholds
     overrides = overrides_from(args)

@@ -20,7 +20,7 @@ from .resources import PLUGIN_DIR, SETTINGS_PREFIX
 
 SEND_MODES = ("auto", "path", "upload")  # how a file-based raster travels to the backend
 # The local backend's `serve --precision` choices (backend/model/precision.py); "auto" is its default.
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
+PRECISIONS = ("auto", "fp32", "bf16", "int8", "openvino")
 HISTORY_LENGTH = 20
 
 

@@ -123,6 +123,7 @@ class SettingsDialog(QDialog):
             "fp32": tr("fp32 (full precision)"),
             "bf16": tr("bf16 (CPUs with native bf16, GPUs)"),
             "int8": tr("int8 (CPU only)"),
+            "openvino": tr("OpenVINO (CPU only; converts the model once, then faster)"),
         }
         for mode in PRECISIONS:
             self.precision_combo.addItem(labels[mode], mode)

@@ -22,10 +22,11 @@ from backend.model.api import PhraseSegmenter
 
 DEVICE_HELP = "auto (CUDA when there is a GPU, else the CPU), cpu or cuda[:N] (default: auto)"
 # The same names as backend.model.precision.PRECISIONS (not imported: it would import torch for --help).
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
+PRECISIONS = ("auto", "fp32", "bf16", "int8", "openvino")
 PRECISION_HELP = (
     "auto (the fastest mode whose masks agree with fp32: bf16 on CPUs with native bf16 and on GPUs, "
-    "else fp32), fp32, bf16 or int8 (CPU only) (default: auto)"
+    "else fp32), fp32, bf16, int8 (CPU only) or openvino (CPU only: the image encoder in OpenVINO, "
+    "converted on first use and cached) (default: auto)"
 )
 THREADS_HELP = "CPU threads for the model (default: the physical cores, or OMP_NUM_THREADS when it is set)"
 

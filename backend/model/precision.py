@@ -9,6 +9,10 @@ Inference runs in one of three modes (`--precision` of the entry points; `auto` 
   refused. On a GPU: bf16 autocast, or fp16 autocast on GPUs without bf16, with fp32 weights.
 - `int8`: dynamic int8 quantisation of the heavy parts' linear layers (weights int8, activations
   quantised per call), CPU only.
+- `openvino`: SAM 2's phrase-conditioned image encoder (most of a tile's compute) runs in OpenVINO,
+  converted once per model and cached (backend/model/openvino_encoder.py); bf16 inference where `auto`
+  would choose bf16, f32 elsewhere — so it also speeds up CPUs without native bf16. CPU only, and for
+  the project's model family (the paper family's encoder is not converted).
 
 `auto` is a rule, not a measurement at load time (that would cost seconds per start): the fastest mode
 whose masks agreed with fp32 (mask IoU ≥ AGREEMENT_IOU) on the reference set of `rs2sam2 bench precision`
@@ -28,7 +32,7 @@ from torch import nn
 
 from backend.errors import UserError
 
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
+PRECISIONS = ("auto", "fp32", "bf16", "int8", "openvino")
 AGREEMENT_IOU = 0.97  # a mode is acceptable when its masks agree with fp32's at least this well
 # CPU flags of native bf16 arithmetic (dot products in bf16 with fp32 accumulation).
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -58,11 +62,12 @@ def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
 class Precision:
     """The precision a predictor runs in: what was asked for, what runs, and why."""
 
-    name: str  # "fp32", "bf16" or "int8": what runs
+    name: str  # "fp32", "bf16", "int8" or "openvino": what runs
     device_type: str  # "cpu" or "cuda"
     requested: str = ""  # what was asked for ("auto", or the same as name)
     reason: str = ""  # why `auto` chose it, or what the mode means on this device
     convert_weights: bool = False  # store the heavy parts' weights in the low precision
+    openvino_hint: str = ""  # "openvino": OpenVINO's inference precision for the image encoder
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -103,12 +108,19 @@ def resolve_precision(
     if device_type == "cuda":
         return _resolve_on_gpu(name)
     native_bf16 = cpu_has_native_bf16(flags)
+    small = image_size is not None and image_size < BF16_MIN_IMAGE_SIZE
     if name == "auto":
         if not native_bf16:
             return Precision("fp32", "cpu", "auto", "this CPU has no native bf16")
-        if image_size is not None and image_size < BF16_MIN_IMAGE_SIZE:
+        if small:
             return Precision("fp32", "cpu", "auto", f"bf16 does not pay below {BF16_MIN_IMAGE_SIZE} px")
         return Precision("bf16", "cpu", "auto", "native bf16 on this CPU", convert_weights=True)
+    if name == "openvino":
+        from backend.model.openvino_encoder import openvino_version
+
+        hint = "bf16" if native_bf16 and not small else "f32"
+        reason = f"OpenVINO {openvino_version()} image encoder in {hint}"
+        return Precision("openvino", "cpu", name, reason, openvino_hint=hint)
     if name == "bf16" and not native_bf16:
         raise UserError(
             "--precision bf16 needs a CPU with native bf16 instructions (AVX512-BF16 or AMX), which this "
@@ -119,8 +131,8 @@ def resolve_precision(
 
 
 def _resolve_on_gpu(name: str) -> Precision:
-    if name == "int8":
-        raise UserError("--precision int8 runs on the CPU only; use bf16 or fp32 on a GPU.")
+    if name in ("int8", "openvino"):
+        raise UserError(f"--precision {name} runs on the CPU only; use bf16 or fp32 on a GPU.")
     if name == "fp32":
         return Precision("fp32", "cuda", "fp32")
     kind = "bf16" if torch.cuda.is_bf16_supported() else "fp16 (this GPU has no bf16)"

@@ -29,7 +29,9 @@ class RS2SAM2Predictor(PhrasePredictor):
         """`precision` (backend.model.precision.resolve_precision): the predictor prepares the model for it
         in place (bf16 or int8 weights of its heavy parts). By default training's (bf16 autocast on CUDA,
         fp32 on the CPU), which never changes the weights, so a predictor can wrap a model in training."""
-        if precision is not None:
+        if precision is not None and precision.name == "openvino":
+            model.encoder_runtime = _openvino_encoder(model, precision)
+        elif precision is not None:
             apply_precision(model.low_precision_parts(), precision)
         super().__init__(model, model_id, precision or training_precision(model.device), max_batch)
         self._sam_image: torch.Tensor | None = None
@@ -50,3 +52,14 @@ class RS2SAM2Predictor(PhrasePredictor):
 
     def _forward(self, tokens) -> torch.Tensor:
         return self.model(self._sam_image, None, tokens, clip_image_tokens=self._clip_tokens).low_res_logits
+
+
+def _openvino_encoder(model: RS2SAM2, precision: Precision):
+    """The model's image encoder compiled by OpenVINO (converted and cached on first use)."""
+    from backend.model.openvino_encoder import compile_image_encoder
+    from backend.weights.download import cache_root
+
+    model.eval()
+    return compile_image_encoder(
+        model, precision.openvino_hint, cache_root() / "openvino", threads=torch.get_num_threads()
+    )

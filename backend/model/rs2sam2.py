@@ -54,6 +54,9 @@ class RS2SAM2(nn.Module):
         self.mpg = MaskPromptGenerator(width, config.mpg_heads)
         self._text_state = TextState()
         self._hooks = attach_adapters(sam.image_encoder.trunk, self.adapters, self._text_state)
+        # Set by the `openvino` precision mode (backend/model/predictor.py): a compiled image encoder
+        # used for inference (no gradients) instead of the torch one.
+        self.encoder_runtime = None
 
     # ---- inputs -------------------------------------------------------------------------------
     def tokenize(self, phrases: Sequence[str]) -> TextTokens:
@@ -131,7 +134,16 @@ class RS2SAM2(nn.Module):
     def _encode_image_with_text(
         self, sam_images: torch.Tensor, text0: torch.Tensor, padding: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """SAM 2's image encoder with the text threaded through every block's adapters (BHF)."""
+        """SAM 2's image encoder with the text threaded through every block's adapters (BHF); with the
+        `openvino` precision mode, the same graph compiled by OpenVINO (`encoder_runtime`)."""
+        if self.encoder_runtime is not None and not torch.is_grad_enabled():
+            return self.encoder_runtime(sam_images, text0, padding)
+        return self.encode_image_with_text_in_torch(sam_images, text0, padding)
+
+    def encode_image_with_text_in_torch(
+        self, sam_images: torch.Tensor, text0: torch.Tensor, padding: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The torch graph of `_encode_image_with_text` (what the OpenVINO conversion exports)."""
         self._text_state.text, self._text_state.padding = text0, padding
         try:
             return self.sam.encode_image(sam_images)

@@ -25,12 +25,16 @@ CHUNK_BYTES = 1 << 20
 TIMEOUT_SECONDS = 60
 
 
-def cache_dir() -> Path:
-    """`$RS2SAM2_CACHE/weights`, else `$XDG_CACHE_HOME/rs2sam2/weights`, else `~/.cache/rs2sam2/weights`."""
+def cache_root() -> Path:
+    """`$RS2SAM2_CACHE`, else `$XDG_CACHE_HOME/rs2sam2`, else `~/.cache/rs2sam2`."""
     if os.environ.get("RS2SAM2_CACHE"):
-        return Path(os.environ["RS2SAM2_CACHE"]).expanduser() / "weights"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "rs2sam2" / "weights"
+        return Path(os.environ["RS2SAM2_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rs2sam2"
+
+
+def cache_dir() -> Path:
+    """Downloaded weights: `cache_root()/weights`."""
+    return cache_root() / "weights"
 
 
 def cached_path(weight: WeightFile, cache: Path | None = None) -> Path:

@@ -38,6 +38,11 @@ class PaperPredictor(PhrasePredictor):
             raise UserError("This paper model has no tokenizer; load it from its published files.")
         model = model.float().eval()
         precision = precision or Precision("fp32", model.device.type, "fp32")
+        if precision.name == "openvino":
+            raise UserError(
+                "--precision openvino converts the project's own model family only; the paper models "
+                "run with --precision auto, fp32, bf16 or int8."
+            )
         apply_precision(model.low_precision_parts(), precision)
         self.threshold = model.config.default_threshold
         super().__init__(model, model_id, precision, max_batch)

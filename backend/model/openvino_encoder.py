@@ -1,0 +1,154 @@
+"""The `openvino` precision mode: SAM 2's phrase-conditioned image encoder run by OpenVINO on the CPU.
+
+The encoder (Hiera with the BHF adapters, and the FPN neck) is nearly all of a tile's compute
+(docs/benchmarks.md, "Precision modes"); everything else — CLIP, the union encoder's joint layers, the
+prompt encoder and the mask decoder — stays in torch. The encoder is exported once per model with
+`torch.export`, converted by `openvino.convert_model` and saved as OpenVINO IR under
+`<cache>/openvino/<key>/` (key: a hash of the encoder's weights, the input size, the text length and
+the versions of torch and OpenVINO), so the conversion (seconds for the demo model, more for large
+ones) is paid once per machine; later loads read the IR and compile it.
+
+Shapes are fixed: one image at the model's input size and one phrase padded to the model's text
+length (the adapters mask padded tokens, so padding changes no output); several phrases run one after
+the other, which is also how the CPU runs them fastest in torch. Inference precision: bf16 where the CPU
+has native bf16 and the model's input is large enough for it to pay (the rule of `auto`), else f32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from backend.errors import UserError
+
+IR_NAME = "image_encoder.xml"
+
+
+def openvino_version() -> str:
+    """The installed OpenVINO's version ("2026.4.1"); a clear error where it is missing."""
+    try:
+        import openvino
+    except ImportError:
+        raise UserError(
+            "--precision openvino needs the `openvino` package (`pip install openvino`), which this "
+            "Python lacks; use --precision auto, fp32, bf16 or int8."
+        ) from None
+    return openvino.__version__.split("-")[0]
+
+
+class _PhraseImageEncoder(nn.Module):
+    """The model's phrase-conditioned image encoder as a module of tensors only (what export needs)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor, text: torch.Tensor, padding: torch.Tensor):
+        embedding, high_res = self.model.encode_image_with_text_in_torch(images, text, padding)
+        return (embedding, *high_res)
+
+
+@dataclass
+class OpenVINOImageEncoder:
+    """Callable like `RS2SAM2._encode_image_with_text`: (images, text, padding) → (embedding, high_res)."""
+
+    compiled: object  # openvino.CompiledModel
+    text_length: int
+    hint: str  # "f32" or "bf16"
+    cache_folder: Path
+    converted_now: bool  # False when the IR came from the cache
+
+    def __call__(
+        self, sam_images: torch.Tensor, text: torch.Tensor, padding: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        image = sam_images.detach().float().cpu().numpy()
+        per_phrase = []
+        for k in range(text.shape[0]):
+            phrase_text, phrase_padding = _pad(text[k : k + 1], padding[k : k + 1], self.text_length)
+            own_image = image[k : k + 1] if image.shape[0] > 1 else image
+            result = self.compiled([own_image, phrase_text, phrase_padding])
+            per_phrase.append([result[output] for output in self.compiled.outputs])
+        outputs = [torch.from_numpy(np.concatenate(parts)) for parts in zip(*per_phrase)]
+        return outputs[0], outputs[1:]
+
+
+def _pad(text: torch.Tensor, padding: torch.Tensor, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """One phrase's text features and padding mask, padded (masked) to `length` tokens."""
+    text_np = text.detach().float().cpu().numpy()
+    padding_np = padding.detach().cpu().numpy().astype(bool)
+    missing = length - text_np.shape[1]
+    if missing < 0:
+        raise ValueError(f"a phrase of {text_np.shape[1]} tokens is longer than the model's {length}")
+    if missing:
+        text_np = np.concatenate([text_np, np.zeros((1, missing, text_np.shape[2]), np.float32)], 1)
+        padding_np = np.concatenate([padding_np, np.ones((1, missing), bool)], 1)
+    return text_np, padding_np
+
+
+def cache_key(model: nn.Module, image_size: int, text_length: int, version: str) -> str:
+    """Hash of what the converted graph depends on: the encoder's weights and buffers, the shapes and
+    the converting libraries' versions."""
+    digest = hashlib.sha256(f"{image_size}/{text_length}/{torch.__version__}/{version}".encode())
+    parts = {"image_encoder": model.sam.image_encoder, "adapters": model.adapters}
+    for prefix, part in parts.items():
+        for name, tensor in part.state_dict().items():
+            digest.update(f"{prefix}.{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _example_inputs(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    size, length = model.config.image_size, model.config.text_context_length
+    text = torch.zeros(1, length, model.text_proj.out_features)
+    padding = torch.ones(1, length, dtype=torch.bool)
+    padding[:, 0] = False  # at least one real token, as every phrase has
+    return torch.zeros(1, 3, size, size), text, padding
+
+
+def _convert(model: nn.Module, folder: Path) -> None:
+    """Export the encoder, convert it to OpenVINO IR and write it to `folder` (all or nothing)."""
+    import openvino
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        with torch.no_grad():
+            exported = torch.export.export(
+                _PhraseImageEncoder(model).eval(), _example_inputs(model), strict=False
+            )
+        converted = openvino.convert_model(exported)
+        openvino.save_model(converted, staging / IR_NAME, compress_to_fp16=False)
+        try:
+            os.replace(staging, folder)  # another process may have written the same key meanwhile
+        except OSError:
+            if not (folder / IR_NAME).is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def compile_image_encoder(model: nn.Module, hint: str, cache: Path, threads: int) -> OpenVINOImageEncoder:
+    """The model's image encoder compiled by OpenVINO for this CPU (converted first if not cached)."""
+    import openvino
+
+    version = openvino_version()
+    length = model.config.text_context_length
+    folder = cache / cache_key(model, model.config.image_size, length, version)
+    converted_now = not (folder / IR_NAME).is_file()
+    if converted_now:
+        _convert(model, folder)
+    core = openvino.Core()
+    compiled = core.compile_model(
+        core.read_model(folder / IR_NAME),
+        "CPU",
+        {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": max(1, threads)},
+    )
+    return OpenVINOImageEncoder(compiled, length, hint, folder, converted_now)

@@ -435,7 +435,7 @@ class ModelInfo:
     preset: str | None
     input_size: int
     device: str
-    precision: str = ""  # fp32, bf16 or int8 as it runs ("" from servers before these fields)
+    precision: str = ""  # fp32, bf16, int8 or openvino as it runs ("" from servers before these fields)
     threads: int = 0  # the backend's CPU threads for the model (0: not reported)
 
 

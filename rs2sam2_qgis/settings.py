@@ -77,8 +77,8 @@ class PluginSettings:
     # only the plugin holds its token). Empty: it only takes uploads.
     local_allow_path: str = field(default_factory=lambda: Path.home().anchor or "/")
     # How the local backend computes: `serve --precision` (auto: the backend picks; fp32, bf16 — CPUs
-    # with native bf16 and GPUs only —, int8 on the CPU) and `--threads` (0: the backend's default, one
-    # per physical core). Defaults are left off the command, so an older backend still starts.
+    # with native bf16 and GPUs only —, int8 and openvino on the CPU) and `--threads` (0: the backend's
+    # default, one per physical core). Defaults are left off the command, so an older backend still starts.
     local_precision: str = "auto"
     local_threads: int = 0
     # The first start after the set-up imports torch without bytecode yet: minutes on a slow machine.

@@ -131,7 +131,9 @@ class SettingsDialog(QDialog):
         self.precision_combo.setToolTip(
             tr(
                 "How the model computes. bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX) or a GPU; "
-                "elsewhere the backend refuses to start with it."
+                "elsewhere the backend refuses to start with it. OpenVINO runs the image encoder in "
+                "Intel's CPU runtime: the first start converts the model (seconds to minutes), later "
+                "starts reuse it."
             )
         )
         self.threads_spin = QSpinBox(parent)

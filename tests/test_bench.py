@@ -33,20 +33,22 @@ def test_training_throughput_benchmark_runs_the_real_step(capsys):
     assert "| test | 128 | 2 |" in report and "MiB" in report
 
 
-def test_precision_benchmark_measures_every_mode_and_profiles_the_parts():
+def test_precision_benchmark_measures_every_mode_and_profiles_the_parts(tmp_path, monkeypatch):
     """The measurement itself, in this process (the command runs it in a fresh one per model)."""
     from bench.precision import agreement, measure_model
 
-    result = measure_model("demo", ["fp32", "int8"], repeats=1, threads=1)
-    assert result["auto"] in ("fp32", "bf16", "int8") and set(result["rows"]) == {"fp32", "int8"}
+    monkeypatch.setenv("RS2SAM2_CACHE", str(tmp_path))  # the openvino conversion's cache
+    result = measure_model("demo", ["fp32", "int8", "openvino"], repeats=1, threads=1)
+    assert result["auto"] in ("fp32", "bf16", "int8") and set(result["rows"]) == {"fp32", "int8", "openvino"}
     agreed = agreement(result["maps"], result["threshold"])
     assert agreed["fp32"][0] == 1.0 and 0.9 < agreed["int8"][0] <= 1.0 and agreed["fp32"][1] > 0
+    assert agreed["openvino"][0] >= 0.97
     fp32 = result["rows"]["fp32"]
-    assert (
-        fp32["stages"]["image encoder (Hiera + adapters + neck)"]
-        > fp32["stages"]["… of which the adapters"]
-        > 0
-    )
+    encoder = "image encoder (Hiera + adapters + neck)"
+    assert fp32["stages"][encoder] > fp32["stages"]["… of which the adapters"] > 0
+    # OpenVINO runs the encoder outside torch: its time is still counted, the adapters' is inside it.
+    openvino = result["rows"]["openvino"]["stages"]
+    assert openvino[encoder] > 0 and openvino["… of which the adapters"] == 0
 
 
 def test_phrases_benchmark_gives_the_per_phrase_curve():

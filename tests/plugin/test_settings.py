@@ -126,6 +126,7 @@ def test_dialog_edits_precision_and_threads(qgis_app, plugin_settings):
         "fp32",
         "bf16",
         "int8",
+        "openvino",
     ]
     dialog.precision_combo.setCurrentIndex(dialog.precision_combo.findData("int8"))
     dialog.threads_spin.setValue(0)

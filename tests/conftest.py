@@ -44,3 +44,19 @@ def _no_network():
     socket.socket.connect = _loopback_only_connect
     yield
     socket.socket.connect = _real_connect
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache(tmp_path_factory):
+    """The rs2sam2 cache (downloaded weights, OpenVINO conversions) in a folder of the test session, so
+    tests neither read a developer's cache nor leave files in it; tests that need a cache of their own
+    set RS2SAM2_CACHE themselves. Subprocesses inherit it."""
+    import os
+
+    before = os.environ.get("RS2SAM2_CACHE")
+    os.environ["RS2SAM2_CACHE"] = str(tmp_path_factory.mktemp("rs2sam2-cache"))
+    yield
+    if before is None:
+        os.environ.pop("RS2SAM2_CACHE", None)
+    else:
+        os.environ["RS2SAM2_CACHE"] = before

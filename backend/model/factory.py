@@ -57,7 +57,12 @@ def build_model(config: ModelConfig | str = DEFAULT_PRESET, device: str = "cpu")
 def make_predictor(model, model_id: str, precision: str = "fp32"):
     """The PhraseSegmenter for a built model of either family, prepared for `precision` (fp32, bf16, int8
     or auto: backend/model/precision.py; a mode the device cannot run is a UserError)."""
-    mode = resolve_precision(precision, model.device, image_size=model.config.image_size)
+    mode = resolve_precision(
+        precision,
+        model.device,
+        image_size=model.config.image_size,
+        converts_to_openvino=model.config.family != "paper",
+    )
     if model.config.family == "paper":
         from backend.model.paper.predictor import PaperPredictor
 

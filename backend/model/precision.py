@@ -16,8 +16,12 @@ Inference runs in one of three modes (`--precision` of the entry points; `auto` 
 
 `auto` is a rule, not a measurement at load time (that would cost seconds per start): the fastest mode
 whose masks agreed with fp32 (mask IoU ≥ AGREEMENT_IOU) on the reference set of `rs2sam2 bench precision`
-— bf16 where the hardware has it natively, fp32 elsewhere (int8 measured slower or not agreeing; see
-docs/benchmarks.md). The benchmark checks the rule against its own measurements on each run.
+— `openvino` for the project's model family at 512 px and more (the conversion, once per model, pays
+back within a few tiles; below that the tile is milliseconds and OpenVINO's start-up, about 0.35 s per
+process, does not pay), else bf16 where the hardware has it natively, fp32 elsewhere (int8 measured
+slower; see docs/benchmarks.md). When `auto` chose `openvino` and the conversion fails, the model runs
+in the torch mode `auto` would otherwise have chosen, and says so. The benchmark checks the rule
+against its own measurements on each run.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ class Precision:
     reason: str = ""  # why `auto` chose it, or what the mode means on this device
     convert_weights: bool = False  # store the heavy parts' weights in the low precision
     openvino_hint: str = ""  # "openvino": OpenVINO's inference precision for the image encoder
+    fallback: Precision | None = None  # `auto`'s torch mode, if its "openvino" cannot convert the model
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -94,11 +99,13 @@ def resolve_precision(
     device: torch.device | str,
     flags: frozenset[str] | None = None,
     image_size: int | None = None,
+    converts_to_openvino: bool = False,
 ) -> Precision:
     """The precision to run for a request on a device; a mode the device cannot run is one UserError.
 
     `image_size`: the model's input side (`auto` keeps fp32 on the CPU for small models, where bf16's
-    casts cost more than its kernels save). `flags` replaces the CPU's own flags (tests simulate CPUs
+    casts cost more than its kernels save). `converts_to_openvino`: the model's family has the
+    `openvino` mode (`auto` may choose it). `flags` replaces the CPU's own flags (tests simulate CPUs
     with and without bf16 this way).
     """
     name = (requested or "auto").lower()
@@ -111,15 +118,19 @@ def resolve_precision(
     small = image_size is not None and image_size < BF16_MIN_IMAGE_SIZE
     if name == "auto":
         if not native_bf16:
-            return Precision("fp32", "cpu", "auto", "this CPU has no native bf16")
-        if small:
-            return Precision("fp32", "cpu", "auto", f"bf16 does not pay below {BF16_MIN_IMAGE_SIZE} px")
-        return Precision("bf16", "cpu", "auto", "native bf16 on this CPU", convert_weights=True)
+            torch_mode = Precision("fp32", "cpu", "auto", "this CPU has no native bf16")
+        elif small:
+            torch_mode = Precision("fp32", "cpu", "auto", f"bf16 does not pay below {BF16_MIN_IMAGE_SIZE} px")
+        else:
+            torch_mode = Precision("bf16", "cpu", "auto", "native bf16 on this CPU", convert_weights=True)
+        if converts_to_openvino and not small and openvino_installed():
+            hint = "bf16" if native_bf16 else "f32"
+            reason = f"OpenVINO {_openvino_version()} image encoder in {hint}"
+            return Precision("openvino", "cpu", "auto", reason, openvino_hint=hint, fallback=torch_mode)
+        return torch_mode
     if name == "openvino":
-        from backend.model.openvino_encoder import openvino_version
-
         hint = "bf16" if native_bf16 and not small else "f32"
-        reason = f"OpenVINO {openvino_version()} image encoder in {hint}"
+        reason = f"OpenVINO {_openvino_version()} image encoder in {hint}"
         return Precision("openvino", "cpu", name, reason, openvino_hint=hint)
     if name == "bf16" and not native_bf16:
         raise UserError(
@@ -128,6 +139,21 @@ def resolve_precision(
         )
     reasons = {"fp32": "", "bf16": "native bf16 on this CPU", "int8": "dynamic int8 linear layers"}
     return Precision(name, "cpu", name, reasons[name], convert_weights=name == "bf16")
+
+
+def openvino_installed() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("openvino") is not None
+    except ValueError:  # a module set to None in sys.modules (tests simulate a missing package so)
+        return False
+
+
+def _openvino_version() -> str:
+    from backend.model.openvino_encoder import openvino_version
+
+    return openvino_version()
 
 
 def _resolve_on_gpu(name: str) -> Precision:

@@ -9,9 +9,12 @@ text, so only its vision tower can be shared.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 
+from backend.errors import UserError
 from backend.model.phrase_predictor import PhrasePredictor, eval_mode
 from backend.model.precision import Precision, apply_precision, training_precision
 from backend.model.preprocess import image_to_tensor, preprocess_batch
@@ -30,8 +33,8 @@ class RS2SAM2Predictor(PhrasePredictor):
         in place (bf16 or int8 weights of its heavy parts). By default training's (bf16 autocast on CUDA,
         fp32 on the CPU), which never changes the weights, so a predictor can wrap a model in training."""
         if precision is not None and precision.name == "openvino":
-            model.encoder_runtime = _openvino_encoder(model, precision)
-        elif precision is not None:
+            precision = _with_openvino_encoder(model, precision)
+        if precision is not None and precision.name != "openvino":
             apply_precision(model.low_precision_parts(), precision)
         super().__init__(model, model_id, precision or training_precision(model.device), max_batch)
         self._sam_image: torch.Tensor | None = None
@@ -54,12 +57,26 @@ class RS2SAM2Predictor(PhrasePredictor):
         return self.model(self._sam_image, None, tokens, clip_image_tokens=self._clip_tokens).low_res_logits
 
 
-def _openvino_encoder(model: RS2SAM2, precision: Precision):
-    """The model's image encoder compiled by OpenVINO (converted and cached on first use)."""
+def _with_openvino_encoder(model: RS2SAM2, precision: Precision) -> Precision:
+    """Give the model its image encoder compiled by OpenVINO (converted and cached on first use). When
+    `auto` chose OpenVINO and the conversion fails, the precision `auto` would otherwise have chosen
+    (said on stderr); asked for explicitly, the failure is the user's error message."""
     from backend.model.openvino_encoder import compile_image_encoder
     from backend.weights.download import cache_root
 
     model.eval()
-    return compile_image_encoder(
-        model, precision.openvino_hint, cache_root() / "openvino", threads=torch.get_num_threads()
-    )
+    try:
+        model.encoder_runtime = compile_image_encoder(
+            model, precision.openvino_hint, cache_root() / "openvino", threads=torch.get_num_threads()
+        )
+    except Exception as exc:  # noqa: BLE001 - export and conversion raise many types
+        if precision.fallback is None:
+            raise UserError(f"--precision openvino could not convert this model: {exc}") from exc
+        print(
+            f"OpenVINO could not convert the model ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            f"running in {precision.fallback.name} instead",
+            file=sys.stderr,
+            flush=True,
+        )
+        return precision.fallback
+    return precision

@@ -77,9 +77,46 @@ def test_a_failed_conversion_leaves_nothing_in_the_cache(own_cache, monkeypatch)
 
     monkeypatch.setattr(openvino, "save_model", fail)
     model, _ = load_checkpoint(DEMO_CHECKPOINT)
-    with pytest.raises(RuntimeError, match="conversion failed"):
+    with pytest.raises(UserError, match="could not convert this model: conversion failed"):
         RS2SAM2Predictor(model, "demo", precision=_openvino("f32"))
     assert list(own_cache.iterdir()) == []  # no half-written model that a later run would read
+
+
+def test_auto_chooses_openvino_from_512_px_and_falls_back_when_it_cannot_convert(monkeypatch, capsys):
+    amx = frozenset({"amx_bf16"})
+    chosen = resolve_precision("auto", "cpu", flags=amx, image_size=1024, converts_to_openvino=True)
+    assert (chosen.name, chosen.requested, chosen.openvino_hint) == ("openvino", "auto", "bf16")
+    assert chosen.fallback.name == "bf16" and chosen.describe().startswith("openvino (auto: OpenVINO")
+    plain = resolve_precision(
+        "auto", "cpu", flags=frozenset({"avx2"}), image_size=512, converts_to_openvino=True
+    )
+    assert (plain.openvino_hint, plain.fallback.name) == ("f32", "fp32")
+    # The demo model's size, the paper family, and a Python without OpenVINO: the torch modes.
+    assert (
+        resolve_precision("auto", "cpu", flags=amx, image_size=128, converts_to_openvino=True).name == "fp32"
+    )
+    assert resolve_precision("auto", "cpu", flags=amx, image_size=1024).name == "bf16"
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    assert (
+        resolve_precision("auto", "cpu", flags=amx, image_size=1024, converts_to_openvino=True).name == "bf16"
+    )
+    monkeypatch.delitem(sys.modules, "openvino")
+
+    import openvino
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("unsupported operation")
+
+    monkeypatch.setattr(openvino, "convert_model", fail)
+    model, _ = load_checkpoint(DEMO_CHECKPOINT)
+    fallback = Precision("fp32", "cpu", "auto", "this CPU has no native bf16")
+    auto = Precision("openvino", "cpu", "auto", "OpenVINO", openvino_hint="f32", fallback=fallback)
+    predictor = RS2SAM2Predictor(model, "demo", precision=auto)
+    assert predictor.precision == fallback and model.encoder_runtime is None
+    assert "OpenVINO could not convert the model (RuntimeError: unsupported operation); running in fp32" in (
+        capsys.readouterr().err
+    )
+    assert predictor.predict(reference_image(128), ["the dark lake"])[0].probability.shape == (128, 128)
 
 
 def test_phrases_of_any_length_and_several_at_once_match_the_torch_encoder():

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +145,12 @@ def compile_image_encoder(model: nn.Module, hint: str, cache: Path, threads: int
     folder = cache / cache_key(model, model.config.image_size, length, version)
     converted_now = not (folder / IR_NAME).is_file()
     if converted_now:
+        # Seconds for small models, a minute or more for large ones: say why the start is slow this once.
+        print(
+            f"converting the image encoder for OpenVINO (once per model; kept in {folder.parent})",
+            file=sys.stderr,
+            flush=True,
+        )
         _convert(model, folder)
     core = openvino.Core()
     compiled = core.compile_model(

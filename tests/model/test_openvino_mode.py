@@ -52,10 +52,11 @@ def test_demo_model_masks_agree_with_fp32(hint, demo_fp32_masks):
     assert min(_iou(a, b) for a, b in zip(masks, demo_fp32_masks)) >= AGREEMENT_IOU
 
 
-def test_the_conversion_is_cached_by_the_encoders_weights(own_cache):
+def test_the_conversion_is_cached_by_the_encoders_weights(own_cache, capsys):
     model, _ = load_checkpoint(DEMO_CHECKPOINT)
     first = RS2SAM2Predictor(model, "demo", precision=_openvino("f32")).model.encoder_runtime
     assert first.converted_now and (first.cache_folder / "image_encoder.xml").is_file()
+    assert "converting the image encoder for OpenVINO (once per model" in capsys.readouterr().err
     again, _ = load_checkpoint(DEMO_CHECKPOINT)
     second = RS2SAM2Predictor(again, "demo", precision=_openvino("f32")).model.encoder_runtime
     assert not second.converted_now and second.cache_folder == first.cache_folder

@@ -102,7 +102,7 @@ def cache_key(model: nn.Module, image_size: int, text_length: int, version: str)
     for prefix, part in parts.items():
         for name, tensor in part.state_dict().items():
             digest.update(f"{prefix}.{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:32]
 
 

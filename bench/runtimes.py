@@ -33,19 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _encoder(model):
-    """The phrase-conditioned image encoder as a module of (image, text, padding) → its five outputs."""
-    from torch import nn
+    """The phrase-conditioned image encoder as a module of (image, text, padding) → (embedding, *high_res) (the
+    graph the `openvino` mode exports)."""
+    from backend.model.openvino_encoder import PhraseImageEncoder
 
-    class PhraseImageEncoder(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, images, text, padding):
-            embedding, high_res = self.model._encode_image_with_text(images, text, padding)
-            return (embedding, *high_res)
-
-    return PhraseImageEncoder().eval()
+    return PhraseImageEncoder(model).eval()
 
 
 def _inputs(model):

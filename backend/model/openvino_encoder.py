@@ -45,7 +45,7 @@ def openvino_version() -> str:
     return openvino.__version__.split("-")[0]
 
 
-class _PhraseImageEncoder(nn.Module):
+class PhraseImageEncoder(nn.Module):
     """The model's phrase-conditioned image encoder as a module of tensors only (what export needs)."""
 
     def __init__(self, model: nn.Module):
@@ -123,7 +123,7 @@ def _convert(model: nn.Module, folder: Path) -> None:
     try:
         with torch.no_grad():
             exported = torch.export.export(
-                _PhraseImageEncoder(model).eval(), _example_inputs(model), strict=False
+                PhraseImageEncoder(model).eval(), _example_inputs(model), strict=False
             )
         converted = openvino.convert_model(exported)
         openvino.save_model(converted, staging / IR_NAME, compress_to_fp16=False)

@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _encoder(model):
-    """The phrase-conditioned image encoder as a module of (image, text, padding) → (embedding, *high_res) (the
-    graph the `openvino` mode exports)."""
+    """The phrase-conditioned image encoder as a module of (image, text, padding) → (embedding,
+    *high_res): the graph the `openvino` mode exports."""
     from backend.model.openvino_encoder import PhraseImageEncoder
 
     return PhraseImageEncoder(model).eval()

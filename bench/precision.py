@@ -3,7 +3,7 @@ one phrase in every mode the device runs, against fp32 — time and agreement of
 (mask IoU, the lowest over the reference phrases) — and what `auto` resolves to beside the fastest
 agreeing mode measured (the rule in backend/model/precision.py must match it). Below 512 px `openvino`
 is left out of that comparison: its start-up (about 0.35 s per process) is not in a tile's time and
-outweighs what it saves on such tiles. The paper family has no `openvino` mode.
+outweighs what it saves on such tiles.
 
 The reference set (fixed): the bundled demo model on the bundled demo scene with its phrases; `tiny` with
 random weights (seed 0) on the demo scene resized to 1024×1024, same phrases; the paper's architecture
@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 
 MODELS = ("demo", "tiny", "paper")
-UNSUPPORTED = {"paper": ("openvino",)}  # modes a model family does not have
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -231,9 +230,7 @@ def measure_model(name: str, modes: list[str], repeats: int, threads: int) -> di
             wall[mode].append(time.perf_counter() - wall_start)
             stages[mode].append(clocks[mode].take())
     any_predictor = next(iter(predictors.values()))
-    auto = resolve_precision(
-        "auto", "cpu", image_size=any_predictor.input_size, converts_to_openvino=name not in UNSUPPORTED
-    )
+    auto = resolve_precision("auto", "cpu", image_size=any_predictor.input_size, converts_to_openvino=True)
     return {
         "what": what,
         "auto": auto.name,
@@ -288,9 +285,7 @@ def run(args: argparse.Namespace) -> str:
     for name in args.models:
         # Conversion caches go to a scratch folder: the measured first-use conversion is not the user's.
         os.environ.setdefault("RS2SAM2_CACHE", tempfile.mkdtemp(prefix="rs2sam2-bench-precision-cache-"))
-        result = _measure(
-            name, [m for m in modes if m not in UNSUPPORTED.get(name, ())], args.repeats, args.threads
-        )
+        result = _measure(name, modes, args.repeats, args.threads)
         rows = result["rows"]
         for mode, row in rows.items():
             lines.append(

@@ -61,7 +61,7 @@ def make_predictor(model, model_id: str, precision: str = "fp32"):
         precision,
         model.device,
         image_size=model.config.image_size,
-        converts_to_openvino=model.config.family != "paper",
+        converts_to_openvino=True,  # both families (backend/model/openvino_encoder.py)
     )
     if model.config.family == "paper":
         from backend.model.paper.predictor import PaperPredictor

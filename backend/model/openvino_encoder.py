@@ -1,8 +1,9 @@
 """The `openvino` precision mode: SAM 2's phrase-conditioned image encoder run by OpenVINO on the CPU.
 
-The encoder (Hiera with the BHF adapters, and the FPN neck) is nearly all of a tile's compute
-(docs/benchmarks.md, "Precision modes"); everything else — CLIP, the union encoder's joint layers, the
-prompt encoder and the mask decoder — stays in torch. The encoder is exported once per model with
+The encoder (Hiera with the text-conditioned adapters, and the FPN neck) is nearly all of a tile's
+compute (docs/benchmarks.md, "Precision modes"); everything else — CLIP or BEiT-3, the union encoder's
+joint layers, the prompt encoder and the mask decoder — stays in torch. Both model families expose the
+encoder as `encode_image_with_text_in_torch(images, text, padding)`. The encoder is exported once per model with
 `torch.export`, converted by `openvino.convert_model` and saved as OpenVINO IR under
 `<cache>/openvino/<key>/` (key: a hash of the encoder's weights, the input size, the text length and
 the versions of torch and OpenVINO), so the conversion (seconds for the demo model, more for large
@@ -46,7 +47,8 @@ def openvino_version() -> str:
 
 
 class PhraseImageEncoder(nn.Module):
-    """The model's phrase-conditioned image encoder as a module of tensors only (what export needs)."""
+    """The model's phrase-conditioned image encoder as a module of tensors only (what export needs);
+    both families have `encode_image_with_text_in_torch(images, text, padding)`."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -68,12 +70,13 @@ class OpenVINOImageEncoder:
     converted_now: bool  # False when the IR came from the cache
 
     def __call__(
-        self, sam_images: torch.Tensor, text: torch.Tensor, padding: torch.Tensor
+        self, sam_images: torch.Tensor, text: torch.Tensor, padding: torch.Tensor | None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         image = sam_images.detach().float().cpu().numpy()
         per_phrase = []
         for k in range(text.shape[0]):
-            phrase_text, phrase_padding = _pad(text[k : k + 1], padding[k : k + 1], self.text_length)
+            own_padding = None if padding is None else padding[k : k + 1]
+            phrase_text, phrase_padding = _pad(text[k : k + 1], own_padding, self.text_length)
             own_image = image[k : k + 1] if image.shape[0] > 1 else image
             result = self.compiled([own_image, phrase_text, phrase_padding])
             per_phrase.append([result[output] for output in self.compiled.outputs])
@@ -81,10 +84,14 @@ class OpenVINOImageEncoder:
         return outputs[0], outputs[1:]
 
 
-def _pad(text: torch.Tensor, padding: torch.Tensor, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """One phrase's text features and padding mask, padded (masked) to `length` tokens."""
+def _pad(text: torch.Tensor, padding: torch.Tensor | None, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """One phrase's text features and padding mask (None: no padding), padded (masked) to `length`
+    tokens."""
     text_np = text.detach().float().cpu().numpy()
-    padding_np = padding.detach().cpu().numpy().astype(bool)
+    if padding is None:
+        padding_np = np.zeros(text_np.shape[:2], bool)
+    else:
+        padding_np = padding.detach().cpu().numpy().astype(bool)
     missing = length - text_np.shape[1]
     if missing < 0:
         raise ValueError(f"a phrase of {text_np.shape[1]} tokens is longer than the model's {length}")
@@ -94,11 +101,32 @@ def _pad(text: torch.Tensor, padding: torch.Tensor, length: int) -> tuple[np.nda
     return text_np, padding_np
 
 
+def _family_parts(model: nn.Module) -> tuple[int, dict[str, nn.Module]]:
+    """(width of the text features the encoder reads, the modules whose weights the exported graph holds)
+    for either model family."""
+    if model.config.family == "paper":
+        visual = model.visual_model
+        decoder = visual.sam_mask_decoder
+        parts = {
+            "image_encoder": visual.image_encoder,
+            "conv_s0": decoder.conv_s0,
+            "conv_s1": decoder.conv_s1,
+        }
+        return model.text_feat_linear.out_features, parts
+    return model.text_proj.out_features, {
+        "image_encoder": model.sam.image_encoder,
+        "adapters": model.adapters,
+    }
+
+
 def cache_key(model: nn.Module, image_size: int, text_length: int, version: str) -> str:
-    """Hash of what the converted graph depends on: the encoder's weights and buffers, the shapes and
-    the converting libraries' versions."""
-    digest = hashlib.sha256(f"{image_size}/{text_length}/{torch.__version__}/{version}".encode())
-    parts = {"image_encoder": model.sam.image_encoder, "adapters": model.adapters}
+    """Hash of what the converted graph depends on: the family, the encoder's weights and buffers, the
+    shapes and the converting libraries' versions."""
+    family = model.config.family
+    digest = hashlib.sha256(f"{family}/{image_size}/{text_length}/{torch.__version__}/{version}".encode())
+    _, parts = _family_parts(model)
+    if family == "paper":
+        digest.update(model.visual_model.no_mem_embed.detach().cpu().float().numpy().tobytes())
     for prefix, part in parts.items():
         for name, tensor in part.state_dict().items():
             digest.update(f"{prefix}.{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
@@ -108,7 +136,7 @@ def cache_key(model: nn.Module, image_size: int, text_length: int, version: str)
 
 def _example_inputs(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     size, length = model.config.image_size, model.config.text_context_length
-    text = torch.zeros(1, length, model.text_proj.out_features)
+    text = torch.zeros(1, length, _family_parts(model)[0])
     padding = torch.ones(1, length, dtype=torch.bool)
     padding[:, 0] = False  # at least one real token, as every phrase has
     return torch.zeros(1, 3, size, size), text, padding
@@ -159,3 +187,28 @@ def compile_image_encoder(model: nn.Module, hint: str, cache: Path, threads: int
         {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": max(1, threads)},
     )
     return OpenVINOImageEncoder(compiled, length, hint, folder, converted_now)
+
+
+def attach_openvino_encoder(model: nn.Module, precision) -> object:
+    """Give the model (either family) its image encoder compiled by OpenVINO, converted and cached on
+    first use; returns the precision that runs. When `auto` chose OpenVINO and the conversion fails:
+    the precision `auto` would otherwise have chosen (said on stderr); asked for explicitly, the failure
+    is the user's error message."""
+    from backend.weights.download import cache_root
+
+    model.eval()
+    try:
+        model.encoder_runtime = compile_image_encoder(
+            model, precision.openvino_hint, cache_root() / "openvino", threads=torch.get_num_threads()
+        )
+    except Exception as exc:  # noqa: BLE001 - export and conversion raise many types
+        if precision.fallback is None:
+            raise UserError(f"--precision openvino could not convert this model: {exc}") from exc
+        print(
+            f"OpenVINO could not convert the model ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            f"running in {precision.fallback.name} instead",
+            file=sys.stderr,
+            flush=True,
+        )
+        return precision.fallback
+    return precision

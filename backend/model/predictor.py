@@ -9,12 +9,9 @@ text, so only its vision tower can be shared.
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import torch
 
-from backend.errors import UserError
 from backend.model.phrase_predictor import PhrasePredictor, eval_mode
 from backend.model.precision import Precision, apply_precision, training_precision
 from backend.model.preprocess import image_to_tensor, preprocess_batch
@@ -33,7 +30,9 @@ class RS2SAM2Predictor(PhrasePredictor):
         in place (bf16 or int8 weights of its heavy parts). By default training's (bf16 autocast on CUDA,
         fp32 on the CPU), which never changes the weights, so a predictor can wrap a model in training."""
         if precision is not None and precision.name == "openvino":
-            precision = _with_openvino_encoder(model, precision)
+            from backend.model.openvino_encoder import attach_openvino_encoder
+
+            precision = attach_openvino_encoder(model, precision)
         if precision is not None and precision.name != "openvino":
             apply_precision(model.low_precision_parts(), precision)
         super().__init__(model, model_id, precision or training_precision(model.device), max_batch)
@@ -55,28 +54,3 @@ class RS2SAM2Predictor(PhrasePredictor):
 
     def _forward(self, tokens) -> torch.Tensor:
         return self.model(self._sam_image, None, tokens, clip_image_tokens=self._clip_tokens).low_res_logits
-
-
-def _with_openvino_encoder(model: RS2SAM2, precision: Precision) -> Precision:
-    """Give the model its image encoder compiled by OpenVINO (converted and cached on first use). When
-    `auto` chose OpenVINO and the conversion fails, the precision `auto` would otherwise have chosen
-    (said on stderr); asked for explicitly, the failure is the user's error message."""
-    from backend.model.openvino_encoder import compile_image_encoder
-    from backend.weights.download import cache_root
-
-    model.eval()
-    try:
-        model.encoder_runtime = compile_image_encoder(
-            model, precision.openvino_hint, cache_root() / "openvino", threads=torch.get_num_threads()
-        )
-    except Exception as exc:  # noqa: BLE001 - export and conversion raise many types
-        if precision.fallback is None:
-            raise UserError(f"--precision openvino could not convert this model: {exc}") from exc
-        print(
-            f"OpenVINO could not convert the model ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-            f"running in {precision.fallback.name} instead",
-            file=sys.stderr,
-            flush=True,
-        )
-        return precision.fallback
-    return precision

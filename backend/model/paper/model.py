@@ -49,6 +49,8 @@ class PaperRS2SAM2(nn.Module):
         self.meo_linear = nn.Linear(width, prompt_dim)
         self.text2one_linear = nn.Linear(prompt_dim, 1)
         self.tokenizer: PaperTokenizer | None = None  # comes with the weights (the published model file)
+        # Set by the `openvino` precision mode: a compiled image encoder used without gradients.
+        self.encoder_runtime = None
 
     # ---- inputs -------------------------------------------------------------------------------
     def tokenize(self, phrases: Sequence[str]) -> TextTokens:
@@ -76,7 +78,16 @@ class PaperRS2SAM2(nn.Module):
     def encode_image(
         self, images: torch.Tensor, text: torch.Tensor, text_padding: torch.Tensor | None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """SAM 2's image encoder with the text threaded through the trunk → embedding, high-res features."""
+        """SAM 2's image encoder with the text threaded through the trunk → embedding, high-res features;
+        with the `openvino` precision mode, the same graph compiled by OpenVINO (`encoder_runtime`)."""
+        if self.encoder_runtime is not None and not torch.is_grad_enabled():
+            return self.encoder_runtime(images, text, text_padding)
+        return self.encode_image_with_text_in_torch(images, text, text_padding)
+
+    def encode_image_with_text_in_torch(
+        self, images: torch.Tensor, text: torch.Tensor, text_padding: torch.Tensor | None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The torch graph of `encode_image` (what the OpenVINO conversion exports)."""
         encoder = self.visual_model.image_encoder
         features, _ = encoder.neck(encoder.trunk(images, text, text_padding))
         if encoder.scalp > 0:

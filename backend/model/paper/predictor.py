@@ -39,11 +39,11 @@ class PaperPredictor(PhrasePredictor):
         model = model.float().eval()
         precision = precision or Precision("fp32", model.device.type, "fp32")
         if precision.name == "openvino":
-            raise UserError(
-                "--precision openvino converts the project's own model family only; the paper models "
-                "run with --precision auto, fp32, bf16 or int8."
-            )
-        apply_precision(model.low_precision_parts(), precision)
+            from backend.model.openvino_encoder import attach_openvino_encoder
+
+            precision = attach_openvino_encoder(model, precision)
+        if precision.name != "openvino":
+            apply_precision(model.low_precision_parts(), precision)
         self.threshold = model.config.default_threshold
         super().__init__(model, model_id, precision, max_batch)
         self._inputs: tuple[torch.Tensor, torch.Tensor] | None = None

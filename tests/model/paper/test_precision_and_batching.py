@@ -71,3 +71,30 @@ def test_the_patch_embedding_runs_once_per_image(paper_test_model):
         handle.remove()
     assert batches == [1]
     assert paper_test_model.parameters().__next__().dtype == torch.float32
+
+
+def test_openvino_masks_agree_with_fp32_and_its_encoder_matches_torch(
+    paper_test_model, tmp_path, monkeypatch
+):
+    """The paper family's image encoder converted by OpenVINO (f32): the same masks as fp32, and the same
+    encoder outputs for phrases with and without padding."""
+    pytest.importorskip("openvino", reason="a dependency of the project (pyproject.toml)")
+    monkeypatch.setenv("RS2SAM2_CACHE", str(tmp_path))
+    reference = PaperPredictor(copy.deepcopy(paper_test_model), "fp32").predict(IMAGE, PHRASES[:2])
+    model = copy.deepcopy(paper_test_model)
+    openvino = Precision("openvino", "cpu", "openvino", openvino_hint="f32")
+    predictor = PaperPredictor(model, "openvino", precision=openvino)
+    assert predictor.precision.name == "openvino" and model.encoder_runtime is not None
+    for ours, theirs in zip(predictor.predict(IMAGE, PHRASES[:2]), reference):
+        threshold = float(np.median(theirs.probability))
+        assert _iou(ours.probability > threshold, theirs.probability > threshold) >= AGREEMENT_IOU
+    tokens = model.tokenize(PHRASES[:2])  # two lengths: the shorter one padded
+    images = torch.rand(1, 3, model.config.image_size, model.config.image_size)
+    text = torch.randn(2, tokens.valid.shape[1], model.text_feat_linear.out_features)
+    with torch.no_grad():
+        want = model.encode_image_with_text_in_torch(images, text, ~tokens.valid)
+        got = model.encode_image(images, text, ~tokens.valid)
+        want_one = model.encode_image_with_text_in_torch(images, text[:1], None)
+        got_one = model.encode_image(images, text[:1], None)
+    for a, b in [(got[0], want[0]), *zip(got[1], want[1]), (got_one[0], want_one[0])]:
+        assert float((a - b).abs().max()) <= 1e-4 * float(b.abs().max())

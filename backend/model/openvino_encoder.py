@@ -3,8 +3,8 @@
 The encoder (Hiera with the text-conditioned adapters, and the FPN neck) is nearly all of a tile's
 compute (docs/benchmarks.md, "Precision modes"); everything else — CLIP or BEiT-3, the union encoder's
 joint layers, the prompt encoder and the mask decoder — stays in torch. Both model families expose the
-encoder as `encode_image_with_text_in_torch(images, text, padding)`. The encoder is exported once per model with
-`torch.export`, converted by `openvino.convert_model` and saved as OpenVINO IR under
+encoder as `encode_image_with_text_in_torch(images, text, padding)`. The encoder is exported once per
+model with `torch.export`, converted by `openvino.convert_model` and saved as OpenVINO IR under
 `<cache>/openvino/<key>/` (key: a hash of the encoder's weights, the input size, the text length and
 the versions of torch and OpenVINO), so the conversion (seconds for the demo model, more for large
 ones) is paid once per machine; later loads read the IR and compile it.

@@ -230,7 +230,10 @@ def measure_model(name: str, modes: list[str], repeats: int, threads: int) -> di
             wall[mode].append(time.perf_counter() - wall_start)
             stages[mode].append(clocks[mode].take())
     any_predictor = next(iter(predictors.values()))
-    auto = resolve_precision("auto", "cpu", image_size=any_predictor.input_size, converts_to_openvino=True)
+    # As backend/model/factory.make_predictor decides it: `auto` converts the project's family only.
+    auto = resolve_precision(
+        "auto", "cpu", image_size=any_predictor.input_size, converts_to_openvino=name != "paper"
+    )
     return {
         "what": what,
         "auto": auto.name,

@@ -201,6 +201,13 @@ def attach_openvino_encoder(model: nn.Module, precision) -> object:
         model.encoder_runtime = compile_image_encoder(
             model, precision.openvino_hint, cache_root() / "openvino", threads=torch.get_num_threads()
         )
+        if precision.openvino_hint == "bf16":
+            # The heavy parts OpenVINO does not run (CLIP or BEiT-3) get the bf16 mode's weights; the
+            # forward runs under bf16 autocast (Precision.autocast_dtype), as in that mode.
+            encoder_parts = [id(part) for part in _family_parts(model)[1].values()]
+            for part in model.low_precision_parts():
+                if id(part) not in encoder_parts:
+                    part.to(torch.bfloat16)
     except Exception as exc:  # noqa: BLE001 - export and conversion raise many types
         if precision.fallback is None:
             raise UserError(f"--precision openvino could not convert this model: {exc}") from exc

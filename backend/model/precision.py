@@ -76,7 +76,8 @@ class Precision:
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
-        if self.name != "bf16":
+        # `openvino` in bf16: the parts left in torch (CLIP or BEiT-3, the decoder) run as the bf16 mode's.
+        if self.name != "bf16" and not (self.name == "openvino" and self.openvino_hint == "bf16"):
             return None
         if self.device_type == "cuda" and not torch.cuda.is_bf16_supported():
             return torch.float16

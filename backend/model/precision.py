@@ -11,8 +11,10 @@ Inference runs in one of three modes (`--precision` of the entry points; `auto` 
   quantised per call), CPU only.
 - `openvino`: SAM 2's phrase-conditioned image encoder (most of a tile's compute) runs in OpenVINO,
   converted once per model and cached (backend/model/openvino_encoder.py); bf16 inference where `auto`
-  would choose bf16, f32 elsewhere — so it also speeds up CPUs without native bf16. CPU only, and for
-  the project's model family (the paper family's encoder is not converted).
+  would choose bf16, f32 elsewhere — so it also speeds up CPUs without native bf16 — with the other heavy
+  parts in torch as in the bf16 mode when the hint is bf16. CPU only. Both families convert; on the
+  paper family's encoder OpenVINO measured slower than torch, so `auto` uses it for the project's
+  family only.
 
 `auto` is a rule, not a measurement at load time (that would cost seconds per start): the fastest mode
 whose masks agreed with fp32 (mask IoU ≥ AGREEMENT_IOU) on the reference set of `rs2sam2 bench precision`

@@ -107,11 +107,9 @@ def _family_parts(model: nn.Module) -> tuple[int, dict[str, nn.Module]]:
     if model.config.family == "paper":
         visual = model.visual_model
         decoder = visual.sam_mask_decoder
-        parts = {
-            "image_encoder": visual.image_encoder,
-            "conv_s0": decoder.conv_s0,
-            "conv_s1": decoder.conv_s1,
-        }
+        parts = {"image_encoder": visual.image_encoder}
+        if visual.use_high_res_features_in_sam:  # the encoder's graph ends with these two convolutions
+            parts.update(conv_s0=decoder.conv_s0, conv_s1=decoder.conv_s1)
         return model.text_feat_linear.out_features, parts
     return model.text_proj.out_features, {
         "image_encoder": model.sam.image_encoder,

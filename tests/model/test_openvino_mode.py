@@ -26,8 +26,20 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / union) if union else 1.0
 
 
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("shared-cache")
+
+
 @pytest.fixture(autouse=True)
+def module_cache(shared_cache, monkeypatch):
+    """The tests that only use the converted encoder share one conversion of the demo model."""
+    monkeypatch.setenv("RS2SAM2_CACHE", str(shared_cache))
+
+
+@pytest.fixture
 def own_cache(tmp_path, monkeypatch):
+    """An empty cache of the test's own (the tests of converting and caching)."""
     monkeypatch.setenv("RS2SAM2_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache" / "openvino"
 
@@ -83,7 +95,9 @@ def test_a_failed_conversion_leaves_nothing_in_the_cache(own_cache, monkeypatch)
     assert list(own_cache.iterdir()) == []  # no half-written model that a later run would read
 
 
-def test_auto_chooses_openvino_from_512_px_and_falls_back_when_it_cannot_convert(monkeypatch, capsys):
+def test_auto_chooses_openvino_from_512_px_and_falls_back_when_it_cannot_convert(
+    own_cache, monkeypatch, capsys
+):
     amx = frozenset({"amx_bf16"})
     chosen = resolve_precision("auto", "cpu", flags=amx, image_size=1024, converts_to_openvino=True)
     assert (chosen.name, chosen.requested, chosen.openvino_hint) == ("openvino", "auto", "bf16")

@@ -24,6 +24,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+# -- the model's precision modes ----------------------------------------------------------------------
+# `--precision` of the commands, `serve --precision` and the plugin's setting for its local backend; what
+# each mode means and how `auto` chooses: backend/model/precision.py.
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "int8", "openvino")
+
 # -- the HTTP API's wire constants ------------------------------------------------------------------
 API_PREFIX = "/api/v1"
 DEFAULT_HOST = "127.0.0.1"

@@ -15,12 +15,10 @@ from qgis.core import QgsApplication, QgsSettings
 
 from .auth_token import read_token, store_token
 from .backend_env import EnvLayout
-from .contract import DEFAULT_HOST, DEFAULT_PORT
+from .contract import DEFAULT_HOST, DEFAULT_PORT, PRECISIONS
 from .resources import PLUGIN_DIR, SETTINGS_PREFIX
 
 SEND_MODES = ("auto", "path", "upload")  # how a file-based raster travels to the backend
-# The local backend's `serve --precision` choices (backend/model/precision.py); "auto" is its default.
-PRECISIONS = ("auto", "fp32", "bf16", "int8", "openvino")
 HISTORY_LENGTH = 20
 
 

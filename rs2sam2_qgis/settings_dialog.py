@@ -24,8 +24,9 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from .contract import PRECISIONS
 from .model_manager import ModelManager
-from .settings import PRECISIONS, SEND_MODES, PluginSettings, default_setup_folder, legacy_token
+from .settings import SEND_MODES, PluginSettings, default_setup_folder, legacy_token
 from .setup_controller import env_status
 from .torch_build import BUILDS
 

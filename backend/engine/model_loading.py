@@ -19,14 +19,14 @@ from backend.bundled import DEMO_CHECKPOINT
 from backend.engine.threads import ThreadChoice, apply_threads
 from backend.errors import UserError
 from backend.model.api import PhraseSegmenter
+from rs2sam2_qgis.contract import PRECISIONS
 
 DEVICE_HELP = "auto (CUDA when there is a GPU, else the CPU), cpu or cuda[:N] (default: auto)"
-# The same names as backend.model.precision.PRECISIONS (not imported: it would import torch for --help).
-PRECISIONS = ("auto", "fp32", "bf16", "int8", "openvino")
 PRECISION_HELP = (
-    "auto (the fastest mode whose masks agree with fp32: bf16 on CPUs with native bf16 and on GPUs, "
-    "else fp32), fp32, bf16, int8 (CPU only) or openvino (CPU only: the image encoder in OpenVINO, "
-    "converted on first use and cached) (default: auto)"
+    "auto (the fastest mode whose masks agree with fp32: openvino for the project's models of 512 px "
+    "and more on the CPU, else bf16 on CPUs with native bf16 and on GPUs, else fp32), fp32, bf16, int8 "
+    "(CPU only) or openvino (CPU only: the image encoder in OpenVINO, converted on first use and cached) "
+    "(default: auto)"
 )
 THREADS_HELP = "CPU threads for the model (default: the physical cores, or OMP_NUM_THREADS when it is set)"
 

@@ -37,8 +37,8 @@ import torch
 from torch import nn
 
 from backend.errors import UserError
+from rs2sam2_qgis.contract import PRECISIONS
 
-PRECISIONS = ("auto", "fp32", "bf16", "int8", "openvino")
 AGREEMENT_IOU = 0.97  # a mode is acceptable when its masks agree with fp32's at least this well
 # CPU flags of native bf16 arithmetic (dot products in bf16 with fp32 accumulation).
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")

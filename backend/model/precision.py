@@ -200,6 +200,18 @@ def apply_precision(parts: list[nn.Module], precision: Precision) -> None:
                 _quantize_linears(part)
 
 
+def prepare_for_inference(model: nn.Module, precision: Precision) -> Precision:
+    """Prepare a model of either family for `precision` in place; returns the precision that runs
+    (`auto`'s torch mode when its `openvino` could not convert the model)."""
+    if precision.name == "openvino":
+        from backend.model.openvino_encoder import attach_openvino_encoder
+
+        precision = attach_openvino_encoder(model, precision)
+    if precision.name != "openvino":
+        apply_precision(model.low_precision_parts(), precision)
+    return precision
+
+
 def _quantize_linears(module: nn.Module) -> None:
     """Replace every nn.Linear below `module` by its dynamically quantised int8 version, except inside
     nn.TransformerEncoderLayer, whose fast path reads `linear.weight` as a tensor."""

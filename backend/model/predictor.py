@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from backend.model.phrase_predictor import PhrasePredictor, eval_mode
-from backend.model.precision import Precision, apply_precision, training_precision
+from backend.model.precision import Precision, prepare_for_inference, training_precision
 from backend.model.preprocess import image_to_tensor, preprocess_batch
 from backend.model.rs2sam2 import RS2SAM2
 
@@ -27,14 +27,11 @@ class RS2SAM2Predictor(PhrasePredictor):
         precision: Precision | None = None,
     ):
         """`precision` (backend.model.precision.resolve_precision): the predictor prepares the model for it
-        in place (bf16 or int8 weights of its heavy parts). By default training's (bf16 autocast on CUDA,
+        in place (`prepare_for_inference`: bf16 or int8 weights of its heavy parts, or an OpenVINO
+        image encoder). By default training's (bf16 autocast on CUDA,
         fp32 on the CPU), which never changes the weights, so a predictor can wrap a model in training."""
-        if precision is not None and precision.name == "openvino":
-            from backend.model.openvino_encoder import attach_openvino_encoder
-
-            precision = attach_openvino_encoder(model, precision)
-        if precision is not None and precision.name != "openvino":
-            apply_precision(model.low_precision_parts(), precision)
+        if precision is not None:
+            precision = prepare_for_inference(model, precision)
         super().__init__(model, model_id, precision or training_precision(model.device), max_batch)
         self._sam_image: torch.Tensor | None = None
         self._clip_tokens: torch.Tensor | None = None

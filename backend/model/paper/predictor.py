@@ -21,7 +21,7 @@ import torch
 from backend.errors import UserError
 from backend.model.paper.model import PaperRS2SAM2
 from backend.model.phrase_predictor import PhrasePredictor
-from backend.model.precision import Precision, apply_precision
+from backend.model.precision import Precision, prepare_for_inference
 from backend.model.preprocess import reference_preprocess
 
 
@@ -38,12 +38,7 @@ class PaperPredictor(PhrasePredictor):
             raise UserError("This paper model has no tokenizer; load it from its published files.")
         model = model.float().eval()
         precision = precision or Precision("fp32", model.device.type, "fp32")
-        if precision.name == "openvino":
-            from backend.model.openvino_encoder import attach_openvino_encoder
-
-            precision = attach_openvino_encoder(model, precision)
-        if precision.name != "openvino":
-            apply_precision(model.low_precision_parts(), precision)
+        precision = prepare_for_inference(model, precision)
         self.threshold = model.config.default_threshold
         super().__init__(model, model_id, precision, max_batch)
         self._inputs: tuple[torch.Tensor, torch.Tensor] | None = None

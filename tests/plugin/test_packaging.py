@@ -77,7 +77,7 @@ def test_the_zip_carries_the_backend_it_sets_up(plugin_zip):
         project = tomllib.loads(archive.read(bundle + "pyproject.toml").decode())
         manifest = json.loads(archive.read(bundle + "manifest.json"))
         contract = archive.read(bundle + "rs2sam2_qgis/contract.py")
-        constraints = archive.read(bundle + "constraints.txt").decode().split()
+        constraints = archive.read(bundle + "constraints.txt").decode().splitlines()  # one requirement a line
     root = tomllib.loads((ROOT / "pyproject.toml").read_text())
     for path in ROOT.joinpath("backend").rglob("*"):
         if path.is_file() and "__pycache__" not in path.parts:

@@ -22,16 +22,30 @@ from pathlib import Path
 from .contract import API_PREFIX, Health, JobStatus, is_loopback_url
 
 JOB_POLL_INTERVAL_S = 0.25
+# A busy backend (429, too many jobs) says how long to wait in Retry-After; the client waits that long and
+# submits again, for at most this long in all before it gives up with a sentence.
+MAX_BUSY_WAIT_S = 600.0
+BUSY_CODES = ("too_many_jobs", "queue_full")
+# The answers that mean "the backend cannot read that server-side path" (it runs elsewhere, in another
+# container, or may not read that folder): the plugin then sends the pixels instead (runner.py).
+PATH_NOT_REACHABLE_CODES = ("path_not_allowed", "bad_path", "not_found")
 
 
 class BackendError(Exception):
     """The backend could not do what was asked; `message` is meant for a person."""
 
-    def __init__(self, message: str, code: str = "backend_error", status: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        code: str = "backend_error",
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.code = code
         self.status = status
+        self.retry_after_s = retry_after_s  # the server's Retry-After, when it sent one
 
 
 class BackendUnreachable(BackendError):
@@ -70,10 +84,17 @@ class RasterPayload:
 
 
 class BackendClient:
-    def __init__(self, base_url: str, token: str = "", timeout_s: float = 60.0):
+    def __init__(
+        self,
+        base_url: str,
+        token: str = "",
+        timeout_s: float = 60.0,
+        max_busy_wait_s: float = MAX_BUSY_WAIT_S,
+    ):
         self.base_url = base_url.rstrip("/")
         self.token = token.strip()
         self.timeout_s = timeout_s
+        self.max_busy_wait_s = max_busy_wait_s
         # Loopback traffic must never go through an HTTP proxy from the environment.
         handlers = [urllib.request.ProxyHandler({})] if is_loopback_url(self.base_url) else []
         self._opener = urllib.request.build_opener(*handlers)
@@ -102,16 +123,63 @@ class BackendClient:
         params: dict,
         is_cancelled: Callable[[], bool] = lambda: False,
         on_progress: Callable[[float], None] = lambda fraction: None,
+        on_wait: Callable[[str], None] = lambda message: None,
     ) -> dict:
         """Run one segmentation as a job: submit, poll progress, fetch the FeatureCollection.
 
-        Cancelling (is_cancelled() turning true) deletes the job on the server and raises RunCancelled.
+        A busy backend (429 with Retry-After) is asked again after the time it names, for at most
+        `max_busy_wait_s` in all (`on_wait` hears why the run waits). Cancelling (is_cancelled() turning
+        true) deletes the job on the server and raises RunCancelled.
         """
-        job_id = self.submit_job(payload, params)
+        job_id = self._submit_when_free(payload, params, is_cancelled, on_wait)
         try:
             return self._wait_for(job_id, is_cancelled, on_progress)
         except BackendUnreachable as exc:  # it took the job, then went away: say so, not "not reachable"
             raise BackendLost(self.base_url, exc.reason) from None
+        except BackendError as exc:
+            raise self._explained(exc) from None
+
+    def _submit_when_free(
+        self, payload: RasterPayload, params: dict, is_cancelled: Callable[[], bool], on_wait
+    ) -> str:
+        waited = 0.0
+        while True:
+            try:
+                return self.submit_job(payload, params)
+            except BackendError as exc:
+                if exc.code not in BUSY_CODES or exc.status != 429:
+                    raise self._explained(exc) from None
+                pause = max(1.0, exc.retry_after_s or 0.0)
+                if waited + pause > self.max_busy_wait_s:
+                    raise BackendError(
+                        f"The backend at {self.base_url} is still busy with other runs after "
+                        f"{waited:.0f} s of waiting ({exc.message.rstrip('.')}); try again later.",
+                        code=exc.code,
+                        status=429,
+                        retry_after_s=exc.retry_after_s,
+                    ) from None
+                on_wait(f"The backend is busy ({exc.message.rstrip('.')}); asking again in {pause:.0f} s.")
+                _sleep_unless_cancelled(pause, is_cancelled)
+                waited += pause
+
+    def _explained(self, exc: BackendError) -> BackendError:
+        """The backend's answers that need the plugin's words: what happened and what to do."""
+        if isinstance(exc, BackendUnreachable | RunCancelled):
+            return exc
+        if exc.code == SHUTTING_DOWN:
+            message = (
+                f"The backend at {self.base_url} is shutting down, so the run was not done and no result "
+                "came back; start the backend again (or wait until it is back) and run again."
+            )
+        elif exc.code == OUT_OF_MEMORY:
+            message = f"The backend ran out of memory: {_lower_first(exc.message)}"
+        elif exc.code == TIME_LIMIT:
+            message = f"The run was stopped at the backend's time limit: {_lower_first(exc.message)}"
+        elif exc.status == 503:  # a 503 without the backend's own code (a proxy in between …)
+            message = f"The backend at {self.base_url} is unavailable for now (HTTP 503); try again later."
+        else:
+            return exc
+        return BackendError(message, code=exc.code, status=exc.status, retry_after_s=exc.retry_after_s)
 
     def _wait_for(
         self, job_id: str, is_cancelled: Callable[[], bool], on_progress: Callable[[float], None]
@@ -132,10 +200,15 @@ class BackendClient:
                     as_sentence(status.error.message if status.error else "")
                     or "The backend failed without saying why.",
                     code=status.error.code if status.error else "failed",
+                    status=_STATUS_OF_JOB_ERROR.get(status.error.code) if status.error else None,
                 )
             if status.status == "cancelled":
                 if status.error is not None and status.error.message:  # e.g. the server shutting down
-                    raise BackendError(as_sentence(status.error.message), code=status.error.code)
+                    raise BackendError(
+                        as_sentence(status.error.message),
+                        code=status.error.code,
+                        status=_STATUS_OF_JOB_ERROR.get(status.error.code),
+                    )
                 raise RunCancelled("The backend cancelled the run.")
             time.sleep(JOB_POLL_INTERVAL_S)
 
@@ -177,6 +250,34 @@ class BackendClient:
         return BackendUnreachable(f"The backend at {self.base_url} is not reachable ({reason}).", reason)
 
 
+SHUTTING_DOWN, OUT_OF_MEMORY, TIME_LIMIT = "shutting_down", "out_of_memory", "time_limit"
+# A job's status carries its error's code only; these are the statuses its result would answer with.
+_STATUS_OF_JOB_ERROR = {SHUTTING_DOWN: 503, OUT_OF_MEMORY: 503, TIME_LIMIT: 400, "not_found": 404}
+
+
+def _sleep_unless_cancelled(seconds: float, is_cancelled: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if is_cancelled():
+            raise RunCancelled()
+        time.sleep(min(JOB_POLL_INTERVAL_S, left))
+
+
+def _lower_first(text: str) -> str:
+    """A sentence continued after a colon: "The model ran …" → "the model ran …"."""
+    return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text
+
+
+def _retry_after(exc: urllib.error.HTTPError) -> float | None:
+    """Retry-After in seconds (the delta form; the HTTP-date form is not sent by the backend)."""
+    value = exc.headers.get("Retry-After") if exc.headers is not None else None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds >= 0 and seconds == seconds else None
+
+
 def as_sentence(text: str) -> str:
     """The backend's messages as a sentence for the message bar: capital first letter, final stop."""
     text = " ".join(text.split())
@@ -196,6 +297,7 @@ def _reason(reason) -> str:
 
 def _error_from_response(exc: urllib.error.HTTPError) -> BackendError:
     """Turn the backend's JSON error (or anything else the server sent) into a BackendError."""
+    retry_after = _retry_after(exc)
     try:
         data = json.loads(exc.read().decode("utf-8"))
     except Exception:  # noqa: BLE001 - any unreadable body gets the generic message below
@@ -205,7 +307,7 @@ def _error_from_response(exc: urllib.error.HTTPError) -> BackendError:
         message = as_sentence(str(error.get("message") or ""))
         code = str(error.get("code") or "http_error")
         if message:
-            return BackendError(message, code=code, status=exc.code)
+            return BackendError(message, code=code, status=exc.code, retry_after_s=retry_after)
     if isinstance(data, dict) and data.get("detail"):
         detail = data["detail"]
         if isinstance(detail, list) and detail and isinstance(detail[0], dict):
@@ -220,7 +322,10 @@ def _error_from_response(exc: urllib.error.HTTPError) -> BackendError:
             status=401,
         )
     return BackendError(
-        f"The backend answered with HTTP error {exc.code} ({exc.reason}).", code="http_error", status=exc.code
+        f"The backend answered with HTTP error {exc.code} ({exc.reason}).",
+        code="http_error",
+        status=exc.code,
+        retry_after_s=retry_after,
     )
 
 

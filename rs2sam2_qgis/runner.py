@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from qgis.core import QgsFeedback, QgsGeometry
 from qgis.PyQt.QtCore import QCoreApplication
 
-from .client import BackendClient, BackendError, RasterPayload, RunCancelled
+from .client import PATH_NOT_REACHABLE_CODES, BackendClient, BackendError, RasterPayload, RunCancelled
 from .contract import is_loopback_url
 from .raster_source import RasterPlan
 from .request import AreaBox, SegmentOptions, build_params
@@ -61,14 +61,15 @@ def run_segmentation(
         log(tr("Sending the path {} to {}").format(job.plan.file_path, client.base_url))
         try:
             collection = client.segment(
-                RasterPayload(path=job.plan.file_path), params, is_cancelled, on_progress
+                RasterPayload(path=job.plan.file_path), params, is_cancelled, on_progress, on_wait=log
             )
             return SegmentOutcome(collection, "path")
         except RunCancelled:
             raise
         except BackendError as exc:
-            # The backend may share this machine but not this folder: send the pixels instead.
-            if job.send_mode != "auto" or "path" not in exc.code:
+            # The backend may share this machine but not this folder (or not this file system at all,
+            # from a container): whatever it says about the path, send the pixels instead.
+            if job.send_mode != "auto" or exc.code not in PATH_NOT_REACHABLE_CODES:
                 raise
             log(tr("The backend cannot read the file ({}); uploading the area instead.").format(exc.message))
     return _run_upload(client, job, health.max_upload_mb, is_cancelled, on_progress, log, export_feedback)
@@ -109,7 +110,7 @@ def _run_upload(
             f"{job.plan.name}.tif" if not job.plan.name.lower().endswith((".tif", ".tiff")) else job.plan.name
         )
         payload = RasterPayload(upload_file=tmp_path, upload_name=upload_name)
-        collection = client.segment(payload, params, is_cancelled, on_progress)
+        collection = client.segment(payload, params, is_cancelled, on_progress, on_wait=log)
         return SegmentOutcome(collection, "upload")
     finally:
         os.unlink(tmp_path)

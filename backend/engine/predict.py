@@ -15,12 +15,29 @@ class ProbabilitySink:
         raise NotImplementedError
 
 
-def _is_out_of_memory(exc: BaseException) -> bool:
-    return (
-        isinstance(exc, MemoryError)
-        or type(exc).__name__ == "OutOfMemoryError"  # torch.OutOfMemoryError, without importing torch
-        or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
-    )
+# What the allocators say when they fail, as torch raises it (a plain RuntimeError unless noted):
+# the CPU allocator "DefaultCPUAllocator: can't allocate memory: you tried to allocate N bytes" or
+# "... not enough memory ..."; CUDA's caching allocator "CUDA out of memory" (torch.OutOfMemoryError);
+# a kernel that met it "CUDA error: out of memory"; cuBLAS / cuDNN "..._STATUS_ALLOC_FAILED"; Apple's
+# "MPS backend out of memory"; numpy's "Unable to allocate N GiB for an array" (a MemoryError).
+_OUT_OF_MEMORY_PHRASES = (
+    "out of memory",
+    "can't allocate memory",
+    "cannot allocate memory",
+    "not enough memory",
+    "status_alloc_failed",
+    "unable to allocate",
+)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether an exception is an allocator running out of memory (CPU or accelerator)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True  # torch.OutOfMemoryError is matched by name, without importing torch
+    if not isinstance(exc, RuntimeError):
+        return False
+    message = str(exc).lower()
+    return any(phrase in message for phrase in _OUT_OF_MEMORY_PHRASES)
 
 
 def _free_accelerator_memory() -> None:
@@ -36,13 +53,13 @@ def predict_tile(model: PhraseSegmenter, image: np.ndarray, phrases: list[str]) 
     try:
         return list(model.predict(image, phrases))
     except Exception as exc:
-        if not _is_out_of_memory(exc):
+        if not is_out_of_memory(exc):
             raise
     _free_accelerator_memory()
     try:
         return [prediction for phrase in phrases for prediction in model.predict(image, [phrase])]
     except Exception as exc:
-        if not _is_out_of_memory(exc):
+        if not is_out_of_memory(exc):
             raise
         _free_accelerator_memory()
         raise ModelOutOfMemoryError(

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from backend.engine.errors import ModelOutOfMemoryError
 from backend.engine.options import SegmentOptions
+from backend.engine.predict import is_out_of_memory
 from backend.engine.segment import segment
 from backend.errors import CancelledError, UserError
 from backend.model.api import PhraseSegmenter
@@ -87,6 +88,13 @@ def error_for(exc: BaseException) -> JobError:
     """A job's failure as the HTTP error its result answers with."""
     if isinstance(exc, ModelOutOfMemoryError):
         return JobError(exc.code, str(exc), 503)
+    if is_out_of_memory(exc):  # outside a model call (reading, refining, vectorising): the same answer
+        return JobError(
+            ModelOutOfMemoryError.code,
+            "the server ran out of memory on this request; choose a smaller area, fewer phrases or a "
+            "smaller tile size",
+            503,
+        )
     if isinstance(exc, ServiceError):
         return JobError(exc.code, str(exc), exc.status)
     if isinstance(exc, UserError):
@@ -253,7 +261,7 @@ class JobManager:
             return
         except Exception as exc:  # every failure becomes the job's error; the worker keeps serving
             job.error = error_for(exc)
-            if job.error.status >= 500:
+            if job.error.status >= 500:  # a fault or out of memory: the traceback in the log
                 log.exception("job %s failed", job.id)
             job.status = "failed"
             return

@@ -4,7 +4,7 @@ A test that takes the `device` fixture (imported into tests/model/conftest.py an
 tests/engine/conftest.py) runs once per device: `cpu`, and `cuda`, which carries the `gpu` marker and
 is skipped with a reason on a machine without a CUDA GPU. `pytest -m gpu` selects the CUDA side alone
 (what `make device-check` runs on a GPU machine); `pytest -m "not gpu"` the rest. Tests that only make
-sense on a GPU carry `GPU_ONLY`.
+sense on a GPU carry `gpu_only()`'s marks.
 
 torch is imported only when a fixture runs, so importing this module costs nothing (the plugin's tests
 import no torch).
@@ -35,13 +35,15 @@ def skip_without_cuda(device: str) -> None:
 
 @pytest.fixture(params=DEVICES)
 def device(request) -> str:
-    """"cpu", then "cuda" (marked `gpu`; skipped with the reason when there is no CUDA GPU)."""
+    """ "cpu", then "cuda" (marked `gpu`; skipped with the reason when there is no CUDA GPU)."""
     skip_without_cuda(request.param)
     return request.param
 
 
-# For tests that only mean something on a GPU (precisions that only CUDA runs, a real CUDA OOM).
-GPU_ONLY = [pytest.mark.gpu, pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason=NO_CUDA)]
+def gpu_only() -> list:
+    """The marks of a test that only means something on a GPU (precisions only CUDA runs, a real CUDA
+    out-of-memory): `pytestmark = gpu_only()` or `@pytest.mark.parametrize(..., marks=gpu_only())`."""
+    return [pytest.mark.gpu, pytest.mark.skipif(not cuda_available(), reason=NO_CUDA)]
 
 
 @contextlib.contextmanager

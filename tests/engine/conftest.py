@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.gpu_support import device  # noqa: F401 - the device-parametrised fixture
+
 
 @pytest.fixture(scope="session")
 def test_checkpoint(tmp_path_factory) -> Path:

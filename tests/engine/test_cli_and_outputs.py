@@ -194,11 +194,11 @@ def test_unknown_output_format_and_missing_folder(model, raster, tmp_path, capsy
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_cuda_asked_but_absent_and_missing_checkpoint(raster, tmp_path, capsys):
+def test_cuda_asked_but_absent_and_missing_checkpoint(raster, tmp_path, capsys, monkeypatch):
     import torch
 
-    if torch.cuda.is_available():  # pragma: no cover - this machine has no GPU
-        pytest.skip("a GPU is present")
+    # The GPU's absence is simulated, so that a machine with one checks the refusal too.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert segment_cli(raster, "red", "-o", tmp_path / "o.gpkg", "--device", "cuda") == 2
     assert "no CUDA GPU" in capsys.readouterr().err
     assert segment_cli(raster, "red", "-o", tmp_path / "o.gpkg", "--checkpoint", tmp_path / "none.pt") == 2

@@ -8,6 +8,7 @@ import torch
 
 from backend.model.factory import build_model
 from backend.model.presets import get_preset
+from tests.gpu_support import device  # noqa: F401 - the device-parametrised fixture
 
 
 @pytest.fixture

@@ -17,10 +17,18 @@ def predictor():
     return load_predictor(preset="test", device="cpu")
 
 
-def test_predict_returns_one_probability_map_per_phrase_at_image_size(predictor):
+@pytest.fixture
+def device_predictor(device):
+    torch.manual_seed(0)
+    return load_predictor(preset="test", device=device)
+
+
+def test_predict_returns_one_probability_map_per_phrase_at_image_size(device_predictor, device):
+    predictor = device_predictor
     image = np.random.default_rng(1).integers(0, 256, (150, 97, 3), dtype=np.uint8)
     predictions = predictor.predict(image, ["the red roof", "a road", "water"])
     assert isinstance(predictor, PhraseSegmenter)
+    assert predictor.device.type == device and next(predictor.model.parameters()).device.type == device
     assert predictor.input_size == 128
     assert len(predictions) == 3
     for prediction in predictions:
@@ -44,14 +52,27 @@ def test_bad_inputs_are_refused_in_one_sentence(predictor):
         predictor.predict(image, [])
 
 
-def test_cuda_without_a_gpu_is_refused():
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
+def test_cuda_without_a_gpu_is_refused(monkeypatch):
+    # The GPU's absence is simulated, so that a machine with one checks the refusal too.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UserError, match="no CUDA"):
         resolve_device("cuda")
+    with pytest.raises(UserError, match="no CUDA"):
+        load_predictor(preset="test", device="cuda:0")
     with pytest.raises(UserError, match="Unknown device"):
         resolve_device("tpu")
     assert resolve_device("auto").type == "cpu"
+
+
+def test_auto_and_cuda_take_the_gpu_exactly_when_there_is_one():
+    """The real machine, both ways: without a GPU `auto` is the CPU (and `cuda` is refused, above); with
+    one `auto` and `cuda[:N]` are that GPU."""
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == torch.device("cpu")
+        return
+    assert resolve_device("auto").type == "cuda"
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    assert resolve_device("CUDA") == torch.device("cuda")
 
 
 def test_predicting_mid_training_leaves_the_model_in_training_mode(test_model):

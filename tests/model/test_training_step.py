@@ -12,6 +12,7 @@ import torch
 from backend.model.factory import build_model
 from backend.model.losses import LossConfig, RS2SAM2Loss, text_boundary_loss
 from backend.model.presets import get_preset
+from tests.gpu_support import strict_fp32
 
 # Zero gradient by construction: the key biases of the SAM mask decoder's attentions (2 two-way layers
 # × 3 attentions + the final one). A key bias adds q·b_k to every key's score of a query — the same
@@ -36,11 +37,19 @@ def _masks(batch: int, size: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("freeze_backbones", [True, False])
-def test_one_step_updates_exactly_the_trainable_parameters(freeze_backbones, batch_inputs):
+def test_one_step_updates_exactly_the_trainable_parameters(freeze_backbones, batch_inputs, device):
+    """On each device, in plain fp32 (strict_fp32: no TF32 in CUDA's convolutions), so that the noise
+    bounds above, measured in fp32, hold on the GPU too; training's bf16 autocast on the GPU is
+    tests/model/test_gpu_training.py."""
     torch.manual_seed(0)
     config = get_preset("test").replace(freeze_sam_backbone=freeze_backbones, freeze_clip=freeze_backbones)
-    model = build_model(config).train()
-    sam, clip = batch_inputs
+    model = build_model(config, device=device).train()
+    sam, clip = (tensor.to(device) for tensor in batch_inputs)
+    with strict_fp32():
+        _one_step_updates_exactly_the_trainable_parameters(model, sam, clip, freeze_backbones)
+
+
+def _one_step_updates_exactly_the_trainable_parameters(model, sam, clip, freeze_backbones):
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     frozen = set(before) - trainable
@@ -57,7 +66,7 @@ def test_one_step_updates_exactly_the_trainable_parameters(freeze_backbones, bat
     assert grouped == {id(p) for p in model.parameters() if p.requires_grad}
     group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
     loss = RS2SAM2Loss(LossConfig(aux_weight=0.5))(
-        model(sam, clip, ["a red roof", "the river"]), _masks(2, 128)
+        model(sam, clip, ["a red roof", "the river"]), _masks(2, 128).to(sam.device)
     )
     optimizer.zero_grad()
     loss["total"].backward()

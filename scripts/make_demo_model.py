@@ -157,22 +157,13 @@ BLEND = ("stage5", "stage6", 0.4)
 
 def blend_checkpoints(first: Path, second: Path, share: float, out: Path) -> None:
     """(1 − share)·first + share·second for every floating-point tensor; the first's metadata (model
-    configuration) is kept — both come from one architecture."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
+    configuration, recipe) is kept — both come from one architecture."""
+    from training.weights_blend import blend_files
 
-    with safe_open(str(first), "pt") as handle:
-        metadata = handle.metadata()
-    a, b = load_file(str(first)), load_file(str(second))
-    if a.keys() != b.keys():
-        raise SystemExit(f"cannot blend {first} and {second}: their tensors differ")
-    blended = {
-        key: (a[key].float() * (1 - share) + b[key].float() * share).to(a[key].dtype)
-        if a[key].is_floating_point()
-        else a[key]
-        for key in a
-    }
-    save_file(blended, str(out), metadata=metadata)
+    try:
+        blend_files(first, second, share, out)
+    except ValueError as exc:
+        raise SystemExit(f"cannot blend {first} and {second}: {exc}") from None
 
 
 # Held-out test sets of the report: name → (data spec, its test split's first scenes).
@@ -301,7 +292,15 @@ def main() -> None:
         help="the result of stages 1–2 made earlier (e.g. the previous demo model, which they made): "
         "skip them and start stage 3 from it",
     )
+    parser.add_argument(
+        "--record-recipe-only",
+        action="store_true",
+        help="only write the training recipe into the bundled checkpoint's metadata (weights unchanged)",
+    )
     args = parser.parse_args()
+    if args.record_recipe_only:
+        record_recipe(DEMO_CHECKPOINT)
+        return
     run_dir = args.run_dir.resolve()
     land_cover = args.land_cover_checkpoint.resolve() if args.land_cover_checkpoint else None
     if land_cover is not None:
@@ -317,12 +316,39 @@ def main() -> None:
         write_report(recipe, run_dir, land_cover)
 
 
+def record_recipe(checkpoint: Path) -> None:
+    """The demo model's training recipe in its metadata, for fine-tuning to continue in its terms
+    (training/start.py): its loss, and the peak rate of its main stage (stage 3: 3e-4, cosine)."""
+    from training.start import write_recipe
+
+    main = next(stage for stage in stages(DEFAULT_RUN_DIR) if stage.name == "stage3")
+    flags = dict(zip(main.flags[::2], main.flags[1::2]))
+    loss = dict(zip(LOSS_FLAGS[::2], LOSS_FLAGS[1::2]))
+    write_recipe(
+        checkpoint,
+        {
+            "loss_ce": float(loss["--loss-ce"]),
+            "loss_dice": float(loss["--loss-dice"]),
+            "loss_tbl": float(loss["--loss-tbl"]),
+            "dice_classes": loss["--dice-classes"],
+            "lr_new": float(flags["--lr-new"]),
+            "lr_rest": float(flags["--lr-rest"]),
+            "schedule": "cosine",
+            "batch_size": 8,
+            "image_size": 128,
+            "data": [*main.data, f"synthetic:4000,{LAND_COVER}"],
+            "made_by": "make demo-model: stages 1-6 and a blend (docs/benchmarks.md, Demo model)",
+        },
+    )
+
+
 def write_report(recipe: tuple[Stage, ...], run_dir: Path, land_cover: Path | None) -> None:
     ASSETS.mkdir(parents=True, exist_ok=True)
     first, second, share = BLEND
     blend_checkpoints(
         run_dir / first / "best.safetensors", run_dir / second / "best.safetensors", share, DEMO_CHECKPOINT
     )
+    record_recipe(DEMO_CHECKPOINT)
     scene_seed, phrases = write_scene(run_dir)
     from bench.record import record_section
     from training.metrics import format_table

@@ -79,21 +79,27 @@ class MicroBatches(torch.utils.data.Dataset):
         return self.plan.micro_batches_per_epoch
 
     def __getitem__(self, index: int) -> dict:
-        sams, clips, masks, phrases = [], [], [], []
+        sams, clips, masks, ignores, phrases = [], [], [], [], []
         for sample_index in self.plan.micro_batch(self.epoch, index, self.rank):
             sample = self.dataset[sample_index]
-            image, mask, phrase = sample.image, sample.mask, sample.phrase
+            image, phrase = sample.image, sample.phrase
+            # object 1, ignored 2: one array, so a flip or rotation moves both alike
+            labels = sample.mask.astype(np.uint8)
+            if sample.ignore is not None:
+                labels[sample.ignore & ~sample.mask] = 2
             if self.augment_config is not None:
                 rng = np.random.default_rng([self.plan.seed, self.epoch, sample_index, 1])
-                image, mask, phrase = augment(image, mask, phrase, rng, self.augment_config)
+                image, labels, phrase = augment(image, labels, phrase, rng, self.augment_config)
             inputs = preprocess_image(image, self.model_config)
             sams.append(inputs.sam)
             clips.append(inputs.clip)
-            masks.append(preprocess_mask(mask, self.model_config))
+            masks.append(preprocess_mask(labels == 1, self.model_config))
+            ignores.append(preprocess_mask(labels == 2, self.model_config))
             phrases.append(phrase)
         return {
             "sam": torch.stack(sams),
             "clip": torch.stack(clips),
             "masks": torch.stack(masks),
+            "ignore": torch.stack(ignores),
             "phrases": phrases,
         }

@@ -12,7 +12,7 @@ from typing import Any
 
 from backend.errors import UserError
 from backend.model.loss_config import LossConfig
-from training.data.specs import SPEC_HELP
+from training.data.specs import SPEC_HELP, DataSpec
 
 SCHEDULES = ("cosine", "constant", "step")
 DICE_CLASSES = ("both", "foreground")
@@ -25,8 +25,26 @@ METHOD_LOSS = {"loss_ce": 0.9, "loss_dice": 0.1, "loss_tbl": 0.2, "dice_classes"
 FROM_SCRATCH_LOSS = {"loss_ce": 0.5, "loss_dice": 1.0, "loss_tbl": 0.2, "dice_classes": "foreground"}
 
 
+# Rates, schedule and warm-up of a run that does not start from a recorded recipe (the method's).
+METHOD_OPTIM = {"lr_new": 1e-4, "lr_rest": 5e-5, "schedule": "constant", "warmup_steps": 0}
+FREEZE_CHOICES = ("none", "encoders")
+
+
 def _loss_default(name: str) -> str:
-    return f"{METHOD_LOSS[name]} from pretrained weights, {FROM_SCRATCH_LOSS[name]} from random ones"
+    return (
+        f"the starting checkpoint's recorded loss; else {METHOD_LOSS[name]} from pretrained weights, "
+        f"{FROM_SCRATCH_LOSS[name]} from random ones"
+    )
+
+
+def _optim_default(name: str) -> str:
+    recorded = {
+        "lr_new": "the starting checkpoint's recorded peak rate",
+        "lr_rest": "the starting checkpoint's recorded peak rate",
+        "schedule": "cosine from a recorded recipe",
+        "warmup_steps": "5% of the steps from a recorded recipe",
+    }[name]
+    return f"{recorded}; else {METHOD_OPTIM[name]}"
 
 
 def setting(default: Any, help: str, group: str, **cli: Any) -> Any:
@@ -63,7 +81,10 @@ class TrainConfig:
     )
     preset: str | None = setting(None, "start from this preset's model (test, tiny, base, large)", WHAT)
     checkpoint: str | None = setting(
-        None, "start from an RS2-SAM 2 checkpoint (with --preset: it must match)", WHAT
+        None,
+        "start from an RS2-SAM 2 checkpoint (with --preset: it must match)",
+        WHAT,
+        default_text="the bundled model when every --data is a region",
     )
     out: str = setting("", "the run folder", WHAT, required=True)
     device: str = setting("auto", "auto, cpu or cuda", WHAT)
@@ -73,15 +94,25 @@ class TrainConfig:
     # --- optimisation (docs/method.md: AdamW, wd 0.01, lr 1e-4 new modules / 5e-5 the rest) ---
     batch_size: int = setting(8, "global batch (split over DDP processes)", OPTIM)
     grad_accum: int = setting(1, "micro-batches per optimizer step", OPTIM)
-    lr_new: float = setting(1e-4, "learning rate of the modules new in RS2-SAM 2", OPTIM)
-    lr_rest: float = setting(5e-5, "learning rate of everything else that trains", OPTIM)
+    lr_new: float | None = setting(
+        None, "learning rate of the modules new in RS2-SAM 2", OPTIM, default_text=_optim_default("lr_new")
+    )
+    lr_rest: float | None = setting(
+        None, "learning rate of everything else that trains", OPTIM, default_text=_optim_default("lr_rest")
+    )
     weight_decay: float = setting(0.01, "AdamW weight decay", OPTIM)
-    warmup_steps: int = setting(0, "linear warm-up steps (the reference uses none)", OPTIM)
-    schedule: str = setting(
-        "constant",
+    warmup_steps: int | None = setting(
+        None,
+        "linear warm-up steps (the reference uses none)",
+        OPTIM,
+        default_text=_optim_default("warmup_steps"),
+    )
+    schedule: str | None = setting(
+        None,
         "cosine: to 0 at the last step; step: × --lr-drop-factor at --lr-drop-epochs",
         OPTIM,
         choices=SCHEDULES,
+        default_text=_optim_default("schedule"),
     )
     lr_drop_epochs: tuple[int, ...] = setting((), "with --schedule step: epochs where the lr drops", OPTIM)
     lr_drop_factor: float = setting(0.1, "with --schedule step: the lr's factor at each drop", OPTIM)
@@ -92,6 +123,13 @@ class TrainConfig:
         "also fine-tune the union encoder's pretrained towers, at --lr-rest (the paper fine-tunes its "
         "whole union encoder); otherwise they stay frozen when they start from pretrained weights",
         OPTIM,
+    )
+    freeze: str = setting(
+        "none",
+        "encoders: keep SAM 2's image trunk and the union encoder's towers as they start (adapters, "
+        "fusion, prompt generator and decoder train) — fewer weights to move on a few labels",
+        OPTIM,
+        choices=FREEZE_CHOICES,
     )
     # --- loss; None: METHOD_LOSS when starting from pretrained weights, else FROM_SCRATCH_LOSS ---
     loss_ce: float | None = setting(
@@ -150,6 +188,22 @@ class TrainConfig:
         "blur and noise changes (one curve for all bands, so a red roof stays red)",
         REGIONS,
     )
+    replay_data: tuple[str, ...] = setting(
+        (),
+        "the starting model's own training data, mixed in so it does not forget what it knew, repeatable",
+        REGIONS,
+        default_text="none",
+    )
+    replay_share: float = setting(
+        0.25, "with --replay-data: the share of training samples drawn from it", REGIONS
+    )
+    start_blend: float | None = setting(
+        None,
+        "share of the starting model's weights blended into the result (final.safetensors) of a run "
+        "that has no validation to keep its best step by",
+        REGIONS,
+        default_text="the small-region recipe's measured choice without validation, else 0",
+    )
     min_val_samples: int = setting(
         30,
         "small-region recipe without --val-data: hold out the spatial val split only when it has at "
@@ -191,15 +245,18 @@ class TrainConfig:
             problems.append("give at least one --data")
         if not self.out:
             problems.append("give --out")
-        if sum(x is not None for x in (self.model, self.preset, self.checkpoint)) == 0:
-            problems.append("give --preset or --checkpoint (or --model)")
+        named = sum(x is not None for x in (self.model, self.preset, self.checkpoint))
+        if named == 0 and not self.data_are_regions:
+            problems.append(
+                "give --preset or --checkpoint (or --model); only regions start from the bundled model"
+            )
         if self.model is not None and (self.preset is not None or self.checkpoint is not None):
             problems.append("--model names its own weights; give it without --preset and --checkpoint")
         if self.max_steps is not None and self.max_steps < 1 or self.epochs is not None and self.epochs < 1:
             problems.append("--max-steps and --epochs must be positive")
         if self.batch_size < 1 or self.grad_accum < 1:
             problems.append("--batch-size and --grad-accum must be positive")
-        if self.schedule not in SCHEDULES:
+        if self.schedule is not None and self.schedule not in SCHEDULES:
             problems.append(f"schedule must be one of {', '.join(SCHEDULES)}")
         weights = [w for w in (self.loss_ce, self.loss_dice, self.loss_tbl) if w is not None]
         if min(weights, default=0) < 0 or self.loss_ce == 0 and self.loss_dice == 0:
@@ -219,8 +276,20 @@ class TrainConfig:
             problems.append("--auto-steps-min must be at least 1 and at most --auto-steps-max")
         if self.checkpoint_every < 1 or (self.eval_every is not None and self.eval_every < 1):
             problems.append("--checkpoint-every and --eval-every must be positive")
+        if self.freeze not in FREEZE_CHOICES:
+            problems.append(f"--freeze must be one of {', '.join(FREEZE_CHOICES)}")
+        if not 0 <= self.replay_share < 1 or self.start_blend is not None and not 0 <= self.start_blend < 1:
+            problems.append("--replay-share and --start-blend must be in [0, 1)")
         if problems:
             raise UserError("; ".join(problems) + ".")
+
+    @property
+    def data_are_regions(self) -> bool:
+        """Every --data is a labelled region (the case that may start from the bundled model)."""
+        try:
+            return bool(self.data) and all(DataSpec.parse(spec).kind == "region" for spec in self.data)
+        except UserError:
+            return False
 
     def loss_settings(self, from_scratch: bool) -> dict[str, Any]:
         """The loss fields with the unset ones filled from FROM_SCRATCH_LOSS or METHOD_LOSS."""
@@ -248,7 +317,7 @@ class TrainConfig:
         return json.dumps(data, indent=1, sort_keys=True)
 
 
-_TUPLE_FIELDS = {"data", "val_data", "lr_drop_epochs", "chip_views"}
+_TUPLE_FIELDS = {"data", "val_data", "lr_drop_epochs", "chip_views", "replay_data"}
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

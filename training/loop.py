@@ -41,7 +41,9 @@ from training.evaluate import EvaluationConfig, EvaluationResult, evaluate
 from training.logs import TrainingLogs
 from training.recipe import RunData, choose_steps, open_run_data
 from training.schedule import lr_multiplier
+from training.start import recipe_metadata, resolve_start, resolve_warmup, with_default_start
 from training.state import STATE_FILE, Progress, load_state, restore_rng, save_state
+from training.weights_blend import blend_state
 
 CONFIG_FILE = "config.json"
 BEST_CHECKPOINT = "best.safetensors"
@@ -67,6 +69,7 @@ class TrainResult:
     best_checkpoint: Path | None = None
     final_checkpoint: Path | None = None
     best_score: float = float("-inf")
+    best_step: int = -1  # 0: no step beat the starting model, which best.safetensors then holds
     val_history: list[dict] = field(default_factory=list)
 
 
@@ -144,36 +147,41 @@ def open_train_and_val(
 
 
 def _per_sample_loss(
-    loss_fn: RS2SAM2Loss, output: RS2SAM2Output, masks: torch.Tensor
+    loss_fn: RS2SAM2Loss, output: RS2SAM2Output, masks: torch.Tensor, ignore: torch.Tensor | None = None
 ) -> dict[str, torch.Tensor]:
     """Mean over samples of each sample's loss: the objective of the reference (batch 1 per GPU), and
-    independent of how a batch is split over processes."""
+    independent of how a batch is split over processes. `ignore`: pixels left out of a sample's loss."""
     terms: dict[str, torch.Tensor] = {}
     batch = masks.shape[0]
     for i in range(batch):
         one = RS2SAM2Output(
             **{name: getattr(output, name)[i : i + 1] for name in output.__dataclass_fields__}
         )
-        for key, value in loss_fn(one, masks[i : i + 1]).items():
+        unknown = None if ignore is None or not ignore[i].any() else ignore[i : i + 1]
+        for key, value in loss_fn(one, masks[i : i + 1], unknown).items():
             terms[key] = terms.get(key, 0) + value / batch
     return terms
 
 
 class Trainer:
     def __init__(self, config: TrainConfig, context: DistributedContext, device: torch.device) -> None:
-        self.config, self.context, self.device = config, context, device
+        self.context, self.device = context, device
         self.out = Path(config.out)
         notes: list[str] = []
+        config, start_note = with_default_start(config)
+        notes += [start_note] if start_note else []
         self.model_config = model_config_for(config, notes)
         # Random initial weights: no RS2-SAM 2 checkpoint and no SAM 2 weights (cached or given).
         self.from_scratch = config.checkpoint is None and self.model_config.sam2_checkpoint is None
         if self.from_scratch:
-            loss = config.loss_settings(from_scratch=True)
             notes.append(
-                "training from random weights (no SAM 2 weights, no checkpoint); loss: "
-                + ", ".join(f"{name.removeprefix('loss_')} {value}" for name, value in loss.items())
-                + " (unset loss settings take the from-scratch defaults, training/README.md)"
+                "training from random weights (no SAM 2 weights, no checkpoint): unset loss settings take "
+                "the from-scratch defaults (training/README.md)"
             )
+        start = resolve_start(config, self.from_scratch)
+        self.config = config = start.config
+        self.start_recipe = start.recipe
+        notes += start.notes
         if context.is_main:
             for note in notes:
                 print(note, file=sys.stderr)
@@ -191,6 +199,16 @@ class Trainer:
         )
         self.total_steps, why = choose_steps(config, self.data, self.plan.steps_per_epoch)
         self.data.notes.append(f"steps: {self.total_steps} ({why})")
+        if config.warmup_steps is None:
+            self.config = config = config.replace(
+                warmup_steps=resolve_warmup(config, self.start_recipe, self.total_steps)
+            )
+        self.start_blend = self.data.start_blend if config.start_blend is None else config.start_blend
+        if self.val_data is None and self.start_blend > 0:
+            self.data.notes.append(
+                f"result: final.safetensors blends {self.start_blend:.0%} of the starting model's weights "
+                "into the last step's (no validation to choose a step by; --start-blend)"
+            )
         self.eval_every = config.eval_every or self.plan.steps_per_epoch
         self.augment = AugmentConfig(
             geometric_prob=config.geometric_prob,
@@ -218,6 +236,12 @@ class Trainer:
             model.unfreeze_union_encoder()
         else:
             model.apply_freezing()  # the family's rules (a loaded model keeps the freezing it was made with)
+        if cfg.freeze == "encoders":
+            model.freeze_encoders()
+        # The starting weights, for a blend at the end (on the CPU: a copy that does not take GPU memory)
+        self.start_state = None
+        if self.start_blend > 0 and self.val_data is None:
+            self.start_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         self.model = model
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         # foreach: multi-tensor updates (torch only defaults to it on GPUs; on the CPU it saves a Python
@@ -271,6 +295,9 @@ class Trainer:
     # ---- the loop: one optimizer step = grad_accum micro-batches; then log, validate, save ---------
     def run(self, progress: Progress, logs: TrainingLogs | None) -> TrainResult:
         result = TrainResult(out=self.out, steps=progress.step, best_score=progress.best_score)
+        if progress.step == 0 and self.val_data is not None and not self.from_scratch:
+            # A trained starting model is the first candidate: a run in which no step beats it keeps it.
+            self._validate_and_keep_best(progress, logs, result)
         bar = self._progress_bar(progress)
         window = _Window(time.perf_counter())
         try:
@@ -332,7 +359,13 @@ class Trainer:
                 output = self.network(
                     batch["sam"].to(self.device), batch["clip"].to(self.device), batch["phrases"]
                 )
-            terms = _per_sample_loss(self.loss_fn, output, batch["masks"].to(self.device))
+            ignore = batch.get("ignore")
+            terms = _per_sample_loss(
+                self.loss_fn,
+                output,
+                batch["masks"].to(self.device),
+                None if ignore is None else ignore.to(self.device),
+            )
             (terms["total"] / self.config.grad_accum).backward()
         return terms
 
@@ -399,22 +432,37 @@ class Trainer:
                     "epoch": progress.epoch,
                     "val": summary,
                     "data": list(self.config.data),
+                    "recipe": self._recipe(),
                 }
+                if step == 0:
+                    metadata["start"] = "the starting model, scored before any step"
                 save_checkpoint(self.out / BEST_CHECKPOINT, self.model, overwrite=True, metadata=metadata)
         if logs is not None:
             logs.log_val({"step": step, "epoch": progress.epoch, **summary})
 
+    def _recipe(self) -> dict:
+        chip = self.config.chip_size or self.model_config.image_size
+        return recipe_metadata(self.config, self.model_config.image_size, chip, self.total_steps)
+
     def _finish(self, progress: Progress, result: TrainResult) -> TrainResult:
         result.steps, result.best_score = progress.step, progress.best_score
+        result.best_step = progress.best_step
         if self.context.is_main:
+            metadata = {"step": progress.step, "data": list(self.config.data), "recipe": self._recipe()}
+            if self.start_state is not None:
+                blended = blend_state(self.start_state, self.model.state_dict(), 1 - self.start_blend)
+                self.model.load_state_dict(blended)
+                metadata["start_blend"] = self.start_blend
             result.final_checkpoint = save_checkpoint(
-                self.out / FINAL_CHECKPOINT,
-                self.model,
-                overwrite=True,
-                metadata={"step": progress.step, "data": list(self.config.data)},
+                self.out / FINAL_CHECKPOINT, self.model, overwrite=True, metadata=metadata
             )
         if (self.out / BEST_CHECKPOINT).exists():
             result.best_checkpoint = self.out / BEST_CHECKPOINT
+            if progress.best_step == 0 and self.context.is_main:
+                print(
+                    "no step beat the starting model on validation: best.safetensors is the starting model",
+                    file=sys.stderr,
+                )
         barrier(self.context)
         return result
 
@@ -481,7 +529,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         if context.is_main:
             fd_path = out / CONFIG_FILE
             tmp = out / f".{CONFIG_FILE}.part"
-            tmp.write_text(config.to_json(), encoding="utf-8")
+            tmp.write_text(trainer.config.to_json(), encoding="utf-8")  # every setting resolved
             os.replace(tmp, fd_path)
             logs = TrainingLogs(out, resume_step=progress.step if resume else None)
         try:

@@ -19,6 +19,7 @@ from pathlib import Path
 from backend.errors import UserError
 from training.config import TrainConfig
 from training.data.region import RegionConfig
+from training.data.replay import ReplayMix
 from training.data.sample import ReferringDataset
 from training.data.specs import DataSpec, open_datasets
 
@@ -32,6 +33,7 @@ class RunData:
     val: ReferringDataset | None  # None: no validation (fixed steps, the final checkpoint is the result)
     labels: int | None  # labelled phrases of the training regions (None: not only regions)
     photometric_prob: float
+    start_blend: float = 0.0  # share of the starting weights in the result when nothing validates
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -58,6 +60,12 @@ def choose_recipe(config: TrainConfig, labels: int | None) -> tuple[str, str]:
     return "standard", f"the training regions hold {labels} labelled phrases (> {config.small_region_labels})"
 
 
+# The small-region recipe without validation keeps this share of the starting model's weights in its
+# result (measured on `rs2sam2 bench region`, docs/benchmarks.md: it keeps what the start knew of the
+# kinds a few labels cannot teach).
+NO_VAL_START_BLEND = 0.3
+
+
 def region_config_for(config: TrainConfig, recipe: str) -> RegionConfig:
     small = recipe == "small-region"
     return RegionConfig(
@@ -65,6 +73,8 @@ def region_config_for(config: TrainConfig, recipe: str) -> RegionConfig:
         negative_share=config.negative_share,
         chips_per_feature=config.chips_per_feature if small else 1,
         min_val_phrases=config.min_val_samples if small else 0,
+        # validation as a person asks: the labelled object inside a query window, not centred and zoomed
+        eval_view="window" if small else "context",
     )
 
 
@@ -81,10 +91,18 @@ def open_run_data(config: TrainConfig, chip: int, cache: Path) -> RunData:
             f"of the phrase's kind), colour-preserving photometric changes on {config.photometric_prob:.0%}"
         )
     train, val = _train_and_val(config, chip, cache, regions, recipe, labels, notes)
-    data = RunData(recipe, train, val, labels, 0.0, notes)
+    if config.replay_data:
+        replay = open_datasets(list(config.replay_data), "train", chip, cache, config.seed)
+        train = ReplayMix(train, replay, config.replay_share, config.seed)
+        notes.append(
+            f"replay: {config.replay_share:.0%} of each epoch's samples from {', '.join(config.replay_data)} "
+            f"({len(replay)} samples), so the starting model keeps what it knew"
+        )
+    data = RunData(recipe, train, val, labels, 0.0, notes=notes)
     if recipe == "small-region":
         data.photometric_prob = config.photometric_prob
         if data.val is None:
+            data.start_blend = NO_VAL_START_BLEND
             data.warnings.append(_no_val_warning(config, data))
     return data
 
@@ -131,7 +149,9 @@ def _no_val_warning(config: TrainConfig, data: RunData) -> str:
         "warning: the region is too small to hold out a validation split that could choose a checkpoint "
         f"({config.min_val_samples} phrases, at most {config.max_val_share:.0%} of the labels); training "
         f"on all {data.labels} labelled phrases for a fixed number of steps — final.safetensors is the "
-        "result. To validate, label a second region and give it as --val-data."
+        f"result, blended with {data.start_blend:.0%} of the starting weights (--start-blend). To validate "
+        "and keep the best step (or the starting model when no step beats it), label a second region and "
+        "give it as --val-data."
     )
 
 

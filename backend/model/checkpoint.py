@@ -121,3 +121,20 @@ def config_mismatch(expected: ModelConfig, found: ModelConfig) -> list[str]:
     return [
         f"{key}: expected {want[key]!r}, file has {have[key]!r}" for key in want if want[key] != have[key]
     ]
+
+
+def read_checkpoint_metadata(path: str | Path) -> dict[str, Any]:
+    """The training metadata of a checkpoint file, read from its header alone ({} for a folder, a file
+    without any, or one that is not readable: the full load reports those)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            header = handle.metadata() or {}
+        metadata = json.loads(header.get("metadata", "{}"))
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return {}
+    return metadata if isinstance(metadata, dict) else {}

@@ -175,6 +175,12 @@ class RS2SAM2(nn.Module):
         self.config = self.config.replace(freeze_clip=False)
         self.apply_freezing()
 
+    def freeze_encoders(self) -> None:
+        """Keep SAM 2's image trunk and neck and the union encoder's towers as they are; the adapters,
+        fusion, prompt generator, heads and mask decoder still train (fine-tuning on a few labels)."""
+        for param in [*self.sam.backbone_parameters(), *self.union.clip.parameters()]:
+            param.requires_grad_(False)
+
     def param_groups(self, lr_new: float, lr_rest: float, weight_decay: float = 0.01) -> list[dict]:
         """Two AdamW groups: modules new in RS2-SAM 2 at lr_new, everything else that trains at lr_rest."""
         new, rest = [], []

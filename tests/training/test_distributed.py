@@ -181,9 +181,10 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 def test_two_rank_run_has_one_writer_and_gathers_validation_once(runs):
     ddp = runs["ddp"]
-    # Only rank 0 wrote: one row per step, one validation row (at the last step).
+    # Only rank 0 wrote: one row per step, validation rows for the starting model and the last step.
     assert [row["step"] for row in read_csv(ddp / "train_log.csv")] == [str(s) for s in range(1, STEPS + 1)]
-    (val,) = read_csv(ddp / "val_log.csv")
+    start_val, val = read_csv(ddp / "val_log.csv")
+    assert start_val["step"] == "0" and start_val["samples"] == "4"
     # Each rank evaluated every other sample; gathered, that is all 4, each once.
     assert val["step"] == str(STEPS) and val["samples"] == "4"
     assert (ddp / "final.safetensors").is_file() and (ddp / "best.safetensors").is_file()
@@ -228,7 +229,7 @@ def test_two_rank_run_matches_one_process_as_far_as_adamw_allows(runs):
         moved += int(not torch.equal(first[key], start[key]))
     assert moved > len(first) // 2  # both runs trained (frozen parts are many, but fewer than half)
     # The validation of both runs: the same 4 samples, models this close give the same metrics.
-    (one_val,), (ddp_val,) = read_csv(single / "val_log.csv"), read_csv(ddp / "val_log.csv")
+    (_, one_val), (_, ddp_val) = read_csv(single / "val_log.csv"), read_csv(ddp / "val_log.csv")
     assert one_val["samples"] == ddp_val["samples"] == "4"
     for key in ("mIoU", "oIoU"):
         assert float(ddp_val[key]) == pytest.approx(float(one_val[key]), abs=5e-3), key

@@ -118,7 +118,7 @@ def test_killed_run_resumes_exactly_like_an_uninterrupted_run(tmp_path, capsys):
     whole_rows = (tmp_path / "whole" / "train_log.csv").read_text().splitlines()[1:]
     assert [r.split(",")[2] for r in train_rows] == [r.split(",")[2] for r in whole_rows]
     val_rows = (cut / "val_log.csv").read_text().splitlines()[1:]
-    assert [row.split(",")[0] for row in val_rows] == ["2", "4", "6", "8"]
+    assert [row.split(",")[0] for row in val_rows] == ["2", "4", "6", "8"]  # random start: not scored
     # Exports are inference checkpoints of the test preset.
     model, metadata = load_checkpoint(cut / "best.safetensors")
     assert model.config.name == "test" and metadata["step"] in (2, 4, 6, 8)
@@ -150,7 +150,9 @@ def test_config_file_and_flags(tmp_path):
     )
     saved = json.loads((out / "config.json").read_text())
     assert saved["lr_new"] == 2e-4 and saved["batch_size"] == 2 and saved["data"] == ["synthetic:1"]
-    assert (saved["loss_ce"], saved["loss_dice"], saved["dice_classes"]) == (None, 1.0, "foreground")
+    # the run folder keeps every setting resolved: the unset CE weight took the from-scratch default
+    assert (saved["loss_ce"], saved["loss_dice"], saved["dice_classes"]) == (0.5, 1.0, "foreground")
+    assert (saved["lr_rest"], saved["schedule"], saved["warmup_steps"]) == (5e-5, "constant", 0)
 
 
 @pytest.fixture(scope="module")

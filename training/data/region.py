@@ -8,8 +8,12 @@ reprojected). Training chips can also be drawn as the engine sees a raster — a
 resolution ("native", the feature anywhere in the chip, possibly cut) or as a whole query window
 scaled down ("window") — and a share of them can be negatives: the chip is cut around another object
 of the same kind (the phrase's head noun, training/data/kinds.py) and the mask is whatever of the named
-object lies in it, usually nothing. Train and val come from different spatial blocks of the raster,
-not from random chips, so validation never sees the pixels training saw around the same feature.
+object lies in it, usually nothing. A person's labels often repeat a phrase ("the red-roofed
+building" six times): an object labelled with the same phrase as the referent is never a negative's
+centre, and where one lies inside a chip its pixels are marked `ignore` (the loss skips them) — the
+phrase names it as well as the referent, so neither "object" nor "background" would be true there.
+Train and val come from different spatial blocks of the raster, not from random chips, so validation
+never sees the pixels training saw around the same feature.
 """
 
 from __future__ import annotations
@@ -55,6 +59,11 @@ class RegionConfig:
     # tiles), "window" (side drawn from `window_pixels` raster pixels: a query window scaled down).
     views: tuple[str, ...] = ("context",)
     window_pixels: tuple[int, int] = (256, 768)
+    # Fixed (evaluation) chips: "context" (the feature centred with its mean context) or "window" (a
+    # query window of `eval_window_pixels` raster pixels around it at a seeded offset, scaled to the
+    # chip: the area a person asks about, at the scale the engine's view sees it)
+    eval_view: str = "context"
+    eval_window_pixels: int = 512
     chips_per_feature: int = 1  # chips of every (feature, phrase) per epoch, each drawn anew
     negative_share: float = 0.0  # share of training chips cut around another object of the same kind
     block_pixels: int = 512  # side of the spatial split blocks, in raster pixels
@@ -168,6 +177,11 @@ def _read_features(
     return geometries, phrases, ids, crs
 
 
+def _phrase_key(phrase: str) -> str:
+    """Two labels name the same thing when their phrases agree up to case and spacing."""
+    return " ".join(phrase.lower().split())
+
+
 def _reproject(geometries: list[shapely.Geometry], source: CRS, target: CRS) -> list[shapely.Geometry]:
     if source == target:
         return geometries
@@ -229,6 +243,7 @@ class RegionDataset:
             )
 
         self._val_blocks = self._choose_val_blocks(features)
+        self._every_feature = features
         self._features = [f for f in features if split == "all" or self._block_split(f) == split]
         if not self._features:
             raise UserError(
@@ -253,6 +268,24 @@ class RegionDataset:
         ]
         # Features of the same kind on the same raster (by their first phrase's head noun): negatives.
         self._kinds = [phrase_kind(feature.phrases[0]) for feature in self._features]
+        # Other features on the same raster that share a phrase with each feature (the whole region's
+        # labels, not only this split's: a val object is still the same building when seen in a chip).
+        by_phrase: dict[tuple[int, str], list[_Feature]] = {}
+        for feature in self._every_feature:
+            for phrase in {_phrase_key(p) for p in feature.phrases}:
+                by_phrase.setdefault((feature.raster_index, phrase), []).append(feature)
+        self._phrase_keys = [frozenset(map(_phrase_key, f.phrases)) for f in self._features]
+        self._namesakes = [
+            {
+                phrase: [
+                    other.geometry
+                    for other in by_phrase[(feature.raster_index, _phrase_key(phrase))]
+                    if other is not feature
+                ]
+                for phrase in feature.phrases
+            }
+            for feature in self._features
+        ]
 
     # ---- splitting
 
@@ -307,19 +340,23 @@ class RegionDataset:
     def __getitem__(self, index: int) -> ReferringSample:
         feature_index, phrase, repeat = self._samples[index]
         feature = self._features[feature_index]
-        image, mask = self.chip(feature_index, repeat)
+        image, mask, ignore = self.chip(feature_index, repeat, phrase)
         return ReferringSample(
             image,
             mask,
             phrase,
             image_id=f"{self.name}/{feature.feature_id}/{self.epoch}" + (f"/{repeat}" if repeat else ""),
             sample_id=f"{self.name}/{feature.feature_id}/{phrase}" + (f"/{repeat}" if repeat else ""),
+            ignore=ignore,
         )
 
-    def chip(self, feature_index: int, repeat: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """(image, mask) of a chip for one feature: random (per epoch, feature and repeat) when training,
-        and then possibly cut around another object of its kind (a negative); the mask is always the
-        feature's own."""
+    def chip(
+        self, feature_index: int, repeat: int = 0, phrase: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(image, mask, ignore) of a chip for one feature: random (per epoch, feature and repeat) when
+        training, and then possibly cut around another object of its kind (a negative); the mask is
+        always the feature's own. `ignore` marks the pixels of other labelled objects named by the same
+        `phrase` (default the feature's first), None when the chip holds none."""
         feature = self._features[feature_index]
         info = self.rasters[feature.raster_index]
         window = self._window(feature, info, feature_index, repeat)
@@ -345,8 +382,21 @@ class RegionDataset:
         )
         mask = rasterize(
             [(feature.geometry, 1)], out_shape=(out, out), transform=chip_transform, dtype="uint8"
-        )
-        return image, mask.astype(bool)
+        ).astype(bool)
+        return image, mask, self._ignore(feature_index, phrase, chip_transform, mask)
+
+    def _ignore(
+        self, feature_index: int, phrase: str | None, chip_transform: Affine, mask: np.ndarray
+    ) -> np.ndarray | None:
+        namesakes = self._namesakes[feature_index].get(phrase or self._features[feature_index].phrases[0])
+        if not namesakes:
+            return None
+        out = mask.shape
+        others = rasterize(
+            [(g, 1) for g in namesakes], out_shape=out, transform=chip_transform, dtype="uint8"
+        ).astype(bool)
+        others &= ~mask
+        return others if others.any() else None
 
     def _window(self, feature: _Feature, info: _RasterInfo, feature_index: int, repeat: int = 0) -> Window:
         if self.config.whole_raster:
@@ -377,6 +427,17 @@ class RegionDataset:
         elif view == "native":  # the engine's tiles: the raster's resolution, the feature anywhere
             side = cfg.chip_size * rng.uniform(*cfg.gsd_jitter)
             slack = max(side - extent, 0.7 * side) / 2
+        elif not randomise and cfg.eval_view == "window":  # a query window, fixed per feature
+            side = max(min(cfg.eval_window_pixels, info.width, info.height), extent * 1.1)
+            slack = max(side - extent, 0.0) / 2
+            dx, dy = np.random.default_rng([cfg.seed, feature_index, feature.raster_index]).uniform(
+                -slack, slack, 2
+            )
+            col, row = centre_col + dx - side / 2, centre_row + dy - side / 2
+            if side <= min(info.width, info.height):
+                col = min(max(col, 0.0), info.width - side)
+                row = min(max(row, 0.0), info.height - side)
+            return Window(col, row, side, side)
         elif view == "window":  # the engine's whole query window, scaled to the chip
             side = max(rng.uniform(*cfg.window_pixels), extent * 1.1)
             side = max(min(side, info.width, info.height), extent * 1.1)
@@ -393,12 +454,16 @@ class RegionDataset:
         return Window(col, row, side, side)
 
     def _negative_centre(self, feature_index: int, rng: np.random.Generator) -> _Feature:
-        """Another feature of the same kind on the same raster (any other when it has none of its kind)."""
+        """Another feature of the same kind on the same raster (any other when it has none of its kind),
+        never one that shares a phrase with this one: "the pond" must not be answered "nothing" while
+        the chip shows a pond labelled "the pond"."""
         feature = self._features[feature_index]
         others = [
             k
             for k, other in enumerate(self._features)
-            if k != feature_index and other.raster_index == feature.raster_index
+            if k != feature_index
+            and other.raster_index == feature.raster_index
+            and not self._phrase_keys[feature_index] & self._phrase_keys[k]
         ]
         same = [k for k in others if self._kinds[k] == self._kinds[feature_index]]
         pool = same or others

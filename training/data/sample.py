@@ -24,12 +24,17 @@ class ReferringSample:
     phrase: str
     image_id: str  # samples sharing an image_id share the image (evaluation batches phrases per image)
     sample_id: str  # unique within its dataset
+    # (H, W) bool or None: pixels whose target is unknown — another object the same phrase names (a
+    # person's labels repeat phrases); training leaves them out of the loss
+    ignore: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:
             raise ValueError(f"image must be (H, W, 3) uint8, got {self.image.shape} {self.image.dtype}")
         if self.mask.shape != self.image.shape[:2]:
             raise ValueError(f"mask {self.mask.shape} does not match image {self.image.shape[:2]}")
+        if self.ignore is not None and self.ignore.shape != self.mask.shape:
+            raise ValueError(f"ignore {self.ignore.shape} does not match mask {self.mask.shape}")
 
 
 @runtime_checkable

@@ -205,6 +205,12 @@ class PaperRS2SAM2(nn.Module):
         self.config = self.config.replace(freeze_clip=False)
         self.apply_freezing()
 
+    def freeze_encoders(self) -> None:
+        """SAM 2's image encoder (but its adapters) and BEiT-3 stay as they are: the freezing rules with
+        BEiT-3 frozen, whatever the configuration says."""
+        self.config = self.config.replace(freeze_clip=True)
+        self.apply_freezing()
+
     def param_groups(self, lr_new: float, lr_rest: float, weight_decay: float = 0.01) -> list[dict]:
         new, rest = [], []
         for name, param in self.named_parameters():

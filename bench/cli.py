@@ -13,6 +13,7 @@ from types import ModuleType
 from bench import (
     context,
     engine,
+    gpu,
     model,
     paper,
     phrases,
@@ -39,6 +40,8 @@ BENCHMARKS: dict[str, tuple[ModuleType, str]] = {
     "startup": (startup, "Command-line start-up (`rs2sam2 bench startup`)"),
     "runtimes": (runtimes, "CPU inference runtimes (`rs2sam2 bench runtimes`)"),
     "context": (context, "What area the model sees (`rs2sam2 bench context`)"),
+    # Renders (and records) the report `make device-check` wrote on a GPU machine; measures nothing here.
+    "gpu": (gpu, gpu.HEADING),
 }
 
 
@@ -48,13 +51,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         sub = subparsers.add_parser(name, help=heading, description=module.__doc__)
         sub.add_argument("--record", action="store_true", help="write the report into docs/benchmarks.md")
         module.add_arguments(sub)
-        sub.set_defaults(_bench=module.run, _heading=heading)
+        sub.set_defaults(_bench=module.run, _heading=heading, _ran=getattr(module, "ran_line", None))
 
 
 def run(args: argparse.Namespace) -> int:
     report = args._bench(args)
     print(report)
     if args.record:
-        path = record_section(args._heading, report)
+        # A benchmark that reports another machine's run (gpu) says itself where and when it ran.
+        ran = args._ran(args) if args._ran is not None else None
+        path = record_section(args._heading, report, ran=ran)
         print(f"recorded in {path}")
     return 0

@@ -33,15 +33,17 @@ def machine_description() -> str:
     )
 
 
-def record_section(heading: str, report: str, path: Path = BENCHMARKS_MD) -> Path:
-    """Replace the body under `## heading` (up to the next `## `) with the report; atomic write."""
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    # The load average tells a reader whether other work shared the machine (times are then upper bounds).
-    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    body = (
-        f"Ran {stamp} on {machine_description()}; "
-        f"load average (1, 5, 15 min) at the end: {load}.\n\n{report.strip()}\n"
-    )
+def record_section(heading: str, report: str, path: Path = BENCHMARKS_MD, ran: str | None = None) -> Path:
+    """Replace the body under `## heading` (up to the next `## `) with the report; atomic write.
+
+    `ran`: the first line ("Ran <date> on <machine>.") when the report comes from another machine;
+    by default this machine, now, with its load average."""
+    if ran is None:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        # The load average tells a reader whether other work shared the machine (times are then upper bounds).
+        load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+        ran = f"Ran {stamp} on {machine_description()}; load average (1, 5, 15 min) at the end: {load}."
+    body = f"{ran}\n\n{report.strip()}\n"
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
     pattern = re.compile(rf"(^## {re.escape(heading)}\n)(.*?)(?=^## |\Z)", re.S | re.M)
     if pattern.search(text):

@@ -7,8 +7,11 @@ their own (other colour shades and names, another mix of kinds, other object siz
 bundled model learnt from), with about 45 labelled polygons each in a `description` column. Region A
 trains (`rs2sam2 train --data region:A.tif,A.gpkg,description --checkpoint <model>`: the recipe picks
 itself); each label of region B is one query over the 512-pixel block it lies in; a query's IoU is that
-of the kept polygon against the labelled one (0 when nothing is found). Reported: mIoU, oIoU and
-Pr@0.5 in total, on the kinds region A has labels of, and by kind.
+of the kept polygon against the labelled one (0 when nothing is found). Two protocols: the panel's
+(`--keep best`, the view of the whole block, refined and — for objects too small for it — searched at
+full resolution) and full-resolution tiles (`--context tiles`). Reported: mIoU, oIoU and Pr@0.5 in
+total and by kind, before and after, on region B and on region A's own labels; with `--blends`, the
+fine-tuned model blended with its start at other shares (how the recipe's blend was chosen).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 A_SEED, B_SEED = 10_000_000, 10_000_100  # outside every synthetic split's seeds
@@ -50,9 +53,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --workdir: query with the fine-tuned model already there (when only the engine changed)",
     )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--protocols",
+        default="view,tiles",
+        help="query protocols: view (the panel's: --keep best on the whole block) and/or tiles "
+        "(--context tiles: full resolution); default both",
+    )
+    parser.add_argument(
+        "--blends",
+        default="",
+        help="also query (view protocol) the last step blended with this share of the starting weights, "
+        "e.g. 0,0.5 (the run's own result uses the recipe's share)",
+    )
 
 
-def query_region(region, checkpoint: Path, workdir: Path, device: str) -> list[tuple[str, float, float]]:
+PROTOCOL_FLAGS = {"view": [], "tiles": ["--context", "tiles"]}
+
+
+def query_region(
+    region, checkpoint: Path, workdir: Path, device: str, protocol: str = "view"
+) -> list[tuple[str, float, float]]:
     """(kind, intersection px, union px) per label of `region`, one `rs2sam2 segment` call per block."""
     import pyogrio
     import shapely
@@ -70,7 +90,7 @@ def query_region(region, checkpoint: Path, workdir: Path, device: str) -> list[t
         code = rs2sam2(
             ["segment", str(region.raster), *[label.phrase for label in labels], "-o", str(out)]
             + ["--bbox", ",".join(f"{v:.3f}" for v in bounds), "--keep", "best"]
-            + ["--checkpoint", str(checkpoint), "--device", device, "--quiet"]
+            + ["--checkpoint", str(checkpoint), "--device", device, "--quiet", *PROTOCOL_FLAGS[protocol]]
         )
         if code != 0:
             raise RuntimeError(f"rs2sam2 segment failed with exit code {code}")
@@ -138,11 +158,12 @@ class Tuning:
     minutes: float
     notes: str
     checkpoint: Path
-    results: list
+    results: dict[str, list]  # protocol → query results on region B
     # The same queries on region A's own labels (what the run trained on), for the largest label count:
     # a model that cannot outline its training labels is limited by what it can see or hold, not by
     # how it generalises to region B.
-    own: list | None = None
+    own: dict[str, list] | None = None
+    blends: dict[float, list] = field(default_factory=dict)  # start share → view queries on region B
 
 
 def _kind_miou(results: list, kind: str) -> str:
@@ -159,32 +180,45 @@ def _row(name: str, summary: dict) -> str:
     )
 
 
-def report(before: list, tunings: list[Tuning], args: argparse.Namespace) -> str:
-    """The head (regions, command, what the main run said), totals per label count, then by kind for the
-    largest label count."""
+PROTOCOL_NAMES = {"view": "view (the panel's)", "tiles": "full-resolution tiles"}
+
+
+def report(before: dict[str, list], tunings: list[Tuning], args: argparse.Namespace) -> str:
+    """The head (regions, command, what the main run said), totals per protocol and label count, then
+    by kind for the largest label count."""
     main = max(tunings, key=lambda t: t.labels)
-    lines = ["| queries on region B | mIoU | oIoU | Pr@0.5 | queries |", "|---|---|---|---|---|"]
-    lines.append(_row("before fine-tuning, all kinds", summarise(before)))
-    lines.append(
-        _row(f"before, kinds labelled in A ({main.labels} labels)", summarise(before, set(main.kinds)))
-    )
-    for tuning in sorted(tunings, key=lambda t: t.labels):
-        where = f"after {tuning.labels} labels ({tuning.minutes:.0f} min)"
-        lines.append(_row(f"{where}, all kinds", summarise(tuning.results)))
-        lines.append(_row(f"{where}, kinds labelled in A", summarise(tuning.results, set(tuning.kinds))))
-    if main.own is not None:
-        own_row = f"after {main.labels} labels, queried on region A's own labels"
-        lines.append(_row(own_row, summarise(main.own)))
-    lines += ["", f"By kind, {main.labels} labels in A:", ""]
-    own_head = " mIoU after, on A's own labels |" if main.own is not None else ""
-    lines += [
-        f"| kind | labels in A | queries in B | mIoU before | mIoU after |{own_head}",
-        "|---|---|---|---|---|" + ("---|" if own_head else ""),
-    ]
-    for kind in sorted({kind for kind, _, _ in main.results} | {kind for kind, _, _ in main.own or []}):
-        queries = sum(1 for k, _, _ in main.results if k == kind)
-        cells = [_kind_miou(before, kind), _kind_miou(main.results, kind)]
-        cells += [_kind_miou(main.own, kind)] if main.own is not None else []
+    protocols = list(before)
+    lines = ["| queries | mIoU | oIoU | Pr@0.5 | queries |", "|---|---|---|---|---|"]
+    for protocol in protocols:
+        name = PROTOCOL_NAMES[protocol]
+        lines.append(_row(f"{name}: region B before fine-tuning", summarise(before[protocol])))
+        for tuning in sorted(tunings, key=lambda t: t.labels):
+            where = f"after {tuning.labels} labels ({tuning.minutes:.0f} min)"
+            lines.append(_row(f"{name}: region B {where}", summarise(tuning.results[protocol])))
+        if main.own is not None:
+            lines.append(
+                _row(f"{name}: region A's own labels after {main.labels}", summarise(main.own[protocol]))
+            )
+    for share, results in sorted(main.blends.items()):
+        lines.append(
+            _row(f"view: region B, last step blended with {share:.0%} of the start", summarise(results))
+        )
+    lines += ["", f"mIoU by kind, {main.labels} labels in A (B: region B; A: its own labels):", ""]
+    head, rule = "| kind | labels in A | queries in B |", "|---|---|---|"
+    for protocol in protocols:
+        head += f" {protocol}: B before | {protocol}: B after |" + (
+            f" {protocol}: A after |" if main.own else ""
+        )
+        rule += "---|---|" + ("---|" if main.own else "")
+    lines += [head, rule]
+    kinds = {kind for results in main.results.values() for kind, _, _ in results}
+    kinds |= {kind for results in (main.own or {}).values() for kind, _, _ in results}
+    for kind in sorted(kinds):
+        queries = sum(1 for k, _, _ in main.results[protocols[0]] if k == kind)
+        cells = []
+        for protocol in protocols:
+            cells += [_kind_miou(before[protocol], kind), _kind_miou(main.results[protocol], kind)]
+            cells += [_kind_miou(main.own[protocol], kind)] if main.own else []
         lines.append(f"| {kind} | {main.kinds.get(kind, 0)} | {queries} | " + " | ".join(cells) + " |")
     head = (
         f"Regions A (labelled) and B (queried): 2048² px at 0.5 m (bench/region_data.py: its own palette, "
@@ -193,9 +227,30 @@ def report(before: list, tunings: list[Tuning], args: argparse.Namespace) -> str
         f"{(' ' + args.train_args) if args.train_args else ''}`, torch threads: "
         f"{os.environ.get('OMP_NUM_THREADS', '1')}; with {main.labels} labels the run said:\n\n```\n"
         f"{main.notes}\n```\n\nQueries: `rs2sam2 segment B.tif PHRASE… --bbox <the label's 512-px block> "
-        f"--keep best --checkpoint <model>`; after = `{main.checkpoint.name}` of each run."
+        f"--keep best --checkpoint <model>` (view) and the same with `--context tiles` (tiles); after = "
+        f"`{main.checkpoint.name}` of each run."
     )
     return head + "\n\n" + "\n".join(lines)
+
+
+def _blend_checkpoint(start: Path, run_dir: Path, share: float) -> Path:
+    """The run's last step blended with `share` of the starting weights, as a checkpoint file."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from training.state import load_state
+    from training.weights_blend import blend_state
+
+    with safe_open(str(start), "pt") as handle:
+        header = handle.metadata()
+    last = {k: v for k, v in load_state(run_dir / "last_state.pt")["model"].items()}
+    blended = blend_state(load_file(str(start)), last, 1 - share)
+    out = run_dir / f"blend-{share:g}.safetensors"
+    save_file(
+        {k: v.contiguous() for k, v in blended.items() if isinstance(v, torch.Tensor)}, str(out), header
+    )
+    return out
 
 
 def run(args: argparse.Namespace) -> str:
@@ -204,11 +259,13 @@ def run(args: argparse.Namespace) -> str:
 
     checkpoint = Path(args.checkpoint or DEMO_CHECKPOINT).resolve()
     args.model_name = "<bundled demo model>" if args.checkpoint is None else checkpoint.name
+    protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    blends = [float(b) for b in args.blends.split(",") if b.strip()]
     with tempfile.TemporaryDirectory() as scratch:
         workdir = Path(args.workdir or scratch)
         workdir.mkdir(parents=True, exist_ok=True)
         region_b = make_region(workdir / "regions", "B", B_SEED, args.queries)
-        before = query_region(region_b, checkpoint, workdir, args.device)
+        before = {p: query_region(region_b, checkpoint, workdir, args.device, p) for p in protocols}
         tunings = []
         for count in args.labels:
             region_a = make_region(workdir / "regions", f"A{count}", A_SEED, count)
@@ -219,8 +276,15 @@ def run(args: argparse.Namespace) -> str:
                 shutil.rmtree(run_dir, ignore_errors=True)
                 tuned, minutes, notes = fine_tune(region_a, checkpoint, run_dir, args.train_args.split())
                 (run_dir / "bench.json").write_text(json.dumps({"minutes": minutes, "notes": notes}))
-            after = query_region(region_b, tuned, workdir, args.device)
+            after = {p: query_region(region_b, tuned, workdir, args.device, p) for p in protocols}
             kinds = Counter(label.kind for label in region_a.labels)
-            own = query_region(region_a, tuned, workdir, args.device) if count == max(args.labels) else None
-            tunings.append(Tuning(count, kinds, minutes, notes, tuned, after, own))
+            own = None
+            if count == max(args.labels):
+                own = {p: query_region(region_a, tuned, workdir, args.device, p) for p in protocols}
+            tuning = Tuning(count, kinds, minutes, notes, tuned, after, own)
+            if count == max(args.labels):
+                for share in blends:
+                    blended = _blend_checkpoint(checkpoint, run_dir, share)
+                    tuning.blends[share] = query_region(region_b, blended, workdir, args.device, "view")
+            tunings.append(tuning)
         return report(before, tunings, args)

@@ -89,6 +89,7 @@ class Referent:
     phrase_index: int
     view_piece: Piece  # in view pixels, with its probability mass there
     geometry: BaseGeometry  # the same outline in area pixels
+    fine: bool = False  # found by the full-resolution pass (view_mode: too small for the view)
 
 
 def find_referents(

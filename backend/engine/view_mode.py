@@ -6,6 +6,12 @@ raster's resolution. `SegmentRun` uses it for interactive requests (keep "best" 
    resolution (a model call only where the outline band crosses a tile core), as pieces that merge
    across tile seams exactly as in tiles mode;
 3. the merged regions are given to their referents: one region per referent.
+
+Coarse to fine for small objects (keep "best"): a view shrunk more than `FINE_PASS_SHRINK` times turns a
+car into a pixel or two, so a phrase whose view answer is missing or smaller than `SMALL_IN_VIEW`
+view pixels is also asked of every tile at full resolution. Those candidates are scored by their own
+probability mass and by the view's support around them (the view still says *where* in the area the
+phrase points, even when it cannot outline the object), and the best replaces the view's answer.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import shapely
 
 from backend.engine.context import (
     ContextGrid,
@@ -27,9 +34,19 @@ from backend.engine.predict import ProbabilitySink, predict_window
 from backend.engine.raster import RasterView
 from backend.engine.refine import BAND, PhraseZones, Refinement, assign_regions
 from backend.engine.tiling import Tile, plan_tiles
-from backend.engine.vectorise import Piece, Region, tile_pieces
+from backend.engine.vectorise import Piece, Region, merge_pieces, tile_pieces
 from backend.errors import CancelledError
 from backend.model.api import PhraseSegmenter
+
+# The view is fine enough for every object below this shrink (area pixels per view pixel).
+FINE_PASS_SHRINK = 2.0
+# A view answer smaller than this many view pixels (6×6) cannot be trusted to outline its object, or to
+# have found it at all: such a phrase is also asked at full resolution.
+SMALL_IN_VIEW = 36
+# How much a full-resolution candidate's score leans on the view: mass × (VIEW_FLOOR + support), where
+# support is the view's highest probability around it (0–1). A floor above 0 lets a candidate the view
+# did not see at all still win when nothing better is found.
+VIEW_FLOOR = 0.25
 
 
 class ViewSegmentation:
@@ -58,6 +75,8 @@ class ViewSegmentation:
         self._valid = np.zeros((0, 0), bool)  # the view's valid pixels, once seen
         self.model_calls = 0
         self.model_seconds = 0.0
+        self.fine_phrases: list[int] = []  # phrases also asked at full resolution (small in the view)
+        self._fine_pieces: list[Piece] = []
 
     def predict(
         self,
@@ -90,6 +109,7 @@ class ViewSegmentation:
             if progress:
                 progress(1, 1)
             return []
+        self._fine_pass(seen, cancel)
         zones = self._zones()
         todo = [
             t for t in self.tiles if sink is not None or any(z.touches(*_core(t)) for z in zones.values())
@@ -102,7 +122,64 @@ class ViewSegmentation:
             pieces += self._refine_tile(tile, seen, zones, sink)
             if progress:
                 progress(done, 1 + len(todo))
-        return pieces
+        return pieces + self._fine_pieces
+
+    # ---- coarse to fine: small objects
+
+    def _too_small_in_view(self) -> list[int]:
+        """Phrases whose view answer is missing or too small to outline (keep "best", coarse views)."""
+        if self.keep != "best" or self.grid.shrink <= FINE_PASS_SHRINK:
+            return []
+        size = {i: 0 for i in range(len(self.phrases))}
+        for referent in self.referents:
+            size[referent.phrase_index] += referent.view_piece.pixels
+        return [i for i, pixels in size.items() if pixels < SMALL_IN_VIEW]
+
+    def _fine_pass(self, seen: list[np.ndarray], cancel: Callable[[], bool] | None) -> None:
+        """Ask the small phrases of every tile at full resolution; the best candidate of each, judged
+        with the view's support, replaces its view answer (which stands when nothing is found)."""
+        self.fine_phrases = self._too_small_in_view()
+        if not self.fine_phrases:
+            return
+        pieces: list[Piece] = []
+        for tile in self.tiles:
+            _check(cancel)
+            cols, rows = _core(tile)
+            image, valid = self.view.read(tile.cols.start, tile.rows.start, tile.cols.size, tile.rows.size)
+            core = (slice(rows.start - tile.rows.start, rows.stop - tile.rows.start),
+                    slice(cols.start - tile.cols.start, cols.stop - tile.cols.start))  # fmt: skip
+            if not valid[core].any():
+                continue
+            asked = [self.phrases[i] for i in self.fine_phrases]
+            answers = self._predict(image, valid, asked, self.tile_size)
+            size = (self.view.width, self.view.height)
+            for index, answer in zip(self.fine_phrases, answers):
+                pieces += tile_pieces(index, answer[core], valid[core], self.threshold, cols, rows, *size)
+        candidates = [r for r in merge_pieces(pieces) if r.pixels >= self.min_area_pixels]
+        view_pixel = self.grid.scale_x * self.grid.scale_y
+        for index in self.fine_phrases:
+            mine = [r for r in candidates if r.phrase_index == index]
+            if not mine:
+                continue
+            best = max(mine, key=lambda r: r.probability_sum * (VIEW_FLOOR + self._support(seen[index], r)))
+            self.referents = [r for r in self.referents if r.phrase_index != index]
+            view_geometry = shapely.transform(
+                best.geometry, lambda xy: xy / np.array([self.grid.scale_x, self.grid.scale_y])
+            )
+            piece = Piece(index, view_geometry, best.probability_sum / view_pixel, 0, on_seam=False)
+            self.referents.append(Referent(index, piece, best.geometry, fine=True))
+            self._fine_pieces += [
+                p for p in pieces if p.phrase_index == index and p.geometry.intersects(best.geometry)
+            ]
+
+    def _support(self, probability: np.ndarray, region: Region) -> float:
+        """The view's highest probability within two view pixels of a full-resolution region."""
+        minx, miny, maxx, maxy = region.geometry.bounds
+        sx, sy = self.grid.scale_x, self.grid.scale_y
+        x0, x1 = max(0, int(minx / sx) - 2), min(self.grid.width, int(np.ceil(maxx / sx)) + 2)
+        y0, y1 = max(0, int(miny / sy) - 2), min(self.grid.height, int(np.ceil(maxy / sy)) + 2)
+        window = probability[y0:y1, x0:x1]
+        return float(window.max()) if window.size else 0.0
 
     def regions(self, merged: list[Region]) -> list[Region]:
         """The merged full-resolution regions → one region per referent."""
@@ -124,6 +201,8 @@ class ViewSegmentation:
         half_width = band_half_width(self.grid)
         by_phrase: dict[int, list[Referent]] = {}
         for referent in self.referents:
+            if referent.fine:  # outlined at full resolution already
+                continue
             by_phrase.setdefault(referent.phrase_index, []).append(referent)
         return {index: PhraseZones.around(refs, half_width) for index, refs in by_phrase.items()}
 

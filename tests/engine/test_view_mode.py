@@ -196,3 +196,26 @@ def test_nodata_is_neither_seen_nor_found(tmp_path):
     result = segment(path, ["the leftmost red field", "black"], model, SegmentOptions(**EXACT))
     assert [f.phrase for f in result.features] == ["the leftmost red field"]
     assert only_geometry(result).symmetric_difference(RIGHT).area == 0
+
+
+def test_an_object_too_small_for_the_view_is_found_at_full_resolution(tmp_path):
+    # A 3×3-pixel red car in a 256×256 area: shrunk 4× into the 64-pixel view it is under one view
+    # pixel of mixed colour, which the model cannot see; the full-resolution pass finds and outlines it.
+    data = background(256, 256)
+    paint(data, slice(30, 33), slice(200, 203), RED)
+    raster = write_geotiff(tmp_path / "car.tif", data)
+    car = pixel_box(200, 30, 203, 33, UTM)
+    model = ContextModel(64)
+    with SegmentRun(raster, ["the red car"], model, SegmentOptions(**EXACT)) as run:
+        seen = run.view_mode._see_whole()
+        assert seen[0].max() < 0.5  # the view itself cannot see the car
+        result = run.finish(run.predict(), 0.0)
+        assert run.view_mode.fine_phrases == [0]
+    assert only_geometry(result).symmetric_difference(car).area == 0
+
+
+def test_objects_the_view_outlines_well_are_not_searched_again(leftmost):
+    model = ContextModel(64)
+    with SegmentRun(leftmost, ["the leftmost red field"], model, SegmentOptions(**EXACT)) as run:
+        run.finish(run.predict(), 0.0)
+        assert run.view_mode.fine_phrases == []

@@ -384,14 +384,14 @@ class Trainer:
     ) -> None:
         cfg, step = self.config, progress.step
         last = step == self.total_steps
+        window.end_step()
         if step % cfg.log_every == 0 or last:
             row = self._log_row(progress, grad_norm, window)
             if logs is not None:
                 logs.log_train(row)
             if bar is not None:
                 bar.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{row['samples_per_s']:.1f}")
-            window.started, window.samples = time.perf_counter(), 0
-        window.losses = {}
+            window.restart()
         if bar is not None:
             bar.update(1)
         if self.val_data is not None and (step % self.eval_every == 0 or last):
@@ -469,17 +469,29 @@ class Trainer:
 
 @dataclass
 class _Window:
-    """What happened since the last log row: its start, samples seen, and this step's summed losses."""
+    """What happened since the last log row: its start, samples seen, and the loss terms summed over its
+    steps — a row logs their mean, so a row reads as the loss of its window, not of one noisy batch."""
 
     started: float
     samples: int = 0
-    losses: dict[str, float] = field(default_factory=dict)
+    sums: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
 
     def add(self, terms: dict[str, torch.Tensor], samples: int, parts: int) -> None:
         """One micro-batch: its loss terms (a 1/parts share of the step) and the samples all ranks saw."""
         for key, value in terms.items():
-            self.losses[key] = self.losses.get(key, 0.0) + float(value.detach()) / parts
+            self.sums[key] = self.sums.get(key, 0.0) + float(value.detach()) / parts
         self.samples += samples
+
+    def end_step(self) -> None:
+        self.steps += 1
+
+    @property
+    def losses(self) -> dict[str, float]:
+        return {key: value / max(self.steps, 1) for key, value in self.sums.items()}
+
+    def restart(self) -> None:
+        self.started, self.samples, self.sums, self.steps = time.perf_counter(), 0, {}, 0
 
 
 def _advance(progress: Progress, micro_batches_done: int, micro_batches: int) -> None:

@@ -139,7 +139,9 @@ def test_the_loss_ignores_the_pixels_it_is_told_to():
     )
     loss = RS2SAM2Loss(LossConfig(dice_classes="foreground", tbl_weight=0.2))
     ignored = loss(output(wrong_there), masks, ignore)
-    assert ignored["total"].item() == pytest.approx(loss(output(right.clone()), masks, ignore)["total"].item())
+    assert ignored["total"].item() == pytest.approx(
+        loss(output(right.clone()), masks, ignore)["total"].item()
+    )
     assert loss(output(wrong_there.clone()), masks)["total"].item() > ignored["total"].item() + 0.05
     logits = wrong_there.detach().clone().requires_grad_()
     loss(output(logits), masks, ignore)["total"].backward()
@@ -195,7 +197,9 @@ QUICK = ["--batch-size", "2", "--chips-per-feature", "1", "--num-workers", "0"]
 def test_rs2sam2_train_with_only_data_and_out_blends_its_result_with_the_start(tmp_path, capsys):
     raster, vector = write_repeated_region(tmp_path / "mine")
     out = tmp_path / "run"
-    code = train("--data", f"region:{raster},{vector},description", "--out", str(out), "--max-steps", "3", *QUICK)
+    code = train(
+        "--data", f"region:{raster},{vector},description", "--out", str(out), "--max-steps", "3", *QUICK
+    )
     err = capsys.readouterr().err
     assert code == 0, err
     assert "start: the bundled model" in err and "recorded recipe" in err
@@ -264,7 +268,16 @@ def test_rs2sam2_train_freezes_and_replays_as_asked(tmp_path, capsys):
     out = tmp_path / "run"
     code = train(
         *("--data", f"region:{raster},{vector},description", "--checkpoint", str(start), "--out", str(out)),
-        *("--max-steps", "2", "--freeze", "encoders", "--replay-data", "synthetic:2", "--replay-share", "0.5"),
+        *(
+            "--max-steps",
+            "2",
+            "--freeze",
+            "encoders",
+            "--replay-data",
+            "synthetic:2",
+            "--replay-share",
+            "0.5",
+        ),
         *QUICK,
     )
     err = capsys.readouterr().err
@@ -290,3 +303,19 @@ def test_replay_makes_up_its_share_of_every_epoch_drawn_anew():
     assert all(isinstance(item, str) for item in first) and [mix[i] for i in range(30)] == main
     mix.set_epoch(1)
     assert [mix[i] for i in range(30, 40)] != first
+
+
+@pytest.mark.slow
+def test_a_log_row_is_the_mean_loss_of_its_window(tmp_path):
+    common = ["--data", "synthetic:2", "--preset", "test", "--max-steps", "4", "--batch-size", "2"]
+    assert train(*common, "--log-every", "1", "--out", str(tmp_path / "every")) == 0
+    assert train(*common, "--log-every", "2", "--out", str(tmp_path / "pairs")) == 0
+
+    def losses(run):
+        with open(tmp_path / run / "train_log.csv") as handle:
+            return {int(row["step"]): float(row["loss"]) for row in csv.DictReader(handle)}
+
+    every, pairs = losses("every"), losses("pairs")
+    assert sorted(pairs) == [2, 4]
+    assert pairs[2] == pytest.approx((every[1] + every[2]) / 2, rel=1e-6)
+    assert pairs[4] == pytest.approx((every[3] + every[4]) / 2, rel=1e-6)

@@ -126,6 +126,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu", expected: ModelConfig
     """
     paper = load_paper_file(path, device, expected)
     if paper is not None:
+        paper[0].weights_file = Path(path)  # where its weights came from (the OpenVINO cache keeps these)
         return paper
     config, state, metadata = read_checkpoint(path)
     check_expected(Path(path), config, expected)
@@ -139,4 +140,5 @@ def load_checkpoint(path: str | Path, device: str = "cpu", expected: ModelConfig
     model = build_model(config, device="cpu")
     check_state_dict(model, state, "model checkpoint", path)
     model.load_state_dict(state)
+    model.weights_file = Path(path)  # where its weights came from (the OpenVINO cache keeps these)
     return model.to(device).eval(), metadata

@@ -1,10 +1,13 @@
 """Pretrained and published weights in the cache: `rs2sam2 weights download --preset tiny` (SAM 2 + CLIP
 files a preset starts from), `rs2sam2 weights download --model paper-rrsisd` (the paper's trained model),
-`rs2sam2 weights import FOLDER` (a published model folder downloaded by hand) and `rs2sam2 weights list`."""
+`rs2sam2 weights import FOLDER` (a published model folder downloaded by hand), `rs2sam2 weights list` and
+`rs2sam2 weights cache` (the bounded cache of OpenVINO conversions: shown, bounded with --max-mb, cleared
+with --clear)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 
 from backend.errors import UserError
 
@@ -34,6 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub.add_parser("list", help="show which weight files are in the cache").add_argument(
         "--cache", help=CACHE_HELP
     )
+    conversions = sub.add_parser(
+        "cache",
+        help="show, bound or clear the cache of OpenVINO conversions (--precision openvino)",
+        description="The OpenVINO conversions of the models' image encoders, most recently used first. "
+        "The cache keeps at most its bound, removing the least recently used conversion first.",
+    )
+    conversions.add_argument(
+        "--max-mb", type=float, help="set the cache's bound in MB (kept in the cache's settings.json)"
+    )
+    conversions.add_argument("--clear", action="store_true", help="remove every conversion")
 
 
 def _download(args: argparse.Namespace, cache) -> int:
@@ -73,6 +86,41 @@ def _list(cache) -> int:
         path = converted_path(weights, cache)
         state = f"{path.stat().st_size / 2**20:8.1f} MiB  {path}" if path.exists() else "not cached"
         print(f"  {name:16s} {state:60s} {weights.description}")
+    print(_conversions_summary())
+    return 0
+
+
+def _conversions_summary() -> str:
+    from backend.model import openvino_cache
+
+    folder = openvino_cache.cache_folder()
+    present = openvino_cache.entries(folder)
+    used_mib = sum(e.size_bytes for e in present) / 2**20
+    return (
+        f"OpenVINO conversions: {len(present)} in {folder}, {used_mib:.1f} MiB of at most "
+        f"{openvino_cache.limit_mb(folder):g} MB (rs2sam2 weights cache)"
+    )
+
+
+def _cache(args: argparse.Namespace) -> int:
+    import time
+
+    from backend.model import openvino_cache
+
+    folder = openvino_cache.cache_folder()
+    if args.clear:
+        removed = openvino_cache.clear(folder)
+        print(f"removed {len(removed)} conversion(s), {sum(e.size_bytes for e in removed) / 2**20:.1f} MiB")
+    if args.max_mb is not None:
+        openvino_cache.set_limit_mb(folder, args.max_mb)
+        removed = openvino_cache.evict(folder)
+        print(f"bound set to {args.max_mb:g} MB; removed {len(removed)} least recently used conversion(s)")
+    print(_conversions_summary())
+    if os.environ.get(openvino_cache.LIMIT_ENV):
+        print(f"  (the bound comes from ${openvino_cache.LIMIT_ENV}, which overrides --max-mb)")
+    for entry in openvino_cache.entries(folder):
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used))
+        print(f"  {entry.key}  {entry.size_bytes / 2**20:8.1f} MiB  last used {used}")
     return 0
 
 
@@ -81,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
 
     from backend.weights.download import cache_dir
 
-    cache = Path(args.cache).expanduser() if args.cache else cache_dir()
+    cache = Path(args.cache).expanduser() if getattr(args, "cache", None) else cache_dir()
     if args.weights_command == "download":
         return _download(args, cache)
     if args.weights_command == "import":
@@ -92,4 +140,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.weights_command == "list":
         return _list(cache)
+    if args.weights_command == "cache":
+        return _cache(args)
     raise UserError(f"unknown action {args.weights_command!r}")

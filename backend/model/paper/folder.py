@@ -248,4 +248,5 @@ def load_published_folder(path: str | Path, config: ModelConfig, device: str = "
     check_keys(_gather_shapes(sources), expected, f"the model folder {str(folder.path)!r}")
     assign_weights(model, _read_state(sources, expected))
     model.tokenizer = tokenizer
+    model.weights_file = folder.path  # where its weights came from (the OpenVINO cache keeps these)
     return model.to(device).eval()

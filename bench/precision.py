@@ -171,19 +171,26 @@ def agreement(maps: dict[str, list], threshold: float | None) -> dict[str, tuple
     }
 
 
-def _random_paper_model(config):
+def _random_paper_model(config, device: str = "cpu"):
     """The paper architecture with random weights, allocated once: built on the meta device, then every
     parameter drawn (N(0, 0.02), then each module's own initialisation where it has one). A plain build
     peaked near 8 GB and was killed for memory on the shared machine; this one peaks at the size of the
-    weights, like loading the published files."""
+    weights, like loading the published files. `to_empty` leaves the buffers uninitialised too (on a
+    GPU: whatever the memory held before); the one buffer, SAM 2's random Fourier features of the prompt
+    encoder, is drawn from N(0, 1) as SAM 2 draws it."""
     import torch
 
     from backend.model.paper.build import build_paper_model
 
-    model = build_paper_model(config, empty=True).to_empty(device="cpu")
+    model = build_paper_model(config, empty=True).to_empty(device=device)
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.normal_(0.0, 0.02)
+        for buffer in model.buffers():
+            if buffer.is_floating_point():
+                buffer.normal_(0.0, 1.0)
+            else:  # pragma: no cover - the architecture has none; an index buffer must not be garbage
+                raise RuntimeError("the paper architecture gained an integer buffer: initialise it here")
         for module in model.modules():
             if module is not model and hasattr(module, "reset_parameters"):
                 try:

@@ -64,8 +64,21 @@ def test_auto_resolves_to_a_mode_and_says_which():
     assert plain.describe() == "fp32 (auto: this CPU has no native bf16)"
     small = resolve_precision("auto", "cpu", flags=WITH_BF16, image_size=BF16_MIN_IMAGE_SIZE // 4)
     assert small.name == "fp32" and "does not pay" in small.describe()
+
+
+@pytest.mark.parametrize(
+    "flags,reason",
+    [
+        (WITH_BF16, f"bf16 does not pay below {BF16_MIN_IMAGE_SIZE} px"),
+        (WITHOUT_BF16, "this CPU has no native bf16"),
+    ],
+    ids=["bf16-cpu", "plain-cpu"],
+)
+def test_auto_through_the_loader_picks_the_rules_mode_on_each_simulated_cpu(monkeypatch, flags, reason):
+    """The `test` preset (128 px, below bf16's size) runs fp32 on both CPUs, each for its own reason."""
+    monkeypatch.setattr("backend.model.precision.cpu_flags", lambda: flags)
     predictor = load_predictor(preset="test", device="cpu", precision="auto")
-    assert predictor.precision.requested == "auto" and predictor.precision.name in ("fp32", "bf16", "int8")
+    assert predictor.precision.describe() == f"fp32 (auto: {reason})"
 
 
 def test_bf16_is_refused_on_a_cpu_without_native_bf16(monkeypatch):

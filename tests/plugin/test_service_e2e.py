@@ -196,18 +196,17 @@ def test_the_plugin_starts_the_real_backend_and_unload_stops_it(
         )
         dock.option_inputs.widgets["threshold"].setValue(LOW_THRESHOLD)
         layer = _add_raster(write_geotiff(tmp_path / "scene.tif", size=64), clean_project)
-        _run_started = time.monotonic()
         dock.layer_combo.setLayer(layer)
         dock.set_area_mode(AREA_WHOLE_LAYER)
         dock.phrase_combo.setEditText("a roof")
         dock.run_button.click()  # starts `python -m backend.cli serve` first, then runs
+        # The start and the run within 180 s on this 2-core machine: wait_until fails past that.
         wait_until(
             lambda: _result_layers(QgsProject.instance()) or dock.local_backend.state == "failed",
             timeout_s=180,
             what="the local backend and the run",
         )
         assert dock.local_backend.state == "running", dock.local_backend.log_text
-        assert time.monotonic() - _run_started < 180
         pid = dock.local_backend.pid()
         assert psutil.Process(pid).is_running()
         (result,) = _result_layers(QgsProject.instance())

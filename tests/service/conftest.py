@@ -27,16 +27,29 @@ DEMO_CHECKPOINT = REPO / "backend" / "demo" / "assets" / "rs2sam2-demo.safetenso
 
 
 @contextlib.contextmanager
-def running_server(args: list[str], log_path: Path, host: str = "127.0.0.1", headers: dict | None = None):
-    """Start `rs2sam2 serve`, wait until /health answers, yield (base URL, process); stop it after."""
+def running_server(
+    args: list[str],
+    log_path: Path,
+    host: str = "127.0.0.1",
+    headers: dict | None = None,
+    env: dict[str, str | None] | None = None,
+):
+    """Start `rs2sam2 serve`, wait until /health answers, yield (base URL, process); stop it after.
+    `env`: variables to set in the server's environment (None: removed)."""
     port = free_port()
+    # One torch thread: on the shared 2-core test machine two threads stall each other.
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name, value in (env or {}).items():
+        if value is None:
+            environment.pop(name, None)
+        else:
+            environment[name] = value
     with open(log_path, "w") as log:
-        # One torch thread: on the shared 2-core test machine two threads stall each other.
         process = subprocess.Popen(
             [RS2SAM2, "serve", "--host", host, "--port", str(port), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            env=environment,
         )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -22,12 +22,14 @@ from affine import Affine
 from backend.engine.options import SegmentOptions
 from backend.engine.segment import segment
 from tests.engine.rasters import write_geotiff
+from tests.live_server import wait_until
 from tests.service.conftest import DEMO_CHECKPOINT, RS2SAM2, running_server
 from tests.service.helpers import API, assert_same_collections, form
 
 pytestmark = pytest.mark.slow
 SMALL = {"tile_size": 128, "overlap": 16}
 GSD = 0.5  # metres per pixel of the synthetic scenes
+JOB_DEADLINE_S = 300  # the longest a job of the demo model may take here (seconds on this CPU)
 # Kinds and colours of the demo model's training scenes (training.data.synthetic's vocabulary).
 PHRASES = ["the brown farmland", "the grey road"]
 
@@ -131,9 +133,13 @@ def test_a_job_by_path_ends_with_its_progress_complete_and_the_engines_result(se
     assert created.status_code == 202 and created.json()["status"] == "queued"
     job_id = created.json()["job_id"]
     # Asked until final; the states on the way are held and checked in test_jobs.py.
-    status = server.get(f"/jobs/{job_id}").json()
-    while status["status"] in ("queued", "running"):
-        status = server.get(f"/jobs/{job_id}").json()
+    status = wait_until(
+        lambda: (answer := server.get(f"/jobs/{job_id}").json())["status"] not in ("queued", "running")
+        and answer,
+        timeout_s=JOB_DEADLINE_S,
+        what="the job to end",
+        interval_s=0.05,
+    )
     assert status == {"job_id": job_id, "status": "done", "progress": {"done": 4, "total": 4}, "error": None}
     result = server.get(f"/jobs/{job_id}/result")
     assert result.status_code == 200 and result.json()["stats"]["tiles"] == 4
@@ -261,11 +267,13 @@ def test_sigterm_while_a_job_runs_cancels_it_and_exits_0_within_seconds(served, 
     tiles = {"phrases": PHRASES, "context": "tiles", "tile_size": 128, "overlap": 16}  # 81 tiles
     running = client.post("/jobs", data=form(tiles, path=str(big))[1]).json()["job_id"]
     assert client.post("/jobs", data=form(tiles, path=str(big))[1]).status_code == 202  # waits behind
-    status = client.get(f"/jobs/{running}").json()
-    while status["progress"]["done"] < 1:  # the model is at work on the first job
-        assert status["status"] in ("queued", "running"), status
-        time.sleep(0.05)
+
+    def at_work() -> bool:  # the model is at work on the first job
         status = client.get(f"/jobs/{running}").json()
+        assert status["status"] in ("queued", "running"), status
+        return status["progress"]["done"] >= 1
+
+    wait_until(at_work, timeout_s=JOB_DEADLINE_S, what="the first tile of the job", interval_s=0.05)
     started = time.monotonic()
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0

@@ -138,7 +138,7 @@ def goals(report: dict) -> list[dict]:
             out.append(_goal(title, "not measured", None))
 
     peaks = [
-        f"{row['model']} {row['precision']} {row['phrases']} phrase(s): {row['peak_mib']:,.0f} MiB"
+        f"{row['model']} {row['precision']} {row['phrases']} phrase(s): {_mib(row.get('peak_mib'))}"
         for row in timing.get("rows", [])
         if row.get("precision") in ("bf16", "fp32") and row.get("phrases") == 8
     ]
@@ -257,19 +257,25 @@ def _ddp_line(ddp: dict) -> str:
 # -- rendering ---------------------------------------------------------------------------------------
 
 
+def _mib(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f} MiB"
+
+
 def _met(value: bool | None) -> str:
     return {True: "yes", False: "**no**", None: "—"}[value]
 
 
 def render(report: dict) -> str:
     """The report as Markdown (what --record writes under the GPU heading)."""
-    if report.get("status") != "ran":
+    if report.get("status") not in ("ran", "rehearsal"):
         return f"The GPU check did not run: {report.get('message', report.get('status'))}\n"
     lines = [
         f"`make device-check` (scripts/device_check.py) on {describe_machine(report.get('machine', {}))}; "
         f"started {_date(report)}, {report.get('seconds', 0):.0f} s in all.",
         "",
     ]
+    if report["status"] == "rehearsal":
+        lines[0:0] = ["**A rehearsal on the CPU (small models): it checks the check, not the GPU.**", ""]
     installed = report.get("installed", {})
     if installed:
         missing = installed.get("missing", [])
@@ -286,7 +292,7 @@ def render(report: dict) -> str:
     if timing.get("rows"):
         lines += [
             "",
-            "### One 1024 px tile",
+            f"### One {timing.get('size', 1024)} px tile",
             "",
             timing.get("conditions", ""),
             "",
@@ -297,7 +303,7 @@ def render(report: dict) -> str:
             iou = row.get("iou_vs_fp32")
             lines.append(
                 f"| {row['model']} | {row['precision']} | {row['phrases']} | {row['ms']:.1f} ms | "
-                f"{row['ms_per_phrase']:.1f} ms | {row['peak_mib']:,.0f} MiB | "
+                f"{row['ms_per_phrase']:.1f} ms | {_mib(row.get('peak_mib'))} | "
                 f"{'—' if iou is None else f'{iou:.4f}'} |"
             )
         for note in timing.get("notes", []):

@@ -234,7 +234,8 @@ def timing(args: argparse.Namespace) -> dict:
                 if row["model"] == name and row["phrases"] == 8:
                     row["iou_vs_fp32"] = agreements[name].get(row["precision"])
         parameters = sum(p.numel() for p in model.parameters())
-        notes.append(f"{name}: {parameters / 1e6:.1f} M parameters, {weights or 0:,.0f} MiB of fp32 weights")
+        held = f", {weights:,.0f} MiB on the GPU (fp32 weights)" if weights is not None else ""
+        notes.append(f"{name}: {parameters / 1e6:.1f} M parameters{held}")
         del model
         predictor = None
         if _cuda(device):
@@ -254,7 +255,14 @@ def timing(args: argparse.Namespace) -> dict:
         "without bf16 (torch told so). Mask IoU: the eight phrases' masks cut at fp32's median "
         "probability per phrase (random weights put most pixels on one side of 0.5), the lowest."
     )
-    return {"status": "ok", "rows": rows, "agreement": agreements, "conditions": conditions, "notes": notes}
+    return {
+        "status": "ok",
+        "size": args.size,
+        "rows": rows,
+        "agreement": agreements,
+        "conditions": conditions,
+        "notes": notes,
+    }
 
 
 def _demo_agreement(device: str, precisions: list[str]) -> dict:

@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint format demo demo-model plugin clean
+.PHONY: setup test lint format demo demo-model plugin clean device-wheels device-check
 
 setup:
 	@bash scripts/setup.sh
@@ -33,3 +33,14 @@ clean:
 # (seed, steps and time are printed and recorded in docs/benchmarks.md). DEMO_ARGS=--resume continues.
 demo-model: setup
 	$(PY) scripts/make_demo_model.py $(DEMO_ARGS)
+
+# The GPU check (docs/gpu-check.md). `device-wheels` (here, with network to PyPI) fills the ignored
+# build/device-wheels with what a lent GPU machine lacks; `device-check` runs there, in one go, and
+# writes its report to $OUT (else out/device-check). Without CUDA it says so and exits 0.
+DEVICE_WHEELS ?= build/device-wheels
+DEVICE_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+device-wheels: setup
+	$(PY) scripts/device_wheels.py --out $(DEVICE_WHEELS)
+
+device-check:
+	$(DEVICE_PY) scripts/device_check.py --wheels $(DEVICE_WHEELS) $(DEVICE_ARGS)

@@ -1,5 +1,6 @@
-"""The engine on each device: the bundled demo model segments the bundled demo scene in tiles mode
-at twice its resolution (gsd 0.25 m: 9 tiles, seams, the vectoriser) on the CPU and on CUDA, and the GPU's polygons are the CPU's.
+"""The engine on each device: the bundled demo model segments the bundled demo scene in tiles mode at
+twice its resolution (gsd 0.25 m: 9 tiles, seams, the vectoriser) on the CPU and on CUDA, and the GPU's
+polygons are the CPU's.
 
 GPU and CPU probabilities differ by float rounding (tests/model/test_gpu_precision.py bounds it), so a
 few pixels on the 0.5 threshold may fall the other way: each phrase's polygons must cover the same

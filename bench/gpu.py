@@ -247,8 +247,9 @@ def _ddp_line(ddp: dict) -> str:
     parts = []
     for run in ddp.get("runs", []):
         parts.append(
-            f"{run.get('backend')} × {run.get('world_size')} rank(s) on one GPU: DDP gradient vs the "
-            f"full batch's {run.get('gradient_difference', float('nan')):.1e} of its norm"
+            f"{run.get('backend')} × {run.get('world_size')} rank(s) on {run.get('device', '?')}: DDP "
+            "gradient vs the "
+            f"full batch's: {run.get('gradient_difference', float('nan')):.1e} of its norm"
             + ("" if run.get("passed") else " (failed)")
         )
     return "; ".join(parts) or "no run"

@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="tiny", help="oom/engine: the model")
     parser.add_argument("--raster-side", type=int, default=8192, help="engine: the raster's side")
     parser.add_argument("--seconds", type=float, default=150.0, help="engine: stop after this long")
-    parser.add_argument("--backend", default="nccl", help="ddp-rank: the process group's backend")
+    parser.add_argument("--backend", default="nccl", help="ddp-rank, train-ddp: the process group's backend")
+    parser.add_argument("--train-steps", type=int, default=200, help="train-ddp: optimizer steps")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         result = {"status": "error", "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
     result.setdefault("seconds", time.perf_counter() - started)
-    if args.step != "ddp-rank" or int(os.environ.get("RANK", "0")) == 0:
+    if args.step not in ("ddp-rank", "train-ddp") or int(os.environ.get("RANK", "0")) == 0:
         Path(args.out).write_text(json.dumps(result, indent=1), encoding="utf-8")
     return 0 if result.get("status") in ("ok", "failed") else 1
 
@@ -403,6 +404,113 @@ def ddp_rank(args: argparse.Namespace) -> dict:
     return result
 
 
+COLOURS = {"red": (210, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 210), "yellow": (230, 210, 40)}
+
+
+def colour_batch(generator: np.random.Generator, size: int, count: int):
+    """`count` scenes of two rectangles of different colours on grey noise, each with the phrase that
+    names one of them ("the red rectangle") and that rectangle's mask (drawn last, so whole): learnable
+    only through the phrase."""
+    images = generator.integers(90, 150, (count, size, size, 3), dtype=np.uint8)
+    masks = np.zeros((count, 1, size, size), np.float32)
+    names = list(COLOURS)
+    phrases = []
+    for index in range(count):
+        distractor, named = (names[i] for i in generator.choice(len(names), 2, replace=False))
+        for colour in (distractor, named):
+            h, w = generator.integers(size // 6, size // 2, 2)
+            top, left = generator.integers(0, size - h), generator.integers(0, size - w)
+            images[index, top : top + h, left : left + w] = COLOURS[colour]
+        masks[index, 0, top : top + h, left : left + w] = 1
+        phrases.append(f"the {named} rectangle")
+    return images, masks, phrases
+
+
+def train_ddp(args: argparse.Namespace) -> dict:
+    """A short training run as the training loop runs one on a GPU (the `test` preset from random
+    weights, the from-scratch loss, AdamW with the method's two groups, `autocast_for`: bf16 on CUDA),
+    wrapped in DDP under torchrun: on coloured-rectangle scenes made on the fly, the loss on held-out
+    scenes must fall. `rs2sam2 train` itself needs the data readers' packages (pyogrio, pycocotools),
+    which do not fit in what travels to the GPU machine beside the engine's."""
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from backend.model.factory import build_model
+    from backend.model.losses import LossConfig, RS2SAM2Loss
+    from backend.model.precision import autocast_for, training_precision
+    from backend.model.preprocess import preprocess_batch
+
+    dist.init_process_group(backend=args.backend)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    cuda = _cuda(args.device)
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    torch.manual_seed(0)
+    model = build_model("test", device=str(device)).train()
+    size = model.config.image_size
+    network = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+    optimizer = torch.optim.AdamW(model.param_groups(lr_new=1e-3, lr_rest=1e-3))
+    # The training package's loss for random weights (training/config.py, FROM_SCRATCH_LOSS).
+    loss_fn = RS2SAM2Loss(
+        LossConfig(ce_weight=0.5, dice_weight=1.0, tbl_weight=0.2, dice_classes="foreground")
+    )
+
+    def tensors(images, masks):
+        batch = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+        return (*preprocess_batch(batch, model.config), torch.from_numpy(masks).to(device))
+
+    held_out = colour_batch(np.random.default_rng(10_000), size, 32)
+
+    def held_out_loss() -> float:
+        sam, clip, masks = tensors(*held_out[:2])
+        with torch.no_grad(), autocast_for(device):
+            model.eval()
+            value = float(loss_fn(model(sam, clip, held_out[2]), masks)["total"])
+            model.train()
+        return value
+
+    before = held_out_loss()
+    generator = np.random.default_rng(1 + rank)
+    losses, started = [], time.perf_counter()
+    for _ in range(args.train_steps):
+        images, masks, phrases = colour_batch(generator, size, 8)
+        sam, clip, target = tensors(images, masks)
+        with autocast_for(device):
+            loss = loss_fn(network(sam, clip, phrases), target)["total"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    _sync(str(device))
+    seconds = time.perf_counter() - started
+    after = held_out_loss()
+    dist.barrier()
+    dist.destroy_process_group()
+    first, last = statistics.mean(losses[:10]), statistics.mean(losses[-10:])
+    passed = after < 0.8 * before and last < 0.8 * first and all(np.isfinite(losses))
+    return {
+        "status": "ok" if passed else "failed",
+        "passed": passed,
+        "command": f"torchrun --nproc-per-node={world} -m bench.gpu_measure train-ddp ({args.backend}, "
+        f"test preset, {args.train_steps} steps of 8 coloured-rectangle scenes, {device.type})",
+        "steps": len(losses),
+        "seconds": seconds,
+        "ms_per_step": seconds / max(len(losses), 1) * 1000,
+        "first_loss": first,
+        "last_loss": last,
+        "held_out_before": before,
+        "held_out_after": after,
+        "autocast": str(training_precision(device).autocast_dtype).replace("torch.", ""),
+        "notes": [
+            f"training: loss {first:.3f} → {last:.3f} (first and last ten steps), held-out scenes "
+            f"{before:.3f} → {after:.3f}; {seconds / max(len(losses), 1) * 1000:.0f} ms per step of 8"
+        ],
+    }
+
+
 # -- the engine on a large raster --------------------------------------------------------------------
 
 
@@ -573,7 +681,7 @@ def _busy_report(mode: str, wall: float, timed: TimedModel, sampler: Utilisation
     }
 
 
-STEPS = {"timing": timing, "oom": oom, "ddp-rank": ddp_rank, "engine": engine}
+STEPS = {"timing": timing, "oom": oom, "ddp-rank": ddp_rank, "train-ddp": train_ddp, "engine": engine}
 
 if __name__ == "__main__":
     sys.exit(main())

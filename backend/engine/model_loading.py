@@ -23,8 +23,9 @@ from rs2sam2_qgis.contract import PRECISIONS
 
 DEVICE_HELP = "auto (CUDA when there is a GPU, else the CPU), cpu or cuda[:N] (default: auto)"
 PRECISION_HELP = (
-    "auto (the fastest mode whose masks agree with fp32: openvino for the project's models of 512 px "
-    "and more on the CPU, else bf16 on CPUs with native bf16 and on GPUs, else fp32), fp32, bf16, int8 "
+    "auto (the paper's models: fp32, their reference's masks; the project's models: the fastest mode whose "
+    "masks agree with fp32: openvino for models of 512 px and more on the CPU, else bf16 on CPUs with "
+    "native bf16 and on GPUs, else fp32), fp32, bf16, int8 "
     "(CPU only) or openvino (CPU only: the image encoder in OpenVINO, converted on first use and cached) "
     "(default: auto)"
 )

@@ -69,14 +69,24 @@ def predict_tile(model: PhraseSegmenter, image: np.ndarray, phrases: list[str]) 
 
 
 def predict_window(
-    model: PhraseSegmenter, image: np.ndarray, valid: np.ndarray, phrases: list[str], side: int
+    model: PhraseSegmenter,
+    image: np.ndarray,
+    valid: np.ndarray,
+    phrases: list[str],
+    side: int,
+    whole_image: bool = False,
 ) -> list[np.ndarray]:
     """Probabilities (h, w) per phrase for an (h, w, 3) window, 0 where it is not valid.
 
-    A window smaller than `side` is padded (bottom/right, black) so the model always sees one scale.
+    A window smaller than `side` is padded (bottom/right, black) so the model always sees one scale —
+    except a window that is the whole image (`whole_image`) given to a model that resizes its input as
+    the paper's reference does (`resizes_input`, the paper family): it gets the image as it is and
+    resizes it to its input, so an 800-pixel image is seen whole at the input's scale, not at 78 % inside
+    a black border.
     """
     height, width = valid.shape
-    if (height, width) != (side, side):
+    resized_by_the_model = whole_image and getattr(model, "resizes_input", False)
+    if (height, width) != (side, side) and not resized_by_the_model:
         padded = np.zeros((max(height, side), max(width, side), 3), np.uint8)
         padded[:height, :width] = image
         image = padded

@@ -253,8 +253,12 @@ class SegmentRun:
                 )
             return []
         started = time.perf_counter()
+        # One tile covering the whole area is the whole image: a model that resizes its input (the
+        # paper's) sees it whole, as its reference does, rather than padded.
+        whole = len(self.tiles) == 1 and image.shape[:2] == (self.view.height, self.view.width)
         probabilities = [
-            p[core] for p in predict_window(self.model, image, valid, self.phrases, self.tile_size)
+            p[core]
+            for p in predict_window(self.model, image, valid, self.phrases, self.tile_size, whole_image=whole)
         ]
         self._model_seconds += time.perf_counter() - started
         pieces: list[Piece] = []

@@ -65,6 +65,7 @@ def make_predictor(model, model_id: str, precision: str = "fp32"):
         # (Hiera-L with its adapters: bf16 7.7 s against 6.2 s, f32 21.2 s against 18.9 s per 1024
         # tile on the benchmark CPU), so `auto` chooses it for the project's family only.
         converts_to_openvino=model.config.family != "paper",
+        paper_family=model.config.family == "paper",  # `auto` keeps the reference's masks
     )
     if model.config.family == "paper":
         from backend.model.paper.predictor import PaperPredictor

@@ -33,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", choices=list(PAPER_WEIGHTS), help="which model it is (default: from the folder's name)"
     )
     imported.add_argument("--force", action="store_true", help="replace the model if it is already cached")
+    imported.add_argument(
+        "--allow-key-differences",
+        action="store_true",
+        help="load a folder whose weight names differ from this code's: extra weights are ignored, missing "
+        "weights the model never uses are set to zero, both listed on stderr and in the checkpoint; missing "
+        "weights the model uses are still refused (default: strict)",
+    )
     imported.add_argument("--cache", help=CACHE_HELP)
     sub.add_parser("list", help="show which weight files are in the cache").add_argument(
         "--cache", help=CACHE_HELP
@@ -135,8 +142,17 @@ def run(args: argparse.Namespace) -> int:
     if args.weights_command == "import":
         from backend.weights.paper import import_paper_folder
 
-        path = import_paper_folder(args.folder, model=args.model, cache=cache, overwrite=args.force)
-        print(f"verified and converted: {path}")
+        path = import_paper_folder(
+            args.folder,
+            model=args.model,
+            cache=cache,
+            overwrite=args.force,
+            allow_key_differences=args.allow_key_differences,
+        )
+        if args.allow_key_differences:
+            print(f"converted, key differences allowed (listed above when there were any): {path}")
+        else:
+            print(f"verified and converted: {path}")
         return 0
     if args.weights_command == "list":
         return _list(cache)

@@ -172,14 +172,17 @@ def download_paper_model(
     return target
 
 
-def convert_folder(folder: Path, model: str, target: Path) -> Path:
-    """Load a published folder strictly (the verification) and write it as one project checkpoint."""
+def convert_folder(folder: Path, model: str, target: Path, allow_key_differences: bool = False) -> Path:
+    """Load a published folder strictly (the verification) and write it as one project checkpoint.
+    `allow_key_differences`: see `load_published_folder`; the checkpoint's metadata records them."""
     from backend.model.checkpoint import save_checkpoint
     from backend.model.paper.folder import load_published_folder
     from backend.model.presets import get_preset
 
-    loaded = load_published_folder(folder, get_preset(model))
+    loaded = load_published_folder(folder, get_preset(model), allow_key_differences=allow_key_differences)
     metadata = {"source": "published folder", "model": model, "folder": folder.name}
+    if loaded.key_differences:
+        metadata["key_differences"] = loaded.key_differences.describe()
     return save_checkpoint(target, loaded, metadata=metadata)
 
 
@@ -190,9 +193,14 @@ def model_for_folder(folder: Path) -> str | None:
 
 
 def import_paper_folder(
-    folder: str | Path, model: str | None = None, cache: Path | None = None, overwrite: bool = False
+    folder: str | Path,
+    model: str | None = None,
+    cache: Path | None = None,
+    overwrite: bool = False,
+    allow_key_differences: bool = False,
 ) -> Path:
-    """Verify a folder downloaded by hand and convert it into the cache (the folder is left as it is)."""
+    """Verify a folder downloaded by hand and convert it into the cache (the folder is left as it is).
+    `allow_key_differences`: load a folder whose keys differ from this code's (listed on stderr)."""
     folder = Path(folder).expanduser().resolve()
     name = model or model_for_folder(folder)
     if name is None:
@@ -206,7 +214,7 @@ def import_paper_folder(
     target.parent.mkdir(parents=True, exist_ok=True)
     if overwrite:
         target.unlink(missing_ok=True)
-    return convert_folder(folder, name, target)
+    return convert_folder(folder, name, target, allow_key_differences=allow_key_differences)
 
 
 def _paper_weights(model: str) -> PaperWeights:

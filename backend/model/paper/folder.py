@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,16 +238,92 @@ def load_tokenizer(path: Path, config: ModelConfig) -> PaperTokenizer:
     return tokenizer
 
 
-def load_published_folder(path: str | Path, config: ModelConfig, device: str = "cpu") -> PaperRS2SAM2:
-    """The paper model with the folder's weights and tokenizer (eval mode), or one UserError."""
+def unused_keys(model: PaperRS2SAM2) -> set[str]:
+    """Keys of weights outside the model's data flow: `meo_linear` (the reference never calls it) and SAM 2's
+    point/box prompts, IoU and object-score heads and the hypernetworks of masks 1–3."""
+    unused = {id(parameter) for parameter in model.visual_model.unused_parameters()}
+    names = {f"visual_model.{name}" for name, p in model.visual_model.named_parameters() if id(p) in unused}
+    return names | {key for key in model.state_dict() if key.startswith("meo_linear.")}
+
+
+@dataclass(frozen=True)
+class KeyDifferences:
+    """What a folder loaded with `allow_key_differences` lacked or had besides the model's keys."""
+
+    unexpected: tuple[str, ...]  # in the folder, not in the model: ignored
+    missing_unused: tuple[str, ...]  # in the model, not in the folder, outside the data flow: zeros
+
+    def __bool__(self) -> bool:
+        return bool(self.unexpected or self.missing_unused)
+
+    def describe(self) -> str:
+        parts = []
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected key(s) ignored: {', '.join(self.unexpected)}")
+        if self.missing_unused:
+            parts.append(
+                f"{len(self.missing_unused)} missing key(s) of weights the model does not use, set to zero: "
+                + ", ".join(self.missing_unused)
+            )
+        return "; ".join(parts)
+
+
+def check_keys_allowing_differences(
+    found: dict[str, tuple[tuple[int, ...], torch.dtype]],
+    expected: dict[str, torch.Tensor],
+    unused: set[str],
+    where: str,
+) -> KeyDifferences:
+    """Like `check_keys`, but unexpected keys and missing keys of unused weights are listed, not refused;
+    missing weights the model uses and wrongly shaped keys are still refused."""
+    missing = sorted(set(expected) - set(found))
+    used_missing = [key for key in missing if key not in unused]
+    if used_missing:
+        raise UserError(
+            f"The weights in {where} lack {len(used_missing)} weight(s) the model uses "
+            f"({describe_keys(used_missing, 4)}); they cannot be left out, even with differences allowed."
+        )
+    present = {key: value for key, value in found.items() if key in expected}
+    check_keys(present, {key: expected[key] for key in present}, where)  # shapes and types
+    unexpected = sorted(k for k in set(found) - set(expected) if not is_video_only_key(k))
+    return KeyDifferences(tuple(unexpected), tuple(missing))
+
+
+def load_published_folder(
+    path: str | Path, config: ModelConfig, device: str = "cpu", allow_key_differences: bool = False
+) -> PaperRS2SAM2:
+    """The paper model with the folder's weights and tokenizer (eval mode), or one UserError.
+
+    Strict by default: every key of the model, no other. `allow_key_differences` (an explicit choice of
+    the person loading it) accepts a folder whose keys differ from this code's — extra keys are ignored,
+    missing keys of weights outside the data flow are set to zero — and says so loudly on stderr (the
+    model's `key_differences` keeps the list); missing weights the model uses are refused all the same."""
     folder = inspect_folder(path)
     model = build_paper_model(config, empty=True)
     check_config_json(folder, config, model.visual_model.hidden_dim)
     tokenizer = load_tokenizer(folder.tokenizer_model, config)
     expected = model.state_dict()
     sources = _open_sources(folder)
-    check_keys(_gather_shapes(sources), expected, f"the model folder {str(folder.path)!r}")
-    assign_weights(model, _read_state(sources, expected))
+    where = f"the model folder {str(folder.path)!r}"
+    differences = KeyDifferences((), ())
+    if allow_key_differences:
+        differences = check_keys_allowing_differences(
+            _gather_shapes(sources), expected, unused_keys(model), where
+        )
+    else:
+        check_keys(_gather_shapes(sources), expected, where)
+    state = _read_state(sources, expected)
+    for key in differences.missing_unused:
+        state[key] = torch.zeros(expected[key].shape, dtype=expected[key].dtype)
+    if differences:
+        print(
+            f"WARNING: {where} does not match this model's keys; loaded anyway as asked "
+            f"(key differences allowed): {differences.describe()}",
+            file=sys.stderr,
+            flush=True,
+        )
+    assign_weights(model, state)
+    model.key_differences = differences
     model.tokenizer = tokenizer
     model.weights_file = folder.path  # where its weights came from (the OpenVINO cache keeps these)
     return model.to(device).eval()

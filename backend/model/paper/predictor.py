@@ -26,6 +26,10 @@ from backend.model.preprocess import reference_preprocess
 
 
 class PaperPredictor(PhrasePredictor):
+    # The reference resizes the whole image to its input whatever its size (test.py): the engine gives a
+    # whole image smaller than the input as it is, rather than padded (backend/engine/predict.py).
+    resizes_input = True
+
     def __init__(
         self,
         model: PaperRS2SAM2,

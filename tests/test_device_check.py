@@ -207,3 +207,20 @@ def test_a_rehearsal_runs_the_steps_on_the_cpu(tmp_path):
     }
     assert report["steps"]["engine"]["tiles"] == report["steps"]["engine"]["tiles_total"] == 25
     assert "A rehearsal on the CPU" in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_every_test_module_with_a_cuda_side_is_run_by_the_check():
+    import re
+
+    from scripts.device_check import GPU_TESTS, REFUSAL_TESTS
+
+    cuda_side = re.compile(r"gpu_only\(\)|def test_\w+\([^)]*\bdevice\b")
+    found = {
+        path.relative_to(REPO).as_posix()
+        for path in (REPO / "tests").rglob("test_*.py")
+        if cuda_side.search(path.read_text(encoding="utf-8"))
+    }
+    assert found == set(GPU_TESTS)
+    for node in REFUSAL_TESTS:
+        path, name = node.split("::")
+        assert f"def {name}(" in (REPO / path).read_text(encoding="utf-8")

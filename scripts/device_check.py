@@ -52,6 +52,7 @@ MODULES = (*MODEL, *PAPER, *ENGINE, "numpy", "PIL", "tqdm", "pytest")
 GPU_TESTS = {
     "tests/model/test_predictor.py": MODEL,
     "tests/model/test_phrase_chunks.py": MODEL,
+    "tests/model/test_batch_invariance.py": MODEL,
     "tests/model/test_training_step.py": MODEL,
     "tests/model/test_gpu_precision.py": (*MODEL, "rasterio"),
     "tests/model/test_gpu_training.py": MODEL,

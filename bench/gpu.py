@@ -283,6 +283,7 @@ def render(report: dict) -> str:
         lines.append(
             f"Installed from the carried wheels: {len(installed.get('wheels', []))} wheel(s) in "
             f"{installed.get('seconds', 0):.0f} s"
+            + (f"; refused by pip: {', '.join(installed['refused'])}" if installed.get("refused") else "")
             + (f"; not importable there: {', '.join(missing)}" if missing else "; every module imports")
             + "."
         )

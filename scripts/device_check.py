@@ -201,14 +201,18 @@ def probe_machine() -> tuple[dict, str]:
     if not torch.cuda.is_available():
         machine["device"] = "no GPU"
         return machine, "CUDA is absent (torch.cuda.is_available() is False)"
-    properties = torch.cuda.get_device_properties(0)
-    machine.update(
-        device=properties.name,
-        memory_gib=properties.total_memory / 2**30,
-        multiprocessors=properties.multi_processor_count,
-        bf16=torch.cuda.is_bf16_supported(),
-        driver=_driver_version(),
-    )
+    try:
+        properties = torch.cuda.get_device_properties(0)
+        machine.update(
+            device=properties.name,
+            memory_gib=properties.total_memory / 2**30,
+            multiprocessors=properties.multi_processor_count,
+            bf16=torch.cuda.is_bf16_supported(),
+        )
+    except RuntimeError as exc:  # a GPU torch sees but cannot use
+        machine["device"] = "unusable GPU"
+        return machine, f"CUDA is there but unusable ({str(exc).splitlines()[0]})"
+    machine["driver"] = _driver_version()
     return machine, ""
 
 
@@ -251,8 +255,22 @@ def install(wheels: Path, site: Path, log: Path) -> dict:
             *map(str, found),
         ]
         completed = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
-        log.write_text(completed.stdout + completed.stderr, encoding="utf-8")
+        output = completed.stdout + completed.stderr
         result["pip_status"] = completed.returncode
+        if completed.returncode != 0:  # one wheel pip refuses must not keep the others out: one by one
+            result["refused"] = []
+            for wheel in found:
+                single = subprocess.run(
+                    [*command[: -len(found)], str(wheel)],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    timeout=300,
+                )
+                output += single.stdout + single.stderr
+                if single.returncode != 0:
+                    result["refused"].append(wheel.name)
+        log.write_text(output, encoding="utf-8")
     else:
         log.write_text(f"no wheels in {wheels}: only what the machine has\n", encoding="utf-8")
     register_commands(site)
@@ -348,7 +366,17 @@ def run_tests(env: dict, available: set[str], out: Path, limit: float) -> dict:
             "not_run": not_run,
         }
     xml = out / "tests.xml"
-    base = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider"]
+    # A module that fails to import must not stop the others from running.
+    base = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-rs",
+        "-p",
+        "no:cacheprovider",
+        "--continue-on-collection-errors",
+    ]
     status, output = _run([*base, "-m", "gpu", f"--junitxml={xml}", *runnable], env, limit * 0.9, None)
     refusal_status, refusal_output = _run([*base, *REFUSAL_TESTS], env, max(limit * 0.1, 30), None)
     (out / "tests.log").write_text(output + "\n===== refusal tests\n" + refusal_output, encoding="utf-8")

@@ -40,8 +40,8 @@ PACKED = {
     "iopath": (),
     "ftfy": (),
     "wcwidth": (),
-    "torchscale": (),
-    "fairscale": (),
+    "torchscale": ("examples",),
+    "fairscale": ("benchmarks",),
     "affine": (),
     "cligj": (),
     "click-plugins": (),
@@ -103,7 +103,7 @@ def pack(dist: Distribution, out: Path, skip: tuple[str, ...] = ()) -> Path:
         if file.parts[0] != ".."
         and "__pycache__" not in file.parts
         and file.name not in ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json")
-        and file.parts[0].removesuffix(".py") not in skip
+        and file.parts[0].removesuffix(".py") not in (*skip, "bin")  # scripts: pip writes its own
         and Path(file.locate()).is_file()
     ]
     compiled = any(file.name.endswith((".so", ".pyd")) for file in files)

@@ -612,7 +612,7 @@ def engine(args: argparse.Namespace) -> dict:
         except CancelledError:
             stopped = True
         wall = time.perf_counter() - started
-    return _busy_report(
+    report = _busy_report(
         "engine",
         wall,
         timed,
@@ -627,11 +627,21 @@ def engine(args: argparse.Namespace) -> dict:
             "model": f"{args.preset}, random weights, {predictor.precision.describe()}",
         },
     )
+    # The same number of model calls on tiles from memory: how busy the model alone keeps the GPU, so
+    # that the engine's own share (reading, vectorising) can be told apart.
+    alone_args = argparse.Namespace(**{**vars(args), "seconds": 30.0})
+    alone = _model_alone(TimedModel(predictor, device), device, alone_args, "for comparison", tiles_done[0])
+    report["model_alone"] = {key: alone[key] for key in ("busy", "busy_source", "tiles", "wall_seconds")}
+    report["notes"] += alone["notes"][:1]
+    report["notes"].append(f"{features} features found; {report['raster']}; {report['model']}")
+    return report
 
 
-def _model_alone(timed: TimedModel, device: str, args: argparse.Namespace, why: str) -> dict:
+def _model_alone(
+    timed: TimedModel, device: str, args: argparse.Namespace, why: str, tiles: int | None = None
+) -> dict:
     side = timed.input_size
-    tiles = (args.raster_side // (side - side // 8) + 1) ** 2
+    tiles = tiles or (args.raster_side // (side - side // 8) + 1) ** 2
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (side, side, 3), np.uint8) for _ in range(4)]
     timed.predict(images[0], ["warm-up"])
@@ -666,7 +676,7 @@ def _busy_report(mode: str, wall: float, timed: TimedModel, sampler: Utilisation
         f"{timed.seconds:.1f} s ({(inside or 0):.0%} of wall time); GPU busy {source or 'not measured'}: "
         + ("—" if busy is None else f"{busy:.0%}")
     ]
-    if extra.get("why"):
+    if extra.get("why") and extra["why"] != "for comparison":
         notes.append(f"model part alone: {extra['why']}")
     return {
         "status": "ok",

@@ -213,6 +213,11 @@ def probe_machine() -> tuple[dict, str]:
         machine["device"] = "unusable GPU"
         return machine, f"CUDA is there but unusable ({str(exc).splitlines()[0]})"
     machine["driver"] = _driver_version()
+    # torch's defaults, as the product runs: cuDNN may use TF32 in convolutions, matrix products do not.
+    machine["tf32"] = {
+        "cudnn": torch.backends.cudnn.allow_tf32,
+        "matmul": torch.backends.cuda.matmul.allow_tf32,
+    }
     return machine, ""
 
 

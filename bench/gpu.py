@@ -224,8 +224,9 @@ def _oom_line(oom: dict) -> str:
     return (
         f"{oom.get('model', '')}: {first.get('phrases', '?')} phrases in one forward with "
         f"{oom.get('left_free_bytes', 0) / 2**20:,.0f} MiB free → {first.get('error', 'no error')[:70]}; "
-        f"retried {oom.get('retried_calls', 0)}× one phrase, largest difference "
-        f"{oom.get('max_difference', float('nan')):.1e}; with "
+        f"retried {oom.get('retried_calls', 0)}× one phrase, differences from an unconstrained run "
+        f"{oom.get('mean_difference', float('nan')):.1e} on average, "
+        f"{oom.get('max_difference', float('nan')):.1e} at most; with "
         f"{oom.get('too_small_left_free_bytes', 0) / 2**20:,.0f} MiB free: "
         f"\"{oom.get('too_small_error', '')[:60]}…\""
     )

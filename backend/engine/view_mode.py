@@ -43,6 +43,12 @@ FINE_PASS_SHRINK = 2.0
 # A view answer smaller than this many view pixels (6×6) cannot be trusted to outline its object, or to
 # have found it at all: such a phrase is also asked at full resolution.
 SMALL_IN_VIEW = 36
+# The full-resolution pass reads tiles of input/FINE_ZOOM raster pixels, which the model enlarges to its
+# input: a zoom above 1 shows a small object larger than the raster's own resolution does.
+FINE_ZOOM = 1.0
+# Which phrases the full-resolution pass asks: "small" (those too small for the view) or "all" (every
+# phrase; the view's answer then stands only where it scores at least as well as the best candidate).
+FINE_PHRASES = "small"
 # How much a full-resolution candidate's score leans on the view: mass × (VIEW_FLOOR + support), where
 # support is the view's highest probability around it (0–1). A floor above 0 lets a candidate the view
 # did not see at all still win when nothing better is found.
@@ -69,7 +75,7 @@ class ViewSegmentation:
         self.threshold, self.keep, self.min_area_pixels = threshold, keep, min_area_pixels
         self.refinement = refinement
         self.grid: ContextGrid = plan_context(view.width, view.height, model.input_size)
-        self.tile_size = tile_size
+        self.tile_size, self.overlap = tile_size, overlap
         self.tiles: list[Tile] = plan_tiles(view.width, view.height, tile_size, overlap)
         self.referents: list[Referent] = []
         self._valid = np.zeros((0, 0), bool)  # the view's valid pixels, once seen
@@ -138,11 +144,21 @@ class ViewSegmentation:
     def _fine_pass(self, seen: list[np.ndarray], cancel: Callable[[], bool] | None) -> None:
         """Ask the small phrases of every tile at full resolution; the best candidate of each, judged
         with the view's support, replaces its view answer (which stands when nothing is found)."""
-        self.fine_phrases = self._too_small_in_view()
+        small = self._too_small_in_view()
+        coarse = self.keep == "best" and self.grid.shrink > FINE_PASS_SHRINK
+        self.fine_phrases = list(range(len(self.phrases))) if FINE_PHRASES == "all" and coarse else small
         if not self.fine_phrases:
             return
         pieces: list[Piece] = []
-        for tile in self.tiles:
+        side = max(16, round(self.tile_size / FINE_ZOOM))
+        tiles = (
+            self.tiles
+            if side == self.tile_size
+            else plan_tiles(
+                self.view.width, self.view.height, side, max(1, round(side * self.overlap / self.tile_size))
+            )
+        )
+        for tile in tiles:
             _check(cancel)
             cols, rows = _core(tile)
             image, valid = self.view.read(tile.cols.start, tile.rows.start, tile.cols.size, tile.rows.size)
@@ -151,7 +167,7 @@ class ViewSegmentation:
             if not valid[core].any():
                 continue
             asked = [self.phrases[i] for i in self.fine_phrases]
-            answers = self._predict(image, valid, asked, self.tile_size)
+            answers = self._predict(image, valid, asked, side)
             size = (self.view.width, self.view.height)
             for index, answer in zip(self.fine_phrases, answers):
                 pieces += tile_pieces(index, answer[core], valid[core], self.threshold, cols, rows, *size)
@@ -161,7 +177,11 @@ class ViewSegmentation:
             mine = [r for r in candidates if r.phrase_index == index]
             if not mine:
                 continue
-            best = max(mine, key=lambda r: r.probability_sum * (VIEW_FLOOR + self._support(seen[index], r)))
+            scores = [r.probability_sum * (VIEW_FLOOR + self._support(seen[index], r.geometry)) for r in mine]
+            score = max(scores)
+            best = mine[scores.index(score)]
+            if index not in small and self._view_score(index, pieces, seen[index]) >= score:
+                continue  # the view's own answer is at least as good: refined as usual
             self.referents = [r for r in self.referents if r.phrase_index != index]
             view_geometry = shapely.transform(
                 best.geometry, lambda xy: xy / np.array([self.grid.scale_x, self.grid.scale_y])
@@ -172,9 +192,23 @@ class ViewSegmentation:
                 p for p in pieces if p.phrase_index == index and p.geometry.intersects(best.geometry)
             ]
 
-    def _support(self, probability: np.ndarray, region: Region) -> float:
-        """The view's highest probability within two view pixels of a full-resolution region."""
-        minx, miny, maxx, maxy = region.geometry.bounds
+    def _view_score(self, index: int, pieces: list[Piece], probability: np.ndarray) -> float:
+        """The view's answer scored as a candidate is: the full-resolution mass inside it, times the
+        view's support (its own highest probability)."""
+        mine = [r.geometry for r in self.referents if r.phrase_index == index]
+        if not mine:
+            return -1.0
+        zone = shapely.union_all(mine)
+        mass = sum(
+            p.probability_sum * p.geometry.intersection(zone).area / max(p.geometry.area, 1e-12)
+            for p in pieces
+            if p.phrase_index == index and p.geometry.intersects(zone)
+        )
+        return mass * (VIEW_FLOOR + self._support(probability, zone))
+
+    def _support(self, probability: np.ndarray, geometry: shapely.Geometry) -> float:
+        """The view's highest probability within two view pixels of an outline in area pixels."""
+        minx, miny, maxx, maxy = geometry.bounds
         sx, sy = self.grid.scale_x, self.grid.scale_y
         x0, x1 = max(0, int(minx / sx) - 2), min(self.grid.width, int(np.ceil(maxx / sx)) + 2)
         y0, y1 = max(0, int(miny / sy) - 2), min(self.grid.height, int(np.ceil(maxy / sy)) + 2)
@@ -195,7 +229,9 @@ class ViewSegmentation:
         self._valid = valid
         if not valid.any():
             return [np.zeros(valid.shape, np.float32) for _ in self.phrases]
-        return self._predict(image, valid, self.phrases, grid.input_size)
+        # An area that fits the input is the whole image: a model that resizes its input (the paper's)
+        # sees it whole, as its reference does, rather than padded (backend/engine/predict.py).
+        return self._predict(image, valid, self.phrases, grid.input_size, whole_image=grid.is_native)
 
     def _zones(self) -> dict[int, PhraseZones]:
         half_width = band_half_width(self.grid)
@@ -241,10 +277,10 @@ class ViewSegmentation:
         return pieces
 
     def _predict(
-        self, image: np.ndarray, valid: np.ndarray, phrases: list[str], side: int
+        self, image: np.ndarray, valid: np.ndarray, phrases: list[str], side: int, whole_image: bool = False
     ) -> list[np.ndarray]:
         started = time.perf_counter()
-        answers = predict_window(self.model, image, valid, phrases, side)
+        answers = predict_window(self.model, image, valid, phrases, side, whole_image=whole_image)
         self.model_seconds += time.perf_counter() - started
         self.model_calls += 1
         return answers

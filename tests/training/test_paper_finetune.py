@@ -61,9 +61,14 @@ def test_training_batches_use_the_reference_preprocessing(paper_test_model):  # 
 
 
 def test_train_by_name_on_a_region_then_segment(cached_paper_test, tmp_path, capsys):
+    from training.data.synthetic import generate_scene, write_region
+
+    # a region as a person gives it: a GeoTIFF and a GeoPackage of labelled polygons (phrase column)
+    raster, vector = write_region(generate_scene(7, size=96), tmp_path / "region", name="mine")
     out = tmp_path / "run"
     code = rs2sam2(
-        ["train", "--model", "paper-test", "--data", "synthetic:2", "--out", str(out), "--max-steps", "2"]
+        ["train", "--model", "paper-test", "--data", f"region:{raster},{vector}", "--out", str(out)]
+        + ["--max-steps", "2", "--chips-per-feature", "1"]
         + ["--batch-size", "2", "--val-limit", "2", "--device", "cpu", "--no-progress", "--lr-new", "1e-3"]
         + ["--log-every", "1"]
     )

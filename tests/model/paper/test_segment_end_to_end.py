@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import rasterio
 from pyogrio import raw as pyogrio_raw
 
@@ -33,8 +34,9 @@ def test_segment_runs_the_converted_paper_checkpoint(
     assert len(geometry) >= 1 and set(models) == {"paper-test"}
 
 
+@pytest.mark.parametrize("keep", ["all", "best"])  # tiles mode, and view mode (the panel's default)
 def test_an_image_smaller_than_the_input_is_resized_whole_as_the_reference_does(
-    tmp_path, paper_test_model, spm_file, paper_test_published, capsys
+    tmp_path, paper_test_model, spm_file, paper_test_published, capsys, keep
 ):
     """100×120 pixels for a 128-pixel model: `segment` gives the model the whole image, which it resizes
     to its input as the reference's test.py does — the same probabilities as the predictor on the image
@@ -49,7 +51,7 @@ def test_an_image_smaller_than_the_input_is_resized_whole_as_the_reference_does(
     paint(data, slice(20, 60), slice(30, 80), (255, 0, 0))
     raster = write_geotiff(tmp_path / "scene.tif", data)
     probability = tmp_path / "prob.tif"
-    options = ["--device", "cpu", "--keep", "all", "--probability", str(probability)]
+    options = ["--device", "cpu", "--keep", keep, "--probability", str(probability)]
     code = cli_main(
         [
             "segment",

@@ -12,6 +12,7 @@ from typing import Any
 
 from backend.errors import UserError
 from backend.model.loss_config import LossConfig
+from training.data.region import CHIP_VIEWS
 from training.data.specs import SPEC_HELP, DataSpec
 
 SCHEDULES = ("cosine", "constant", "step")
@@ -169,9 +170,10 @@ class TrainConfig:
         "views of random chips of regions (and of chipped synthetic scenes), drawn with equal odds: "
         "context (the feature with some of its surroundings), native (the raster's own resolution, as "
         "the engine's tiles; the feature anywhere in the chip), window (a query window of a few hundred "
-        "pixels scaled down, as the engine's view of a whole area); sizes in training/data/region.py",
+        "pixels scaled down, as the engine's view of a whole area), zoom (as native, enlarged 2×: the "
+        "scale of the engine's search for objects too small for the view); sizes in training/data/region.py",
         REGIONS,
-        choices=("context", "native", "window"),
+        choices=CHIP_VIEWS,
     )
     negative_share: float = setting(
         0.25,
@@ -263,8 +265,8 @@ class TrainConfig:
             problems.append("loss weights must not be negative, and CE or Dice must be on")
         if self.dice_classes is not None and self.dice_classes not in DICE_CLASSES:
             problems.append(f"dice_classes must be one of {', '.join(DICE_CLASSES)}")
-        if not set(self.chip_views) <= {"context", "native", "window"} or not self.chip_views:
-            problems.append("--chip-views must be some of context, native, window")
+        if not set(self.chip_views) <= set(CHIP_VIEWS) or not self.chip_views:
+            problems.append(f"--chip-views must be some of {', '.join(CHIP_VIEWS)}")
         shares = (0 <= self.negative_share < 1, 0 <= self.photometric_prob <= 1, 0 <= self.max_val_share < 1)
         if not all(shares):
             problems.append(

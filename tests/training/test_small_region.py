@@ -145,6 +145,10 @@ def test_native_chips_keep_the_rasters_resolution_and_context_chips_scale(tmp_pa
     areas = [native[i].mask.sum() for i in range(len(native))]
     assert max(areas) <= 49 and np.median(areas) >= 20
     assert context[0].mask.sum() > 300
+    # zoom: as native, at twice the scale (the engine's search for objects too small for its view)
+    zoom = _chips(raster, vector, views=("zoom",), gsd_jitter=(1.0, 1.0), chips_per_feature=6)
+    zoomed = [zoom[i].mask.sum() for i in range(len(zoom))]
+    assert max(zoomed) <= 4 * 49 and np.median(zoomed) >= 4 * 20
 
 
 @pytest.mark.parametrize("palette", [CLASSIC_PALETTE, WORLD_PALETTE])

@@ -39,7 +39,7 @@ from training.data.kinds import phrase_kind
 from training.data.sample import ReferringSample
 
 REGION_SPLITS = ("train", "val", "all")
-CHIP_VIEWS = ("context", "native", "window")
+CHIP_VIEWS = ("context", "native", "window", "zoom")
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,10 @@ class RegionConfig:
     # tiles), "window" (side drawn from `window_pixels` raster pixels: a query window scaled down).
     views: tuple[str, ...] = ("context",)
     window_pixels: tuple[int, int] = (256, 768)
+    # "zoom": like "native" but `zoom` times larger (side = chip_size / zoom raster pixels): the scale at
+    # which the engine's full-resolution pass looks for objects too small for the view
+    # (backend/engine/view_mode.py, FINE_ZOOM)
+    zoom: float = 2.0
     # Fixed (evaluation) chips: "context" (the feature centred with its mean context) or "window" (a
     # query window of `eval_window_pixels` raster pixels around it at a seeded offset, scaled to the
     # chip: the area a person asks about, at the scale the engine's view sees it)
@@ -424,8 +428,8 @@ class RegionDataset:
             side = cfg.chip_size * cfg.target_gsd * jitter / raster_gsd
             side = max(side, extent * 1.05)  # never cut the feature itself
             slack = max(side - extent, 0.0) / 2
-        elif view == "native":  # the engine's tiles: the raster's resolution, the feature anywhere
-            side = cfg.chip_size * rng.uniform(*cfg.gsd_jitter)
+        elif view in ("native", "zoom"):  # the engine's tiles: the raster's resolution, the feature anywhere
+            side = cfg.chip_size * rng.uniform(*cfg.gsd_jitter) / (cfg.zoom if view == "zoom" else 1.0)
             slack = max(side - extent, 0.7 * side) / 2
         elif not randomise and cfg.eval_view == "window":  # a query window, fixed per feature
             side = max(min(cfg.eval_window_pixels, info.width, info.height), extent * 1.1)

@@ -455,7 +455,7 @@ class SegmentDock(QgsDockWidget):
         from .settings_dialog import SettingsDialog
 
         dialog = SettingsDialog(self.settings, self)
-        if dialog.exec_():
+        if dialog.exec():
             self.apply_settings(dialog.result_settings())
             if dialog.repair_requested:
                 self.start_setup()

@@ -114,7 +114,7 @@ def build_backend_row(parent: QWidget, layout: QVBoxLayout) -> BackendRow:
 def build_setup_row(parent: QWidget, layout: QVBoxLayout) -> SetupRow:
     frame = QFrame(parent)
     frame.setObjectName("RS2SAM2SetupRow")
-    frame.setFrameShape(QFrame.StyledPanel)
+    frame.setFrameShape(QFrame.Shape.StyledPanel)
     box = QVBoxLayout(frame)
     label = QLabel(frame)
     label.setWordWrap(True)
@@ -150,7 +150,7 @@ def build_source_form(parent: QWidget, layout: QVBoxLayout) -> SourceForm:
 
     phrase_combo = QComboBox(parent)
     phrase_combo.setEditable(True)
-    phrase_combo.setInsertPolicy(QComboBox.NoInsert)
+    phrase_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
     phrase_combo.lineEdit().setPlaceholderText(tr("Describe the object, e.g. the large white building"))
     phrase_combo.setToolTip(tr("What to find; Enter runs. Earlier phrases are in the list."))
     form.addRow(tr("Phrase"), phrase_combo)

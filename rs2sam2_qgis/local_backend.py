@@ -96,7 +96,7 @@ def process_environment(settings: PluginSettings) -> dict[str, str]:
 
 def free_loopback_port() -> int:
     server = QTcpServer()
-    if not server.listen(QHostAddress.LocalHost, 0):
+    if not server.listen(QHostAddress.SpecialAddress.LocalHost, 0):
         raise OSError("no free port on 127.0.0.1")
     port = server.serverPort()
     server.close()
@@ -133,7 +133,7 @@ class LocalBackend(QObject):
     def is_running(self) -> bool:
         if self._adopted is not None:
             return self._adopted.alive()
-        return self.process is not None and self.process.state() != QProcess.NotRunning
+        return self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning
 
     def start(self, settings: PluginSettings) -> None:
         if self.is_running():
@@ -156,7 +156,7 @@ class LocalBackend(QObject):
         self.token = secrets.token_urlsafe(24)
         self._log.append(f"$ {program} {' '.join(args)}")
         self.process = QProcess(self)
-        self.process.setProcessChannelMode(QProcess.MergedChannels)
+        self.process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
         if settings.working_dir:
             self.process.setWorkingDirectory(settings.working_dir)
         env = QProcessEnvironment()
@@ -192,7 +192,7 @@ class LocalBackend(QObject):
         if process is not None:
             process.finished.disconnect(self._on_finished)
             process.errorOccurred.disconnect(self._on_error)
-            if process.state() != QProcess.NotRunning:
+            if process.state() != QProcess.ProcessState.NotRunning:
                 process.terminate()
                 if not process.waitForFinished(STOP_WAIT_MS):
                     process.kill()
@@ -243,7 +243,7 @@ class LocalBackend(QObject):
             self._fail(self.tr("The local backend stopped (exit code {}).").format(exit_code))
 
     def _on_error(self, error) -> None:
-        if error == QProcess.FailedToStart:
+        if error == QProcess.ProcessError.FailedToStart:
             program = self.process.program() if self.process is not None else "?"
             self._fail(
                 self.tr(

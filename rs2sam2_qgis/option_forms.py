@@ -83,7 +83,7 @@ def option_widget(option: Option, parent: QWidget) -> tuple[QWidget, Callable[[]
         combo.setCurrentIndex(choice_index(option, option.default))
         combo.setToolTip(tr(option.help))
         # Long entries are elided rather than widening the dock.
-        combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         combo.setMinimumContentsLength(14)
         return combo, combo.currentData
     if option.kind == "int":

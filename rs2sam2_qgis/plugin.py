@@ -5,10 +5,10 @@ from __future__ import annotations
 from qgis.core import QgsApplication
 from qgis.PyQt.QtCore import QCoreApplication, Qt
 from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QAction
 
 from .dock import SegmentDock
 from .processing_provider import RS2SAM2Provider
+from .qt_compat import QAction
 from .resources import icon_path
 
 MENU_NAME = "&RS2-SAM 2"
@@ -35,7 +35,7 @@ class RS2SAM2Plugin:
         main_window = self.iface.mainWindow()
         self.dock = SegmentDock(self.iface, main_window)
         self.dock.setObjectName("RS2SAM2SegmentDock")
-        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         self.dock.hide()
 
         self.action = QAction(

@@ -16,7 +16,6 @@ from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsFeature,
-    QgsField,
     QgsFields,
     QgsFillSymbol,
     QgsGeometry,
@@ -26,7 +25,9 @@ from qgis.core import (
     QgsVectorLayer,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QCoreApplication, QVariant
+from qgis.PyQt.QtCore import QCoreApplication
+
+from .qt_compat import new_field
 
 PHRASE_PROPERTY = "rs2sam2/phrase"
 MAX_LAYER_NAME = 60
@@ -50,12 +51,12 @@ def tr(message: str) -> str:
 def result_fields() -> QgsFields:
     """The attributes the engine returns for every feature (docs/service-api.md)."""
     fields = QgsFields()
-    fields.append(QgsField("phrase", QVariant.String))
-    fields.append(QgsField("score", QVariant.Double))
-    fields.append(QgsField("area", QVariant.Double))
-    fields.append(QgsField("source", QVariant.String))
-    fields.append(QgsField("model", QVariant.String))
-    fields.append(QgsField("created", QVariant.String))
+    fields.append(new_field("phrase", "string"))
+    fields.append(new_field("score", "double"))
+    fields.append(new_field("area", "double"))
+    fields.append(new_field("source", "string"))
+    fields.append(new_field("model", "string"))
+    fields.append(new_field("created", "string"))
     return fields
 
 

@@ -48,7 +48,9 @@ class SettingsDialog(QDialog):
         self.model_manager = ModelManager(settings, self)
         self.tabs.addTab(self.model_manager, tr("Models"))
         layout.addWidget(self.tabs)
-        self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel, self)
+        self.buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self
+        )
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
         layout.addWidget(self.buttons)

@@ -169,8 +169,6 @@ def memory_child(raster: str, preset: str, tile: int, device: str, keep: str) ->
 
 
 def run(args: argparse.Namespace) -> str:
-    from backend.engine.options import GDAL_CACHE_MB
-
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="rs2sam2-bench-engine-"))
     workdir.mkdir(parents=True, exist_ok=True)
     raster = make_raster(workdir / f"scene_{args.size}.tif", args.size)
@@ -196,50 +194,57 @@ def run(args: argparse.Namespace) -> str:
         f"{t['mp_per_s']:.3f} MP/s |",
     ]
     if not args.skip_rss:
-        lines += [
-            "",
-            f"### Peak memory: `{args.rss_preset}` preset, tile {args.rss_tile}, "
-            f"`--keep {args.rss_keep}`, `--context tiles`, every tile, "
-            "one process per raster",
-            "",
-            "| raster | tiles | RSS after model load | peak RSS of the run | time | features |",
-            "|---|---|---|---|---|---|",
-        ]
-        for side in (int(s) for s in args.rss_sizes.split(",")):
-            path = make_raster(workdir / f"scene_{side}.tif", side)
-            child = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.engine",
-                    "--child",
-                    str(path),
-                    args.rss_preset,
-                    str(args.rss_tile),
-                    args.device,
-                    args.rss_keep,
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-                env={**os.environ, "OMP_NUM_THREADS": str(args.threads)},
-            )
-            m = json.loads(child.stdout.strip().splitlines()[-1])
-            lines.append(
-                f"| {side}×{side} ({path.stat().st_size / MB:.0f} MB on disk) | {m['tiles']} | "
-                f"{m['rss_after_load_mb']:.0f} MB | {m['peak_rss_mb']:.0f} MB | {m['seconds']:.0f} s | "
-                f"{m['features']} |"
-            )
-        lines += [
-            "",
-            "Tiles are streamed and only vectors are kept (GDAL's block cache bounded to"
-            f" {GDAL_CACHE_MB} MB as in the entry points), so the peak follows the tile size and the objects"
-            " found, not the raster's size; pieces on tile seams are held until merged, which grows with the"
-            " seam length when the mask is noise. With `--keep all` every polygon found is held until"
-            " written: an untrained model finds noise everywhere, and a first 16384² run with `--keep all` at"
-            " tile 1024 held about 4 GB of polygons before it was stopped.",
-        ]
+        lines += _memory_section(args, workdir)
     return "\n".join(lines)
+
+
+def _memory_section(args: argparse.Namespace, workdir: Path) -> list[str]:
+    """The peak memory table: one child process per raster size."""
+    from backend.engine.options import GDAL_CACHE_MB
+
+    lines = [
+        "",
+        f"### Peak memory: `{args.rss_preset}` preset, tile {args.rss_tile}, "
+        f"`--keep {args.rss_keep}`, `--context tiles`, every tile, "
+        "one process per raster",
+        "",
+        "| raster | tiles | RSS after model load | peak RSS of the run | time | features |",
+        "|---|---|---|---|---|---|",
+    ]
+    for side in (int(s) for s in args.rss_sizes.split(",")):
+        path = make_raster(workdir / f"scene_{side}.tif", side)
+        child = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.engine",
+                "--child",
+                str(path),
+                args.rss_preset,
+                str(args.rss_tile),
+                args.device,
+                args.rss_keep,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "OMP_NUM_THREADS": str(args.threads)},
+        )
+        m = json.loads(child.stdout.strip().splitlines()[-1])
+        lines.append(
+            f"| {side}×{side} ({path.stat().st_size / MB:.0f} MB on disk) | {m['tiles']} | "
+            f"{m['rss_after_load_mb']:.0f} MB | {m['peak_rss_mb']:.0f} MB | {m['seconds']:.0f} s | "
+            f"{m['features']} |"
+        )
+    return lines + [
+        "",
+        "Tiles are streamed and only vectors are kept (GDAL's block cache bounded to"
+        f" {GDAL_CACHE_MB} MB as in the entry points), so the peak follows the tile size and the objects"
+        " found, not the raster's size; pieces on tile seams are held until merged, which grows with the"
+        " seam length when the mask is noise. With `--keep all` every polygon found is held until"
+        " written: an untrained model finds noise everywhere, and a first 16384² run with `--keep all` at"
+        " tile 1024 held about 4 GB of polygons before it was stopped.",
+    ]
 
 
 if __name__ == "__main__":  # the memory runs' child process

@@ -104,21 +104,24 @@ def goals(report: dict) -> list[dict]:
     not measured)."""
     steps = report.get("steps", {})
     timing = steps.get("timing", {})
-    out: list[dict] = []
+    return [
+        *_speed_goals(timing),
+        *_memory_and_agreement_goals(timing),
+        _busy_goal(steps.get("engine", {})),
+        *_pass_goals(steps),
+    ]
 
+
+def _speed_goals(timing: dict) -> list[dict]:
+    """The paper model's time per phrase, and eight phrases batched against one, per model."""
+    out: list[dict] = []
     paper = _row(timing, "paper", "bf16", 1)
     paper32 = _row(timing, "paper", "fp32", 1)
     if paper:
         result = f"{paper['ms_per_phrase']:.1f} ms in bf16"
         if paper32:
             result += f" (fp32 {paper32['ms_per_phrase']:.1f} ms)"
-        out.append(
-            _goal(
-                PAPER_TITLE,
-                result,
-                paper["ms_per_phrase"] <= PAPER_MS_GOAL,
-            )
-        )
+        out.append(_goal(PAPER_TITLE, result, paper["ms_per_phrase"] <= PAPER_MS_GOAL))
     else:
         out.append(_goal(PAPER_TITLE, "not measured", None))
 
@@ -127,23 +130,21 @@ def goals(report: dict) -> list[dict]:
         title = f"{model}: eight phrases batched ≤ 4× one phrase (bf16)"
         if one and eight:
             ratio = eight["ms"] / one["ms"]
-            out.append(
-                _goal(
-                    title,
-                    f"{eight['ms']:.1f} ms / {one['ms']:.1f} ms = {ratio:.2f}×",
-                    ratio <= BATCH_RATIO_GOAL,
-                )
-            )
+            result = f"{eight['ms']:.1f} ms / {one['ms']:.1f} ms = {ratio:.2f}×"
+            out.append(_goal(title, result, ratio <= BATCH_RATIO_GOAL))
         else:
             out.append(_goal(title, "not measured", None))
+    return out
 
+
+def _memory_and_agreement_goals(timing: dict) -> list[dict]:
+    """The peak memory (reported) and the lowest mask agreement of a precision with fp32."""
     peaks = [
         f"{row['model']} {row['precision']} {row['phrases']} phrase(s): {_mib(row.get('peak_mib'))}"
         for row in timing.get("rows", [])
         if row.get("precision") in ("bf16", "fp32") and row.get("phrases") == 8
     ]
-    out.append(_goal("peak GPU memory (reported)", "; ".join(peaks) or "not measured", None))
-
+    out = [_goal("peak GPU memory (reported)", "; ".join(peaks) or "not measured", None)]
     agreements = [
         (value, f"{name} {precision}")
         for name, per_precision in timing.get("agreement", {}).items()
@@ -152,51 +153,35 @@ def goals(report: dict) -> list[dict]:
     ]
     if agreements:
         worst, where = min(agreements)
-        out.append(
-            _goal(
-                AGREEMENT_TITLE,
-                f"lowest {worst:.4f} ({where}) over {len(agreements)} model-precision pairs",
-                worst >= AGREEMENT_GOAL,
-            )
-        )
+        result = f"lowest {worst:.4f} ({where}) over {len(agreements)} model-precision pairs"
+        out.append(_goal(AGREEMENT_TITLE, result, worst >= AGREEMENT_GOAL))
     else:
         out.append(_goal(AGREEMENT_TITLE, "not measured", None))
+    return out
 
-    engine = steps.get("engine", {})
+
+def _busy_goal(engine: dict) -> dict:
     busy = engine.get("busy")
-    if busy is not None:
-        what = "the engine" if engine.get("mode") == "engine" else "the model part alone (no engine wheels)"
-        out.append(
-            _goal(
-                BUSY_TITLE,
-                f"{busy:.0%} ({engine.get('busy_source', '')}; {what})",
-                busy >= BUSY_GOAL,
-            )
-        )
-    else:
-        out.append(_goal(BUSY_TITLE, "not measured", None))
+    if busy is None:
+        return _goal(BUSY_TITLE, "not measured", None)
+    what = "the engine" if engine.get("mode") == "engine" else "the model part alone (no engine wheels)"
+    return _goal(BUSY_TITLE, f"{busy:.0%} ({engine.get('busy_source', '')}; {what})", busy >= BUSY_GOAL)
 
+
+def _pass_goals(steps: dict) -> list[dict]:
+    """The steps that pass or fail: the `gpu` tests, the out-of-memory retry, training, DDP."""
+    out: list[dict] = []
     tests = steps.get("tests", {})
     if tests:
         out.append(_goal("the `gpu` tests pass", _tests_line(tests), tests.get("status") == "ok"))
     oom = steps.get("oom", {})
     if oom:
-        out.append(
-            _goal(
-                "a real CUDA out-of-memory is retried phrase by phrase",
-                _oom_line(oom),
-                bool(oom.get("passed")),
-            )
-        )
+        title = "a real CUDA out-of-memory is retried phrase by phrase"
+        out.append(_goal(title, _oom_line(oom), bool(oom.get("passed"))))
     training = steps.get("training", {})
     if training:
-        out.append(
-            _goal(
-                "a short training run on the GPU: the loss falls",
-                _training_line(training),
-                bool(training.get("passed")),
-            )
-        )
+        title = "a short training run on the GPU: the loss falls"
+        out.append(_goal(title, _training_line(training), bool(training.get("passed"))))
     ddp = steps.get("ddp", {})
     if ddp:
         out.append(_goal("a one-GPU torchrun DDP step", _ddp_line(ddp), bool(ddp.get("passed"))))

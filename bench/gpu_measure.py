@@ -9,8 +9,9 @@
   precision`); plus the bundled demo model at its own threshold, and GPU fp32 against CPU fp32.
 - `oom`: a real CUDA out-of-memory in the engine's model call, retried phrase by phrase
   (bench/gpu_memory.py), with `tiny` at 1024 px in bf16.
-- `ddp-rank`: one DDP training step, run under torchrun by the device check (NCCL with one rank; gloo
-  with two ranks sharing the one GPU): the DDP gradient against the full batch's gradient in one process.
+- `ddp-rank` and `train-ddp` (bench/gpu_ddp.py), run under torchrun by the device check: one DDP
+  training step (NCCL with one rank; gloo with two ranks sharing the one GPU), its gradient against the
+  full batch's in one process; and a short DDP training run whose loss on held-out scenes must fall.
 - `engine`: `tiny` over an 8192² GeoTIFF through the engine (tiles mode, every object kept), with the
   share of wall time the GPU was busy (NVML's utilisation, sampled) and the share spent inside model
   calls; without the engine's packages (rasterio, shapely, pyproj), the model part alone on the same
@@ -35,7 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-MIB = 1 << 20
+from bench.gpu_common import MIB, on_cuda, synchronise
+from bench.gpu_ddp import ddp_rank, train_ddp
+
 PHRASES = [
     "the dark lake",
     "the brown farmland",
@@ -82,21 +85,10 @@ def main(argv: list[str] | None = None) -> int:
 # -- shared ------------------------------------------------------------------------------------------
 
 
-def _cuda(device: str) -> bool:
-    return device.startswith("cuda")
-
-
-def _sync(device: str) -> None:
-    import torch
-
-    if _cuda(device):
-        torch.cuda.synchronize(device)
-
-
 def _reset_peak(device: str) -> None:
     import torch
 
-    if _cuda(device):
+    if on_cuda(device):
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -104,7 +96,7 @@ def _reset_peak(device: str) -> None:
 def _peak_mib(device: str) -> float | None:
     import torch
 
-    return torch.cuda.max_memory_allocated(device) / MIB if _cuda(device) else None
+    return torch.cuda.max_memory_allocated(device) / MIB if on_cuda(device) else None
 
 
 def _image(size: int) -> tuple[np.ndarray, str]:
@@ -175,10 +167,10 @@ def _median_ms(call, repeats: int, device: str) -> tuple[float, object]:
         result = call()
     times = []
     for _ in range(repeats):
-        _sync(device)
+        synchronise(device)
         start = time.perf_counter()
         result = call()
-        _sync(device)
+        synchronise(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000, result
 
@@ -200,54 +192,76 @@ def timing(args: argparse.Namespace) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="rs2sam2-gpu-"))
     for name in args.models:
         model = _build(name, device, args.paper_preset, workdir)
-        weights = torch.cuda.memory_allocated(device) / MIB if _cuda(device) else None
-        maps: dict[str, list[np.ndarray]] = {}
-        for kind in args.precisions:
-            with _precision(kind):
-                predictor = _make_predictor(model, name, kind, device)
-                chosen_batch = predictor.max_batch
-                dtype = predictor.precision.autocast_dtype
-                for count in (1, 8):
-                    predictor.max_batch = count  # all of them in one forward
-                    _reset_peak(device)
-                    ms, predictions = _median_ms(
-                        lambda n=count, run=predictor.predict: run(image, PHRASES[:n]), args.repeats, device
-                    )
-                    rows.append(
-                        {
-                            "model": name,
-                            "precision": kind,
-                            "autocast": str(dtype).replace("torch.", "") if dtype else "none",
-                            "phrases": count,
-                            "ms": ms,
-                            "ms_per_phrase": ms / count,
-                            "peak_mib": _peak_mib(device),
-                            "weights_mib": weights,
-                            "batch_chosen": chosen_batch,
-                        }
-                    )
-                    if count == 8:
-                        maps[kind] = [p.probability for p in predictions]
+        weights = torch.cuda.memory_allocated(device) / MIB if on_cuda(device) else None
+        model_rows, maps = _time_precisions(model, name, args, image, weights)
         if "fp32" in maps:
             measured = agreement(maps, None)
             agreements[name] = {kind: measured[kind][0] for kind in maps}
-            for row in rows:
-                if row["model"] == name and row["phrases"] == 8:
+            for row in model_rows:
+                if row["phrases"] == 8:
                     row["iou_vs_fp32"] = agreements[name].get(row["precision"])
+        rows += model_rows
         parameters = sum(p.numel() for p in model.parameters())
         held = f", {weights:,.0f} MiB on the GPU (fp32 weights)" if weights is not None else ""
         notes.append(f"{name}: {parameters / 1e6:.1f} M parameters{held}")
         del model
-        predictor = None
-        if _cuda(device):
+        if on_cuda(device):
             torch.cuda.empty_cache()
-    if _cuda(device) and "demo" not in args.models:
+    if on_cuda(device) and "demo" not in args.models:
         demo = _demo_agreement(device, args.precisions)
         agreements["demo"] = demo.pop("iou")
         notes.append(demo["note"])
-    if _cuda(device):
+    if on_cuda(device):
         notes.append(f"`auto` on this GPU: {resolve_precision('auto', device).describe()}")
-    conditions = (
+    return {
+        "status": "ok",
+        "size": args.size,
+        "rows": rows,
+        "agreement": agreements,
+        "conditions": _timing_conditions(what, args),
+        "notes": notes,
+    }
+
+
+def _time_precisions(
+    model, name: str, args: argparse.Namespace, image: np.ndarray, weights: float | None
+) -> tuple[list[dict], dict[str, list[np.ndarray]]]:
+    """One model in each precision, one phrase then eight in one forward: the rows, and the eight
+    phrases' probability maps per precision."""
+    device = args.device
+    rows: list[dict] = []
+    maps: dict[str, list[np.ndarray]] = {}
+    for kind in args.precisions:
+        with _precision(kind):
+            predictor = _make_predictor(model, name, kind, device)
+            chosen_batch = predictor.max_batch
+            dtype = predictor.precision.autocast_dtype
+            for count in (1, 8):
+                predictor.max_batch = count  # all of them in one forward
+                _reset_peak(device)
+                ms, predictions = _median_ms(
+                    lambda n=count, run=predictor.predict: run(image, PHRASES[:n]), args.repeats, device
+                )
+                rows.append(
+                    {
+                        "model": name,
+                        "precision": kind,
+                        "autocast": str(dtype).replace("torch.", "") if dtype else "none",
+                        "phrases": count,
+                        "ms": ms,
+                        "ms_per_phrase": ms / count,
+                        "peak_mib": _peak_mib(device),
+                        "weights_mib": weights,
+                        "batch_chosen": chosen_batch,
+                    }
+                )
+                if count == 8:
+                    maps[kind] = [p.probability for p in predictions]
+    return rows, maps
+
+
+def _timing_conditions(what: str, args: argparse.Namespace) -> str:
+    return (
         f"{what}; random weights (seed 0) for `tiny` and the paper architecture (`{args.paper_preset}` "
         "shapes); one phrase, then eight phrases in one forward; median of "
         f"{args.repeats} calls after 2 warm-up calls, each call from the image to the probability maps "
@@ -256,14 +270,6 @@ def timing(args: argparse.Namespace) -> dict:
         "without bf16 (torch told so). Mask IoU: the eight phrases' masks cut at fp32's median "
         "probability per phrase (random weights put most pixels on one side of 0.5), the lowest."
     )
-    return {
-        "status": "ok",
-        "size": args.size,
-        "rows": rows,
-        "agreement": agreements,
-        "conditions": conditions,
-        "notes": notes,
-    }
 
 
 def _demo_agreement(device: str, precisions: list[str]) -> dict:
@@ -320,7 +326,7 @@ def oom(args: argparse.Namespace) -> dict:
     from backend.model.factory import build_model, make_predictor
     from bench.gpu_memory import oom_retry_check
 
-    if not _cuda(args.device):
+    if not on_cuda(args.device):
         return {"status": "skipped", "error": "a real CUDA out-of-memory needs a CUDA device"}
     torch.manual_seed(0)
     model = build_model(args.preset, device=args.device).eval()
@@ -329,186 +335,6 @@ def oom(args: argparse.Namespace) -> dict:
     report["model"] = f"{args.preset} at {args.size} px, {predictor.precision.describe()}"
     report["status"] = "ok" if report["passed"] else "failed"
     return report
-
-
-# -- one DDP step ------------------------------------------------------------------------------------
-
-
-def ddp_rank(args: argparse.Namespace) -> dict:
-    """One DDP step of the `test` preset under torchrun: each rank takes its share of a seeded batch of
-    four; rank 0 also computes the full batch's gradient in one plain model. DDP averages the ranks'
-    gradients, so they must be the full batch's (the loss is a mean over the batch)."""
-    import torch
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
-
-    from backend.model.factory import build_model
-    from backend.model.losses import LossConfig, RS2SAM2Loss
-    from backend.model.presets import get_preset
-
-    dist.init_process_group(backend=args.backend)
-    rank, world = dist.get_rank(), dist.get_world_size()
-    cuda = _cuda(args.device)
-    device = torch.device("cuda", 0) if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.allow_tf32 = False  # plain fp32: the comparison is one of rounding
-    config = get_preset("test")
-    torch.manual_seed(0)
-    model = build_model(config, device=str(device)).train()
-    plain = build_model(config, device=str(device)).train() if rank == 0 else None
-    if plain is not None:
-        plain.load_state_dict(model.state_dict())
-    ddp = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
-    generator = torch.Generator().manual_seed(3)
-    sam = torch.randn(4, 3, config.image_size, config.image_size, generator=generator).to(device)
-    clip = torch.randn(4, 3, config.clip_image_size, config.clip_image_size, generator=generator).to(device)
-    masks = torch.zeros(4, 1, config.image_size, config.image_size, device=device)
-    masks[:, :, 16:80, 24:96] = 1
-    phrases = ["a red roof", "the river", "a small pond", "the road"]
-    loss_fn = RS2SAM2Loss(LossConfig())
-    mine = slice(rank, None, world)
-    started = time.perf_counter()
-    loss = loss_fn(ddp(sam[mine], clip[mine], phrases[mine]), masks[mine])["total"]
-    loss.backward()
-    optimizer = torch.optim.AdamW(ddp.parameters(), lr=1e-4)
-    optimizer.step()
-    _sync(str(device))
-    step_seconds = time.perf_counter() - started
-    checksum = torch.tensor([float(loss.detach())], device=device)
-    dist.all_reduce(checksum)
-    result: dict = {"backend": args.backend, "world_size": world, "device": str(device), "status": "ok"}
-    if rank == 0:
-        full = loss_fn(plain(sam, clip, phrases), masks)["total"]
-        full.backward()
-        names = [n for n, p in plain.named_parameters() if p.grad is not None]
-        ours = dict(model.named_parameters())
-        reference = torch.cat([dict(plain.named_parameters())[n].grad.flatten() for n in names])
-        averaged = torch.cat([ours[n].grad.flatten() for n in names])
-        difference = float((averaged - reference).norm() / reference.norm())
-        result.update(
-            {
-                "loss": float(checksum.item()) / world,
-                "full_batch_loss": float(full.detach()),
-                "gradient_difference": difference,
-                "parameters_with_gradient": len(names),
-                "step_seconds": step_seconds,
-                # Float sums in another order move a correct gradient by 0.05–0.15 % of its norm
-                # (tests/training/test_distributed.py); a sum instead of a mean, or no averaging, by 50 %+.
-                "passed": difference <= 1e-2,
-            }
-        )
-        result["status"] = "ok" if result["passed"] else "failed"
-    dist.barrier()
-    dist.destroy_process_group()
-    return result
-
-
-COLOURS = {"red": (210, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 210), "yellow": (230, 210, 40)}
-
-
-def colour_batch(generator: np.random.Generator, size: int, count: int):
-    """`count` scenes of two rectangles of different colours on grey noise, each with the phrase that
-    names one of them ("the red rectangle") and that rectangle's mask (drawn last, so whole): learnable
-    only through the phrase."""
-    images = generator.integers(90, 150, (count, size, size, 3), dtype=np.uint8)
-    masks = np.zeros((count, 1, size, size), np.float32)
-    names = list(COLOURS)
-    phrases = []
-    for index in range(count):
-        distractor, named = (names[i] for i in generator.choice(len(names), 2, replace=False))
-        for colour in (distractor, named):
-            h, w = generator.integers(size // 6, size // 2, 2)
-            top, left = generator.integers(0, size - h), generator.integers(0, size - w)
-            images[index, top : top + h, left : left + w] = COLOURS[colour]
-        masks[index, 0, top : top + h, left : left + w] = 1
-        phrases.append(f"the {named} rectangle")
-    return images, masks, phrases
-
-
-def train_ddp(args: argparse.Namespace) -> dict:
-    """A short training run as the training loop runs one on a GPU (the `test` preset from random
-    weights, the from-scratch loss, AdamW with the method's two groups, `autocast_for`: bf16 on CUDA),
-    wrapped in DDP under torchrun: on coloured-rectangle scenes made on the fly, the loss on held-out
-    scenes must fall. `rs2sam2 train` itself needs the data readers' packages (pyogrio, pycocotools),
-    which do not fit in what travels to the GPU machine beside the engine's."""
-    import torch
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
-
-    from backend.model.factory import build_model
-    from backend.model.losses import LossConfig, RS2SAM2Loss
-    from backend.model.precision import autocast_for, training_precision
-    from backend.model.preprocess import preprocess_batch
-
-    dist.init_process_group(backend=args.backend)
-    rank, world = dist.get_rank(), dist.get_world_size()
-    cuda = _cuda(args.device)
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    torch.manual_seed(0)
-    model = build_model("test", device=str(device)).train()
-    size = model.config.image_size
-    network = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
-    optimizer = torch.optim.AdamW(model.param_groups(lr_new=1e-3, lr_rest=1e-3))
-    # The training package's loss for random weights (training/config.py, FROM_SCRATCH_LOSS).
-    loss_fn = RS2SAM2Loss(
-        LossConfig(ce_weight=0.5, dice_weight=1.0, tbl_weight=0.2, dice_classes="foreground")
-    )
-
-    def tensors(images, masks):
-        batch = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-        return (*preprocess_batch(batch, model.config), torch.from_numpy(masks).to(device))
-
-    held_out = colour_batch(np.random.default_rng(10_000), size, 32)
-
-    def held_out_loss() -> float:
-        sam, clip, masks = tensors(*held_out[:2])
-        with torch.no_grad(), autocast_for(device):
-            model.eval()
-            value = float(loss_fn(model(sam, clip, held_out[2]), masks)["total"])
-            model.train()
-        return value
-
-    before = held_out_loss()
-    generator = np.random.default_rng(1 + rank)
-    losses, started = [], time.perf_counter()
-    for _ in range(args.train_steps):
-        images, masks, phrases = colour_batch(generator, size, 8)
-        sam, clip, target = tensors(images, masks)
-        with autocast_for(device):
-            loss = loss_fn(network(sam, clip, phrases), target)["total"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        losses.append(float(loss.detach()))
-    _sync(str(device))
-    seconds = time.perf_counter() - started
-    after = held_out_loss()
-    dist.barrier()
-    dist.destroy_process_group()
-    first, last = statistics.mean(losses[:10]), statistics.mean(losses[-10:])
-    passed = after < 0.8 * before and last < 0.8 * first and all(np.isfinite(losses))
-    return {
-        "status": "ok" if passed else "failed",
-        "passed": passed,
-        "command": f"torchrun --nproc-per-node={world} -m bench.gpu_measure train-ddp ({args.backend}, "
-        f"test preset, {args.train_steps} steps of 8 coloured-rectangle scenes, {device.type})",
-        "steps": len(losses),
-        "seconds": seconds,
-        "ms_per_step": seconds / max(len(losses), 1) * 1000,
-        "first_loss": first,
-        "last_loss": last,
-        "held_out_before": before,
-        "held_out_after": after,
-        "autocast": str(training_precision(device).autocast_dtype).replace("torch.", ""),
-        "notes": [
-            f"training: loss {first:.3f} → {last:.3f} (first and last ten steps), held-out scenes "
-            f"{before:.3f} → {after:.3f}; {seconds / max(len(losses), 1) * 1000:.0f} ms per step of 8"
-        ],
-    }
 
 
 # -- the engine on a large raster --------------------------------------------------------------------
@@ -532,7 +358,7 @@ class UtilisationSampler:
                 return
 
     def __enter__(self):
-        if _cuda(self.device):
+        if on_cuda(self.device):
             self._thread.start()
         return self
 
@@ -560,7 +386,7 @@ class TimedModel:
         try:
             return self.predictor.predict(image, phrases)
         finally:
-            _sync(self.device)
+            synchronise(self.device)
             self.seconds += time.perf_counter() - start
             self.calls += 1
 
@@ -580,22 +406,50 @@ def engine(args: argparse.Namespace) -> dict:
         import shapely  # noqa: F401
     except ImportError as exc:
         return _model_alone(timed, device, args, f"the engine's packages are missing here ({exc.name})")
-    from backend.engine.options import SegmentOptions
-    from backend.engine.segment import segment
-    from backend.errors import CancelledError
     from bench.engine import make_raster
 
     folder = Path(tempfile.mkdtemp(prefix="rs2sam2-engine-"))
     made = time.perf_counter()
     raster = make_raster(folder / f"raster-{args.raster_side}.tif", args.raster_side)
     make_seconds = time.perf_counter() - made
+    wall, sampler, run = _engine_run(raster, timed, device, args.seconds)
+    report = _busy_report(
+        "engine",
+        wall,
+        timed,
+        sampler,
+        {
+            "raster": f"{args.raster_side}² uint8 RGB GeoTIFF (bench/engine.py's; written in "
+            f"{make_seconds:.0f} s)",
+            **run,
+            "model": f"{args.preset}, random weights, {predictor.precision.describe()}",
+        },
+    )
+    # The same number of model calls on tiles from memory: how busy the model alone keeps the GPU, so
+    # that the engine's own share (reading, vectorising) can be told apart.
+    alone_args = argparse.Namespace(**{**vars(args), "seconds": 30.0})
+    alone = _model_alone(TimedModel(predictor, device), device, alone_args, "for comparison", run["tiles"])
+    report["model_alone"] = {key: alone[key] for key in ("busy", "busy_source", "tiles", "wall_seconds")}
+    report["notes"] += alone["notes"][:1]
+    report["notes"].append(f"{run['features']} features found; {report['raster']}; {report['model']}")
+    return report
+
+
+def _engine_run(raster: Path, timed: TimedModel, device: str, seconds: float):
+    """The engine over the raster (tiles mode, every object kept), stopped after `seconds`, with the GPU's
+    utilisation sampled: the wall time, the sampler, and the tiles done, objects found, whether stopped."""
+    from backend.engine.options import SegmentOptions
+    from backend.engine.segment import segment
+    from backend.errors import CancelledError
+
     tiles_done = [0, 0]
 
     def progress(done: int, total: int) -> None:
         tiles_done[:] = [done, total]
 
-    deadline = time.perf_counter() + args.seconds
-    predictor.predict(np.zeros((predictor.input_size,) * 2 + (3,), np.uint8), ["warm-up"])  # cuDNN, cuBLAS
+    deadline = time.perf_counter() + seconds
+    warm_up = np.zeros((timed.predictor.input_size,) * 2 + (3,), np.uint8)
+    timed.predictor.predict(warm_up, ["warm-up"])  # cuDNN, cuBLAS
     features, stopped = 0, False
     with UtilisationSampler(device) as sampler:
         started = time.perf_counter()
@@ -612,29 +466,8 @@ def engine(args: argparse.Namespace) -> dict:
         except CancelledError:
             stopped = True
         wall = time.perf_counter() - started
-    report = _busy_report(
-        "engine",
-        wall,
-        timed,
-        sampler,
-        {
-            "raster": f"{args.raster_side}² uint8 RGB GeoTIFF (bench/engine.py's; written in "
-            f"{make_seconds:.0f} s)",
-            "tiles": tiles_done[0],
-            "tiles_total": tiles_done[1],
-            "stopped_at_time_limit": stopped,
-            "features": features,
-            "model": f"{args.preset}, random weights, {predictor.precision.describe()}",
-        },
-    )
-    # The same number of model calls on tiles from memory: how busy the model alone keeps the GPU, so
-    # that the engine's own share (reading, vectorising) can be told apart.
-    alone_args = argparse.Namespace(**{**vars(args), "seconds": 30.0})
-    alone = _model_alone(TimedModel(predictor, device), device, alone_args, "for comparison", tiles_done[0])
-    report["model_alone"] = {key: alone[key] for key in ("busy", "busy_source", "tiles", "wall_seconds")}
-    report["notes"] += alone["notes"][:1]
-    report["notes"].append(f"{features} features found; {report['raster']}; {report['model']}")
-    return report
+    run = {"tiles": tiles_done[0], "tiles_total": tiles_done[1], "stopped_at_time_limit": stopped}
+    return wall, sampler, {**run, "features": features}
 
 
 def _model_alone(
@@ -668,7 +501,7 @@ def _busy_report(mode: str, wall: float, timed: TimedModel, sampler: Utilisation
     busy, source = sampler.mean, "NVML utilisation, sampled every 0.1 s"
     if busy is None:
         busy, source = (
-            (inside, "share of wall time inside model calls") if _cuda(timed.device) else (None, "")
+            (inside, "share of wall time inside model calls") if on_cuda(timed.device) else (None, "")
         )
     notes = [
         f"{mode}: {extra.get('tiles')} of {extra.get('tiles_total')} tiles in {wall:.1f} s "

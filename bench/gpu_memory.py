@@ -57,6 +57,43 @@ def reserved_peak(call: Callable[[], object], device: str = "cuda") -> int:
     return int(torch.cuda.max_memory_reserved(device) - before)
 
 
+def _sizes(
+    predictor, image: np.ndarray, probe: list[str], device: str, max_phrases: int
+) -> tuple[int, int, int, int]:
+    """What one phrase makes the allocator reserve, what each further phrase adds, the memory to leave
+    free (one phrase fits, with room for the allocator's rounding) and how many phrases need at least
+    four times that in one forward. Leaves the predictor's `max_batch` at 2."""
+    predictor.predict(image, probe)  # warm-up: cuBLAS/cuDNN handles and workspaces exist from here on
+    one = reserved_peak(lambda: predictor.predict(image, probe), device)
+    predictor.max_batch = 2
+    two = reserved_peak(lambda: predictor.predict(image, probe * 2), device)
+    per_phrase = max(two - one, 2 * MIB)
+    leave = int(1.5 * one) + 16 * MIB
+    count = int(min(max_phrases, 1 + math.ceil(4 * leave / per_phrase)))
+    return one, per_phrase, leave, count
+
+
+def _differences(retried: list, reference: list[np.ndarray]) -> dict:
+    """Under memory pressure cuDNN may run another convolution algorithm (one that needs less
+    workspace), so the retried maps may differ from the reference's by rounding: compared on average."""
+    pairs = list(zip(retried, reference))
+    return {
+        "max_difference": float(max(np.abs(a.probability - b).max() for a, b in pairs)),
+        "mean_difference": float(np.mean([np.abs(a.probability - b).mean() for a, b in pairs])),
+    }
+
+
+def _passed(report: dict, count: int) -> bool:
+    return bool(
+        report.get("first_call", {}).get("error", "").startswith("OutOfMemoryError")
+        and report.get("retried_one_by_one")
+        and report.get("results") == count
+        and report.get("mean_difference", 1.0) <= 1e-3
+        and "smaller tile" in report.get("too_small_error", "")
+        and report.get("recovered")
+    )
+
+
 def oom_retry_check(predictor, image: np.ndarray, max_phrases: int = 512) -> dict:
     """Provoke a real CUDA out-of-memory in `predict_tile` and record what happened (see the module's
     docstring). The predictor must be on a CUDA device; its `max_batch` is restored afterwards."""
@@ -65,14 +102,8 @@ def oom_retry_check(predictor, image: np.ndarray, max_phrases: int = 512) -> dic
 
     device = str(predictor.device)
     probe = ["the dark lake"]
-    predictor.predict(image, probe)  # warm-up: cuBLAS/cuDNN handles and workspaces exist from here on
-    one = reserved_peak(lambda: predictor.predict(image, probe), device)
     saved_batch = predictor.max_batch
-    predictor.max_batch = 2
-    two = reserved_peak(lambda: predictor.predict(image, probe * 2), device)
-    per_phrase = max(two - one, 2 * MIB)
-    leave = int(1.5 * one) + 16 * MIB  # one phrase fits, with room for the allocator's rounding
-    count = int(min(max_phrases, 1 + math.ceil(4 * leave / per_phrase)))  # needs ≥ 4× what is left
+    one, per_phrase, leave, count = _sizes(predictor, image, probe, device, max_phrases)
     phrases = [f"the field number {index}" for index in range(count)]
     predictor.max_batch = 1
     reference = [p.probability for p in predictor.predict(image, phrases)]
@@ -104,14 +135,7 @@ def oom_retry_check(predictor, image: np.ndarray, max_phrases: int = 512) -> dic
         report["first_call"] = {"phrases": calls[0][0], "error": calls[0][1]}
         report["retried_one_by_one"] = all(n == 1 and not error for n, error in calls[1:])
         report["retried_calls"] = len(calls) - 1
-        # Under memory pressure cuDNN may run another convolution algorithm (one that needs less
-        # workspace), so the retried maps may differ from the reference's by rounding: compared on average.
-        report["max_difference"] = float(
-            max(np.abs(a.probability - b).max() for a, b in zip(retried, reference))
-        )
-        report["mean_difference"] = float(
-            np.mean([np.abs(a.probability - b).mean() for a, b in zip(retried, reference)])
-        )
+        report.update(_differences(retried, reference))
         report["results"] = len(retried)
         calls.clear()
         with gpu_ballast(max(one // 8, 2 * MIB), device) as left:
@@ -126,12 +150,5 @@ def oom_retry_check(predictor, image: np.ndarray, max_phrases: int = 512) -> dic
     finally:
         predictor.predict = original
         predictor.max_batch = saved_batch
-    report["passed"] = bool(
-        report.get("first_call", {}).get("error", "").startswith("OutOfMemoryError")
-        and report.get("retried_one_by_one")
-        and report.get("results") == count
-        and report.get("mean_difference", 1.0) <= 1e-3
-        and "smaller tile" in report.get("too_small_error", "")
-        and report.get("recovered")
-    )
+    report["passed"] = _passed(report, count)
     return report

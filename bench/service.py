@@ -61,18 +61,8 @@ def _seeded_checkpoint(preset: str, folder: Path) -> Path:
     return save_checkpoint(folder / f"bench-{preset}.safetensors", build_model(preset, device="cpu").eval())
 
 
-def measure_preset(
-    preset: str, n_requests: int, clients: int, raster: Path, device: str, threads: int
-) -> dict:
-    import httpx
-
-    from backend.engine.segment import segment
-    from backend.model.factory import load_predictor
-    from backend.service.schemas import SegmentParams
-
-    params = {"phrases": ["the red roofs"]}
-    body = raster.read_bytes()
-    checkpoint = _seeded_checkpoint(preset, raster.parent)
+def _serve(checkpoint: Path, device: str, threads: int) -> tuple[subprocess.Popen, str, object]:
+    """`rs2sam2 serve` in a process of its own on a free port: the process, its API's URL, its log."""
     port = _free_port()
     log = tempfile.TemporaryFile()
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
@@ -93,19 +83,57 @@ def measure_preset(
         stderr=subprocess.STDOUT,
         env=env,
     )
-    url = f"http://127.0.0.1:{port}{API_PREFIX}"
+    return server, f"http://127.0.0.1:{port}{API_PREFIX}", log
+
+
+def _wait_until_up(server: subprocess.Popen, url: str, log) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 600
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            log.seek(0)
+            raise RuntimeError(f"the server did not start: {log.read().decode()[-2000:]}")
+        time.sleep(0.5)
+
+
+def _direct(raster: Path, phrases: list[str], checkpoint: Path, device: str, threads: int, n: int):
+    """The same run in this process, without the service: the tiles and each run's seconds."""
+    import torch
+
+    from backend.engine.segment import segment
+    from backend.model.factory import load_predictor
+    from backend.service.schemas import SegmentParams
+
+    torch.set_num_threads(threads)
+    model = load_predictor(checkpoint=checkpoint, device=device)
+    # the service's own default options (the same run a request with default params asks for)
+    options = SegmentParams.model_validate({"phrases": phrases}).to_options()
+    segment(raster, phrases, model, options)  # warm-up
+    direct = []
+    for _ in range(n):
+        started = time.perf_counter()
+        result = segment(raster, phrases, model, options)
+        direct.append(time.perf_counter() - started)
+    return result.tiles, direct
+
+
+def measure_preset(
+    preset: str, n_requests: int, clients: int, raster: Path, device: str, threads: int
+) -> dict:
+    import httpx
+
+    params = {"phrases": ["the red roofs"]}
+    body = raster.read_bytes()
+    checkpoint = _seeded_checkpoint(preset, raster.parent)
+    server, url, log = _serve(checkpoint, device, threads)
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                raise RuntimeError(f"the server did not start: {log.read().decode()[-2000:]}")
-            time.sleep(0.5)
+        _wait_until_up(server, url, log)
 
         def request(_: int = 0) -> float:
             started = time.perf_counter()
@@ -127,22 +155,11 @@ def measure_preset(
     finally:
         server.terminate()
         server.wait(timeout=30)
-    import torch
-
-    torch.set_num_threads(threads)
-    model = load_predictor(checkpoint=checkpoint, device=device)
-    # the service's own default options (the same run a request with default params asks for)
-    options = SegmentParams.model_validate({"phrases": params["phrases"]}).to_options()
-    segment(raster, params["phrases"], model, options)  # warm-up
-    direct = []
-    for _ in range(n_requests):
-        started = time.perf_counter()
-        result = segment(raster, params["phrases"], model, options)
-        direct.append(time.perf_counter() - started)
+    tiles, direct = _direct(raster, params["phrases"], checkpoint, device, threads, n_requests)
     return {
         "preset": preset,
         "requests": n_requests,
-        "tiles": result.tiles,
+        "tiles": tiles,
         "p50": statistics.median(latencies),
         "p95": _percentile(latencies, 95),
         "rps": n_requests / concurrent_seconds,

@@ -120,38 +120,9 @@ class SegmentByTextAlgorithm(QgsProcessingAlgorithm):
         else:
             url, token = self._backend(settings, feedback)
         client = BackendClient(url, token, timeout_s=settings.request_timeout_s)
-        try:
-            area = None
-            if parameters.get(self.EXTENT):
-                rect = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
-                area = area_in_raster_crs(layer, rect, layer.crs(), context.transformContext())
-            # Web layers (no pixels of their own) are rendered at the GSD, in the layer's units.
-            plan = plan_raster(layer, area, context.transformContext(), units_per_pixel=options.gsd)
-        except RasterSourceError as exc:
-            raise QgsProcessingException(str(exc)) from None
-
+        plan = self._plan(layer, parameters, context, options)
         job = SegmentJob(phrases, options, plan, settings.send_mode)
-        try:
-            outcome = run_segmentation(
-                client,
-                job,
-                feedback.isCanceled,
-                lambda fraction: feedback.setProgress(100.0 * fraction),
-                feedback.pushInfo,
-                feedback,
-            )
-        except RunCancelled:
-            raise QgsProcessingException(self.tr("The run was cancelled; nothing was written.")) from None
-        except BackendError as exc:
-            message = exc.message
-            if exc.code == "unreachable":
-                message += " " + self.tr(
-                    "Start it with `rs2sam2 serve` (or from the RS2-SAM 2 panel) or set its "
-                    "URL in the plugin's settings."
-                )
-            raise QgsProcessingException(message) from None
-        except RasterSourceError as exc:
-            raise QgsProcessingException(str(exc)) from None
+        outcome = self._run(client, job, feedback)
 
         crs = collection_crs(outcome.collection, layer.crs())
         sink, dest_id = self.parameterAsSink(
@@ -173,6 +144,42 @@ class SegmentByTextAlgorithm(QgsProcessingAlgorithm):
             )
         )
         return {self.OUTPUT: dest_id}
+
+    def _plan(self, layer, parameters, context, options: SegmentOptions):
+        """What of the raster is sent: the EXTENT (in the raster's CRS) or the whole layer."""
+        try:
+            area = None
+            if parameters.get(self.EXTENT):
+                rect = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
+                area = area_in_raster_crs(layer, rect, layer.crs(), context.transformContext())
+            # Web layers (no pixels of their own) are rendered at the GSD, in the layer's units.
+            return plan_raster(layer, area, context.transformContext(), units_per_pixel=options.gsd)
+        except RasterSourceError as exc:
+            raise QgsProcessingException(str(exc)) from None
+
+    def _run(self, client: BackendClient, job: SegmentJob, feedback):
+        """The run on the backend, its failures as Processing's exceptions (one sentence each)."""
+        try:
+            return run_segmentation(
+                client,
+                job,
+                feedback.isCanceled,
+                lambda fraction: feedback.setProgress(100.0 * fraction),
+                feedback.pushInfo,
+                feedback,
+            )
+        except RunCancelled:
+            raise QgsProcessingException(self.tr("The run was cancelled; nothing was written.")) from None
+        except BackendError as exc:
+            message = exc.message
+            if exc.code == "unreachable":
+                message += " " + self.tr(
+                    "Start it with `rs2sam2 serve` (or from the RS2-SAM 2 panel) or set its "
+                    "URL in the plugin's settings."
+                )
+            raise QgsProcessingException(message) from None
+        except RasterSourceError as exc:
+            raise QgsProcessingException(str(exc)) from None
 
     def _remote_token(self, settings: PluginSettings) -> str:
         try:

@@ -15,6 +15,7 @@ import ast
 import configparser
 import enum
 import importlib
+import inspect
 import textwrap
 from pathlib import Path
 
@@ -48,10 +49,25 @@ def _is_enum_member(value: object) -> bool:
 
 
 def _resolve(module: str, name: str):
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return None
+    """What `from module import name` gives: an attribute of the module, or a submodule."""
+    for attempt in (lambda: getattr(importlib.import_module(module), name),
+                    lambda: importlib.import_module(f"{module}.{name}")):  # fmt: skip
+        try:
+            return attempt()
+        except (ImportError, AttributeError):
+            continue
+    return None
+
+
+def _owner(expression: ast.expr, classes: dict):
+    """The Qt class an expression names: an imported one (`Qt`), or one of an imported Qt module
+    (`QtCore.Qt`); None for anything else."""
+    if isinstance(expression, ast.Name) and expression.id in classes:
+        return _resolve(*classes[expression.id])
+    if isinstance(expression, ast.Attribute) and isinstance(expression.value, ast.Name):
+        module = _resolve(*classes[expression.value.id]) if expression.value.id in classes else None
+        return getattr(module, expression.attr, None) if inspect.ismodule(module) else None
+    return None
 
 
 def _qtgui_fallbacks(tree: ast.AST) -> set[int]:
@@ -88,17 +104,15 @@ def _import_problems(node: ast.ImportFrom, fallbacks: set[int]) -> list[str]:
 
 
 def _attribute_problems(node: ast.Attribute, parent: ast.AST, classes: dict) -> list[str]:
-    if not isinstance(node.value, ast.Name):
-        return []
-    owner, attr = node.value.id, node.attr
-    if owner == "QVariant" and attr[:1].isupper():
-        return [f"QVariant.{attr}: QVariant.Type is gone in Qt 6; use qt_compat.new_field / QMetaType.Type"]
-    if owner in ("QtWidgets",) and attr in MOVED_TO_QTGUI:
-        return [f"QtWidgets.{attr} moved to QtGui in Qt 6"]
+    owner, attr = ast.unparse(node.value), node.attr
+    if owner.split(".")[-1] == "QVariant" and attr[:1].isupper():
+        return [f"{owner}.{attr}: QVariant.Type is gone in Qt 6; use qt_compat.new_field / QMetaType.Type"]
+    if owner.split(".")[-1] == "QtWidgets" and attr in MOVED_TO_QTGUI:
+        return [f"{owner}.{attr} moved to QtGui in Qt 6"]
     inner = isinstance(parent, ast.Attribute) and parent.value is node  # `Qt.AlignmentFlag` of a chain
-    if owner not in classes or not attr[:1].isupper() or inner:
+    if not attr[:1].isupper() or inner:
         return []
-    value = getattr(_resolve(*classes[owner]), attr, None)
+    value = getattr(_owner(node.value, classes), attr, None)
     if _is_enum_member(value):
         return [f"{owner}.{attr}: unscoped enum, write {owner}.{type(value).__name__}.{attr}"]
     return []
@@ -189,10 +203,12 @@ def ask(parent):
     if box.exec_() == QMessageBox.Yes and QDialog.Accepted:
         parent.setAlignment(Qt.AlignLeft)
     shortcut = QtWidgets.QShortcut(parent)
+    box.setIcon(QtWidgets.QMessageBox.Warning)
     return QgsField("name", QVariant.String), shortcut
 """
 
 GOOD = """
+from qgis.PyQt import QtWidgets
 from qgis.PyQt.QtCore import Qt, QMetaType, pyqtSignal
 from qgis.PyQt.QtWidgets import QDialog, QMessageBox
 from qgis.core import Qgis, QgsField
@@ -208,6 +224,7 @@ def ask(parent):
     if box.exec() == QMessageBox.StandardButton.Yes and QDialog.DialogCode.Accepted:
         parent.setAlignment(Qt.AlignmentFlag.AlignLeft)
     level = Qgis.Info
+    box.setIcon(QtWidgets.QMessageBox.Icon.Warning)
     return QgsField("name", QMetaType.Type.QString), QAction, pyqtSignal, QMessageBox.StandardButton, level
 """
 
@@ -225,6 +242,7 @@ def test_the_check_finds_each_qt5_only_form():
         "Qt.AlignLeft: unscoped enum, write Qt.AlignmentFlag.AlignLeft",
         ".exec_(): Qt 6 has only .exec()",
         "QtWidgets.QShortcut moved to QtGui",
+        "QtWidgets.QMessageBox.Warning: unscoped enum, write QtWidgets.QMessageBox.Icon.Warning",
         "QVariant.String: QVariant.Type is gone",
     ):
         assert expected in found, expected

@@ -210,8 +210,8 @@ def test_rs2sam2_train_with_only_data_and_out_blends_its_result_with_the_start(t
         1.0,
         1,
     )
-    assert "blends 30% of the starting model's weights" in err
-    # final = 0.3·start + 0.7·the last step's weights (the last state holds the latter)
+    assert "blends 50% of the starting model's weights" in err
+    # final = 0.5·start + 0.5·the last step's weights (the last state holds the latter)
     from backend.bundled import DEMO_CHECKPOINT
 
     start, final = load_file(str(DEMO_CHECKPOINT)), load_file(str(out / "final.safetensors"))
@@ -219,12 +219,12 @@ def test_rs2sam2_train_with_only_data_and_out_blends_its_result_with_the_start(t
     moved = 0
     for key, value in final.items():
         if value.is_floating_point():
-            expected = 0.3 * start[key].float() + 0.7 * last[key].float()
+            expected = 0.5 * start[key].float() + 0.5 * last[key].float()
             torch.testing.assert_close(value.float(), expected, rtol=1e-5, atol=1e-6)
             moved += not torch.equal(start[key], last[key])
     assert moved > 0
     metadata = read_checkpoint_metadata(out / "final.safetensors")
-    assert metadata["start_blend"] == 0.3 and metadata["recipe"]["lr_new"] == 3e-4
+    assert metadata["start_blend"] == 0.5 and metadata["recipe"]["lr_new"] == 3e-4
 
 
 @pytest.mark.slow

@@ -166,7 +166,7 @@ class TrainConfig:
     )
     small_region_labels: int = setting(500, "the most labelled phrases auto calls a small region", REGIONS)
     chip_views: tuple[str, ...] = setting(
-        ("context", "native", "window"),
+        ("context", "native", "window", "zoom"),
         "views of random chips of regions (and of chipped synthetic scenes), drawn with equal odds: "
         "context (the feature with some of its surroundings), native (the raster's own resolution, as "
         "the engine's tiles; the feature anywhere in the chip), window (a query window of a few hundred "
@@ -194,10 +194,11 @@ class TrainConfig:
         (),
         "the starting model's own training data, mixed in so it does not forget what it knew, repeatable",
         REGIONS,
-        default_text="none",
+        default_text="for regions, the synthetic part of the starting checkpoint's recorded data, scaled "
+        "down; else none",
     )
     replay_share: float = setting(
-        0.25, "with --replay-data: the share of training samples drawn from it", REGIONS
+        0.25, "the share of training samples drawn from the replay data (0: no replay)", REGIONS
     )
     start_blend: float | None = setting(
         None,

@@ -93,7 +93,7 @@ def open_run_data(config: TrainConfig, chip: int, cache: Path) -> RunData:
             f"of the phrase's kind), colour-preserving photometric changes on {config.photometric_prob:.0%}"
         )
     train, val = _train_and_val(config, chip, cache, regions, recipe, labels, notes)
-    if config.replay_data:
+    if config.replay_data and config.replay_share > 0:
         replay = open_datasets(list(config.replay_data), "train", chip, cache, config.seed)
         train = ReplayMix(train, replay, config.replay_share, config.seed)
         notes.append(

@@ -19,6 +19,9 @@ from training.config import FROM_SCRATCH_LOSS, METHOD_LOSS, METHOD_OPTIM, TrainC
 
 RECIPE_KEY = "recipe"
 LOSS_FIELDS = tuple(METHOD_LOSS)
+# Replay by default: the start's own synthetic training mix (regenerated, never shipped), scaled down to
+# this many scenes in all so a person's run does not spend its time writing thousands of scenes.
+REPLAY_SCENES = 300
 # Warm-up of a run that continues a recorded recipe: the optimizer's moments start from zero, so the
 # first steps at the full rate would shake a trained model.
 CONTINUED_WARMUP_SHARE = 0.05
@@ -93,7 +96,33 @@ def resolve_start(config: TrainConfig, from_scratch: bool) -> Start:
     if changes:
         filled = ", ".join(f"{name.removeprefix('loss_')} {value}" for name, value in changes.items())
         notes.append(f"settings from {source}: {filled}")
+    replay = default_replay(config, recipe)
+    if replay:
+        changes["replay_data"] = replay
+        notes.append(
+            f"replay: the starting model's own synthetic training mix, scaled to {REPLAY_SCENES} scenes "
+            "(--replay-share 0 to turn off)"
+        )
     return Start(config.replace(**changes), recipe, tuple(notes))
+
+
+def default_replay(config: TrainConfig, recipe: dict[str, Any] | None) -> tuple[str, ...]:
+    """A region run with no --replay-data replays the synthetic part of its start's recorded data, each
+    spec's scene count scaled so they add up to about REPLAY_SCENES (none when the start recorded no
+    synthetic data, or --replay-share is 0)."""
+    from training.data.specs import DataSpec, SyntheticOptions
+
+    if config.replay_data or config.replay_share == 0 or recipe is None or not config.data_are_regions:
+        return ()
+    synthetic = [DataSpec.parse(spec) for spec in recipe.get("data", []) if spec.startswith("synthetic:")]
+    if not synthetic:
+        return ()
+    counts = [SyntheticOptions.parse(spec.args, spec.text).count for spec in synthetic]
+    total = sum(counts)
+    return tuple(
+        ",".join((f"synthetic:{max(10, round(count * REPLAY_SCENES / total))}", *spec.args[1:]))
+        for spec, count in zip(synthetic, counts)
+    )
 
 
 def resolve_warmup(config: TrainConfig, recipe: dict[str, Any] | None, total_steps: int) -> int:

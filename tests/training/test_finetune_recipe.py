@@ -319,3 +319,20 @@ def test_a_log_row_is_the_mean_loss_of_its_window(tmp_path):
     assert sorted(pairs) == [2, 4]
     assert pairs[2] == pytest.approx((every[1] + every[2]) / 2, rel=1e-6)
     assert pairs[4] == pytest.approx((every[3] + every[4]) / 2, rel=1e-6)
+
+
+def test_a_region_run_replays_its_starts_own_synthetic_mix_unless_told_not_to(tmp_path):
+    raster, vector = write_repeated_region(tmp_path)
+    region = (f"region:{raster},{vector},description",)
+    recorded = {"data": ["synthetic:900,world", "synthetic:300", "refsegrs:/data/RefSegRS"], "lr_new": 1e-4}
+    start = recipe_checkpoint(tmp_path / "start.safetensors", **recorded)
+    config = TrainConfig(data=region, checkpoint=str(start), out=str(tmp_path / "run"))
+    resolved = resolve_start(config, from_scratch=False)
+    # the synthetic part only (a benchmark's folder may not be here), scaled to about 300 scenes
+    assert resolved.config.replay_data == ("synthetic:225,world", "synthetic:75")
+    assert any("replay" in note for note in resolved.notes)
+    assert resolve_start(config.replace(replay_share=0.0), False).config.replay_data == ()
+    given = resolve_start(config.replace(replay_data=("synthetic:5",)), False).config.replay_data
+    assert given == ("synthetic:5",)
+    not_regions = TrainConfig(data=("synthetic:2",), checkpoint=str(start), out=str(tmp_path / "r2"))
+    assert resolve_start(not_regions, False).config.replay_data == ()

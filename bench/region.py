@@ -67,6 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# The lines of `rs2sam2 train`'s output that say what the run chose (quoted in the report)
+RUN_NOTES = ("start", "settings", "replay", "recipe", "small", "valid", "steps", "result", "warn")
 PROTOCOL_FLAGS = {"view": [], "tiles": ["--context", "tiles"]}
 
 
@@ -120,11 +122,7 @@ def fine_tune(region, checkpoint: Path, out: Path, extra: list[str]) -> tuple[Pa
     minutes = (time.perf_counter() - started) / 60
     if done.returncode != 0:
         raise RuntimeError(f"rs2sam2 train failed:\n{done.stderr[-3000:]}")
-    notes = [
-        line
-        for line in done.stderr.splitlines()
-        if line.startswith(("recipe", "small", "valid", "steps", "warn"))
-    ]
+    notes = [line for line in done.stderr.splitlines() if line.startswith(RUN_NOTES)]
     best = out / "best.safetensors"
     return (best if best.exists() else out / "final.safetensors"), minutes, "\n".join(notes)
 

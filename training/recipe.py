@@ -61,11 +61,13 @@ def choose_recipe(config: TrainConfig, labels: int | None) -> tuple[str, str]:
 
 
 # The small-region recipe without validation keeps this share of the starting model's weights in its
-# result: it keeps what the start knew of the kinds a few labels cannot teach. Measured on `rs2sam2
-# bench region` (45 labels, the view protocol, mIoU on region B / on region A's own labels): the last
-# step alone 13.9 %, 0.3 → 21.3 / 41.2 %, 0.4 → 22.6 / 36.2 %, 0.5 → 23.1 %, 0.6 → 22.7 / 31.3 %,
-# 0.7 → 22.6 / 30.2 %; the start alone 20.6 % on B. Region B peaks at 0.5 (training/README.md).
+# result, so that it keeps what the start knew of the kinds a few labels cannot teach — unless replay
+# already does that. Measured on `rs2sam2 bench region` (45 labels, the view protocol, mIoU on region
+# B; the start alone 20.6–21.1 %): without replay the last step alone 13.9 %, blended 0.3 → 21.3,
+# 0.4 → 22.6, 0.5 → 23.1, 0.6 → 22.7, 0.7 → 22.6 %; with replay the last step alone 24.4 %, blended
+# 0.3 → 22.2, 0.5 → 22.6, 0.7 → 22.9 % (training/README.md, docs/benchmarks.md).
 NO_VAL_START_BLEND = 0.5
+NO_VAL_START_BLEND_WITH_REPLAY = 0.0
 
 
 def region_config_for(config: TrainConfig, recipe: str) -> RegionConfig:
@@ -104,7 +106,8 @@ def open_run_data(config: TrainConfig, chip: int, cache: Path) -> RunData:
     if recipe == "small-region":
         data.photometric_prob = config.photometric_prob
         if data.val is None:
-            data.start_blend = NO_VAL_START_BLEND
+            replays = bool(config.replay_data) and config.replay_share > 0
+            data.start_blend = NO_VAL_START_BLEND_WITH_REPLAY if replays else NO_VAL_START_BLEND
             data.warnings.append(_no_val_warning(config, data))
     return data
 
@@ -151,10 +154,15 @@ def _no_val_warning(config: TrainConfig, data: RunData) -> str:
         "warning: the region is too small to hold out a validation split that could choose a checkpoint "
         f"({config.min_val_samples} phrases, at most {config.max_val_share:.0%} of the labels); training "
         f"on all {data.labels} labelled phrases for a fixed number of steps — final.safetensors is the "
-        f"result, blended with {data.start_blend:.0%} of the starting weights (--start-blend). To validate "
-        "and keep the best step (or the starting model when no step beats it), label a second region and "
-        "give it as --val-data."
+        f"result{_blend_words(data.start_blend)}. To validate and keep the best step (or the starting "
+        "model when no step beats it), label a second region and give it as --val-data."
     )
+
+
+def _blend_words(share: float) -> str:
+    if share == 0:
+        return " (replay keeps what the starting model knew; --start-blend to blend it in)"
+    return f", blended with {share:.0%} of the starting weights (--start-blend)"
 
 
 def choose_steps(config: TrainConfig, data: RunData, steps_per_epoch: int) -> tuple[int, str]:

@@ -12,6 +12,7 @@ car into a pixel or two, so a phrase whose view answer is missing or smaller tha
 view pixels is also asked of every tile at full resolution. Those candidates are scored by their own
 probability mass and by the view's support around them (the view still says *where* in the area the
 phrase points, even when it cannot outline the object), and the best replaces the view's answer.
+(A probability raster, `sink`, still holds the view's refined answer for such a phrase.)
 """
 
 from __future__ import annotations

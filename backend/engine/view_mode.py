@@ -115,19 +115,20 @@ class ViewSegmentation:
             if progress:
                 progress(1, 1)
             return []
-        self._fine_pass(seen, cancel)
+        searched = self._fine_pass(seen, cancel, progress)
         zones = self._zones()
         todo = [
             t for t in self.tiles if sink is not None or any(z.touches(*_core(t)) for z in zones.values())
         ]
+        before = 1 + searched  # the view and the tiles of the full-resolution search
         if progress:
-            progress(1, 1 + len(todo))
+            progress(before, before + len(todo))
         pieces: list[Piece] = []
-        for done, tile in enumerate(todo, start=2):
+        for done, tile in enumerate(todo, start=before + 1):
             _check(cancel)
             pieces += self._refine_tile(tile, seen, zones, sink)
             if progress:
-                progress(done, 1 + len(todo))
+                progress(done, before + len(todo))
         return pieces + self._fine_pieces
 
     # ---- coarse to fine: small objects
@@ -141,12 +142,18 @@ class ViewSegmentation:
             size[referent.phrase_index] += referent.view_piece.pixels
         return [i for i, pixels in size.items() if pixels < SMALL_IN_VIEW]
 
-    def _fine_pass(self, seen: list[np.ndarray], cancel: Callable[[], bool] | None) -> None:
+    def _fine_pass(
+        self,
+        seen: list[np.ndarray],
+        cancel: Callable[[], bool] | None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
         """Ask the small phrases of every tile at full resolution; the best candidate of each, judged
-        with the view's support, replaces its view answer (which stands when nothing is found)."""
+        with the view's support, replaces its view answer (which stands when nothing is found). Returns
+        the tiles searched (progress counts them after the view's one step)."""
         self.fine_phrases = self._too_small_in_view()
         if not self.fine_phrases:
-            return
+            return 0
         pieces: list[Piece] = []
         side = max(16, round(self.tile_size / FINE_ZOOM))
         tiles = (
@@ -156,8 +163,10 @@ class ViewSegmentation:
                 self.view.width, self.view.height, side, max(1, round(side * self.overlap / self.tile_size))
             )
         )
-        for tile in tiles:
+        for done, tile in enumerate(tiles, start=2):
             _check(cancel)
+            if progress:
+                progress(done - 1, 1 + len(tiles))
             cols, rows = _core(tile)
             image, valid = self.view.read(tile.cols.start, tile.rows.start, tile.cols.size, tile.rows.size)
             core = (slice(rows.start - tile.rows.start, rows.stop - tile.rows.start),
@@ -187,6 +196,7 @@ class ViewSegmentation:
             self._fine_pieces += [
                 p for p in pieces if p.phrase_index == index and p.geometry.intersects(best.geometry)
             ]
+        return len(tiles)
 
     def _support(self, probability: np.ndarray, geometry: shapely.Geometry) -> float:
         """The view's highest probability within two view pixels of an outline in area pixels."""

@@ -209,9 +209,13 @@ def test_an_object_too_small_for_the_view_is_found_at_full_resolution(tmp_path):
     with SegmentRun(raster, ["the red car"], model, SegmentOptions(**EXACT)) as run:
         seen = run.view_mode._see_whole()
         assert seen[0].max() < 0.5  # the view itself cannot see the car
-        result = run.finish(run.predict(), 0.0)
+        steps = []
+        result = run.finish(run.predict(progress=lambda done, total: steps.append((done, total))), 0.0)
         assert run.view_mode.fine_phrases == [0]
     assert only_geometry(result).symmetric_difference(car).area == 0
+    # the search reports its progress too: tile by tile, never backwards, ending at its total
+    done = [d for d, _ in steps]
+    assert done == sorted(done) and len(steps) > 10 and steps[-1][0] == steps[-1][1]
 
 
 def test_objects_the_view_outlines_well_are_not_searched_again(leftmost):

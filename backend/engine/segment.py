@@ -239,10 +239,7 @@ class SegmentRun:
 
     def _predict_one(self, tile: Tile, sink: ProbabilitySink | None) -> list[Piece]:
         image, valid = self.view.read(tile.cols.start, tile.rows.start, tile.cols.size, tile.rows.size)
-        core = (
-            slice(tile.core_rows.start - tile.rows.start, tile.core_rows.stop - tile.rows.start),
-            slice(tile.core_cols.start - tile.cols.start, tile.core_cols.stop - tile.cols.start),
-        )
+        core = tile.core_slices
         core_shape = (tile.core_rows.size, tile.core_cols.size)
         if not valid[core].any():  # all nodata: nothing can be found here, skip the model
             if sink is not None:

@@ -33,6 +33,14 @@ class Tile:
     core_cols: Span
     core_rows: Span
 
+    @property
+    def core_slices(self) -> tuple[slice, slice]:
+        """(rows, cols) of the core inside the window read, to index the window's arrays."""
+        return (
+            slice(self.core_rows.start - self.rows.start, self.core_rows.stop - self.rows.start),
+            slice(self.core_cols.start - self.cols.start, self.core_cols.stop - self.cols.start),
+        )
+
 
 def _axis_tiles(length: int, tile: int, overlap: int) -> list[tuple[Span, Span]]:
     """(window, core) spans along one axis; the last window is shifted back to end at the edge."""

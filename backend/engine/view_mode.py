@@ -169,8 +169,7 @@ class ViewSegmentation:
                 progress(done - 1, 1 + len(tiles))
             cols, rows = _core(tile)
             image, valid = self.view.read(tile.cols.start, tile.rows.start, tile.cols.size, tile.rows.size)
-            core = (slice(rows.start - tile.rows.start, rows.stop - tile.rows.start),
-                    slice(cols.start - tile.cols.start, cols.stop - tile.cols.start))  # fmt: skip
+            core = tile.core_slices
             if not valid[core].any():
                 continue
             asked = [self.phrases[i] for i in self.fine_phrases]
@@ -239,8 +238,7 @@ class ViewSegmentation:
     ) -> list[Piece]:
         cols, rows = _core(tile)
         image, valid = self.view.read(tile.cols.start, tile.rows.start, tile.cols.size, tile.rows.size)
-        core = (slice(rows.start - tile.rows.start, rows.stop - tile.rows.start),
-                slice(cols.start - tile.cols.start, cols.stop - tile.cols.start))  # fmt: skip
+        core = tile.core_slices
         valid_core = valid[core]
         masks = {i: zone.masks(cols, rows) for i, zone in zones.items() if zone.touches(cols, rows)}
         native_where = {i: self.refinement.native_where(zone, band) for i, (zone, band) in masks.items()}

@@ -137,24 +137,15 @@ def resolve_warmup(config: TrainConfig, recipe: dict[str, Any] | None, total_ste
 def write_recipe(path: Path, recipe: dict[str, Any]) -> None:
     """Record `recipe` in a checkpoint file's metadata (tensors unchanged; written atomically)."""
     import json
-    import os
-    import tempfile
 
     from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
+
+    from backend.model.checkpoint import write_safetensors
 
     with safe_open(str(path), "pt") as handle:
         header = dict(handle.metadata() or {})
     metadata = json.loads(header.get("metadata", "{}"))
     metadata[RECIPE_KEY] = recipe
     header["metadata"] = json.dumps(metadata, default=str)
-    tensors = load_file(str(path))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        os.chmod(tmp, path.stat().st_mode & 0o777)  # mkstemp's 0600 would hide a shared model
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_safetensors(path, load_file(str(path)), header)

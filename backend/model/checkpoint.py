@@ -21,8 +21,6 @@ def save_checkpoint(
     path: str | Path, model, metadata: dict[str, Any] | None = None, overwrite: bool = False
 ) -> Path:
     """Write `model` (an RS2SAM2) atomically: temp file in the same folder, then os.replace."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     if path.exists() and not overwrite:
         raise UserError(f"{str(path)!r} already exists; choose another name or allow overwriting.")
@@ -39,10 +37,20 @@ def save_checkpoint(
         "config": model.config.to_json(),
         "metadata": json.dumps(metadata or {}, default=str),
     }
+    return write_safetensors(path, state, header)
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], header: dict[str, str]) -> Path:
+    """Write a safetensors file atomically: a temp file in the same folder, then os.replace. A file
+    that is replaced keeps its permissions (mkstemp's 0600 would hide a model others read)."""
+    from safetensors.torch import save_file
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     os.close(fd)
     try:
-        save_file(state, tmp, metadata=header)
+        save_file(tensors, tmp, metadata=header)
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o777)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -94,7 +94,11 @@ class MicroBatches(torch.utils.data.Dataset):
             sams.append(inputs.sam)
             clips.append(inputs.clip)
             masks.append(preprocess_mask(labels == 1, self.model_config))
-            ignores.append(preprocess_mask(labels == 2, self.model_config))
+            # most samples ignore nothing: no second resize for them
+            if sample.ignore is None:
+                ignores.append(torch.zeros_like(masks[-1]))
+            else:
+                ignores.append(preprocess_mask(labels == 2, self.model_config))
             phrases.append(phrase)
         return {
             "sam": torch.stack(sams),

@@ -44,8 +44,10 @@ def dice_loss(
     `valid` is 0 count for neither class."""
     prob = torch.sigmoid(logits).flatten(1)
     target = target.flatten(1)
-    keep = torch.ones_like(prob) if valid is None else valid.flatten(1).to(prob.dtype)
-    pairs = [(prob * keep, target * keep), ((1 - prob) * keep, (1 - target) * keep)]
+    pairs = [(prob, target), (1 - prob, 1 - target)]
+    if valid is not None:
+        keep = valid.flatten(1).to(prob.dtype)
+        pairs = [(p * keep, g * keep) for p, g in pairs]
     if classes == "foreground":
         pairs = pairs[:1]
     elif classes != "both":

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.contract import API_PREFIX
 from bench.engine import make_raster
-from rs2sam2_qgis.contract import API_PREFIX
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -223,6 +223,21 @@ def test_the_backend_uses_only_the_plugins_contract():
             assert plugin_modules <= {"rs2sam2_qgis", "rs2sam2_qgis.contract"}, name
 
 
+def test_the_backend_reaches_the_plugin_through_one_door():
+    """backend/contract.py is the one module of backend/, training/ and bench/ that imports the plugin's
+    package; everything else takes the shared contract from it."""
+    door = "backend.contract"
+    offenders = [
+        name
+        for name in MODULES
+        if name.split(".")[0] in {"backend", "training", "bench"}
+        and name != door
+        and "rs2sam2_qgis" in _third_party(name) | {t.split(".")[0] for t in GRAPH[name]}
+    ]
+    assert offenders == []
+    assert "rs2sam2_qgis.contract" in GRAPH[door]
+
+
 def test_functions_fit_on_a_screen():
     long = []
     for name, tree in TREES.items():

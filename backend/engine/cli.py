@@ -21,10 +21,10 @@ import sys
 import time
 from pathlib import Path
 
+from backend.contract import CLI, options_on
 from backend.engine.model_loading import add_model_arguments
 from backend.engine.options import AreaOfInterest, SegmentOptions, bound_gdal_cache
 from backend.errors import UserError
-from rs2sam2_qgis.contract import CLI, options_on
 
 
 def _bbox(text: str) -> tuple[float, float, float, float]:
@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_option_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per segment option of the contract (rs2sam2_qgis.contract.OPTIONS)."""
+    """One flag per segment option of the contract (backend.contract, from the plugin's shared contract)."""
     for option in options_on(CLI):
         kwargs: dict = {"dest": option.name, "default": option.default_for(CLI), "help": option.describe(CLI)}
         if option.kind == "choice":

@@ -17,10 +17,10 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from backend.contract import AREA_TOO_LARGE, MAX_CONTEXT_SHRINK
 from backend.engine.errors import EngineInputError
 from backend.engine.tiling import Span
 from backend.engine.vectorise import Piece, tile_pieces
-from rs2sam2_qgis.contract import AREA_TOO_LARGE, MAX_CONTEXT_SHRINK
 
 
 @dataclass(frozen=True)

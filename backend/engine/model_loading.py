@@ -16,10 +16,10 @@ from pathlib import Path
 
 from backend import process_gc
 from backend.bundled import DEMO_CHECKPOINT
+from backend.contract import PRECISIONS
 from backend.engine.threads import ThreadChoice, apply_threads
 from backend.errors import UserError
 from backend.model.api import PhraseSegmenter
-from rs2sam2_qgis.contract import PRECISIONS
 
 DEVICE_HELP = "auto (CUDA when there is a GPU, else the CPU), cpu or cuda[:N] (default: auto)"
 PRECISION_HELP = (

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from backend.contract import CLI, options_class
 from backend.engine.limits import RunLimits
-from rs2sam2_qgis.contract import CLI, options_class
 
 KeepMode = Literal["best", "all"]
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from rasterio.crs import CRS
 
+from backend.contract import option_problems, option_values, resolve_defaults
 from backend.engine.context import plan_context
 from backend.engine.errors import EngineInputError, PhraseError
 from backend.engine.features import Feature, build_features, utc_now_iso
@@ -35,7 +36,6 @@ from backend.engine.vectorise import Piece, merge_pieces, tile_pieces
 from backend.engine.view_mode import ViewSegmentation
 from backend.errors import CancelledError
 from backend.model.api import PhraseSegmenter
-from rs2sam2_qgis.contract import option_problems, option_values, resolve_defaults
 
 ProgressCallback = Callable[[int, int], None]  # (tiles done, tiles total)
 CancelCheck = Callable[[], bool]  # True → stop before the next tile

@@ -44,8 +44,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from backend.contract import PRECISIONS
 from backend.errors import UserError
-from rs2sam2_qgis.contract import PRECISIONS
 
 AGREEMENT_IOU = 0.97  # a mode is acceptable when its masks agree with fp32's at least this well
 # The paper family: `auto` may pick a mode only if its masks agreed with the reference's recorded output at

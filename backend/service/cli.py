@@ -23,6 +23,7 @@ import math
 import os
 from pathlib import Path
 
+from backend.contract import DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, is_loopback_host
 from backend.engine.limits import SERVICE_LIMITS, RunLimits
 from backend.engine.model_loading import add_model_arguments
 from backend.engine.options import bound_gdal_cache
@@ -34,7 +35,6 @@ from backend.service.config import (
     DEFAULT_MAX_UPLOAD_MB,
     ServiceConfig,
 )
-from rs2sam2_qgis.contract import DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, is_loopback_host
 
 HELP = "run the model behind a local HTTP API"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backend.contract import DEFAULT_HOST, DEFAULT_PORT
 from backend.engine.limits import SERVICE_LIMITS, RunLimits
-from rs2sam2_qgis.contract import DEFAULT_HOST, DEFAULT_PORT
 
 DEFAULT_MAX_UPLOAD_MB = 1024.0  # an area of interest as GeoTIFF; larger rasters go by server-side path
 FINISHED_JOBS_KEPT = 200  # oldest finished jobs (and their results) are forgotten beyond this

@@ -10,11 +10,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from backend.contract import ErrorBody
 from backend.errors import UserError
 from backend.service.jobs import error_for
 from backend.service.parsing import validation_message
 from backend.service.security import ServiceError
-from rs2sam2_qgis.contract import ErrorBody
 
 log = logging.getLogger("rs2sam2.service")
 ERROR_RESPONSES = {

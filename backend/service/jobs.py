@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backend.contract import FINAL_JOB_STATES
 from backend.engine.errors import ModelOutOfMemoryError
 from backend.engine.options import SegmentOptions
 from backend.engine.predict import is_out_of_memory
@@ -36,7 +37,6 @@ from backend.service.config import (
     FINISHED_JOBS_KEPT,
 )
 from backend.service.security import ServiceError
-from rs2sam2_qgis.contract import FINAL_JOB_STATES
 
 log = logging.getLogger("rs2sam2.service")
 TIME_LIMIT = "time_limit"

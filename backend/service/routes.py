@@ -9,14 +9,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from backend import __version__
-from backend.engine.model_loading import model_precision
-from backend.service.errors import ERROR_RESPONSES, error_response
-from backend.service.jobs import Job
-from backend.service.parsing import check_form_fields
-from backend.service.schemas import FeatureCollection
-from backend.service.security import ServiceError
-from backend.service.state import ServiceState
-from rs2sam2_qgis.contract import (
+from backend.contract import (
     API_PREFIX,
     ErrorDetail,
     Health,
@@ -26,6 +19,13 @@ from rs2sam2_qgis.contract import (
     Progress,
     params_help,
 )
+from backend.engine.model_loading import model_precision
+from backend.service.errors import ERROR_RESPONSES, error_response
+from backend.service.jobs import Job
+from backend.service.parsing import check_form_fields
+from backend.service.schemas import FeatureCollection
+from backend.service.security import ServiceError
+from backend.service.state import ServiceState
 
 log = logging.getLogger("rs2sam2.service")
 DISCONNECT_POLL_S = 0.05  # how often a waiting /segment checks its job and its client

@@ -1,8 +1,8 @@
 """Request and response bodies of the HTTP API (docs/service-api.md), for validation and OpenAPI.
 
-Both come from the one contract (`rs2sam2_qgis.contract`): the `params` model has one field per
-segment option there. The answers (health, jobs, errors) are the contract's own dataclasses, which
-the plugin parses too.
+Both come from the one contract (`rs2sam2_qgis/contract.py`, reached through `backend.contract`): the
+`params` model has one field per segment option there. The answers (health, jobs, errors) are the
+contract's own dataclasses, which the plugin parses too.
 Option values are typed here; their bounds are checked by the engine (one place), which answers each
 with its own 400 code.
 """
@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from backend.contract import AREA_FIELDS, SERVICE, Option, options_on
 from backend.engine.options import AreaOfInterest, SegmentOptions
-from rs2sam2_qgis.contract import AREA_FIELDS, SERVICE, Option, options_on
 
 _AREA_HELP = {name: f"{what}; null: {default}" for name, _kind, default, what in AREA_FIELDS}
 

@@ -7,7 +7,8 @@ Entries:
   starting weights for training, not a text-segmentation model on their own, so not servable);
 - the paper's released models when the weights registry has them (`PAPER_WEIGHTS`, downloaded with
   `rs2sam2 weights download --model NAME`; servable once converted into the cache).
-A person's own `.safetensors` files are the plugin's list, not the backend's.
+- a person's own models (backend/weights/person_models.py: trained by the service or imported), by
+  name; `rs2sam2 models rename|delete|export|import` manage them (backend/weights/person_cli.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ HELP = "list the models the backend can serve and the weights it can download"
 class CatalogueEntry:
     id: str  # stable key: "demo", "preset:tiny", "model:paper-rrsisd"
     label: str
-    kind: str  # "bundled" | "pretrained" | "published"
+    kind: str  # "bundled" | "pretrained" | "published" | "person"
     present: bool
     size_bytes: int  # of the files that are here
     servable: bool  # `serve --checkpoint <checkpoint>` can run it (once present)
@@ -34,6 +35,10 @@ class CatalogueEntry:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from backend.weights.person_cli import add_actions
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    add_actions(parser)  # without an action: list
     parser.add_argument(
         "--cache", help="weights cache (default: $RS2SAM2_CACHE/weights or ~/.cache/rs2sam2/weights)"
     )
@@ -110,17 +115,49 @@ def _published(cache: Path) -> list[CatalogueEntry]:
     return entries
 
 
+def _person() -> list[CatalogueEntry]:
+    from backend.weights.person_models import ModelStore
+
+    store = ModelStore.default()
+    entries = []
+    for model in store.list():
+        path = store.checkpoint(model.name)
+        start = f", from {model.start_model}" if model.start_model else ""
+        label = f"{model.name}: your model ({model.labels} labels{start}, {model.created[:10]})"
+        entries.append(
+            CatalogueEntry(
+                f"person:{model.name}",
+                label,
+                "person",
+                True,
+                model.size_bytes,
+                True,
+                str(path),
+                files=[str(path)],
+            )
+        )
+    return entries
+
+
 def catalogue(cache: Path) -> list[CatalogueEntry]:
-    return [*_bundled(), *_published(cache), *_pretrained(cache)]
+    return [*_bundled(), *_published(cache), *_pretrained(cache), *_person()]
 
 
 def run(args: argparse.Namespace) -> int:
+    from backend.contract import to_wire
     from backend.weights.download import cache_dir
+    from backend.weights.person_models import ModelStore
 
+    if getattr(args, "models_action", None) not in (None, "list"):
+        from backend.weights.person_cli import run_action
+
+        return run_action(args)
     cache = Path(args.cache).expanduser() if args.cache else cache_dir()
     entries = catalogue(cache)
     if args.json:
-        print(json.dumps({"cache": str(cache), "models": [asdict(entry) for entry in entries]}))
+        store = ModelStore.default()
+        mine = {"person_models": to_wire(store.list()), "person_models_folder": str(store.folder)}
+        print(json.dumps({"cache": str(cache), "models": [asdict(entry) for entry in entries], **mine}))
         return 0
     print(f"cache: {cache}")
     for entry in entries:

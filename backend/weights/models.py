@@ -7,7 +7,9 @@ and how to get the rest; `load_named_predictor(name)` gives the PhraseSegmenter.
 - `paper-rrsisd`, `paper-refsegrs`: the paper's published models, once `rs2sam2 weights download --model
   NAME` (or `weights import FOLDER`) has put their converted checkpoint in the cache;
 - `tiny`, `base`, `large`: untrained RS2-SAM 2 heads on SAM 2 + CLIP (pretrained parts when cached) —
-  starting points for training, not for segmenting.
+  starting points for training, not for segmenting;
+- a person's own models, by the names they gave them (backend/weights/person_models.py: trained by the
+  service's training jobs or imported with `rs2sam2 models import`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from backend.model.api import PhraseSegmenter
 class ModelStatus:
     name: str
     description: str
-    source: str  # "bundled", "published" or "preset"
+    source: str  # "bundled", "published", "preset" or "person"
     path: Path | None  # the checkpoint that will be loaded (None: built from the preset)
     available: bool
     how_to_get: str | None = None  # the command that makes it available
@@ -64,6 +66,19 @@ def list_models(cache: Path | None = None) -> list[ModelStatus]:
                 preset, f"untrained RS2-SAM 2 on the {preset} preset (for training)", "preset", None, True
             )
         )
+    return statuses + _person_statuses()
+
+
+def _person_statuses() -> list[ModelStatus]:
+    from backend.weights.person_models import ModelStore
+
+    store = ModelStore.default()
+    statuses = []
+    for name in store.names():
+        model = store.get(name)
+        start = f", fine-tuned from {model.start_model}" if model.start_model else ""
+        what = f"your model{start} on {model.labels} labels ({model.created[:10]})"
+        statuses.append(ModelStatus(name, what, "person", store.checkpoint(name), True))
     return statuses
 
 
@@ -87,4 +102,5 @@ def load_named_predictor(
         raise UserError(f"The model {name} is not in the cache; get it with: {status.how_to_get}")
     if status.path is None:
         return load_predictor(preset=name, device=device, precision=precision)
-    return load_predictor(checkpoint=status.path, device=device, precision=precision)
+    model_id = name if status.source == "person" else None  # not the store's file name, "model"
+    return load_predictor(checkpoint=status.path, device=device, precision=precision, model_id=model_id)

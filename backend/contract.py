@@ -19,6 +19,7 @@ from rs2sam2_qgis.contract import (
     CLI,
     DEFAULT_HOST,
     DEFAULT_PORT,
+    DEFAULT_THRESHOLD,
     FINAL_JOB_STATES,
     MAX_CONTEXT_SHRINK,
     PRECISIONS,
@@ -40,7 +41,6 @@ from rs2sam2_qgis.contract import (
     params_help,
     resolve_defaults,
 )
-
 from rs2sam2_qgis.training_contract import (
     EVALUATE_FORM_FIELDS,
     EVALUATION_OPTIONS,
@@ -66,6 +66,7 @@ from rs2sam2_qgis.training_contract import (
     resolved_params,
     to_wire,
 )
+
 __all__ = [
     "API_PREFIX",
     "AREA_FIELDS",
@@ -73,6 +74,7 @@ __all__ = [
     "CLI",
     "DEFAULT_HOST",
     "DEFAULT_PORT",
+    "DEFAULT_THRESHOLD",
     "FINAL_JOB_STATES",
     "MAX_CONTEXT_SHRINK",
     "PRECISIONS",
@@ -93,7 +95,6 @@ __all__ = [
     "options_on",
     "params_help",
     "resolve_defaults",
-]
     "EVALUATE_FORM_FIELDS",
     "EVALUATION_OPTIONS",
     "FINAL_TRAINING_STATES",
@@ -117,3 +118,4 @@ __all__ = [
     "params_problems",
     "resolved_params",
     "to_wire",
+]

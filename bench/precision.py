@@ -209,6 +209,7 @@ def measure_model(name: str, modes: list[str], repeats: int, threads: int) -> di
     import torch
 
     from backend.bundled import demo_phrases
+    from backend.model.api import default_threshold_of
     from backend.model.precision import resolve_precision
 
     torch.set_num_threads(threads)
@@ -245,7 +246,7 @@ def measure_model(name: str, modes: list[str], repeats: int, threads: int) -> di
         "what": what,
         "auto": auto.name,
         "input_size": any_predictor.input_size,
-        "threshold": getattr(any_predictor, "default_threshold", 0.5) if name == "demo" else None,
+        "threshold": default_threshold_of(any_predictor) if name == "demo" else None,
         "maps": maps,
         "rows": {
             mode: {

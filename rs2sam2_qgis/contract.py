@@ -189,6 +189,11 @@ KEEP_CHOICES = ("best", "all")
 # run is refused with a message (error code below).
 MAX_CONTEXT_SHRINK = 8
 AREA_TOO_LARGE = "area_too_large"
+# The probability above which a pixel belongs to a phrase's object, for a model that states no threshold
+# of its own. The threshold option's default is the model's own: a model's configuration may state
+# another (the paper family's reproduces its reference's masks; backend/model/presets.py), and a
+# threshold a person sets wins over both.
+DEFAULT_THRESHOLD = 0.5
 
 OPTIONS: tuple[Option, ...] = (
     Option(
@@ -196,7 +201,7 @@ OPTIONS: tuple[Option, ...] = (
         "float",
         "Threshold",
         "probability above which a pixel belongs to the phrase's object",
-        default=0.5,
+        default_text=f"the model's own ({_number(DEFAULT_THRESHOLD)} unless the model states another)",
         unit="probability",
         minimum=0.0,
         maximum=1.0,

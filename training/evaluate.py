@@ -17,20 +17,19 @@ import numpy as np
 from PIL import Image
 
 from backend.errors import UserError
-from backend.model.api import PhraseSegmenter
+from backend.model.api import PhraseSegmenter, default_threshold_of
 from training.data.sample import ReferringDataset, ReferringSample
 from training.metrics import SegmentationMetrics, sample_iou
 
 PROTOCOLS = ("reference", "native")
 REFERENCE_SIZE = 1024
-THRESHOLD = 0.5  # σ(z) > 0.5, as the model trains
 
 
 @dataclass(frozen=True)
 class EvaluationConfig:
     protocol: str = "reference"
     reference_size: int = REFERENCE_SIZE
-    threshold: float = THRESHOLD
+    threshold: float | None = None  # None: the model's own (backend.model.api.default_threshold_of)
     limit: int | None = None  # evaluate the first N samples only
     max_phrases_per_call: int = 16
 
@@ -116,6 +115,7 @@ def evaluate(
 ) -> EvaluationResult:
     """Evaluate `segmenter` on `dataset` (or on the given sample indices, e.g. one rank's share)."""
     config = config or EvaluationConfig()
+    threshold = default_threshold_of(segmenter) if config.threshold is None else config.threshold
     if indices is None:
         count = len(dataset) if config.limit is None else min(config.limit, len(dataset))
         indices = range(count)
@@ -139,7 +139,7 @@ def evaluate(
                     if config.protocol == "native"
                     else _resize_mask(sample.mask, config.reference_size)
                 )
-                predicted = prediction.probability > config.threshold
+                predicted = prediction.probability > threshold
                 intersection = int(np.logical_and(predicted, target).sum())
                 union = int(np.logical_or(predicted, target).sum())
                 result.samples.append(

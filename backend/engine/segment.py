@@ -35,7 +35,7 @@ from backend.engine.tiling import Tile, plan_tiles
 from backend.engine.vectorise import Piece, merge_pieces, tile_pieces
 from backend.engine.view_mode import ViewSegmentation
 from backend.errors import CancelledError
-from backend.model.api import PhraseSegmenter
+from backend.model.api import PhraseSegmenter, default_threshold_of
 
 ProgressCallback = Callable[[int, int], None]  # (tiles done, tiles total)
 CancelCheck = Callable[[], bool]  # True → stop before the next tile
@@ -161,6 +161,8 @@ class SegmentRun:
         check_options(options, tile_size=self.tile_size, overlap=self.overlap)
         options.limits.check_tile_size(self.tile_size, model.input_size)
         self.context: str = resolve_defaults(option_values(options))["context"]
+        # The person's threshold, else the model's own (the paper family's reproduces its reference).
+        self.threshold = default_threshold_of(model) if options.threshold is None else options.threshold
         self.view = RasterView(source, options, name, check_area=self._check_area)
         try:
             self._plan(refinement)
@@ -187,7 +189,7 @@ class SegmentRun:
                 self.view,
                 self.model,
                 self.phrases,
-                options.threshold,
+                self.threshold,
                 options.keep,
                 self.tile_size,
                 self.overlap,
@@ -264,7 +266,7 @@ class SegmentRun:
                 phrase_index,
                 probability,
                 valid[core],
-                self.options.threshold,
+                self.threshold,
                 tile.core_cols,
                 tile.core_rows,
                 self.view.width,

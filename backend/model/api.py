@@ -14,6 +14,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from backend.contract import DEFAULT_THRESHOLD
+
 
 @dataclass(frozen=True)
 class PhrasePrediction:
@@ -40,3 +42,10 @@ class PhraseSegmenter(Protocol):
 
         Batched over phrases in one forward pass; a phrase's result does not depend on the others.
         """
+
+
+def default_threshold_of(model: PhraseSegmenter) -> float:
+    """The probability threshold a model's masks are cut at when the person set none: the model's own
+    (`default_threshold`, from its configuration: the paper family's reproduces its reference's masks)
+    where it states one, else the contract's generic DEFAULT_THRESHOLD (test doubles state none)."""
+    return float(getattr(model, "default_threshold", DEFAULT_THRESHOLD))

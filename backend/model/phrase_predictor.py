@@ -22,8 +22,6 @@ class PhrasePredictor:
     """A PhraseSegmenter (backend.model.api) over a model with a `config.image_size`, a `device` and a
     `tokenize`. Subclasses set `self._image_size` in `set_image` and implement `_forward`."""
 
-    threshold: float = 0.5  # the probability above which a pixel is in the mask
-
     def __init__(self, model: torch.nn.Module, model_id: str, precision: Precision, max_batch: int | None):
         self.model = model
         self._model_id = model_id
@@ -59,6 +57,12 @@ class PhrasePredictor:
     def device(self) -> torch.device:
         return self.model.device
 
+    @property
+    def default_threshold(self) -> float:
+        """The model's own threshold (its configuration's; for the paper family the one that gives the
+        reference's masks): the engine's when the person sets none, and the mask score's."""
+        return self.model.config.default_threshold
+
     @torch.inference_mode()
     def predict_phrases(self, phrases: Sequence[str]) -> list[PhrasePrediction]:
         """Predictions for the image given to `set_image`, one per phrase, in order."""
@@ -74,7 +78,8 @@ class PhrasePredictor:
             )
             probabilities = torch.sigmoid(logits[:, 0]).cpu().numpy().astype(np.float32)
             results.extend(
-                PhrasePrediction(probability=p, score=mask_score(p, self.threshold)) for p in probabilities
+                PhrasePrediction(probability=p, score=mask_score(p, self.default_threshold))
+                for p in probabilities
             )
         return results
 

@@ -25,12 +25,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from backend.contract import DEFAULT_THRESHOLD
 from backend.errors import UserError
 
 FAMILIES = ("project", "paper")
 
-# The reference thresholds its decoder logit z by argmax over the two-class logits [1 - z, z]; the paper
-# family reports σ(2z - 1) (the softmax of those two logits) as its probability, so this is its threshold.
+# The paper family's own threshold (its presets' default_threshold). The reference thresholds its decoder
+# logit z by argmax over the two-class logits [1 - z, z]; the paper family reports σ(2z - 1) (the softmax
+# of those two logits) as its probability, so the argmax is σ(2z - 1) > 0.5, whatever the generic default.
 PAPER_THRESHOLD = 0.5
 
 
@@ -84,7 +86,9 @@ class ModelConfig:
     beit3_text_positions: int = 1024  # positions start at 2: at most 1022 tokens incl. <s> and </s>
     beit3_scale: str = "large"  # the published config.json's `mm_extractor_scale` for this architecture
     # --- output ---
-    default_threshold: float = 0.5  # probability above which a pixel is the phrase's object
+    # The probability above which a pixel is the phrase's object when the person sets no threshold: the
+    # engine's, the service's and the CLI's default (backend.model.api.default_threshold_of).
+    default_threshold: float = DEFAULT_THRESHOLD
     # --- published weights (family "paper"): a folder of the Hugging Face repository ReeF2025/RS2-SAM2 ---
     hub_folder: str | None = None
 

@@ -43,17 +43,11 @@ class PaperPredictor(PhrasePredictor):
         model = model.float().eval()
         precision = precision or Precision("fp32", model.device.type, "fp32")
         precision = prepare_for_inference(model, precision)
-        self.threshold = model.config.default_threshold
         super().__init__(model, model_id, precision, max_batch)
         self._inputs: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def image_trunk(self) -> torch.nn.Module:
         return self.model.visual_model.image_encoder.trunk
-
-    @property
-    def default_threshold(self) -> float:
-        """The probability threshold that gives the reference's masks (see the module's docstring)."""
-        return self.threshold
 
     def set_image(self, image: np.ndarray) -> None:
         config = self.model.config

@@ -105,14 +105,14 @@ def score_features(result, scene, phrases, truths, scores: Scores, tolerance: fl
 
 def run_engine(model, scene, phrases, context: str, refinement) -> tuple[object, float, int]:
     """One engine run with keep "best": (result, seconds, model calls)."""
-    from backend.engine.options import SegmentOptions
+    from backend.engine.options import EngineOptions
     from backend.engine.raster import ArraySource
     from backend.engine.segment import SegmentRun
 
     source = ArraySource(np.moveaxis(scene.image, -1, 0), scene.transform, scene.crs, name="scene")
     started = time.perf_counter()
     with SegmentRun(
-        source, phrases, model, SegmentOptions(keep="best", context=context), None, refinement
+        source, phrases, model, EngineOptions(keep="best", context=context), None, refinement
     ) as run:
         result = run.finish(run.predict(), 0.0)
     calls = result.tiles

@@ -98,7 +98,7 @@ def make_raster(path: Path, side: int, seed: int = 0) -> Path:
 def throughput(raster: Path, preset: str, tiles_per_side: int, device: str, threads: int) -> dict:
     import torch
 
-    from backend.engine.options import AreaOfInterest, SegmentOptions
+    from backend.engine.options import AreaOfInterest, EngineOptions
     from backend.engine.segment import SegmentRun
     from backend.engine.tiling import plan_tiles
     from backend.model.factory import load_predictor
@@ -116,7 +116,7 @@ def throughput(raster: Path, preset: str, tiles_per_side: int, device: str, thre
             left, top = ds.transform.c, ds.transform.f
             res = ds.transform.a
         area = AreaOfInterest((left, top - side_px * res, left + side_px * res, top))
-    options = SegmentOptions(keep="all", area=area)
+    options = EngineOptions(keep="all", area=area)
     started = time.perf_counter()
     with SegmentRun(raster, ["the red roofs"], model, options) as run:
         pieces = run.predict()
@@ -148,7 +148,7 @@ def memory_child(raster: str, preset: str, tile: int, device: str, keep: str) ->
 
     bound_gdal_cache()  # as the entry points do
 
-    from backend.engine.options import SegmentOptions
+    from backend.engine.options import EngineOptions
     from backend.engine.segment import segment
     from backend.model.factory import load_predictor
 
@@ -156,7 +156,7 @@ def memory_child(raster: str, preset: str, tile: int, device: str, keep: str) ->
     loaded = psutil.Process().memory_info().rss / MB
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
-    options = SegmentOptions(keep=keep, tile_size=tile, context="tiles")
+    options = EngineOptions(keep=keep, tile_size=tile, context="tiles")
     result = segment(raster, ["the red roofs"], model, options)
     return {
         "rss_after_load_mb": loaded,

@@ -438,7 +438,7 @@ def engine(args: argparse.Namespace) -> dict:
 def _engine_run(raster: Path, timed: TimedModel, device: str, seconds: float):
     """The engine over the raster (tiles mode, every object kept), stopped after `seconds`, with the GPU's
     utilisation sampled: the wall time, the sampler, and the tiles done, objects found, whether stopped."""
-    from backend.engine.options import SegmentOptions
+    from backend.engine.options import EngineOptions
     from backend.engine.segment import segment
     from backend.errors import CancelledError
 
@@ -458,7 +458,7 @@ def _engine_run(raster: Path, timed: TimedModel, device: str, seconds: float):
                 raster,
                 ["the red roofs"],
                 timed,
-                SegmentOptions(keep="all", context="tiles"),
+                EngineOptions(keep="all", context="tiles"),
                 progress=progress,
                 cancel=lambda: time.perf_counter() > deadline,
             )

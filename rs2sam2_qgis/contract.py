@@ -6,7 +6,7 @@ imports it in its own environment; the plugin zip carries it because QGIS only s
 Everything that shows a segment option is derived from `OPTIONS`:
 
 - `rs2sam2 segment`'s flags (`backend/engine/cli.py`),
-- the engine's `SegmentOptions` and its checks (`backend/engine/options.py`, `backend/engine/segment.py`),
+- the engine's `EngineOptions` and its checks (`backend/engine/options.py`, `backend/engine/segment.py`),
 - the service's `params` schema and its help (`backend/service/schemas.py`),
 - the plugin's request (`rs2sam2_qgis/request.py`), the Processing parameters and the panel's widgets,
 - the options table of `docs/service-api.md` (`tests/test_contract.py` checks it is current).
@@ -36,7 +36,6 @@ DEFAULT_PORT = 8765
 TOKEN_ENV = "RS2SAM2_TOKEN"  # the bearer token may come from the environment instead of the command line
 
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
-JOB_STATES: tuple[str, ...] = ("queued", "running", "done", "failed", "cancelled")
 FINAL_JOB_STATES: tuple[str, ...] = ("done", "failed", "cancelled")
 
 # Where an option shows: the command line, the service's params, the Processing algorithm, the panel.
@@ -90,7 +89,7 @@ class Option:
     forms offer it as a choice of its own ("by keep: …").
     """
 
-    name: str  # the field of `params` and of SegmentOptions
+    name: str  # the field of `params` and of the engine's and the plugin's options
     kind: Literal["float", "int", "choice", "ints"]
     label: str  # a few words, for forms
     help: str  # one line
@@ -183,7 +182,6 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-KEEP_CHOICES = ("best", "all")
 # View mode (the context option; docs/method.md, "What area the model sees") shrinks the whole area
 # to the model's input; beyond this factor per side objects become too small to tell apart, and the
 # run is refused with a message (error code below).
@@ -396,7 +394,7 @@ def params_help() -> str:
     return "JSON: " + ", ".join(names)
 
 
-def build_params(
+def segment_params_json(
     phrases: Iterable[str],
     options: Any,
     bbox: Sequence[float] | None = None,

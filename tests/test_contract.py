@@ -39,7 +39,7 @@ def test_the_cli_flags_are_the_contract():
 
 
 def test_the_engine_and_plugin_options_are_the_contract():
-    from backend.engine.options import SegmentOptions as EngineOptions
+    from backend.engine.options import EngineOptions
     from rs2sam2_qgis.request import SegmentOptions as PluginOptions
 
     engine = {f.name: f for f in dataclasses.fields(EngineOptions)}
@@ -55,7 +55,7 @@ def test_the_engine_and_plugin_options_are_the_contract():
 
 
 def test_the_service_schema_is_the_contract():
-    from backend.engine.options import SegmentOptions as EngineOptions
+    from backend.engine.options import EngineOptions
     from backend.service.schemas import SegmentParams
 
     fields = SegmentParams.model_fields

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from backend.demo.preview import render_preview
     from backend.engine.model_loading import load_model
-    from backend.engine.options import SegmentOptions
+    from backend.engine.options import EngineOptions
     from backend.engine.segment import segment
     from backend.engine.writers import resolve_target, write_features
 
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     model = load_model(None, str(DEMO_CHECKPOINT), args.device)
     # One object per phrase: each sample phrase refers to exactly one thing in the scene.
-    result = segment(DEMO_SCENE, phrases, model, SegmentOptions(keep="best"))
+    result = segment(DEMO_SCENE, phrases, model, EngineOptions(keep="best"))
     # The demo owns its output folder: each run replaces the previous run's files (atomically).
     write_features(result, resolve_target(gpkg, "demo"), {"demo": result.features}, overwrite=True)
     render_preview(DEMO_SCENE, [(f.phrase, f.geometry) for f in result.features], png)

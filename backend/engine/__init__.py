@@ -2,9 +2,9 @@
 
 One engine for the CLI, the service and Python callers:
 
-    from backend.engine.options import SegmentOptions
+    from backend.engine.options import EngineOptions
     from backend.engine.segment import segment
-    result = segment("scene.tif", ["the red roofs"], model, SegmentOptions(keep="all"))
+    result = segment("scene.tif", ["the red roofs"], model, EngineOptions(keep="all"))
     result.features          # Feature(geometry, phrase, score, area, source, model, created)
     result.to_geojson()      # the service's FeatureCollection
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from backend.contract import CLI, options_on
 from backend.engine.model_loading import add_model_arguments
-from backend.engine.options import AreaOfInterest, SegmentOptions, bound_gdal_cache
+from backend.engine.options import AreaOfInterest, EngineOptions, bound_gdal_cache
 from backend.errors import UserError
 
 
@@ -82,10 +82,10 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError("give whole numbers separated by commas, e.g. 3,2,1") from None
 
 
-def options_from_args(args: argparse.Namespace) -> SegmentOptions:
+def options_from_args(args: argparse.Namespace) -> EngineOptions:
     if args.bbox_crs and not args.bbox:
         raise UserError("--bbox-crs needs --bbox")
-    return SegmentOptions(
+    return EngineOptions(
         **{option.name: getattr(args, option.name) for option in options_on(CLI)},
         area=AreaOfInterest(args.bbox, args.bbox_crs) if args.bbox else None,
         allow_no_crs=args.allow_no_crs,

@@ -3,7 +3,7 @@
 GDAL opens far more than files: virtual file systems (`/vsicurl/`, `/vsizip/`, `/vsistdin/` …),
 connection strings (`PG:`, `MEM:::DATAPOINTER=…`, `WMS:` …) and formats that point at other files or
 at network services (a VRT's sources, an ERS header's data file, a WMS description that fetches tiles).
-With `SegmentOptions.confine_to` set — the service always sets it: its allowed roots for a server-side
+With `EngineOptions.confine_to` set — the service always sets it: its allowed roots for a server-side
 path, its upload folder for an upload — a raster is opened only with the drivers of plain raster files
 (`FILE_DRIVERS`), and every file GDAL says it uses for it (sidecars, a VRT's sources, recursively) must
 be a real file inside one of those folders, symlinks resolved. Anything else is refused before a pixel

@@ -1,6 +1,6 @@
 """How much one run may ask of the model, checked in one place for every entry point.
 
-Every run passes through `SegmentRun`, which checks the bounds of its `SegmentOptions.limits` before
+Every run passes through `SegmentRun`, which checks the bounds of its `EngineOptions.limits` before
 a pixel is read or a tile is planned: the command line and Python callers get `RunLimits()` (what a
 person's own machine may be asked: no cap on phrases or pixels, since batch runs stream mosaics of any
 size tile by tile), the service the bounds of `rs2sam2 serve`'s settings (`SERVICE_LIMITS` unless

@@ -1,6 +1,6 @@
 """The parameters of one segmentation run, in one place.
 
-Every entry point (CLI, service, Python callers) builds a `SegmentOptions`; defaults that depend on
+Every entry point (CLI, service, Python callers) builds an `EngineOptions`; defaults that depend on
 the raster or the model (tile size, simplify tolerance, minimum area) are `None` here and resolved by
 the engine from the model's input size and the raster's pixel size.
 """
@@ -51,9 +51,10 @@ class AreaOfInterest:
 
 # The knobs a person sets (threshold, keep, tiling, GSD, bands …) come from the one contract; the
 # engine adds what only callers inside the backend set. The CLI's defaults are the engine's (keep every
-# object); the service and the plugin default to the best match (see contract.KEEP).
-SegmentOptions = options_class(
-    "SegmentOptions",
+# object); the service and the plugin default to the best match (the keep option's cli_default). The
+# plugin's own options (rs2sam2_qgis/connection/request.py, `SegmentOptions`) are its forms' subset.
+EngineOptions = options_class(
+    "EngineOptions",
     CLI,
     extra_fields=(
         ("area", AreaOfInterest | None, field(default=None)),

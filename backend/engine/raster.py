@@ -36,7 +36,7 @@ from backend.engine.opening import (
     parse_crs_text,
     reading,
 )
-from backend.engine.options import STRETCH_PERCENTILES, STRETCH_SAMPLE_SIDE, AreaOfInterest, SegmentOptions
+from backend.engine.options import STRETCH_PERCENTILES, STRETCH_SAMPLE_SIDE, AreaOfInterest, EngineOptions
 
 # Approximate metres per degree, for turning a target GSD into degrees on a geographic CRS.
 _METRES_PER_DEGREE_LAT = 110_574.0
@@ -161,7 +161,7 @@ class RasterView:
     def __init__(
         self,
         source: RasterInput,
-        options: SegmentOptions,
+        options: EngineOptions,
         name: str | None = None,
         check_area: Callable[[int, int], None] | None = None,
     ):
@@ -177,7 +177,7 @@ class RasterView:
             self.close()
             raise
 
-    def _setup(self, options: SegmentOptions, check_area: Callable[[int, int], None] | None) -> None:
+    def _setup(self, options: EngineOptions, check_area: Callable[[int, int], None] | None) -> None:
         """Everything from the header, every bound checked; only then is a pixel read (the stretch)."""
         dataset = self._dataset
         check_structure(dataset, self.name)

@@ -26,7 +26,7 @@ from backend.engine.options import (
     DEFAULT_MIN_AREA_PIXELS,
     DEFAULT_OVERLAP_FRACTION,
     DEFAULT_SIMPLIFY_PIXELS,
-    SegmentOptions,
+    EngineOptions,
 )
 from backend.engine.predict import ProbabilitySink, predict_window
 from backend.engine.raster import RasterInput, RasterView
@@ -96,7 +96,7 @@ def clean_phrases(phrases: Sequence[str], limits: RunLimits | None = None) -> li
     return cleaned
 
 
-def check_options(options: SegmentOptions, **resolved) -> None:
+def check_options(options: EngineOptions, **resolved) -> None:
     """The contract's bounds for every option (with `resolved` defaults filled in), as one error."""
     values = {**option_values(options), **resolved}
     problems = option_problems(values)
@@ -147,7 +147,7 @@ class SegmentRun:
         source: RasterInput,
         phrases: Sequence[str],
         model: PhraseSegmenter,
-        options: SegmentOptions,
+        options: EngineOptions,
         name: str | None = None,
         refinement: Refinement = BAND,
     ):
@@ -319,7 +319,7 @@ def segment(
     source: RasterInput,
     phrases: Sequence[str],
     model: PhraseSegmenter,
-    options: SegmentOptions | None = None,
+    options: EngineOptions | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
     sink: ProbabilitySink | None = None,
@@ -331,6 +331,6 @@ def segment(
     `name` is recorded as the features' `source` (default: the raster's file name).
     """
     started = time.perf_counter()
-    with SegmentRun(source, phrases, model, options or SegmentOptions(), name, refinement) as run:
+    with SegmentRun(source, phrases, model, options or EngineOptions(), name, refinement) as run:
         pieces = run.predict(progress=progress, cancel=cancel, sink=sink)
         return run.finish(pieces, time.perf_counter() - started)

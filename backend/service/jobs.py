@@ -25,7 +25,7 @@ from pathlib import Path
 
 from backend.contract import FINAL_JOB_STATES
 from backend.engine.errors import ModelOutOfMemoryError
-from backend.engine.options import SegmentOptions
+from backend.engine.options import EngineOptions
 from backend.engine.predict import is_out_of_memory
 from backend.engine.segment import segment
 from backend.errors import CancelledError, UserError
@@ -62,7 +62,7 @@ class SegmentRequest:
     raster: Path
     name: str  # recorded as the features' `source`
     phrases: list[str]
-    options: SegmentOptions
+    options: EngineOptions
     cleanup: Callable[[], None] = lambda: None  # removes the uploaded temp file when the job ends
     client: str = ""  # the client's address: queue places are counted per client
 

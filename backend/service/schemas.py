@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from backend.contract import AREA_FIELDS, SERVICE, Option, options_on
-from backend.engine.options import AreaOfInterest, SegmentOptions
+from backend.engine.options import AreaOfInterest, EngineOptions
 
 _AREA_HELP = {name: f"{what}; null: {default}" for name, _kind, default, what in AREA_FIELDS}
 
@@ -44,7 +44,7 @@ class _ParamsBase(BaseModel):
     bbox: tuple[float, float, float, float] | None = Field(None, description=_AREA_HELP["bbox"])
     bbox_crs: str | None = Field(None, description=_AREA_HELP["bbox_crs"])
 
-    def to_options(self) -> SegmentOptions:
+    def to_options(self) -> EngineOptions:
         # null means the default (docs/service-api.md): an option with a default of its own gets it
         # (a null threshold reached the engine as None: a 500 found by the property tests).
         values = {
@@ -53,7 +53,7 @@ class _ParamsBase(BaseModel):
         if values.get("bands") is not None:
             values["bands"] = tuple(values["bands"])
         area = AreaOfInterest(self.bbox, self.bbox_crs) if self.bbox is not None else None
-        return SegmentOptions(**values, area=area)
+        return EngineOptions(**values, area=area)
 
 
 SegmentParams = create_model(

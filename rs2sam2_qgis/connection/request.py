@@ -33,7 +33,7 @@ def build_params(
     phrases: list[str], options, bbox: AreaBox | None = None, bbox_crs: str | None = None
 ) -> dict:
     """The `params` JSON of docs/service-api.md."""
-    return contract.build_params(phrases, options, bbox.as_list() if bbox is not None else None, bbox_crs)
+    return contract.segment_params_json(phrases, options, bbox.as_list() if bbox is not None else None, bbox_crs)
 
 
 def split_phrases(text: str) -> list[str]:

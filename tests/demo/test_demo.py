@@ -77,7 +77,7 @@ def test_the_bar_holds_whatever_pixels_near_the_threshold_do(demo_run):
     import rasterio
     import rasterio.features
 
-    from backend.engine.options import SegmentOptions
+    from backend.engine.options import EngineOptions
     from backend.engine.predict import ProbabilitySink
     from backend.engine.segment import segment
     from backend.model.factory import load_predictor
@@ -95,7 +95,7 @@ def test_the_bar_holds_whatever_pixels_near_the_threshold_do(demo_run):
     phrases = demo_phrases()
     sink = Probabilities(len(phrases), *shape)
     model = load_predictor(checkpoint=DEMO_CHECKPOINT, device="cpu", precision="fp32")
-    result = segment(DEMO_SCENE, phrases, model, SegmentOptions(keep="best"), sink=sink)
+    result = segment(DEMO_SCENE, phrases, model, EngineOptions(keep="best"), sink=sink)
     out, _ = demo_run
     _, _, wkb, fields = pyogrio.raw.read(out / "rs2sam2-demo.gpkg", layer="demo")
     written = dict(zip(fields[0], shapely.from_wkb(wkb)))

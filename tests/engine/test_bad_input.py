@@ -16,7 +16,7 @@ from rasterio.crs import CRS
 from backend.cli import main
 from backend.engine.errors import EngineInputError
 from backend.engine.limits import SERVICE_LIMITS, RunLimits
-from backend.engine.options import AreaOfInterest, SegmentOptions
+from backend.engine.options import AreaOfInterest, EngineOptions
 from backend.engine.segment import SegmentRun, segment
 from tests.engine.rasters import (
     background,
@@ -144,7 +144,7 @@ def test_a_header_declaring_a_terapixel_is_refused_before_a_pixel_is_read(tmp_pa
     monkeypatch.setattr("backend.engine.raster.compute_stretch", lambda *a: read.append(a))
     limits = RunLimits(max_pixels=100_000_000)
     with pytest.raises(EngineInputError) as refused:
-        SegmentRun(huge, ["red"], ColourModel(64), SegmentOptions(context="tiles", limits=limits))
+        SegmentRun(huge, ["red"], ColourModel(64), EngineOptions(context="tiles", limits=limits))
     assert refused.value.code == "too_many_pixels" and "1000000×1000000" in str(refused.value)
     assert read == []  # refused from the header alone
 
@@ -154,20 +154,20 @@ def test_pixels_are_counted_at_the_requested_gsd_and_inside_the_bbox(tmp_path):
     model = ColourModel(64)
     limits = RunLimits(max_pixels=2500)
     with pytest.raises(EngineInputError, match="100×100 pixels"):
-        SegmentRun(raster, ["red"], model, SegmentOptions(limits=limits))
-    with SegmentRun(raster, ["red"], model, SegmentOptions(gsd=4.0, limits=limits)) as run:  # 50 × 50
+        SegmentRun(raster, ["red"], model, EngineOptions(limits=limits))
+    with SegmentRun(raster, ["red"], model, EngineOptions(gsd=4.0, limits=limits)) as run:  # 50 × 50
         assert (run.view.width, run.view.height) == (50, 50)
     with pytest.raises(EngineInputError, match="200×200 pixels"):
-        SegmentRun(raster, ["red"], model, SegmentOptions(gsd=1.0, limits=limits))  # upsampled: more pixels
+        SegmentRun(raster, ["red"], model, EngineOptions(gsd=1.0, limits=limits))  # upsampled: more pixels
     box = AreaOfInterest((500_000, 4_999_900, 500_100, 5_000_000))  # 50 × 50 pixels of the raster
-    with SegmentRun(raster, ["red"], model, SegmentOptions(area=box, limits=limits)) as run:
+    with SegmentRun(raster, ["red"], model, EngineOptions(area=box, limits=limits)) as run:
         assert (run.view.width, run.view.height) == (50, 50)
 
 
 def test_phrase_and_tile_bounds_follow_the_limits(tmp_path):
     raster = good_scene(tmp_path / "good.tif")
     model = ColourModel(64)
-    service = SegmentOptions(limits=SERVICE_LIMITS)
+    service = EngineOptions(limits=SERVICE_LIMITS)
     with pytest.raises(EngineInputError) as many:
         SegmentRun(raster, ["red"] * 33, model, service)
     assert many.value.code == "too_many_phrases" and "at most 32" in str(many.value)
@@ -177,16 +177,16 @@ def test_phrase_and_tile_bounds_follow_the_limits(tmp_path):
     for tile in (15, 257):  # the service: within 4× of the 64-pixel input
         with pytest.raises(EngineInputError) as tiling:
             SegmentRun(
-                raster, ["red"], model, SegmentOptions(tile_size=tile, overlap=0, limits=SERVICE_LIMITS)
+                raster, ["red"], model, EngineOptions(tile_size=tile, overlap=0, limits=SERVICE_LIMITS)
             )
         assert tiling.value.code == "bad_tiling"
-    assert segment(raster, ["red"] * 33, model, SegmentOptions(tile_size=256, overlap=0)).features  # engine
+    assert segment(raster, ["red"] * 33, model, EngineOptions(tile_size=256, overlap=0)).features  # engine
     assert RunLimits().tile_range(1024) == (64, 16384) and SERVICE_LIMITS.tile_range(1024) == (256, 4096)
 
 
 def test_a_bbox_beyond_any_raster_is_clipped_not_an_overflow(tmp_path):
     raster = good_scene(tmp_path / "good.tif")
-    options = SegmentOptions(area=AreaOfInterest((-1e308, -1e308, 1e308, 1e308)), keep="all")
+    options = EngineOptions(area=AreaOfInterest((-1e308, -1e308, 1e308, 1e308)), keep="all")
     assert len(segment(raster, ["red"], ColourModel(64), options).features) == 1
 
 
@@ -197,7 +197,7 @@ def test_view_mode_refuses_an_area_too_large_to_see_whole_from_the_header(tmp_pa
     read = []
     monkeypatch.setattr("backend.engine.raster.compute_stretch", lambda *a: read.append(a))
     with pytest.raises(EngineInputError) as refused:
-        SegmentRun(huge, ["red"], ColourModel(64), SegmentOptions(context="view"))
+        SegmentRun(huge, ["red"], ColourModel(64), EngineOptions(context="view"))
     assert refused.value.code == "area_too_large" and "100000×100000 pixels" in str(refused.value)
     assert read == []
 
@@ -215,10 +215,10 @@ def test_every_bound_applies_in_both_contexts(tmp_path, context):
         (["red"], {"gsd": 4.0, "area": AreaOfInterest((500_000, 4_999_990, 500_004, 5_000_000))}, None),
     ]
     for phrases, extra, code in cases:
-        options = SegmentOptions(context=context, limits=limits, **extra)
+        options = EngineOptions(context=context, limits=limits, **extra)
         if code is None:  # 1 × 3 pixels at 4 m: below the smallest area
             code = "area_too_small"
         with pytest.raises(EngineInputError) as refused:
             SegmentRun(raster, phrases, model, options)
         assert refused.value.code == code, (context, phrases, extra)
-    assert segment(raster, ["red"], model, SegmentOptions(context=context, gsd=4.0, limits=limits)).features
+    assert segment(raster, ["red"], model, EngineOptions(context=context, gsd=4.0, limits=limits)).features

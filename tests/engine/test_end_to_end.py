@@ -20,7 +20,7 @@ import rasterio
 import shapely
 from pyogrio import raw as pyogrio_raw
 
-from backend.engine.options import SegmentOptions
+from backend.engine.options import EngineOptions
 from backend.engine.segment import segment
 from tests.engine.rasters import write_geotiff
 
@@ -53,7 +53,7 @@ def direct(raster):
     from backend.model.factory import load_predictor
 
     model = load_predictor(checkpoint=DEMO_CHECKPOINT, device="cpu")
-    return segment(raster, PHRASES, model, SegmentOptions(tile_size=128, overlap=16, keep="all"))
+    return segment(raster, PHRASES, model, EngineOptions(tile_size=128, overlap=16, keep="all"))
 
 
 def read_features(path: Path) -> list[tuple[str, shapely.Geometry, float]]:
@@ -152,7 +152,7 @@ def test_view_mode_with_the_real_model_through_the_command(raster, tmp_path):
     from backend.model.factory import load_predictor
 
     model = load_predictor(checkpoint=DEMO_CHECKPOINT, device="cpu")
-    direct = segment(raster, PHRASES, model, SegmentOptions(keep="best"))
+    direct = segment(raster, PHRASES, model, EngineOptions(keep="best"))
     assert direct.tiles > 1 and len(direct.features) == len(PHRASES)
     assert all(f.geometry.is_valid for f in direct.features)
     out = tmp_path / "view.gpkg"

@@ -9,7 +9,7 @@ from affine import Affine
 from pyproj import Geod
 from rasterio.enums import ColorInterp
 
-from backend.engine.options import AreaOfInterest, SegmentOptions
+from backend.engine.options import AreaOfInterest, EngineOptions
 from backend.engine.raster import ArraySource
 from backend.engine.segment import segment
 from backend.engine.tiling import plan_tiles
@@ -46,9 +46,9 @@ def test_tiles_cover_the_area_and_cores_partition_it():
 def test_tiled_result_equals_single_window(tmp_path):
     path = write_geotiff(tmp_path / "scene.tif", scene())
     phrases = ["the red roofs", "a blue pool"]
-    options = SegmentOptions(simplify=0, min_area=0, keep="all")
+    options = EngineOptions(simplify=0, min_area=0, keep="all")
     tiled = segment(
-        path, phrases, ColourModel(64), SegmentOptions(simplify=0, min_area=0, tile_size=64, overlap=8)
+        path, phrases, ColourModel(64), EngineOptions(simplify=0, min_area=0, tile_size=64, overlap=8)
     )
     single = segment(path, phrases, ColourModel(256), options)
     assert tiled.tiles > 4 and single.tiles == 1
@@ -63,7 +63,7 @@ def test_tiled_result_equals_single_window(tmp_path):
 
 def test_object_across_a_tile_corner_is_one_polygon_on_its_footprint(tmp_path):
     path = write_geotiff(tmp_path / "scene.tif", scene())
-    result = segment(path, ["red"], ColourModel(64), SegmentOptions(tile_size=64, overlap=8, keep="all"))
+    result = segment(path, ["red"], ColourModel(64), EngineOptions(tile_size=64, overlap=8, keep="all"))
     expected_square = pixel_box(45, 50, 75, 80, UTM)
     expected_ring = pixel_box(120, 100, 190, 140, UTM).difference(pixel_box(140, 110, 170, 130, UTM))
     assert len(result.features) == 2
@@ -85,7 +85,7 @@ def test_footprint_in_epsg4326_and_geodesic_area(tmp_path):
     transform = Affine(degree, 0, 15.0, 0, -degree, 45.0)
     path = write_geotiff(tmp_path / "geo.tif", scene(), crs="EPSG:4326", transform=transform)
     result = segment(
-        path, ["red"], ColourModel(64), SegmentOptions(tile_size=64, overlap=8, keep="best", context="tiles")
+        path, ["red"], ColourModel(64), EngineOptions(tile_size=64, overlap=8, keep="best", context="tiles")
     )
     (feature,) = result.features
     expected = pixel_box(120, 100, 190, 140, transform).difference(pixel_box(140, 110, 170, 130, transform))
@@ -102,7 +102,7 @@ def test_keep_best_in_tiles_mode_returns_the_largest_object_per_phrase(tmp_path)
         path,
         ["red", "blue"],
         ColourModel(64),
-        SegmentOptions(tile_size=64, overlap=8, keep="best", context="tiles"),
+        EngineOptions(tile_size=64, overlap=8, keep="best", context="tiles"),
     )
     assert [f.phrase for f in result.features] == ["red", "blue"]
     assert result.features[0].area == pytest.approx((70 * 40 - 30 * 20) * PIXEL**2)
@@ -114,7 +114,7 @@ def test_nodata_pixels_never_become_polygons(tmp_path):
     paint(data, slice(100, 120), slice(10, 30), (1, 1, 1))  # …and a real near-black object
     path = write_geotiff(tmp_path / "nodata.tif", data, nodata=0)
     result = segment(
-        path, ["black", "red"], ColourModel(64), SegmentOptions(tile_size=64, overlap=8, min_area=0)
+        path, ["black", "red"], ColourModel(64), EngineOptions(tile_size=64, overlap=8, min_area=0)
     )
     black = [f for f in result.features if f.phrase == "black"]
     assert len(black) == 1 and black[0].geometry.hausdorff_distance(pixel_box(10, 100, 30, 120, UTM)) <= PIXEL
@@ -128,7 +128,7 @@ def test_uint16_single_band_is_stretched_and_replicated(tmp_path):
     data[0, 20:60, 30:90] = 40000  # bright → white after the percentile stretch
     data[0, 0:5, 0:5] = 0  # nodata
     path = write_geotiff(tmp_path / "single.tif", data, nodata=0)
-    result = segment(path, ["white building"], ColourModel(64), SegmentOptions(tile_size=64, overlap=8))
+    result = segment(path, ["white building"], ColourModel(64), EngineOptions(tile_size=64, overlap=8))
     (feature,) = result.features
     assert feature.geometry.hausdorff_distance(pixel_box(30, 20, 90, 60, UTM)) <= PIXEL
 
@@ -139,13 +139,13 @@ def test_bands_follow_colour_interpretation(tmp_path):
         tmp_path / "bgr.tif", data, colorinterp=[ColorInterp.blue, ColorInterp.green, ColorInterp.red]
     )
     result = segment(
-        path, ["red"], ColourModel(64), SegmentOptions(tile_size=64, overlap=8, keep="best", context="tiles")
+        path, ["red"], ColourModel(64), EngineOptions(tile_size=64, overlap=8, keep="best", context="tiles")
     )
     assert result.features[0].area == pytest.approx((70 * 40 - 30 * 20) * PIXEL**2)
     # Bands 1, 2, 3 taken as R, G, B, as asked: the stored blue (band 3 → B=0, band 1 → R=255) reads
     # as red, so "red" finds the blue square, and none of the red objects.
     explicit = segment(
-        path, ["red"], ColourModel(64), SegmentOptions(tile_size=64, overlap=8, bands=(1, 2, 3))
+        path, ["red"], ColourModel(64), EngineOptions(tile_size=64, overlap=8, bands=(1, 2, 3))
     )
     (feature,) = explicit.features
     assert feature.geometry.hausdorff_distance(pixel_box(150, 10, 160, 30, UTM)) <= PIXEL
@@ -155,7 +155,7 @@ def test_bands_follow_colour_interpretation(tmp_path):
 def test_bbox_in_raster_crs_and_in_epsg4326(tmp_path):
     path = write_geotiff(tmp_path / "scene.tif", scene())
     box = pixel_box(100, 90, 200, 150, UTM)  # holds the ring, not the square
-    opts = SegmentOptions(tile_size=64, overlap=8, area=AreaOfInterest(box.bounds))
+    opts = EngineOptions(tile_size=64, overlap=8, area=AreaOfInterest(box.bounds))
     local = segment(path, ["red"], ColourModel(64), opts)
     assert len(local.features) == 1 and local.features[0].geometry.within(box.buffer(0.01))
     from pyproj import Transformer
@@ -167,7 +167,7 @@ def test_bbox_in_raster_crs_and_in_epsg4326(tmp_path):
         path,
         ["red"],
         ColourModel(64),
-        SegmentOptions(tile_size=64, overlap=8, area=AreaOfInterest((lon0, lat0, lon1, lat1), "EPSG:4326")),
+        EngineOptions(tile_size=64, overlap=8, area=AreaOfInterest((lon0, lat0, lon1, lat1), "EPSG:4326")),
     )
     assert len(geo.features) == 1
     assert geo.features[0].geometry.symmetric_difference(local.features[0].geometry).area == 0
@@ -176,7 +176,7 @@ def test_bbox_in_raster_crs_and_in_epsg4326(tmp_path):
 def test_gsd_resamples_on_read(tmp_path):
     path = write_geotiff(tmp_path / "scene.tif", scene())
     model = ColourModel(64)
-    options = SegmentOptions(tile_size=64, overlap=8, gsd=4.0, keep="best", context="tiles")
+    options = EngineOptions(tile_size=64, overlap=8, gsd=4.0, keep="best", context="tiles")
     result = segment(path, ["red"], model, options)
     assert all(shape == (64, 64, 3) for shape in model.shapes)
     assert result.tiles == 4  # 100×75 pixels at 4 m instead of 200×150 at 2 m
@@ -186,7 +186,7 @@ def test_gsd_resamples_on_read(tmp_path):
 
 def test_in_memory_array_source():
     source = ArraySource(scene(), UTM, "EPSG:32633", name="memory")
-    result = segment(source, ["blue"], ColourModel(64), SegmentOptions(tile_size=64, overlap=8))
+    result = segment(source, ["blue"], ColourModel(64), EngineOptions(tile_size=64, overlap=8))
     (feature,) = result.features
     assert feature.source == "memory"
     assert feature.geometry.hausdorff_distance(pixel_box(150, 10, 160, 30, UTM)) <= PIXEL
@@ -195,15 +195,13 @@ def test_in_memory_array_source():
 def test_area_smaller_than_a_tile_is_padded_to_the_model_scale(tmp_path):
     path = write_geotiff(tmp_path / "small.tif", scene(40, 30))
     model = ColourModel(64)
-    segment(path, ["red"], model, SegmentOptions())
+    segment(path, ["red"], model, EngineOptions())
     assert model.shapes == [(64, 64, 3)]
 
 
 def test_geojson_form_matches_the_service_contract(tmp_path):
     path = write_geotiff(tmp_path / "scene.tif", scene())
-    collection = segment(
-        path, ["blue"], ColourModel(64), SegmentOptions(tile_size=64, overlap=8)
-    ).to_geojson()
+    collection = segment(path, ["blue"], ColourModel(64), EngineOptions(tile_size=64, overlap=8)).to_geojson()
     assert collection["type"] == "FeatureCollection"
     assert collection["crs"]["properties"]["name"] == "EPSG:32633"
     assert "UTM zone 33N" in collection["crs_wkt"]
@@ -227,7 +225,7 @@ def test_a_run_keeps_only_what_it_can_output(tmp_path):
     data[:, 3, 3] = RED  # a one-pixel speck
     path = write_geotiff(tmp_path / "many.tif", data)
     for keep, expected_interior in (("all", None), ("best", 1)):
-        opts = SegmentOptions(tile_size=64, overlap=8, keep=keep, min_area=10 * PIXEL**2, context="tiles")
+        opts = EngineOptions(tile_size=64, overlap=8, keep=keep, min_area=10 * PIXEL**2, context="tiles")
         with SegmentRun(path, ["red"], ColourModel(64), opts) as run:
             pieces = run.predict()
             interior = [p for p in pieces if not p.on_seam]

@@ -15,11 +15,11 @@ from backend.model.factory import load_predictor
 
 
 def _run(device: str):
-    from backend.engine.options import SegmentOptions
+    from backend.engine.options import EngineOptions
     from backend.engine.segment import segment
 
     model = load_predictor(checkpoint=DEMO_CHECKPOINT, device=device, precision="fp32")
-    return segment(DEMO_SCENE, demo_phrases(), model, SegmentOptions(keep="all", context="tiles", gsd=0.25))
+    return segment(DEMO_SCENE, demo_phrases(), model, EngineOptions(keep="all", context="tiles", gsd=0.25))
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import shapely
 from affine import Affine
 
 from backend.engine.context import plan_context
-from backend.engine.options import AreaOfInterest, SegmentOptions
+from backend.engine.options import AreaOfInterest, EngineOptions
 from backend.engine.refine import UPSAMPLED
 from backend.engine.segment import SegmentRun, segment
 from rs2sam2_qgis.contract import AREA_TOO_LARGE, MAX_CONTEXT_SHRINK
@@ -47,23 +47,23 @@ def only_geometry(result):
 
 def test_view_mode_names_the_object_of_the_whole_area_with_full_resolution_outline(leftmost):
     model = ContextModel(64)
-    tiles = segment(leftmost, ["the leftmost red field"], model, SegmentOptions(**EXACT, context="tiles"))
-    view = segment(leftmost, ["the leftmost red field"], model, SegmentOptions(**EXACT, context="view"))
+    tiles = segment(leftmost, ["the leftmost red field"], model, EngineOptions(**EXACT, context="tiles"))
+    view = segment(leftmost, ["the leftmost red field"], model, EngineOptions(**EXACT, context="view"))
     assert only_geometry(tiles).equals(RIGHT)  # each tile names its own leftmost; the largest answer wins
     found = only_geometry(view)
     assert found.symmetric_difference(LEFT).area == 0  # the notch is 2 m wide: raster resolution
     assert not found.contains(NOTCH.centroid)
     coarse = only_geometry(
-        segment(leftmost, ["the leftmost red field"], model, SegmentOptions(**EXACT), refinement=UPSAMPLED)
+        segment(leftmost, ["the leftmost red field"], model, EngineOptions(**EXACT), refinement=UPSAMPLED)
     )
     assert coarse.intersects(LEFT) and coarse.contains(NOTCH.centroid)  # the view alone cannot draw it
 
 
 def test_keep_best_means_view_and_keep_all_means_tiles(leftmost):
-    best = segment(leftmost, ["the leftmost red field"], ContextModel(64), SegmentOptions(**EXACT))
+    best = segment(leftmost, ["the leftmost red field"], ContextModel(64), EngineOptions(**EXACT))
     assert only_geometry(best).symmetric_difference(LEFT).area == 0
     every = segment(
-        leftmost, ["the leftmost red field"], ContextModel(64), SegmentOptions(**{**EXACT, "keep": "all"})
+        leftmost, ["the leftmost red field"], ContextModel(64), EngineOptions(**{**EXACT, "keep": "all"})
     )
     assert len(every.features) == 2  # tiles: each tile's leftmost object
 
@@ -73,14 +73,14 @@ def test_keep_best_in_view_mode_is_the_views_whole_answer(leftmost):
     road is one river), not only its largest part."""
     from backend.engine.refine import LARGEST_PART
 
-    whole = segment(leftmost, ["red"], ContextModel(64), SegmentOptions(**EXACT))
+    whole = segment(leftmost, ["red"], ContextModel(64), EngineOptions(**EXACT))
     assert only_geometry(whole).symmetric_difference(LEFT.union(RIGHT)).area == 0
-    largest = segment(leftmost, ["red"], ContextModel(64), SegmentOptions(**EXACT), refinement=LARGEST_PART)
+    largest = segment(leftmost, ["red"], ContextModel(64), EngineOptions(**EXACT), refinement=LARGEST_PART)
     assert only_geometry(largest).symmetric_difference(RIGHT).area == 0
 
 
 def test_keep_all_in_view_mode_outlines_every_object_seen(leftmost):
-    options = SegmentOptions(**{**EXACT, "keep": "all"}, context="view")
+    options = EngineOptions(**{**EXACT, "keep": "all"}, context="view")
     result = segment(leftmost, ["red"], ContextModel(64), options)
     found = sorted((f.geometry for f in result.features), key=lambda g: g.bounds[0])
     assert len(found) == 2
@@ -89,7 +89,7 @@ def test_keep_all_in_view_mode_outlines_every_object_seen(leftmost):
 
 def test_the_whole_area_is_read_once_and_refined_only_where_the_outline_is(leftmost):
     model = ContextModel(64)
-    with SegmentRun(leftmost, ["the leftmost red field"], model, SegmentOptions(**EXACT)) as run:
+    with SegmentRun(leftmost, ["the leftmost red field"], model, EngineOptions(**EXACT)) as run:
         assert run.context == "view" and run.view_mode.grid.width == 64 and run.view_mode.grid.height == 48
         steps = []
         pieces = run.predict(progress=lambda done, total: steps.append((done, total)))
@@ -108,7 +108,7 @@ def test_a_cancel_stops_view_mode_between_model_calls(leftmost):
             leftmost,
             ["the leftmost red field"],
             model,
-            SegmentOptions(**EXACT),
+            EngineOptions(**EXACT),
             cancel=lambda: model.calls >= 1,
         )
     assert model.calls == 1  # the view, then nothing
@@ -127,12 +127,10 @@ def test_largest_object_spread_over_many_tiles(tmp_path):
     path = write_geotiff(tmp_path / "cross.tif", data)
     options = {**EXACT, "overlap": 0}
     tiles = only_geometry(
-        segment(path, ["the largest red field"], ContextModel(64), SegmentOptions(**options, context="tiles"))
+        segment(path, ["the largest red field"], ContextModel(64), EngineOptions(**options, context="tiles"))
     )
     assert tiles.area == pytest.approx(34 * 34 * PIXEL**2)  # a square
-    view = only_geometry(
-        segment(path, ["the largest red field"], ContextModel(64), SegmentOptions(**options))
-    )
+    view = only_geometry(segment(path, ["the largest red field"], ContextModel(64), EngineOptions(**options)))
     assert view.intersection(cross).area / view.union(cross).area > 0.85
 
 
@@ -152,7 +150,7 @@ def test_an_area_smaller_than_the_input_is_one_call_at_full_resolution(tmp_path)
     paint(data, slice(10, 30), slice(45, 60), RED)
     path = write_geotiff(tmp_path / "small.tif", data)
     model = ContextModel(64)
-    result = segment(path, ["the leftmost red field"], model, SegmentOptions(**EXACT))
+    result = segment(path, ["the leftmost red field"], model, EngineOptions(**EXACT))
     assert model.shapes == [(64, 64, 3)] and result.tiles == 1
     assert only_geometry(result).symmetric_difference(pixel_box(5, 10, 35, 40, UTM)).area == 0
 
@@ -162,7 +160,7 @@ def test_a_long_strip_is_seen_whole(tmp_path):
     paint(data, slice(10, 30), slice(300, 340), RED)
     paint(data, slice(5, 35), slice(400, 500), RED)
     path = write_geotiff(tmp_path / "strip.tif", data)
-    result = segment(path, ["the leftmost red field"], ContextModel(64), SegmentOptions(**EXACT))
+    result = segment(path, ["the leftmost red field"], ContextModel(64), EngineOptions(**EXACT))
     assert only_geometry(result).symmetric_difference(pixel_box(300, 10, 340, 30, UTM)).area == 0
 
 
@@ -171,11 +169,11 @@ def test_a_huge_area_gets_a_clear_message(tmp_path):
     path = write_geotiff(tmp_path / "huge.tif", background(8, side))
     model = ContextModel(64)
     with pytest.raises(Exception) as caught:
-        segment(path, ["the leftmost red field"], model, SegmentOptions(keep="best"))
+        segment(path, ["the leftmost red field"], model, EngineOptions(keep="best"))
     assert caught.value.code == AREA_TOO_LARGE and model.calls == 0
     message = str(caught.value)
     assert f"{side}×8 pixels" in message and "'tiles'" in message and "smaller area" in message
-    segment(path, ["the leftmost red field"], model, SegmentOptions(keep="best", context="tiles"))
+    segment(path, ["the leftmost red field"], model, EngineOptions(keep="best", context="tiles"))
 
 
 def test_an_area_partly_outside_the_raster_is_the_part_inside(leftmost):
@@ -183,7 +181,7 @@ def test_an_area_partly_outside_the_raster_is_the_part_inside(leftmost):
     beyond = shapely.box(
         inside.bounds[0] - 300, inside.bounds[1] - 200, inside.bounds[2] - 200, inside.bounds[3]
     )
-    options = SegmentOptions(**EXACT, area=AreaOfInterest(beyond.bounds))
+    options = EngineOptions(**EXACT, area=AreaOfInterest(beyond.bounds))
     result = segment(leftmost, ["the leftmost red field"], ContextModel(64), options)
     assert only_geometry(result).symmetric_difference(LEFT).area == 0
 
@@ -193,7 +191,7 @@ def test_nodata_is_neither_seen_nor_found(tmp_path):
     data[:, :, :70] = 0  # the left square is nodata now; the leftmost object left is the right one
     path = write_geotiff(tmp_path / "nodata.tif", data, nodata=0)
     model = ContextModel(64)
-    result = segment(path, ["the leftmost red field", "black"], model, SegmentOptions(**EXACT))
+    result = segment(path, ["the leftmost red field", "black"], model, EngineOptions(**EXACT))
     assert [f.phrase for f in result.features] == ["the leftmost red field"]
     assert only_geometry(result).symmetric_difference(RIGHT).area == 0
 
@@ -206,7 +204,7 @@ def test_an_object_too_small_for_the_view_is_found_at_full_resolution(tmp_path):
     raster = write_geotiff(tmp_path / "car.tif", data)
     car = pixel_box(200, 30, 203, 33, UTM)
     model = ContextModel(64)
-    with SegmentRun(raster, ["the red car"], model, SegmentOptions(**EXACT)) as run:
+    with SegmentRun(raster, ["the red car"], model, EngineOptions(**EXACT)) as run:
         seen = run.view_mode._see_whole()
         assert seen[0].max() < 0.5  # the view itself cannot see the car
         steps = []
@@ -220,6 +218,6 @@ def test_an_object_too_small_for_the_view_is_found_at_full_resolution(tmp_path):
 
 def test_objects_the_view_outlines_well_are_not_searched_again(leftmost):
     model = ContextModel(64)
-    with SegmentRun(leftmost, ["the leftmost red field"], model, SegmentOptions(**EXACT)) as run:
+    with SegmentRun(leftmost, ["the leftmost red field"], model, EngineOptions(**EXACT)) as run:
         run.finish(run.predict(), 0.0)
         assert run.view_mode.fine_phrases == []

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backend.engine.options import SegmentOptions
+from backend.engine.options import EngineOptions
 from backend.engine.segment import segment
 from tests.engine.rasters import PIXEL, background, paint, write_geotiff
 from tests.engine.standin import ColourModel, HeldModel
@@ -76,7 +76,7 @@ def test_a_running_job_stays_running_and_its_result_is_not_ready_until_it_ends(h
     result = client.get(f"/jobs/{job_id}/result")
     assert result.status_code == 200
     reference = ColourModel(model_id=model.model_id)  # the held model without the hold
-    expected = segment(root / "scene.tif", ["red"], reference, SegmentOptions(keep="best", **FOUR))
+    expected = segment(root / "scene.tif", ["red"], reference, EngineOptions(keep="best", **FOUR))
     assert len(expected.features) == 1
     assert_same_collections(result.json(), expected.to_geojson(), PIXEL)
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from affine import Affine
 
-from backend.engine.options import SegmentOptions
+from backend.engine.options import EngineOptions
 from backend.engine.segment import segment
 from tests.engine.rasters import write_geotiff
 from tests.live_server import wait_until
@@ -89,7 +89,7 @@ def model():
 
 def direct(model, raster: Path, phrases: list[str], **options) -> dict:
     """The engine's own answer for the same input, computed in this process."""
-    opts = SegmentOptions(keep=options.pop("keep", "best"), **options)
+    opts = EngineOptions(keep=options.pop("keep", "best"), **options)
     return segment(raster, phrases, model, opts).to_geojson()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from backend.engine.options import SegmentOptions
+from backend.engine.options import EngineOptions
 from backend.engine.segment import SegmentRun
 from backend.model.paper.predictor import PaperPredictor
 from backend.model.presets import PAPER_THRESHOLD, PRESETS
@@ -28,7 +28,7 @@ def test_the_paper_presets_threshold_reaches_the_engine_unless_one_is_set(
     predictor = PaperPredictor(paper_test_model, "paper-test")
     assert predictor.default_threshold == own
     raster = good_scene(tmp_path / "scene.tif")
-    with SegmentRun(raster, ["the red roof"], predictor, SegmentOptions()) as run:
+    with SegmentRun(raster, ["the red roof"], predictor, EngineOptions()) as run:
         assert run.threshold == own
-    with SegmentRun(raster, ["the red roof"], predictor, SegmentOptions(threshold=0.3)) as run:
+    with SegmentRun(raster, ["the red roof"], predictor, EngineOptions(threshold=0.3)) as run:
         assert run.threshold == 0.3

@@ -6,16 +6,20 @@ r"""Fine-tune RS2-SAM 2 on benchmarks, your own regions or synthetic scenes.
   rs2sam2 train --out runs/mine --resume            # continue exactly where a killed run stopped
   torchrun --nproc-per-node 2 -m backend.cli train …   # DDP (gloo on CPU, NCCL on GPUs)
 
-The run folder gets config.json, train_log.csv, val_log.csv, tensorboard/, last_state.pt (resumable),
-best.safetensors (best val mIoU + oIoU) and final.safetensors — both load wherever a model checkpoint
-is accepted (`rs2sam2 segment --checkpoint`, `rs2sam2 serve`, the QGIS plugin).
+SIGTERM, or a file named `stop` in the run folder, stops the run after its current step with its state
+saved (exit code 130; --resume continues it); status.json says where it is (training/progress.py).
+The run folder gets config.json, status.json, train_log.csv, val_log.csv, tensorboard/, last_state.pt
+(resumable), best.safetensors (best val mIoU + oIoU) and final.safetensors — both load wherever a model
+checkpoint is accepted (`rs2sam2 segment --checkpoint`, `rs2sam2 serve`, the QGIS plugin).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 from pathlib import Path
 
+from backend.errors import UserError
 from training.config_cli import add_config_arguments, overrides_from
 
 HELP = "fine-tune RS2-SAM 2 on benchmarks, regions or synthetic data"
@@ -32,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from backend import process_gc
     from training.config import build_config, read_config_file
     from training.loop import resume_config, train
+    from training.progress import stop_on_sigterm
 
     process_gc.end_start_up()  # the libraries are imported; a long run collects with the usual thresholds
     overrides = overrides_from(args)
@@ -40,7 +45,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         file_settings = read_config_file(args.config) if args.config else {}
         config = build_config(file_settings, overrides)
-    result = train(config, resume=args.resume)
+    stop_on_sigterm()  # SIGTERM: stop at the next step, resumable (training/progress.py)
+    try:
+        result = train(config, resume=args.resume)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise UserError(
+            f"the disk is full ({exc.filename or config.out}): free some space, then continue the run with "
+            "--resume (its last saved state is whole)"
+        ) from None
     print(f"trained {result.steps} steps; run folder {result.out}")
     if result.val_history:
         from training.metrics import format_table

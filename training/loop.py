@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from backend.errors import UserError
+from backend.errors import CancelledError, UserError
 from backend.model.checkpoint import config_mismatch, read_checkpoint, save_checkpoint
 from backend.model.factory import build_model, load_checkpoint, make_predictor, resolve_device
 from backend.model.losses import RS2SAM2Loss
@@ -39,6 +39,7 @@ from training.distributed import (
 )
 from training.evaluate import EvaluationConfig, EvaluationResult, evaluate
 from training.logs import TrainingLogs
+from training.progress import RunStatus, StopRequest
 from training.recipe import RunData, choose_steps, open_run_data
 from training.schedule import lr_multiplier
 from training.start import recipe_metadata, resolve_start, resolve_warmup, with_default_start
@@ -166,6 +167,7 @@ def _per_sample_loss(
 class Trainer:
     def __init__(self, config: TrainConfig, context: DistributedContext, device: torch.device) -> None:
         self.context, self.device = context, device
+        self.status, self.stop = RunStatus(), StopRequest()  # train() gives them the run folder
         self.out = Path(config.out)
         notes: list[str] = []
         config, start_note = with_default_start(config)
@@ -299,6 +301,7 @@ class Trainer:
             # A trained starting model is the first candidate: a run in which no step beats it keeps it.
             self._validate_and_keep_best(progress, logs, result)
         bar = self._progress_bar(progress)
+        self._stop_if_asked(progress)
         window = _Window(time.perf_counter())
         try:
             while progress.step < self.total_steps:
@@ -318,6 +321,7 @@ class Trainer:
                     self._after_step(progress, grad_norm, window, logs, bar, result)
                     if progress.step >= self.total_steps:
                         break
+                    self._stop_if_asked(progress)
         finally:
             if bar is not None:
                 bar.close()  # also on an error: the bar's line ends before the error is printed
@@ -385,8 +389,10 @@ class Trainer:
         cfg, step = self.config, progress.step
         last = step == self.total_steps
         window.end_step()
+        self.status.update(phase="training", step=step, total_steps=self.total_steps)
         if step % cfg.log_every == 0 or last:
             row = self._log_row(progress, grad_norm, window)
+            self.status.update(loss=row["loss"])
             if logs is not None:
                 logs.log_train(row)
             if bar is not None:
@@ -421,7 +427,9 @@ class Trainer:
 
     def _validate_and_keep_best(self, progress: Progress, logs, result: TrainResult) -> None:
         step = progress.step
+        self.status.update(phase="validating", step=step, total_steps=self.total_steps)
         summary = self.validate(step)
+        self.status.update(phase="training", validation=summary)
         result.val_history.append({"step": step, **summary})
         score = summary["mIoU"] + summary["oIoU"]
         if score > progress.best_score:
@@ -440,12 +448,24 @@ class Trainer:
         if logs is not None:
             logs.log_val({"step": step, "epoch": progress.epoch, **summary})
 
+    def _stop_if_asked(self, progress: Progress) -> None:
+        """At a step boundary: when asked to stop (training/progress.py), save the resumable state of
+        this step and end the run with CancelledError. Not under DDP (the ranks would have to agree)."""
+        if self.context.enabled or not self.stop.requested():
+            return
+        save_state(
+            self.out / STATE_FILE, self.model, self.optimizer, self.scheduler, progress, self.config.to_json()
+        )
+        self.status.update(phase="stopped", step=progress.step, total_steps=self.total_steps)
+        raise CancelledError(f"stopped at step {progress.step} of {self.total_steps}; continue with --resume")
+
     def _recipe(self) -> dict:
         chip = self.config.chip_size or self.model_config.image_size
         return recipe_metadata(self.config, self.model_config.image_size, chip, self.total_steps)
 
     def _finish(self, progress: Progress, result: TrainResult) -> TrainResult:
         result.steps, result.best_score = progress.step, progress.best_score
+        self.status.update(phase="saving", step=progress.step)
         result.best_step = progress.best_step
         if self.context.is_main:
             metadata = {"step": progress.step, "data": list(self.config.data), "recipe": self._recipe()}
@@ -521,6 +541,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     config = resolve_named_model(config)
     if resume:
         load_state(Path(config.out) / STATE_FILE)  # readable before anything else happens
+        StopRequest(Path(config.out)).clear()  # the request that stopped it is answered
         for leftover in Path(config.out).glob(".*.part"):  # temp files of a write the kill interrupted
             leftover.unlink(missing_ok=True)
     else:
@@ -535,7 +556,10 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         if context.is_main:
             out.mkdir(parents=True, exist_ok=True)
         barrier(context)
+        status = RunStatus(out if context.is_main else None)
+        status.update(phase="preparing", step=0, total_steps=0)
         trainer = Trainer(config, context, device)
+        trainer.status, trainer.stop = status, StopRequest(out)
         progress = trainer.build(resume)
         logs = None
         if context.is_main:
@@ -545,7 +569,9 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             os.replace(tmp, fd_path)
             logs = TrainingLogs(out, resume_step=progress.step if resume else None)
         try:
-            return trainer.run(progress, logs)
+            result = trainer.run(progress, logs)
+            status.update(phase="done", step=result.steps, best_step=result.best_step)
+            return result
         finally:
             if logs is not None:
                 logs.close()

@@ -69,46 +69,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # The lines of `rs2sam2 train`'s output that say what the run chose (quoted in the report)
 RUN_NOTES = ("start", "settings", "replay", "recipe", "small", "valid", "steps", "result", "warn")
-PROTOCOL_FLAGS = {"view": [], "tiles": ["--context", "tiles"]}
 
 
 def query_region(
     region, checkpoint: Path, workdir: Path, device: str, protocol: str = "view"
 ) -> list[tuple[str, float, float]]:
-    """(kind, intersection px, union px) per label of `region`, one `rs2sam2 segment` call per block."""
-    import pyogrio
-    import shapely
-
-    from backend.cli import main as rs2sam2
+    """(kind, intersection px, union px) per label of `region`, one `rs2sam2 segment` call per block
+    (the protocol lives in training/region_queries.py, shared with the service's evaluation jobs)."""
     from bench.region_data import GSD
+    from training.region_queries import query_region as query
 
-    blocks: dict[tuple, list] = {}
-    for label in region.labels:
-        blocks.setdefault(label.block, []).append(label)
-    results = []
-    for k, (bounds, labels) in enumerate(blocks.items()):
-        out = workdir / f"query-{k}.gpkg"
-        out.unlink(missing_ok=True)
-        code = rs2sam2(
-            ["segment", str(region.raster), *[label.phrase for label in labels], "-o", str(out)]
-            + ["--bbox", ",".join(f"{v:.3f}" for v in bounds), "--keep", "best"]
-            + ["--checkpoint", str(checkpoint), "--device", device, "--quiet", *PROTOCOL_FLAGS[protocol]]
-        )
-        if code != 0:
-            raise RuntimeError(f"rs2sam2 segment failed with exit code {code}")
-        found: dict[str, shapely.Geometry] = {}
-        if out.exists():
-            meta, _, wkb, fields = pyogrio.raw.read(str(out))
-            phrases = fields[list(meta["fields"]).index("phrase")]
-            for phrase, geometry in zip(phrases, shapely.from_wkb(wkb)):
-                found[phrase] = shapely.union(found[phrase], geometry) if phrase in found else geometry
-        for label in labels:
-            truth = shapely.intersection(label.geometry, shapely.box(*bounds))
-            guess = found.get(label.phrase)
-            inter = 0.0 if guess is None else shapely.area(shapely.intersection(guess, truth))
-            union = shapely.area(truth) if guess is None else shapely.area(shapely.union(guess, truth))
-            results.append((label.kind, inter / GSD**2, union / GSD**2))
-    return results
+    flags = ["--checkpoint", str(checkpoint), "--device", device]
+    scores = query(region.raster, region.labels, flags, workdir, protocol, pixel_area=GSD**2)
+    return [(score.kind, score.intersection, score.union) for score in scores]
 
 
 def fine_tune(region, checkpoint: Path, out: Path, extra: list[str]) -> tuple[Path, float, str]:
@@ -141,10 +114,10 @@ def _counts(text: str) -> tuple[int, ...]:
 
 
 def summarise(results: list[tuple[str, float, float]], kinds: set[str] | None = None) -> dict:
-    from training.metrics import SegmentationMetrics
+    from training.region_queries import QueryScore
+    from training.region_queries import summarise as summarise_scores
 
-    chosen = [(i, u) for kind, i, u in results if kinds is None or kind in kinds]
-    return SegmentationMetrics([round(i) for i, _ in chosen], [round(u) for _, u in chosen]).summary()
+    return summarise_scores([QueryScore(k, "", i, u) for k, i, u in results if kinds is None or k in kinds])
 
 
 @dataclass

@@ -23,14 +23,7 @@ MAX_FILE_LINES = 600
 LONG_FILE_REASONS: dict[str, str] = {}
 # Folder cycles that exist and are known, each with its reason; the test fails once one is gone, so the
 # list only shrinks.
-FOLDER_CYCLE_REASONS: dict[frozenset[str], str] = {
-    # backend.model.factory builds the paper models through backend.weights.paper (the official folder
-    # layout) and backend.model.openvino_cache downloads through backend.weights.download, while
-    # backend.weights resolves and loads models through backend.model. Untangling it means moving the
-    # paper-folder reader and the downloader under backend.model (or the factory's weight lookup under
-    # backend.weights): a change to the backend, outside what the guard's author could touch.
-    frozenset({"backend.model", "backend.weights"}): "the model factory and the weights registry",
-}
+FOLDER_CYCLE_REASONS: dict[frozenset[str], str] = {}
 
 
 def _modules() -> dict[str, Path]:

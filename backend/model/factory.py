@@ -110,10 +110,9 @@ def load_predictor(
 def _published_folder_predictor(
     folder: Path, preset: str | None, device: str, model_id: str | None, precision: str
 ):
-    from backend.model.paper.folder import load_published_folder
-    from backend.weights.paper import model_for_folder
+    from backend.model.paper.folder import load_published_folder, preset_for_folder
 
-    known = preset or model_for_folder(folder)
+    known = preset or preset_for_folder(folder)
     # Both published models share one architecture, so an unrecognised folder loads as either.
     built = load_published_folder(folder, get_preset(known or "paper-rrsisd"), device=device)
     return make_predictor(built, model_id or known or folder.name, precision)

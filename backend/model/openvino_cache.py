@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from backend.cache import cache_root
 from backend.errors import UserError
 
 IR_NAME = "image_encoder.xml"
@@ -32,8 +33,6 @@ STALE_STAGING_S = 24 * 3600  # a staging folder this old is removed even if its 
 
 
 def cache_folder() -> Path:
-    from backend.weights.download import cache_root
-
     return cache_root() / "openvino"
 
 

@@ -18,18 +18,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from backend.cache import cache_root
 from backend.errors import UserError
 from backend.weights.registry import WeightFile
 
 CHUNK_BYTES = 1 << 20
 TIMEOUT_SECONDS = 60
-
-
-def cache_root() -> Path:
-    """`$RS2SAM2_CACHE`, else `$XDG_CACHE_HOME/rs2sam2`, else `~/.cache/rs2sam2`."""
-    if os.environ.get("RS2SAM2_CACHE"):
-        return Path(os.environ["RS2SAM2_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rs2sam2"
 
 
 def cache_dir() -> Path:

@@ -186,12 +186,6 @@ def convert_folder(folder: Path, model: str, target: Path, allow_key_differences
     return save_checkpoint(target, loaded, metadata=metadata)
 
 
-def model_for_folder(folder: Path) -> str | None:
-    """The model a folder is, by its published folder name (`rrsisd`, `refseg`), if it tells."""
-    by_folder = {weights.folder: name for name, weights in PAPER_WEIGHTS.items()}
-    return by_folder.get(folder.name)
-
-
 def import_paper_folder(
     folder: str | Path,
     model: str | None = None,
@@ -201,8 +195,10 @@ def import_paper_folder(
 ) -> Path:
     """Verify a folder downloaded by hand and convert it into the cache (the folder is left as it is).
     `allow_key_differences`: load a folder whose keys differ from this code's (listed on stderr)."""
+    from backend.model.paper.folder import preset_for_folder
+
     folder = Path(folder).expanduser().resolve()
-    name = model or model_for_folder(folder)
+    name = model or preset_for_folder(folder)
     if name is None:
         raise UserError(
             f"Cannot tell which model {str(folder)!r} is; add --model "

@@ -45,7 +45,7 @@ class StoreError(UserError):
 
 def store_dir() -> Path:
     """`$RS2SAM2_MODELS`, else `<cache root>/models`."""
-    from backend.weights.download import cache_root
+    from backend.cache import cache_root
 
     override = os.environ.get(STORE_ENV)
     return Path(override).expanduser() if override else cache_root() / "models"

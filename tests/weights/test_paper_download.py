@@ -222,3 +222,14 @@ def _scene_window(raster: Path, pixels: int) -> str:
         left, top = dataset.transform.c, dataset.transform.f
         size = pixels * dataset.transform.a
     return f"{left},{top - size},{left + size},{top}"
+
+
+def test_the_registry_and_the_presets_name_the_same_published_folders():
+    """A published folder is recognised by its name (backend.model.paper.folder.preset_for_folder, from
+    the presets' hub_folder) and downloaded from the registry's folder: the two must agree."""
+    from backend.model.presets import PRESETS
+    from backend.weights.registry import PAPER_WEIGHTS
+
+    registry = {weights.folder: name for name, weights in PAPER_WEIGHTS.items()}
+    presets = {config.hub_folder: name for name, config in PRESETS.items() if config.hub_folder}
+    assert registry == presets

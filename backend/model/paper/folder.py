@@ -27,13 +27,20 @@ from backend.model.paper.build import build_paper_model, is_video_only_key
 from backend.model.paper.model import PaperRS2SAM2
 from backend.model.paper.safetensors_stream import TensorEntry, read_header, read_tensor
 from backend.model.paper.tokenizer import PaperTokenizer
-from backend.model.presets import ModelConfig
+from backend.model.presets import PRESETS, ModelConfig
 from backend.model.weights_io import describe_keys
 
 SAFETENSORS, SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.json"
 BIN, BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
 TOKENIZER_MODEL = "sentencepiece.bpe.model"
 TOKENIZER_EXTRAS = ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+
+
+def preset_for_folder(folder: Path) -> str | None:
+    """The paper preset a folder is, by its published folder name (`rrsisd`, `refseg`: the presets'
+    hub_folder), if it tells."""
+    by_folder = {config.hub_folder: name for name, config in PRESETS.items() if config.hub_folder}
+    return by_folder.get(folder.name)
 
 
 @dataclass(frozen=True)

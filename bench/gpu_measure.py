@@ -136,7 +136,7 @@ def _make_predictor(model, name: str, kind: str, device: str):
         from backend.model.paper.predictor import PaperPredictor
 
         return PaperPredictor(model, name, precision=precision)
-    from backend.model.predictor import RS2SAM2Predictor
+    from backend.model.project.predictor import RS2SAM2Predictor
 
     return RS2SAM2Predictor(model, name, precision=precision)
 

@@ -57,8 +57,8 @@ def _measure_rs2sam2(preset: str, size: int, n_phrases: int, repeats: int, threa
     import torch
 
     from backend.model.factory import build_model
-    from backend.model.predictor import RS2SAM2Predictor
     from backend.model.presets import get_preset
+    from backend.model.project.predictor import RS2SAM2Predictor
 
     if threads:
         torch.set_num_threads(threads)

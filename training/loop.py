@@ -20,9 +20,9 @@ from backend.errors import CancelledError, UserError
 from backend.model.checkpoint import config_mismatch, read_checkpoint, save_checkpoint
 from backend.model.factory import build_model, load_checkpoint, make_predictor, resolve_device
 from backend.model.losses import RS2SAM2Loss
+from backend.model.network_output import RS2SAM2Output
 from backend.model.precision import autocast_for
 from backend.model.presets import ModelConfig, get_preset
-from backend.model.rs2sam2 import RS2SAM2Output
 from backend.weights.resolve import with_cached_weights
 from training.augment import AugmentConfig
 from training.batches import EpochPlan, MicroBatches

@@ -8,12 +8,12 @@ import torch
 
 from backend.errors import UserError
 from backend.model.checkpoint import check_expected, load_paper_file, read_checkpoint
-from backend.model.clip_loading import build_clip
 from backend.model.precision import resolve_precision
 from backend.model.presets import ModelConfig, get_preset
-from backend.model.rs2sam2 import RS2SAM2
+from backend.model.project.clip_loading import build_clip
+from backend.model.project.rs2sam2 import RS2SAM2
+from backend.model.project.union_encoder import UnionEncoder
 from backend.model.sam2_loading import SAM2ImageParts, build_sam2_model
-from backend.model.union_encoder import UnionEncoder
 from backend.model.weights_io import check_state_dict
 
 DEFAULT_PRESET = "test"
@@ -71,7 +71,7 @@ def make_predictor(model, model_id: str, precision: str = "fp32"):
         from backend.model.paper.predictor import PaperPredictor
 
         return PaperPredictor(model, model_id=model_id, precision=mode)
-    from backend.model.predictor import RS2SAM2Predictor
+    from backend.model.project.predictor import RS2SAM2Predictor
 
     return RS2SAM2Predictor(model, model_id=model_id, precision=mode)
 

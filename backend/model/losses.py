@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from backend.model.loss_config import LossConfig
-from backend.model.rs2sam2 import RS2SAM2Output
+from backend.model.network_output import RS2SAM2Output
 
 __all__ = ["LossConfig", "RS2SAM2Loss", "boundary_map", "dice_loss", "text_boundary_loss", "weighted_bce"]
 

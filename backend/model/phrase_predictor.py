@@ -1,7 +1,7 @@
-"""What both model families' predictors share (backend/model/predictor.py, backend/model/paper/predictor.py):
-the phrase loop in chunks sized to memory, probabilities at the image's size, the mask score, and the
-PhraseSegmenter's `predict`. A family says how an image is prepared (`set_image`) and how one chunk of
-phrases runs through its network (`_forward`)."""
+"""What both model families' predictors share (backend/model/project/predictor.py,
+backend/model/paper/predictor.py): the phrase loop in chunks sized to memory, probabilities at the image's
+size, the mask score, and the PhraseSegmenter's `predict`. A family says how an image is prepared
+(`set_image`) and how one chunk of phrases runs through its network (`_forward`)."""
 
 from __future__ import annotations
 

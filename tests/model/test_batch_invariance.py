@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from backend.model.factory import load_predictor
-from backend.model.text import PhraseTruncatedWarning, TextTokens, tokenize
+from backend.model.project.tokenizer import tokenize
+from backend.model.text import PhraseTruncatedWarning, TextTokens
 
 from .conftest import random_image
 

@@ -9,8 +9,8 @@ import torch
 from backend.errors import UserError
 from backend.model.checkpoint import read_checkpoint, save_checkpoint
 from backend.model.factory import build_model, load_checkpoint, load_predictor
-from backend.model.predictor import RS2SAM2Predictor
 from backend.model.presets import get_preset
+from backend.model.project.predictor import RS2SAM2Predictor
 
 from .conftest import random_image
 

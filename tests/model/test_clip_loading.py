@@ -7,9 +7,9 @@ import torch
 from safetensors.torch import save_file
 
 from backend.errors import UserError
-from backend.model.clip_loading import build_clip
 from backend.model.factory import build_model
 from backend.model.presets import get_preset
+from backend.model.project.clip_loading import build_clip
 
 
 def test_local_clip_weights_are_loaded_and_freeze_the_towers(tmp_path):

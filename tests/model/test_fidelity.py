@@ -8,10 +8,10 @@ import torch
 from open_clip.transformer import QuickGELU
 from safetensors.torch import save_file
 
-from backend.model.clip_loading import build_clip
 from backend.model.factory import build_model
 from backend.model.losses import LossConfig, RS2SAM2Loss, text_boundary_loss
 from backend.model.presets import PRESETS, clip_model_config, get_preset
+from backend.model.project.clip_loading import build_clip
 from backend.weights.registry import PRESET_WEIGHTS
 from backend.weights.resolve import with_cached_weights
 

@@ -25,7 +25,7 @@ import torch
 from backend.bundled import DEMO_CHECKPOINT, demo_phrases
 from backend.model.factory import load_checkpoint, load_predictor
 from backend.model.precision import AGREEMENT_IOU, resolve_precision
-from backend.model.predictor import RS2SAM2Predictor
+from backend.model.project.predictor import RS2SAM2Predictor
 from bench.precision import reference_image
 from tests.gpu_support import gpu_only, iou, strict_fp32
 

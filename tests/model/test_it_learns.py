@@ -13,8 +13,8 @@ import torch
 
 from backend.model.factory import build_model
 from backend.model.losses import RS2SAM2Loss
-from backend.model.predictor import RS2SAM2Predictor
 from backend.model.preprocess import preprocess_image, preprocess_mask
+from backend.model.project.predictor import RS2SAM2Predictor
 
 MAX_STEPS = 300
 

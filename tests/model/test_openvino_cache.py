@@ -27,7 +27,7 @@ from backend.model.openvino_encoder import (
     graph_tensors,
 )
 from backend.model.precision import Precision
-from backend.model.predictor import RS2SAM2Predictor
+from backend.model.project.predictor import RS2SAM2Predictor
 from bench.precision import reference_image
 
 openvino = pytest.importorskip("openvino", reason="a dependency of the project (pyproject.toml)")

@@ -15,7 +15,7 @@ from backend.bundled import DEMO_CHECKPOINT, DEMO_SCENE, demo_phrases
 from backend.errors import UserError
 from backend.model.factory import load_checkpoint, load_predictor
 from backend.model.precision import AGREEMENT_IOU, Precision, resolve_precision
-from backend.model.predictor import RS2SAM2Predictor
+from backend.model.project.predictor import RS2SAM2Predictor
 from bench.precision import reference_image
 
 pytest.importorskip("openvino", reason="a dependency of the project (pyproject.toml)")

@@ -18,7 +18,7 @@ from backend.model.precision import (
     cpu_flags,
     resolve_precision,
 )
-from backend.model.predictor import RS2SAM2Predictor
+from backend.model.project.predictor import RS2SAM2Predictor
 from bench.precision import reference_image
 
 WITH_BF16 = frozenset({"avx512f", "avx512_bf16", "amx_bf16"})

@@ -76,7 +76,7 @@ def test_auto_and_cuda_take_the_gpu_exactly_when_there_is_one():
 
 
 def test_predicting_mid_training_leaves_the_model_in_training_mode(test_model):
-    from backend.model.predictor import RS2SAM2Predictor
+    from backend.model.project.predictor import RS2SAM2Predictor
 
     test_model.train()
     image = np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)

@@ -28,8 +28,8 @@ from backend.cli import main as rs2sam2
 from backend.model.checkpoint import read_checkpoint_metadata, save_checkpoint
 from backend.model.factory import build_model
 from backend.model.losses import LossConfig, RS2SAM2Loss
+from backend.model.network_output import RS2SAM2Output
 from backend.model.presets import get_preset
-from backend.model.rs2sam2 import RS2SAM2Output
 from training.config import TrainConfig
 from training.data.region import RegionConfig, RegionDataset
 from training.data.replay import ReplayMix

@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from backend.model.network_output import RS2SAM2Output, bounded_boundary_weight
 from backend.model.paper.adapters import CrossAttention
 from backend.model.paper.beit3 import Beit3Extractor
 from backend.model.paper.tokenizer import PaperTokenizer, attention_mask
 from backend.model.presets import ModelConfig
-from backend.model.rs2sam2 import RS2SAM2Output, bounded_boundary_weight
 from backend.model.sam2_loading import SAM2ImageParts
 from backend.model.text import TextTokens
 

@@ -15,7 +15,7 @@ import torch
 from backend.model.phrase_predictor import PhrasePredictor, eval_mode
 from backend.model.precision import Precision, prepare_for_inference, training_precision
 from backend.model.preprocess import image_to_tensor, preprocess_batch
-from backend.model.rs2sam2 import RS2SAM2
+from backend.model.project.rs2sam2 import RS2SAM2
 
 
 class RS2SAM2Predictor(PhrasePredictor):

@@ -1,35 +1,21 @@
-"""The assembled RS2-SAM 2 network (docs/method.md, "Data flow")."""
+"""The assembled RS2-SAM 2 network of the project's family (docs/method.md, "Data flow")."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backend.model.bhf import TextState, attach_adapters, make_adapters
-from backend.model.mask_prompt import MaskPromptGenerator, TextGate, pseudo_mask_to_prompt
+from backend.model.network_output import RS2SAM2Output, bounded_boundary_weight
 from backend.model.presets import ModelConfig
+from backend.model.project.bhf import TextState, attach_adapters, make_adapters
+from backend.model.project.mask_prompt import MaskPromptGenerator, TextGate, pseudo_mask_to_prompt
+from backend.model.project.tokenizer import tokenize
+from backend.model.project.union_encoder import UnionEncoder
 from backend.model.sam2_loading import SAM2ImageParts
-from backend.model.text import TextTokens, tokenize
-from backend.model.union_encoder import UnionEncoder
-
-
-@dataclass
-class RS2SAM2Output:
-    logits: torch.Tensor  # (B,1,S,S) mask logits at SAM input size; σ > 0.5 = object
-    low_res_logits: torch.Tensor  # (B,1,S/4,S/4) the decoder's own output
-    pseudo_mask_logits: torch.Tensor  # (B,1,g,g) MPG logits on the CLIP patch grid
-    boundary_logit: torch.Tensor  # (B,) raw text boundary weight (the reference uses it unbounded)
-    boundary_weight: torch.Tensor  # (B,) w in (w_min, w_max): see ModelConfig.boundary_weight_min
-
-
-def bounded_boundary_weight(config: ModelConfig, boundary_logit: torch.Tensor) -> torch.Tensor:
-    """The TBL weight w in (w_min, w_max) from the text's raw logit (see ModelConfig.boundary_weight_min)."""
-    low, high = config.boundary_weight_min, config.boundary_weight_max
-    return low + (high - low) * torch.sigmoid(boundary_logit)
+from backend.model.text import TextTokens
 
 
 class RS2SAM2(nn.Module):
@@ -54,7 +40,7 @@ class RS2SAM2(nn.Module):
         self.mpg = MaskPromptGenerator(width, config.mpg_heads)
         self._text_state = TextState()
         self._hooks = attach_adapters(sam.image_encoder.trunk, self.adapters, self._text_state)
-        # Set by the `openvino` precision mode (backend/model/predictor.py): a compiled image encoder
+        # Set by the `openvino` precision mode (backend/model/project/predictor.py): a compiled image encoder
         # used for inference (no gradients) instead of the torch one.
         self.encoder_runtime = None
 

@@ -389,10 +389,11 @@ class Trainer:
         cfg, step = self.config, progress.step
         last = step == self.total_steps
         window.end_step()
-        self.status.update(phase="training", step=step, total_steps=self.total_steps)
+        # the loss: this rank's mean since the last log row (status.json, training/progress.py)
+        loss = window.losses.get("total")
+        self.status.update(phase="training", step=step, total_steps=self.total_steps, loss=loss)
         if step % cfg.log_every == 0 or last:
             row = self._log_row(progress, grad_norm, window)
-            self.status.update(loss=row["loss"])
             if logs is not None:
                 logs.log_train(row)
             if bar is not None:

@@ -18,6 +18,8 @@ from backend.service.parsing import RequestParser
 from backend.service.routes import router
 from backend.service.security import BearerTokenMiddleware, BodySizeLimitMiddleware
 from backend.service.state import ServiceState, current_threads
+from backend.service.training_jobs import TrainingJobs
+from backend.service.training_routes import training_router
 
 
 def create_app(
@@ -35,14 +37,17 @@ def create_app(
     parser = RequestParser(config, model, upload_dir)
     threads = current_threads() if threads is None else threads
     state = ServiceState(config, model, device, jobs, parser, upload_dir, threads)
+    training = TrainingJobs()  # training and evaluation jobs, in child processes (one at a time)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         jobs.start()
+        training.start()
         try:
             yield
         finally:
             jobs.stop()
+            training.stop()  # a running training run saves its state: interrupted, resumable
             shutil.rmtree(upload_dir, ignore_errors=True)
 
     app = FastAPI(
@@ -52,8 +57,10 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = state
+    app.state.training = training
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(training_router)
     # Middleware: the last added runs first, so the token is checked before any body is read.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=config.max_body_bytes)
     if config.token:

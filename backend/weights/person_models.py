@@ -260,3 +260,15 @@ def _unpack(source: Path, scratch: Path) -> tuple[dict[str, Any], Path]:
 def scores_of(summary: dict[str, Any] | None) -> Scores | None:
     """A metrics summary (training/metrics.py: "Pr@0.5" … "mIoU", "samples") as the contract's Scores."""
     return Scores.from_json(summary) if summary else None
+
+
+def checkpoint_metadata(path: Path) -> dict[str, Any]:
+    """The training metadata a checkpoint's header carries ({} when none or unreadable)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as handle:
+            data = json.loads((handle.metadata() or {}).get("metadata", "{}"))
+    except (SafetensorError, OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -8,7 +8,8 @@ Everything that shows a segment option is derived from `OPTIONS`:
 - `rs2sam2 segment`'s flags (`backend/engine/cli.py`),
 - the engine's `EngineOptions` and its checks (`backend/engine/options.py`, `backend/engine/segment.py`),
 - the service's `params` schema and its help (`backend/service/schemas.py`),
-- the plugin's request (`rs2sam2_qgis/request.py`), the Processing parameters and the panel's widgets,
+- the plugin's request (`rs2sam2_qgis/connection/request.py`), the Processing parameters, the panel's
+  widgets,
 - the options table of `docs/service-api.md` (`tests/test_contract.py` checks it is current).
 
 A new option is one more `Option(...)` below.

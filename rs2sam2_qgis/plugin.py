@@ -6,8 +6,8 @@ from qgis.core import QgsApplication
 from qgis.PyQt.QtCore import QCoreApplication, Qt
 from qgis.PyQt.QtGui import QIcon
 
-from .dock import SegmentDock
-from .processing_provider import RS2SAM2Provider
+from .panel.dock import SegmentDock
+from .processing.provider import RS2SAM2Provider
 from .qt_compat import QAction
 from .resources import icon_path
 
@@ -50,7 +50,7 @@ class RS2SAM2Plugin:
 
         self.settings_action = QAction(QIcon(icon_path("settings.svg")), self.tr("Settings…"), main_window)
         self.settings_action.setObjectName("RS2SAM2Settings")
-        self.settings_action.triggered.connect(self.dock.open_settings)
+        self.settings_action.triggered.connect(self.dock.backend_row.open_settings)
         self.iface.addPluginToRasterMenu(MENU_NAME, self.settings_action)
 
     def _set_dock_visible(self, visible: bool) -> None:

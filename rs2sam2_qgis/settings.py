@@ -14,9 +14,9 @@ from pathlib import Path
 from qgis.core import QgsApplication, QgsSettings
 
 from .auth_token import read_token, store_token
-from .backend_env import EnvLayout
 from .contract import DEFAULT_HOST, DEFAULT_PORT, PRECISIONS
 from .resources import PLUGIN_DIR, SETTINGS_PREFIX
+from .setup.backend_env import EnvLayout
 
 SEND_MODES = ("auto", "path", "upload")  # how a file-based raster travels to the backend
 HISTORY_LENGTH = 20

@@ -8,7 +8,7 @@ scanners, no binary wheel): `backend/` (what `rs2sam2 serve` needs, with the dem
 (the pins again, for every pip step of the set-up) and `manifest.json` (version, pins the set-up
 installs in their own steps, a fingerprint that tells an installed environment it is out of date).
 The plugin's first-run set-up installs it with pip into a virtual environment (see
-rs2sam2_qgis/setup_steps.py).
+rs2sam2_qgis/setup/steps.py).
 
 `metadata.txt` at the repository root is the one source of truth; it is copied in here.
 """

@@ -40,7 +40,7 @@ def test_the_cli_flags_are_the_contract():
 
 def test_the_engine_and_plugin_options_are_the_contract():
     from backend.engine.options import EngineOptions
-    from rs2sam2_qgis.request import SegmentOptions as PluginOptions
+    from rs2sam2_qgis.connection.request import SegmentOptions as PluginOptions
 
     engine = {f.name: f for f in dataclasses.fields(EngineOptions)}
     for option in OPTIONS:
@@ -70,7 +70,7 @@ def test_the_service_schema_is_the_contract():
 
 def test_the_plugin_params_round_trip_through_the_service_schema():
     from backend.service.schemas import SegmentParams
-    from rs2sam2_qgis.request import AreaBox, SegmentOptions, build_params
+    from rs2sam2_qgis.connection.request import AreaBox, SegmentOptions, build_params
 
     params = build_params(
         ["a"], SegmentOptions(threshold=0.3, tile_size=256), AreaBox(0, 0, 10, 10), "EPSG:4326"
@@ -145,8 +145,8 @@ def test_the_contract_needs_only_the_standard_library():
 def test_processing_parameters_are_the_contract(qgis_app):
     from qgis.core import QgsProcessingParameterEnum
 
-    from rs2sam2_qgis.option_forms import parameter_name
-    from rs2sam2_qgis.processing_algorithm import SegmentByTextAlgorithm
+    from rs2sam2_qgis.panel.option_forms import parameter_name
+    from rs2sam2_qgis.processing.segment_algorithm import SegmentByTextAlgorithm
 
     algorithm = SegmentByTextAlgorithm()
     algorithm.initAlgorithm()
@@ -174,8 +174,8 @@ def test_processing_parameters_are_the_contract(qgis_app):
 
 
 def test_panel_widgets_are_the_contract(qgis_iface):
-    from rs2sam2_qgis.dock import SegmentDock
-    from rs2sam2_qgis.request import SegmentOptions
+    from rs2sam2_qgis.connection.request import SegmentOptions
+    from rs2sam2_qgis.panel.dock import SegmentDock
 
     dock = SegmentDock(qgis_iface)
     try:

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 from qgis.core import Qgis, QgsMessageLog, QgsTask
 
-from .local_backend import process_environment
-from .resources import LOG_TAG
-from .settings import PluginSettings
-from .setup_steps import process_group_options, stop_process
+from ..resources import LOG_TAG
+from ..settings import PluginSettings
+from ..setup.steps import process_group_options, stop_process
+from .local_process import process_environment
 
 PERCENT = re.compile(r"(\d{1,3})%\|")  # tqdm's bar: "name:  45%|████▌     | 70.0M/156M [...]"
 

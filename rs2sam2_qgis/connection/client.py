@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .contract import API_PREFIX, Health, JobStatus, is_loopback_url
+from ..contract import API_PREFIX, Health, JobStatus, is_loopback_url
 
 JOB_POLL_INTERVAL_S = 0.25
 # A busy backend (429, too many jobs) says how long to wait in Retry-After; the client waits that long and

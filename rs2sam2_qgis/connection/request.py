@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import contract
+from .. import contract
 
 # The options a person sets in QGIS (the panel and Processing); None means "the engine's default".
 SegmentOptions = contract.options_class(
@@ -33,7 +33,9 @@ def build_params(
     phrases: list[str], options, bbox: AreaBox | None = None, bbox_crs: str | None = None
 ) -> dict:
     """The `params` JSON of docs/service-api.md."""
-    return contract.segment_params_json(phrases, options, bbox.as_list() if bbox is not None else None, bbox_crs)
+    return contract.segment_params_json(
+        phrases, options, bbox.as_list() if bbox is not None else None, bbox_crs
+    )
 
 
 def split_phrases(text: str) -> list[str]:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from qgis.core import QgsFeedback, QgsGeometry
 from qgis.PyQt.QtCore import QCoreApplication
 
+from ..contract import is_loopback_url
+from ..layers.raster_source import RasterPlan
 from .client import PATH_NOT_REACHABLE_CODES, BackendClient, BackendError, RasterPayload, RunCancelled
-from .contract import is_loopback_url
-from .raster_source import RasterPlan
 from .request import AreaBox, SegmentOptions, build_params
 
 

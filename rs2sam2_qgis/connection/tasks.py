@@ -10,10 +10,13 @@ from collections.abc import Callable
 
 from qgis.core import Qgis, QgsFeedback, QgsMessageLog, QgsTask
 
+from ..contract import Health
+from ..layers.raster_source import RasterSourceError
+from ..resources import LOG_TAG
+from ..settings import PluginSettings
+from .backend import Backend, Connection
 from .client import BackendClient, BackendError, RunCancelled
-from .contract import Health
-from .raster_source import RasterSourceError
-from .resources import LOG_TAG
+from .local_process import LocalStartError
 from .runner import SegmentJob, SegmentOutcome, run_segmentation
 
 
@@ -83,6 +86,32 @@ class HealthTask(QgsTask):
             self.error = exc
         except Exception as exc:  # noqa: BLE001 - a task must never raise
             self.error = BackendError(f"Unexpected error: {exc}", code="internal")
+        return False
+
+    def finished(self, result: bool) -> None:  # noqa: ARG002
+        self.on_done(self)
+
+
+class StartLocalTask(QgsTask):
+    """Starts the shared local backend (or finds it running); `connection` or `error` afterwards."""
+
+    def __init__(self, backend: Backend, settings: PluginSettings, on_done: Callable[[StartLocalTask], None]):
+        super().__init__("RS2-SAM 2: starting the local backend", QgsTask.CanCancel)
+        self.backend = backend
+        self.settings = settings
+        self.on_done = on_done
+        self.connection: Connection | None = None
+        self.error: str | None = None  # one sentence, then the process's last output
+
+    def run(self) -> bool:
+        log = lambda message: QgsMessageLog.logMessage(message, LOG_TAG, Qgis.Info)  # noqa: E731
+        try:
+            self.connection = self.backend.ensure_local(self.settings, self.isCanceled, log)
+            return True
+        except LocalStartError as exc:
+            self.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a task must never raise
+            self.error = f"Unexpected error while starting the local backend: {exc}"
         return False
 
     def finished(self, result: bool) -> None:  # noqa: ARG002

@@ -27,7 +27,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QCoreApplication
 
-from .qt_compat import new_field
+from ..qt_compat import new_field
 
 PHRASE_PROPERTY = "rs2sam2/phrase"
 MAX_LAYER_NAME = 60

@@ -26,10 +26,10 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from .area import AREA_MAP_VIEW, AREA_RECTANGLE, AREA_SELECTED, AREA_WHOLE_LAYER
-from .contract import PANEL, options_on
+from ..contract import PANEL, options_on
+from ..layers.area import AREA_MAP_VIEW, AREA_RECTANGLE, AREA_SELECTED, AREA_WHOLE_LAYER
+from ..resources import icon_path
 from .option_forms import option_widget
-from .resources import icon_path
 
 
 def tr(message: str) -> str:

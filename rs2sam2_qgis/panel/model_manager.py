@@ -30,10 +30,10 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from .backend_commands import CatalogueTask, DownloadTask, ModelEntry
-from .local_backend import not_set_up_message
+from ..connection.backend_commands import CatalogueTask, DownloadTask, ModelEntry
+from ..connection.local_process import not_set_up_message
+from ..settings import PluginSettings
 from .notify import guarded
-from .settings import PluginSettings
 
 DEMO_ID = "demo"
 COLUMNS = ("Use", "Model", "Here", "Size", "")

@@ -17,7 +17,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtWidgets import QComboBox, QDoubleSpinBox, QSpinBox, QWidget
 
-from .contract import Option
+from ..contract import Option
 
 UI_MAX = 1e12  # the largest value a spin box offers for an option the contract leaves unbounded
 FLOAT_DECIMALS = {"probability": 2}  # decimals of a float spin box by unit (default 2)

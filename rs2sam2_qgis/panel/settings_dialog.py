@@ -24,11 +24,11 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from .contract import PRECISIONS
+from ..contract import PRECISIONS
+from ..settings import SEND_MODES, PluginSettings, default_setup_folder, legacy_token
+from ..setup.torch_build import BUILDS
 from .model_manager import ModelManager
-from .settings import SEND_MODES, PluginSettings, default_setup_folder, legacy_token
 from .setup_controller import env_status
-from .torch_build import BUILDS
 
 
 def tr(message: str) -> str:

@@ -6,12 +6,12 @@ from __future__ import annotations
 from qgis.core import Qgis, QgsApplication, QgsMessageOutput
 from qgis.PyQt.QtCore import QCoreApplication, QObject, pyqtSignal
 
-from .backend_env import INCOMPLETE, MISSING, OUTDATED, READY, Bundle, EnvStatus, inspect
+from ..settings import PluginSettings
+from ..setup.backend_env import INCOMPLETE, MISSING, OUTDATED, READY, Bundle, EnvStatus, inspect
+from ..setup.steps import SetupOptions
+from ..setup.task import SetupTask
 from .dock_ui import SetupRow
 from .notify import guarded, log, notify
-from .settings import PluginSettings
-from .setup_steps import SetupOptions
-from .setup_task import SetupTask
 
 BUTTON_TEXT = {
     MISSING: "Set up the local backend",

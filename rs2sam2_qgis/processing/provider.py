@@ -5,8 +5,8 @@ from __future__ import annotations
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-from .processing_algorithm import SegmentByTextAlgorithm
-from .resources import icon_path
+from ..resources import icon_path
+from .segment_algorithm import SegmentByTextAlgorithm
 
 
 class RS2SAM2Provider(QgsProcessingProvider):

@@ -4,7 +4,7 @@ It runs in Processing's worker thread and blocks there (never on the UI thread);
 Modeler and `qgis_process` come with Processing. The backend is the BACKEND_URL parameter, else the
 local backend running in this QGIS process, else the server in the plugin's settings; when none answers
 and local backends are allowed (the default), the algorithm starts the local backend itself and leaves
-it running for the next run (`shared_backend`). Otherwise the run stops with one clear sentence.
+it running for the next run (`connection.backend`). Otherwise the run stops with one clear sentence.
 """
 
 from __future__ import annotations
@@ -23,18 +23,16 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from .auth_token import AuthError
-from .client import BackendClient, BackendError, BackendUnreachable, RunCancelled
-from .contract import PROCESSING, options_on
-from .local_backend import not_set_up_message, running_local_endpoint
-from .option_forms import processing_parameter, processing_value
-from .raster_source import RasterSourceError, area_in_raster_crs, plan_raster
-from .request import SegmentOptions, split_phrases
-from .resources import icon_path
-from .result_layer import collection_crs, features_from_collection, result_fields
-from .runner import SegmentJob, run_segmentation
-from .settings import PluginSettings
-from .shared_backend import LocalStartError, ensure_local_backend
+from ..connection.backend import BackendChoiceError, remote_token, shared_backend
+from ..connection.client import BackendClient, BackendError, RunCancelled
+from ..connection.request import SegmentOptions, split_phrases
+from ..connection.runner import SegmentJob, run_segmentation
+from ..contract import PROCESSING, options_on
+from ..layers.raster_source import RasterSourceError, area_in_raster_crs, plan_raster
+from ..layers.result_layer import collection_crs, features_from_collection, result_fields
+from ..panel.option_forms import processing_parameter, processing_value
+from ..resources import icon_path
+from ..settings import PluginSettings
 
 PROBE_TIMEOUT_S = 3
 
@@ -183,43 +181,17 @@ class SegmentByTextAlgorithm(QgsProcessingAlgorithm):
 
     def _remote_token(self, settings: PluginSettings) -> str:
         try:
-            return settings.remote_token()
-        except AuthError as exc:
+            return remote_token(settings)
+        except BackendChoiceError as exc:
             raise QgsProcessingException(str(exc)) from None
 
     def _backend(self, settings: PluginSettings, feedback) -> tuple[str, str]:
-        """(url, token): the local backend running in this QGIS process, else the configured server,
-        else a local backend started now (when allowed)."""
-        running = running_local_endpoint()
-        if running is not None:
-            return running
-        if settings.start_local:
-            return self._start_local(settings, feedback)
-        token = self._remote_token(settings)
+        """(url, token) of the backend this QGIS process shares (`connection.backend`)."""
         try:
-            BackendClient(settings.server_url, token, timeout_s=PROBE_TIMEOUT_S).health()
-        except BackendUnreachable:
-            if not settings.allow_local:
-                raise QgsProcessingException(
-                    self.tr(
-                        "No backend answers at {} and starting a local one is turned off in the RS2-SAM 2 "
-                        "settings."
-                    ).format(settings.server_url)
-                ) from None
-            feedback.pushInfo(self.tr("No backend answers at {}.").format(settings.server_url))
-            return self._start_local(settings, feedback)
-        except BackendError:
-            pass  # it answers (e.g. refuses the token): the run reports what it says
-        return settings.server_url, token
-
-    def _start_local(self, settings: PluginSettings, feedback) -> tuple[str, str]:
-        blocker = not_set_up_message(settings)
-        if blocker is not None:
-            raise QgsProcessingException(blocker)
-        try:
-            return ensure_local_backend(settings, feedback.isCanceled, feedback.pushInfo)
-        except LocalStartError as exc:
+            chosen = shared_backend().resolve(settings, feedback.isCanceled, feedback.pushInfo)
+        except BackendChoiceError as exc:
             first, _, details = str(exc).partition("\n")
             if details:
                 feedback.reportError(details)
             raise QgsProcessingException(first) from None
+        return chosen.url, chosen.token

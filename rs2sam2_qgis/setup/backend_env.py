@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .resources import PLUGIN_DIR
+from ..resources import PLUGIN_DIR
 
 BUNDLE_DIR = PLUGIN_DIR / "backend_bundle"  # written into the zip by `make plugin`
 STATE_FILE = "setup-state.json"

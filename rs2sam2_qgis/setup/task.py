@@ -10,9 +10,9 @@ from collections.abc import Callable
 from qgis.core import Qgis, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
+from ..resources import LOG_TAG
 from .backend_env import Bundle
-from .resources import LOG_TAG
-from .setup_steps import SetupCancelled, SetupError, SetupOptions, SetupRunner
+from .steps import SetupCancelled, SetupError, SetupOptions, SetupRunner
 
 
 class SetupTask(QgsTask):

@@ -237,7 +237,7 @@ def provider(qgis_processing):
     """The plugin's Processing provider, registered for the test and removed after it."""
     from qgis.core import QgsApplication
 
-    from rs2sam2_qgis.processing_provider import RS2SAM2Provider
+    from rs2sam2_qgis.processing.provider import RS2SAM2Provider
 
     registry = QgsApplication.processingRegistry()
     if registry.providerById("rs2sam2") is None:

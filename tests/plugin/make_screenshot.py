@@ -61,7 +61,7 @@ def setup():
     keep = dock.option_inputs.widgets["keep"]
     keep.setCurrentIndex(keep.findData(config["keep"]))
     dock.option_inputs.widgets["threshold"].setValue(config["threshold"])
-    dock.check_backend()
+    dock.backend_row.check()
     iface.mapCanvas().setExtent(layer.extent())
     state["dock"] = dock
     QTimer.singleShot(1500, run)

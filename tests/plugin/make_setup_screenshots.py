@@ -71,14 +71,15 @@ def setup():
 
 def start_setup():
     dock = state["dock"]
-    log("row visible: %s, text: %s" % (dock.setup_row.frame.isVisible(), dock.setup_row.label.text()))
-    dock.setup_row.setup_button.click()
+    row = dock.backend_row.setup_row
+    log("row visible: %s, text: %s" % (row.frame.isVisible(), row.label.text()))
+    dock.backend_row.setup_row.setup_button.click()
     later(500, wait_for_progress)
 
 def wait_for_progress():
     dock = state["dock"]
-    value = dock.setup_row.progress_bar.value()
-    if value < config["grab_at"] and dock.setup.task is not None:
+    value = dock.backend_row.setup_row.progress_bar.value()
+    if value < config["grab_at"] and dock.backend_row.setup.task is not None:
         return later(300, wait_for_progress)
     ok = iface.mainWindow().grab().save(config["setup_png"])
     log(f"setup shot at {value} %: {ok}")
@@ -87,13 +88,13 @@ def wait_for_progress():
 def wait_for_backend():
     dock = state["dock"]
     state["ticks"] += 1
-    if dock.local_backend.state != "running" and state["ticks"] < 2000:
+    if dock.backend_row.backend.state != "running" and state["ticks"] < 2000:
         return later(500, wait_for_backend)
-    log("backend: " + dock.local_backend.state + " " + dock.backend_label.text())
+    log("backend: " + dock.backend_row.backend.state + " " + dock.backend_row.label.text())
     open_models()
 
 def open_models():
-    from rs2sam2_qgis.settings_dialog import SettingsDialog
+    from rs2sam2_qgis.panel.settings_dialog import SettingsDialog
     dock = state["dock"]
     dialog = SettingsDialog(dock.settings, iface.mainWindow())
     dialog.resize(900, 620)

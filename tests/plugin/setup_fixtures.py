@@ -93,7 +93,7 @@ def zipped_plugin(tmp_path_factory, qgis_app):
         yield installed
     finally:
         for name, mod in _our_modules().items():
-            stop = getattr(mod, "stop_started_backends", None)
+            stop = getattr(mod, "stop_local_backend", None)
             if callable(stop):
                 stop()
             del sys.modules[name]
@@ -152,10 +152,10 @@ QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, profile)
 app = QgsApplication([], False, profile)
 app.initQgis()
 sys.path.insert(0, sys.argv[1])
-from rs2sam2_qgis.backend_env import Bundle
+from rs2sam2_qgis.setup.backend_env import Bundle
 from rs2sam2_qgis.settings import PluginSettings
-from rs2sam2_qgis.setup_controller import setup_options
-from rs2sam2_qgis.setup_task import SetupTask
+from rs2sam2_qgis.panel.setup_controller import setup_options
+from rs2sam2_qgis.setup.task import SetupTask
 task = SetupTask(setup_options(PluginSettings.load()), Bundle.load(), lambda t: app.exit(0 if t.state else 1))
 QgsApplication.taskManager().addTask(task)
 sys.exit(app.exec_())

@@ -10,8 +10,8 @@ import pytest
 from qgis.core import QgsApplication, QgsProcessingException, QgsSettings
 
 from rs2sam2_qgis.auth_token import read_token, store_token
+from rs2sam2_qgis.panel.settings_dialog import SettingsDialog
 from rs2sam2_qgis.settings import PluginSettings
-from rs2sam2_qgis.settings_dialog import SettingsDialog
 
 TOKEN = "s3cret-4e2b9"
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,7 +68,7 @@ def backend_with_token(tmp_path):
     import sys
     import time
 
-    from rs2sam2_qgis.client import BackendClient, BackendError
+    from rs2sam2_qgis.connection.client import BackendClient, BackendError
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

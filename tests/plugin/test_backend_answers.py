@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from rs2sam2_qgis.client import BackendClient, BackendError, RasterPayload
-from rs2sam2_qgis.request import SegmentOptions, build_params
+from rs2sam2_qgis.connection.client import BackendClient, BackendError, RasterPayload
+from rs2sam2_qgis.connection.request import SegmentOptions, build_params
 from tests.engine.standin import ColourModel, HeldModel
 
 HOLD_S = 60  # the longest any test waits for the held model or a job
@@ -194,8 +194,8 @@ def test_every_answer_that_the_backend_cannot_reach_the_path_falls_back_to_an_up
 ):
     from qgis.core import QgsProject, QgsRasterLayer
 
-    from rs2sam2_qgis.raster_source import plan_raster
-    from rs2sam2_qgis.runner import SegmentJob, run_segmentation
+    from rs2sam2_qgis.connection.runner import SegmentJob, run_segmentation
+    from rs2sam2_qgis.layers.raster_source import plan_raster
 
     server = serve(allowed_roots=(tmp_path / "shared",))
     (tmp_path / "shared").mkdir()

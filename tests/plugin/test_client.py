@@ -8,7 +8,7 @@ import threading
 import pytest
 import shapely
 
-from rs2sam2_qgis.client import (
+from rs2sam2_qgis.connection.client import (
     BackendClient,
     BackendError,
     BackendUnreachable,
@@ -17,7 +17,7 @@ from rs2sam2_qgis.client import (
     as_sentence,
     is_loopback_url,
 )
-from rs2sam2_qgis.request import AreaBox, SegmentOptions, build_params, split_phrases
+from rs2sam2_qgis.connection.request import AreaBox, SegmentOptions, build_params, split_phrases
 from tests.engine.standin import HeldModel
 from tests.live_server import wait_until
 from tests.plugin.conftest import MAX_UPLOAD_MB, RED_SQUARE, STANDIN_MODEL_ID, pixel_rect

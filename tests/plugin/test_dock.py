@@ -19,9 +19,9 @@ from qgis.core import (
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtTest import QTest
 
-from rs2sam2_qgis.area import AREA_MAP_VIEW, AREA_RECTANGLE, AREA_SELECTED, AREA_WHOLE_LAYER
-from rs2sam2_qgis.dock import SegmentDock
-from rs2sam2_qgis.result_layer import PHRASE_PROPERTY
+from rs2sam2_qgis.layers.area import AREA_MAP_VIEW, AREA_RECTANGLE, AREA_SELECTED, AREA_WHOLE_LAYER
+from rs2sam2_qgis.layers.result_layer import PHRASE_PROPERTY
+from rs2sam2_qgis.panel.dock import SegmentDock
 from rs2sam2_qgis.settings import PluginSettings
 from tests.engine.standin import HeldModel
 from tests.plugin.conftest import (
@@ -446,8 +446,8 @@ def test_drawing_a_rectangle_sets_the_area_and_gives_the_map_tool_back(
     dock.set_area_mode(AREA_RECTANGLE)
     assert dock.draw_button.isVisibleTo(dock) and not dock.polygon_combo.isVisibleTo(dock)
     dock.draw_button.click()
-    assert qgis_canvas.mapTool() is dock.extent_tool
-    dock.extent_tool.extentChanged.emit(QgsRectangle(500100, 4999500, 500300, 4999700))  # what a drag emits
+    assert qgis_canvas.mapTool() is dock.drawing.tool
+    dock.drawing.tool.extentChanged.emit(QgsRectangle(500100, 4999500, 500300, 4999700))  # what a drag emits
     assert qgis_canvas.mapTool() is pan
     _run_and_wait(dock, "a red pool")
     assert server.requests[-1].params["bbox"] == pytest.approx([500100, 4999500, 500300, 4999700])
@@ -464,15 +464,15 @@ def test_nothing_found_is_said_and_adds_no_layer(make_dock, server, raster_layer
 
 def test_backend_state_is_shown(make_dock, server):
     dock = make_dock(server_url=server.url)
-    dock.check_button.click()
-    wait_until(lambda: dock.health_task is None, what="the health check")
+    dock.backend_row.check_button.click()
+    wait_until(lambda: dock.backend_row.health_task is None, what="the health check")
     # The service reports the test process's one torch thread; the stand-in model has no precision mode.
-    assert dock.backend_label.text() == f"Backend: connected — {STANDIN_MODEL_ID} on cpu (1 thread)"
+    assert dock.backend_row.label.text() == f"Backend: connected — {STANDIN_MODEL_ID} on cpu (1 thread)"
     server.stop()
-    dock.check_backend()
-    wait_until(lambda: dock.health_task is None, what="the second health check")
-    assert dock.backend_label.text() == "Backend: not reachable"
-    assert "not reachable" in dock.backend_label.toolTip()
+    dock.backend_row.check()
+    wait_until(lambda: dock.backend_row.health_task is None, what="the second health check")
+    assert dock.backend_row.label.text() == "Backend: not reachable"
+    assert "not reachable" in dock.backend_row.label.toolTip()
 
 
 def test_an_unexpected_error_in_a_slot_is_a_message_not_a_traceback(
@@ -485,7 +485,7 @@ def test_an_unexpected_error_in_a_slot_is_a_message_not_a_traceback(
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("rs2sam2_qgis.dock.plan_raster", broken)
+    monkeypatch.setattr("rs2sam2_qgis.panel.dock.plan_raster", broken)
     dock.run_button.click()  # clicked(bool) reaches run(), which takes no argument
     assert _messages(qgis_iface, Qgis.Critical) == [
         "Something went wrong in RS2-SAM 2 (disk on fire); the details are in the log panel."

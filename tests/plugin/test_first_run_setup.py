@@ -103,7 +103,7 @@ def interrupted(zipped_plugin):
 def repaired(zipped_plugin, interrupted, qgis_main_iface_module):
     """The next start: the plugin from the zip finds the half-made environment and repairs it."""
     settings_module = zipped_plugin.module("settings")
-    env_module = zipped_plugin.module("backend_env")
+    env_module = zipped_plugin.module("setup.backend_env")
     layout = env_module.EnvLayout(zipped_plugin.setup_folder)
     before = {"state": layout.read_state(), "status": env_module.inspect(layout, env_module.Bundle.load())}
     settings_module.PluginSettings(
@@ -121,7 +121,7 @@ def repaired(zipped_plugin, interrupted, qgis_main_iface_module):
     plugin = zipped_plugin.module("").classFactory(qgis_main_iface_module)
     plugin.initGui()
     dock = plugin.dock
-    row = dock.setup_row
+    row = dock.backend_row.setup_row
     offered = {
         "visible": row.frame.isVisibleTo(dock),
         "button": row.setup_button.text(),
@@ -130,12 +130,15 @@ def repaired(zipped_plugin, interrupted, qgis_main_iface_module):
     }
     progress: list[int] = []
     row.setup_button.click()
-    task = dock.setup.task
+    task = dock.backend_row.setup.task
     task.progressChanged.connect(lambda value: progress.append(int(value)))
     running = {"bar": row.progress_bar.isVisibleTo(dock), "cancel": row.cancel_button.isVisibleTo(dock)}
-    wait_until(lambda: dock.setup.task is None, timeout_s=SETUP_TIMEOUT_S, what="the repair")
+    wait_until(lambda: dock.backend_row.setup.task is None, timeout_s=SETUP_TIMEOUT_S, what="the repair")
     wait_until(
-        lambda: dock.local_backend.state in ("running", "failed"), timeout_s=180, what="the backend's start"
+        lambda: dock.backend_row.start_task is None
+        and dock.backend_row.backend.state in ("running", "failed"),
+        timeout_s=180,
+        what="the backend's start",
     )
     QgsApplication.messageLog().messageReceived.disconnect(collect)
     yield {
@@ -197,10 +200,10 @@ def test_the_next_start_offers_repair_and_rebuilds_with_progress(repaired):
 
 def test_the_backend_starts_from_it_and_segments_a_raster(zipped_plugin, repaired, clean_project, tmp_path):
     dock = repaired["dock"]
-    assert dock.local_backend.state == "running", dock.local_backend.log_text
-    assert not dock.setup_row.frame.isVisibleTo(dock)
-    assert dock.local_backend.health.model_id == "rs2sam2-demo"
-    assert f"{repaired['layout'].env}" in dock.local_backend.log_text.splitlines()[0]  # its own Python
+    assert dock.backend_row.backend.state == "running", dock.backend_row.backend.log_text
+    assert not dock.backend_row.setup_row.frame.isVisibleTo(dock)
+    assert dock.backend_row.backend.health.model_id == "rs2sam2-demo"
+    assert f"{repaired['layout'].env}" in dock.backend_row.backend.log_text.splitlines()[0]  # its own Python
     assets = zipped_plugin.bundle / "backend" / "demo" / "assets"
     phrase = (assets / "phrases.txt").read_text().splitlines()[0].strip()
     raster = QgsRasterLayer(str(assets / "scene.tif"), "demo scene")
@@ -318,7 +321,7 @@ def test_the_model_manager_downloads_with_progress_into_the_cache(
     cache = tmp_path / "cache" / "weights"
     cache.mkdir(parents=True)
     (cache / "open_clip_ViT-B-16_openai.safetensors").write_bytes(b"cached earlier")
-    dialog_module = zipped_plugin.module("settings_dialog")
+    dialog_module = zipped_plugin.module("panel.settings_dialog")
     settings = repaired["dock"].settings
     dialog = dialog_module.SettingsDialog(settings)
     manager = dialog.model_manager
@@ -346,23 +349,27 @@ def test_the_model_manager_downloads_with_progress_into_the_cache(
 
 def test_switching_the_model_restarts_the_backend(zipped_plugin, repaired, tmp_path):
     dock = repaired["dock"]
-    assert dock.local_backend.state == "running"
-    before = dock.local_backend.pid()
+    assert dock.backend_row.backend.state == "running"
+    before = dock.backend_row.backend.pid()
     own = tmp_path / "my-fields.safetensors"
     shutil.copyfile(zipped_plugin.bundle / "backend" / "demo" / "assets" / "rs2sam2-demo.safetensors", own)
-    dialog = zipped_plugin.module("settings_dialog").SettingsDialog(dock.settings)
+    dialog = zipped_plugin.module("panel.settings_dialog").SettingsDialog(dock.settings)
     manager = dialog.model_manager
     wait_until(lambda: manager.catalogue_task is None, timeout_s=60, what="the model list")
     manager.add_model_file(str(own))
     manager.table.findChild(QRadioButton, f"use:file:{own}").click()
-    dock.apply_settings(dialog.result_settings())
+    dock.backend_row.apply_settings(dialog.result_settings())
     dialog.reject()
     wait_until(
-        lambda: dock.local_backend.state == "running" and dock.local_backend.pid() != before,
+        lambda: dock.backend_row.start_task is None
+        and dock.backend_row.backend.state == "running"
+        and dock.backend_row.backend.pid() != before,
         timeout_s=180,
         what="the restart",
     )
     assert _gone(before)
-    client = zipped_plugin.module("client").BackendClient(dock.local_backend.url, dock.local_backend.token)
+    client = zipped_plugin.module("connection.client").BackendClient(
+        dock.backend_row.backend.url, dock.backend_row.backend.token
+    )
     assert client.health().model_id == "my-fields"
     assert zipped_plugin.module("settings").PluginSettings.load().checkpoint == str(own)

@@ -1,5 +1,5 @@
-"""The plugin starts a local backend with QProcess, waits for its health, shows its log when it fails,
-and stops it (and everything else it added) when it unloads.
+"""The plugin starts its one local backend (`connection.backend`), waits for its health, shows its log
+when it fails, and stops it (and everything else it added) when it unloads.
 
 These run a real process: `<python> -m backend.cli serve …` in a working folder whose `backend/cli.py`
 runs the real `rs2sam2 serve` with the colour stand-in model (tests/standin_serve.py); the real model
@@ -18,10 +18,11 @@ from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
 from qgis.PyQt.QtWidgets import QDockWidget
 
 import rs2sam2_qgis
-from rs2sam2_qgis.area import AREA_WHOLE_LAYER
-from rs2sam2_qgis.client import BackendClient, BackendError
-from rs2sam2_qgis.local_backend import LocalBackend, running_local_endpoint
-from rs2sam2_qgis.result_layer import PHRASE_PROPERTY
+from rs2sam2_qgis.connection.backend import Backend, shared_backend
+from rs2sam2_qgis.connection.client import BackendClient, BackendError
+from rs2sam2_qgis.connection.local_process import LocalStartError
+from rs2sam2_qgis.layers.area import AREA_WHOLE_LAYER
+from rs2sam2_qgis.layers.result_layer import PHRASE_PROPERTY
 from rs2sam2_qgis.settings import PluginSettings
 from tests.plugin.conftest import wait_until
 from tests.standin_serve import STANDIN_MODEL_ID
@@ -60,16 +61,16 @@ def _gone(pid: int) -> bool:
 
 
 def test_start_waits_for_health_then_stop_ends_the_process(qgis_app, tmp_path):
-    backend = LocalBackend()
-    ready = []
-    backend.ready.connect(ready.append)
+    backend = Backend()
     settings = PluginSettings(
         python_path=sys.executable, working_dir=str(_serving_dir(tmp_path)), preset="test", checkpoint=""
     )
-    backend.start(settings)
-    wait_until(lambda: ready or backend.state == "failed", timeout_s=30, what="the backend's health")
+    said = []
+    connection = backend.ensure_local(settings, say=said.append)
     assert backend.state == "running", backend.log_text
-    assert ready[0].model_id == STANDIN_MODEL_ID
+    assert backend.health.model_id == STANDIN_MODEL_ID
+    assert (connection.url, connection.token) == (backend.url, backend.token)
+    assert said[-1].endswith(f"answers at {backend.url}; it stays up for this session.")
     port = backend.url.rsplit(":", 1)[1]
     assert f"argv: serve --host 127.0.0.1 --port {port} --allow-path / --preset test" in backend.log_text
     # The plugin gave its backend a fresh token: without it the backend refuses to serve.
@@ -92,24 +93,23 @@ def test_a_backend_that_dies_shows_its_output(qgis_app, tmp_path):
         sys.exit(3)
     """,
     )
-    backend = LocalBackend()
-    failures = []
-    backend.failed.connect(failures.append)
-    backend.start(PluginSettings(python_path=sys.executable, working_dir=str(folder)))
-    wait_until(lambda: failures, timeout_s=30, what="the failure")
-    first, _, log = failures[0].partition("\n")
+    backend = Backend()
+    with pytest.raises(LocalStartError) as failure:
+        backend.ensure_local(PluginSettings(python_path=sys.executable, working_dir=str(folder)))
+    first, _, log = str(failure.value).partition("\n")
     assert first == "The local backend stopped (exit code 3)."
     assert "loading checkpoint /nowhere/model.safetensors failed: no such file" in log
     assert backend.state == "failed" and not backend.is_running()
 
 
 def test_a_missing_python_is_explained(qgis_app, tmp_path):
-    backend = LocalBackend()
-    failures = []
-    backend.failed.connect(failures.append)
-    backend.start(PluginSettings(python_path=str(tmp_path / "no-python"), working_dir=str(tmp_path)))
-    wait_until(lambda: failures, timeout_s=10, what="the failure")
-    assert failures[0].startswith(
+    backend = Backend()
+    with pytest.raises(LocalStartError) as failure:
+        backend.ensure_local(
+            PluginSettings(python_path=str(tmp_path / "no-python"), working_dir=str(tmp_path))
+        )
+    assert backend.state == "failed"
+    assert str(failure.value).startswith(
         f"The local backend could not be started: “{tmp_path / 'no-python'}” was not found"
     )
 
@@ -127,7 +127,7 @@ def test_run_with_a_local_backend_then_unload_leaves_nothing_behind(
     plugin, qgis_main_iface, tmp_path, geotiff, clean_project
 ):
     dock = plugin.dock
-    dock.apply_settings(
+    dock.backend_row.apply_settings(
         PluginSettings(start_local=True, python_path=sys.executable, working_dir=str(_serving_dir(tmp_path)))
     )
     raster = QgsRasterLayer(geotiff, "scene")
@@ -138,12 +138,12 @@ def test_run_with_a_local_backend_then_unload_leaves_nothing_behind(
     dock.run_button.click()  # starts the backend first, then runs
     wait_until(
         lambda: any(lyr.customProperty(PHRASE_PROPERTY) for lyr in QgsProject.instance().mapLayers().values())
-        or dock.local_backend.state == "failed",
+        or dock.backend_row.backend.state == "failed",
         timeout_s=60,
         what="the run on the local backend",
     )
-    assert dock.local_backend.state == "running", dock.local_backend.log_text
-    pid = dock.local_backend.pid()
+    assert dock.backend_row.backend.state == "running", dock.backend_row.backend.log_text
+    pid = dock.backend_row.backend.pid()
 
     # Processing in the same session uses the backend the panel started (its port and token).
     import processing
@@ -157,14 +157,14 @@ def test_run_with_a_local_backend_then_unload_leaves_nothing_behind(
 
     canvas = qgis_main_iface.mapCanvas()
     dock.start_drawing()  # a map tool is active when the plugin unloads
-    assert canvas.mapTool() is dock.extent_tool
+    assert canvas.mapTool() is dock.drawing.tool
     main_window = qgis_main_iface.main_window
 
     plugin.unload()
     QgsApplication.processEvents()
     QgsApplication.sendPostedEvents(None, 0)
     assert _gone(pid)
-    assert running_local_endpoint() is None
+    assert shared_backend().local_connection() is None
     assert canvas.mapTool() is None or canvas.mapTool().__class__.__name__ != "QgsMapToolExtent"
     assert [
         d
@@ -191,12 +191,15 @@ def test_a_failed_start_in_the_panel_offers_its_output(plugin, qgis_main_iface, 
     bar = qgis_main_iface.messageBar()
     bar.clearWidgets()
     dock = plugin.dock
-    dock.apply_settings(PluginSettings(start_local=True, python_path=sys.executable, working_dir=str(folder)))
-    dock.start_button.click()
-    wait_until(lambda: dock.local_backend.state == "failed", timeout_s=30, what="the failed start")
+    dock.backend_row.apply_settings(
+        PluginSettings(start_local=True, python_path=sys.executable, working_dir=str(folder))
+    )
+    dock.backend_row.start_button.click()
+    wait_until(lambda: dock.backend_row.start_task is None, timeout_s=30, what="the failed start")
+    assert dock.backend_row.backend.state == "failed"
     (item,) = [i for i in bar.items() if i.level() == Qgis.Critical]
     assert item.text() == "The local backend stopped (exit code 1)."
     assert [b.text() for b in item.findChildren(QPushButton)] == ["Show output", "Settings…"]
-    assert "CUDA error: no kernel image is available" in dock.local_backend.log_text
-    assert dock.backend_label.text() == "Backend: local start failed"
+    assert "CUDA error: no kernel image is available" in dock.backend_row.backend.log_text
+    assert dock.backend_row.label.text() == "Backend: local start failed"
     bar.clearWidgets()

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import psutil
 
-from rs2sam2_qgis.client import BackendClient
-from rs2sam2_qgis.dock import SegmentDock
+from rs2sam2_qgis.connection.client import BackendClient
+from rs2sam2_qgis.panel.dock import SegmentDock
 from rs2sam2_qgis.settings import PluginSettings
 from tests.plugin.conftest import wait_until
 
@@ -23,9 +23,10 @@ DEMO = ROOT / "backend" / "demo" / "assets" / "rs2sam2-demo.safetensors"
 
 
 def _wait_running(dock: SegmentDock, previous_pid: int | None = None) -> None:
-    backend = dock.local_backend
+    backend = dock.backend_row.backend
     wait_until(
-        lambda: (backend.state == "running" and backend.pid() != previous_pid) or backend.state == "failed",
+        lambda: dock.backend_row.start_task is None
+        and ((backend.state == "running" and backend.pid() != previous_pid) or backend.state == "failed"),
         timeout_s=120,
         what="the local backend's health",
     )
@@ -53,27 +54,36 @@ def test_precision_and_threads_reach_the_local_backend_and_a_change_restarts_it(
             local_precision="int8",
             local_threads=1,
         )
-        dock.apply_settings(settings)
-        dock.start_local_backend()
+        dock.backend_row.apply_settings(settings)
+        dock.backend_row.start_local()
         _wait_running(dock)
-        backend = dock.local_backend
+        backend = dock.backend_row.backend
         assert "--precision int8 --threads 1" in backend.log_text  # the command line it was started with
         health = BackendClient(backend.url, backend.token).health()
         assert (health.model.precision, health.model.threads) == ("int8", 1)
-        assert dock.backend_label.text() == f"Backend: connected — {health.model_id} on cpu (int8, 1 thread)"
+        assert (
+            dock.backend_row.label.text() == f"Backend: connected — {health.model_id} on cpu (int8, 1 thread)"
+        )
         first_pid = backend.pid()
 
-        dock.apply_settings(dataclasses.replace(settings, local_precision="fp32", local_threads=2))
+        dock.backend_row.apply_settings(
+            dataclasses.replace(settings, local_precision="fp32", local_threads=2)
+        )
         _wait_running(dock, previous_pid=first_pid)
         assert _gone(first_pid)  # restarted, not a second backend beside the first
         health = BackendClient(backend.url, backend.token).health()
         assert (health.model.precision, health.model.threads) == ("fp32", 2)
-        assert dock.backend_label.text() == f"Backend: connected — {health.model_id} on cpu (fp32, 2 threads)"
+        assert (
+            dock.backend_row.label.text()
+            == f"Backend: connected — {health.model_id} on cpu (fp32, 2 threads)"
+        )
         assert PluginSettings.load().local_precision == "fp32"  # saved
 
         # Back to the defaults: the backend chooses (auto keeps fp32 for the 128 px demo model).
         second_pid = backend.pid()
-        dock.apply_settings(dataclasses.replace(settings, local_precision="auto", local_threads=0))
+        dock.backend_row.apply_settings(
+            dataclasses.replace(settings, local_precision="auto", local_threads=0)
+        )
         _wait_running(dock, previous_pid=second_pid)
         assert "--precision" not in backend.log_text and "--threads" not in backend.log_text
         health = BackendClient(backend.url, backend.token).health()

@@ -263,7 +263,7 @@ def test_result_fields_have_their_types_on_this_qgis():
     from qgis.core import QgsField
     from qgis.PyQt.QtCore import QMetaType
 
-    from rs2sam2_qgis.result_layer import result_fields
+    from rs2sam2_qgis.layers.result_layer import result_fields
 
     fields = result_fields()
     assert [fields.at(i).name() for i in range(fields.count())] == [

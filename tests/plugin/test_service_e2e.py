@@ -21,9 +21,9 @@ import pytest
 from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
 
 import rs2sam2_qgis
-from rs2sam2_qgis.area import AREA_WHOLE_LAYER
-from rs2sam2_qgis.dock import SegmentDock
-from rs2sam2_qgis.result_layer import PHRASE_PROPERTY
+from rs2sam2_qgis.layers.area import AREA_WHOLE_LAYER
+from rs2sam2_qgis.layers.result_layer import PHRASE_PROPERTY
+from rs2sam2_qgis.panel.dock import SegmentDock
 from rs2sam2_qgis.settings import PluginSettings
 from tests.plugin.conftest import RASTER_EPSG, wait_until, write_geotiff
 
@@ -139,7 +139,7 @@ def test_dock_run_on_the_real_backend(dock, service, scene, clean_project, send_
         assert feature["source"] == "scene.tif"
         assert 0 <= feature["score"] <= 1 and feature["area"] > 0 and feature["created"]
         assert layer.extent().buffered(1e-6).contains(feature.geometry().boundingBox())
-    assert dock.backend_url() == service["url"]
+    assert dock.backend_row.url() == service["url"]
 
 
 def test_bad_phrase_shows_the_real_backends_message(dock, scene, clean_project, qgis_iface):
@@ -155,7 +155,7 @@ def test_processing_on_the_real_backend_to_a_geopackage(
 ):
     import processing
 
-    from rs2sam2_qgis.processing_provider import RS2SAM2Provider
+    from rs2sam2_qgis.processing.provider import RS2SAM2Provider
 
     registry = QgsApplication.processingRegistry()
     registry.addProvider(RS2SAM2Provider())
@@ -184,7 +184,7 @@ def test_the_plugin_starts_the_real_backend_and_unload_stops_it(
     plugin.initGui()
     try:
         dock = plugin.dock
-        dock.apply_settings(
+        dock.backend_row.apply_settings(
             PluginSettings(
                 start_local=True,
                 python_path=sys.executable,
@@ -202,12 +202,12 @@ def test_the_plugin_starts_the_real_backend_and_unload_stops_it(
         dock.run_button.click()  # starts `python -m backend.cli serve` first, then runs
         # The start and the run within 180 s on this 2-core machine: wait_until fails past that.
         wait_until(
-            lambda: _result_layers(QgsProject.instance()) or dock.local_backend.state == "failed",
+            lambda: _result_layers(QgsProject.instance()) or dock.backend_row.backend.state == "failed",
             timeout_s=180,
             what="the local backend and the run",
         )
-        assert dock.local_backend.state == "running", dock.local_backend.log_text
-        pid = dock.local_backend.pid()
+        assert dock.backend_row.backend.state == "running", dock.backend_row.backend.log_text
+        pid = dock.backend_row.backend.pid()
         assert psutil.Process(pid).is_running()
         (result,) = _result_layers(QgsProject.instance())
         assert {f["source"] for f in result.getFeatures()} == {"scene.tif"}

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from qgis.core import QgsSettings
 
+from rs2sam2_qgis.panel.settings_dialog import SettingsDialog
 from rs2sam2_qgis.settings import HISTORY_LENGTH, PluginSettings, default_python
-from rs2sam2_qgis.settings_dialog import SettingsDialog
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from rs2sam2_qgis.backend_env import INCOMPLETE, MISSING, OUTDATED, READY, Bundle, EnvLayout, inspect
-from rs2sam2_qgis.interpreters import InterpreterError, find_interpreter, supported_range
-from rs2sam2_qgis.setup_steps import SetupCancelled, SetupError, SetupOptions, SetupRunner
-from rs2sam2_qgis.torch_build import choose_build
+from rs2sam2_qgis.setup.backend_env import INCOMPLETE, MISSING, OUTDATED, READY, Bundle, EnvLayout, inspect
+from rs2sam2_qgis.setup.interpreters import InterpreterError, find_interpreter, supported_range
+from rs2sam2_qgis.setup.steps import SetupCancelled, SetupError, SetupOptions, SetupRunner
+from rs2sam2_qgis.setup.torch_build import choose_build
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,10 +15,10 @@ from qgis.core import Qgis, QgsCoordinateReferenceSystem, QgsRasterLayer, QgsRec
 
 from backend.cli import main as rs2sam2
 from backend.service.config import ServiceConfig
-from rs2sam2_qgis.area import AREA_RECTANGLE, AREA_WHOLE_LAYER
 from rs2sam2_qgis.contract import API_PREFIX, AREA_TOO_LARGE, MAX_CONTEXT_SHRINK
-from rs2sam2_qgis.dock import SegmentDock
-from rs2sam2_qgis.result_layer import PHRASE_PROPERTY
+from rs2sam2_qgis.layers.area import AREA_RECTANGLE, AREA_WHOLE_LAYER
+from rs2sam2_qgis.layers.result_layer import PHRASE_PROPERTY
+from rs2sam2_qgis.panel.dock import SegmentDock
 from rs2sam2_qgis.settings import PluginSettings
 from tests.engine.rasters import background, pixel_box, write_geotiff
 from tests.engine.standin import ContextModel
@@ -155,7 +155,7 @@ def test_the_processing_algorithm_follows_the_same_context(
     import processing
     from qgis.core import QgsApplication, QgsVectorLayer
 
-    from rs2sam2_qgis.processing_provider import RS2SAM2Provider
+    from rs2sam2_qgis.processing.provider import RS2SAM2Provider
 
     registry = QgsApplication.processingRegistry()
     registry.addProvider(RS2SAM2Provider())

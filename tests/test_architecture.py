@@ -192,6 +192,11 @@ def test_no_imports_by_string():
         ("training", {"bench", "qgis", "PyQt5", "rs2sam2_qgis"}),
         ("backend.model", {"backend.engine", "backend.service"}),
         ("backend.engine", {"backend.service"}),
+        # The plugin's rooms: the panel and Processing stand on the others, never the other way round.
+        ("rs2sam2_qgis.connection", {"rs2sam2_qgis.panel", "rs2sam2_qgis.processing"}),
+        ("rs2sam2_qgis.setup", {"rs2sam2_qgis.panel", "rs2sam2_qgis.processing", "rs2sam2_qgis.connection"}),
+        ("rs2sam2_qgis.layers", {"rs2sam2_qgis.panel", "rs2sam2_qgis.processing", "rs2sam2_qgis.connection"}),
+        ("rs2sam2_qgis.panel", {"rs2sam2_qgis.processing"}),
     ],
 )
 def test_layers(layer, forbidden):
@@ -251,6 +256,15 @@ def test_files_stay_readable():
         if lines > MAX_FILE_LINES and where not in LONG_FILE_REASONS:
             long.append((where, lines))
     assert long == []
+
+
+MAX_DOCK_LINES = 300
+
+
+def test_the_dock_keeps_only_the_panel():
+    """The backend's choice, start and set-up live in panel/backend_row.py and connection/backend.py."""
+    lines = SOURCES["rs2sam2_qgis.panel.dock"].count("\n")
+    assert lines < MAX_DOCK_LINES
 
 
 def test_every_package_is_guarded():

@@ -104,7 +104,7 @@ class TrainingOption:
     minimum: int | None = None
     choices: tuple[tuple[str, str], ...] = ()  # (value, label) for kind "choice"
     train_flag: str = ""  # the `rs2sam2 train` flag it becomes; "" when the backend handles it itself
-    error_code: str = "bad_params"  # the 400 code of a bad value
+    error_code: str = "bad_option"  # the 400 code of a bad value (an unknown field: 422 bad_params)
     surfaces: frozenset[str] = EVERYWHERE
 
     @property

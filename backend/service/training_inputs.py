@@ -93,18 +93,18 @@ def prepare_labels(
     except Exception as exc:  # noqa: BLE001 - pyogrio raises several DataSource/DataLayer errors
         reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
         raise ServiceError(
-            400, "unreadable_labels", f"{name} is not a readable GeoPackage or GeoJSON ({reason})"
+            400, "unreadable_labels", f"{name}: not a readable GeoPackage or GeoJSON ({reason})"
         ) from None
     columns = list(meta["fields"])
     if phrase_field not in columns:
         raise ServiceError(
             400,
             "no_phrase_field",
-            f"{name} has no field {phrase_field!r} (its fields: {', '.join(columns) or 'none'})",
+            f"{name}: there is no phrase field {phrase_field!r} (the fields: {', '.join(columns) or 'none'})",
         )
     if not meta.get("crs"):
         raise ServiceError(
-            400, "no_labels_crs", f"{name} has no CRS, so its features cannot be placed on the raster"
+            400, "no_labels_crs", f"{name}: no CRS, so the features cannot be placed on the raster"
         )
     geometries = _in_raster_crs(shapely.from_wkb(wkb), meta["crs"], raster.crs_wkt, name)
     kept, phrases, counts = [], [], {"outside": 0, "empty": 0, "no_phrase": 0}
@@ -155,7 +155,7 @@ def _in_raster_crs(geometries, source: str, target: str, name: str):
             return list(geometries)
         move = Transformer.from_crs(CRS.from_user_input(source), CRS.from_user_input(target), always_xy=True)
     except CRSError:
-        raise ServiceError(400, "no_labels_crs", f"{name}'s CRS is not one PROJ knows") from None
+        raise ServiceError(400, "no_labels_crs", f"{name}: a CRS that PROJ does not know") from None
 
     def reproject(geometry):
         if geometry is None:

@@ -213,6 +213,14 @@ class BackendClient:
             time.sleep(JOB_POLL_INTERVAL_S)
 
     # -- plumbing --------------------------------------------------------------------------------
+    def call(
+        self, method: str, path: str, form: list[FormPart] | None = None, timeout_s: float | None = None
+    ) -> dict:
+        """One request to the API (`path` below /api/v1; a multipart form when given), its JSON answer;
+        every failure a BackendError (the training client's way in: connection/training_client.py)."""
+        body, content_type = encode_form(form) if form is not None else (None, None)
+        return self._request(method, path, body=body, content_type=content_type, timeout_s=timeout_s)
+
     def _request(
         self,
         method: str,
@@ -329,26 +337,39 @@ def _error_from_response(exc: urllib.error.HTTPError) -> BackendError:
     )
 
 
-def encode_multipart(payload: RasterPayload, params: dict) -> tuple[bytes, str]:
-    """The multipart form the API takes: `params` (JSON) and `path` or `raster` (GeoTIFF bytes)."""
-    boundary = f"rs2sam2-{uuid.uuid4().hex}"
-    parts: list[bytes] = []
+# One part of a multipart form: (field name, bytes, file name or None, content type or None).
+FormPart = tuple[str, bytes, "str | None", "str | None"]
 
-    def field(name: str, value: bytes, filename: str | None = None, content_type: str | None = None):
+
+def upload_part(name: str, file_path: str, upload_name: str, content_type: str) -> FormPart:
+    """A file field: the file's bytes under a safe file name (the backend records it)."""
+    safe = re.sub(r"[^\w.\- ]+", "_", upload_name).strip() or f"{name}{Path(file_path).suffix}"
+    return (name, Path(file_path).read_bytes(), safe, content_type)
+
+
+def encode_form(parts: list[FormPart]) -> tuple[bytes, str]:
+    """The multipart/form-data body of `parts`, and its content type."""
+    boundary = f"rs2sam2-{uuid.uuid4().hex}"
+    chunks: list[bytes] = []
+    for name, value, filename, content_type in parts:
         disposition = f'form-data; name="{name}"'
         if filename:
             disposition += f'; filename="{filename}"'
         head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
         if content_type:
             head += f"Content-Type: {content_type}\r\n"
-        parts.append(head.encode("utf-8") + b"\r\n" + value + b"\r\n")
-
-    field("params", json.dumps(params).encode("utf-8"))
-    if payload.path is not None:
-        field("path", payload.path.encode("utf-8"))
-    else:
-        data = Path(payload.upload_file).read_bytes()
-        name = re.sub(r"[^\w.\- ]+", "_", payload.upload_name).strip() or "raster.tif"
-        field("raster", data, filename=name, content_type="image/tiff")
-    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        chunks.append(head.encode("utf-8") + b"\r\n" + value + b"\r\n")
+    body = b"".join(chunks) + f"--{boundary}--\r\n".encode()
     return body, f"multipart/form-data; boundary={boundary}"
+
+
+def encode_multipart(payload: RasterPayload, params: dict) -> tuple[bytes, str]:
+    """The multipart form the API takes: `params` (JSON) and `path` or `raster` (GeoTIFF bytes)."""
+    parts: list[FormPart] = [("params", json.dumps(params).encode("utf-8"), None, None)]
+    if payload.path is not None:
+        parts.append(("path", payload.path.encode("utf-8"), None, None))
+    else:
+        parts.append(
+            upload_part("raster", payload.upload_file, payload.upload_name or "raster.tif", "image/tiff")
+        )
+    return encode_form(parts)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from qgis.core import QgsFeedback, QgsGeometry
 from qgis.PyQt.QtCore import QCoreApplication
 
-from ..contract import is_loopback_url
+from ..contract import Health, is_loopback_url
 from ..layers.raster_source import RasterPlan
 from .client import PATH_NOT_REACHABLE_CODES, BackendClient, BackendError, RasterPayload, RunCancelled
 from .request import AreaBox, SegmentOptions, build_params
@@ -51,11 +51,7 @@ def run_segmentation(
     `export_feedback` lets a cancel stop the GeoTIFF export midway (QgsFeedback.cancel()).
     """
     health = client.health(timeout_s=10)
-    use_path = job.plan.file_path is not None and (
-        job.send_mode == "path"
-        or (job.send_mode == "auto" and health.allow_paths and is_loopback_url(client.base_url))
-    )
-    if use_path:
+    if sends_path(job.plan.file_path, job.send_mode, health, client.base_url):
         bbox = None if job.plan.is_whole_layer else _box(job.plan)
         params = build_params(job.phrases, job.options, bbox)
         log(tr("Sending the path {} to {}").format(job.plan.file_path, client.base_url))
@@ -73,6 +69,14 @@ def run_segmentation(
                 raise
             log(tr("The backend cannot read the file ({}); uploading the area instead.").format(exc.message))
     return _run_upload(client, job, health.max_upload_mb, is_cancelled, on_progress, log, export_feedback)
+
+
+def sends_path(file_path: str | None, send_mode: str, health: Health, base_url: str) -> bool:
+    """Whether a file travels as its path: asked for ("path"), or "auto" with a backend that reads
+    paths and runs on this machine (loopback); else its bytes are uploaded."""
+    return file_path is not None and (
+        send_mode == "path" or (send_mode == "auto" and health.allow_paths and is_loopback_url(base_url))
+    )
 
 
 def _run_upload(

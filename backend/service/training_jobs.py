@@ -322,6 +322,9 @@ class TrainingJobs:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                # Ctrl-C in the server's terminal must not kill a run mid-step: the service stops it
+                # through its stop file (saved state, resumable)
+                start_new_session=True,
             )
         with self._lock:
             self._process = process

@@ -102,8 +102,12 @@ def test_server_side_paths_and_one_name_per_queue(server, tmp_path):
     form = {"params": '{"name": "roofs"}', "path": str(raster)}
     with server.client() as client:
         _refused(client.post("/train", data={**form, "labels_path": str(outside)}), 403, "path_not_allowed")
-        first = client.post("/train", data={**form, "labels_path": str(labels)})
+        validation = {"val_path": str(raster), "val_labels_path": str(labels)}
+        first = client.post("/train", data={**form, "labels_path": str(labels), **validation})
         assert first.status_code == 202, first.text
+        assert first.json()["val_labels"]["used"] == 36
+        command = server.app.state.training.get(first.json()["job_id"]).command
+        assert command[command.index("--val-data") + 1].startswith("region:")
         again = client.post("/train", data={**form, "labels_path": str(labels)})
         assert "already" in _refused(again, 409, "model_exists")
     _cancel_all(server)

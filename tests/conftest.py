@@ -46,6 +46,15 @@ def _no_network():
     socket.socket.connect = _real_connect
 
 
+@pytest.fixture(scope="session")
+def demo_openvino_conversion(tmp_path_factory):
+    """The demo model's OpenVINO conversion folder, converted once per test run (tests/openvino_seed.py);
+    `tests.openvino_seed.seed(cache, folder)` copies it into a test's own cache."""
+    from tests.openvino_seed import convert_demo_once
+
+    return convert_demo_once(tmp_path_factory)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _own_cache(tmp_path_factory):
     """The rs2sam2 cache (downloaded weights, OpenVINO conversions) in a folder of the test session, so

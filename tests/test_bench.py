@@ -33,11 +33,15 @@ def test_training_throughput_benchmark_runs_the_real_step(capsys):
     assert "| test | 128 | 2 |" in report and "MiB" in report
 
 
-def test_precision_benchmark_measures_every_mode_and_profiles_the_parts(tmp_path, monkeypatch):
+def test_precision_benchmark_measures_every_mode_and_profiles_the_parts(
+    tmp_path, monkeypatch, demo_openvino_conversion
+):
     """The measurement itself, in this process (the command runs it in a fresh one per model)."""
     from bench.precision import agreement, measure_model
+    from tests.openvino_seed import seed
 
     monkeypatch.setenv("RS2SAM2_CACHE", str(tmp_path))  # the openvino conversion's cache
+    seed(tmp_path / "openvino", demo_openvino_conversion)  # converted once per run, as by an earlier start
     result = measure_model("demo", ["fp32", "int8", "openvino"], repeats=1, threads=1)
     assert result["auto"] in ("fp32", "bf16", "int8") and set(result["rows"]) == {"fp32", "int8", "openvino"}
     agreed = agreement(result["maps"], result["threshold"])

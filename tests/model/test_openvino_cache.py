@@ -29,6 +29,7 @@ from backend.model.openvino_encoder import (
 from backend.model.precision import Precision
 from backend.model.project.predictor import RS2SAM2Predictor
 from bench.precision import reference_image
+from tests.openvino_seed import seed
 
 openvino = pytest.importorskip("openvino", reason="a dependency of the project (pyproject.toml)")
 
@@ -38,6 +39,13 @@ def own_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("RS2SAM2_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv(openvino_cache.LIMIT_ENV, raising=False)
     return tmp_path / "cache" / "openvino"
+
+
+@pytest.fixture
+def seeded(own_cache, demo_openvino_conversion):
+    """The test's own cache, already holding the demo model's conversion (made once per test run, as an
+    earlier start of the backend would have left it): for tests whose subject is what happens next."""
+    return seed(own_cache, demo_openvino_conversion)
 
 
 def _openvino() -> Precision:
@@ -112,8 +120,8 @@ def _runtime(model):
 
 
 @pytest.mark.parametrize("part", ["no_mem_embed", "conv_s0"])
-def test_a_model_that_differs_only_outside_the_old_key_gets_its_own_conversion(own_cache, part):
-    first = _runtime(load_checkpoint(DEMO_CHECKPOINT)[0])
+def test_a_model_that_differs_only_outside_the_old_key_gets_its_own_conversion(seeded, part):
+    first = _runtime(load_checkpoint(DEMO_CHECKPOINT)[0])  # the demo's conversion, read from the cache
     changed, _ = load_checkpoint(DEMO_CHECKPOINT)
     with torch.no_grad():
         tensor = (
@@ -121,7 +129,9 @@ def test_a_model_that_differs_only_outside_the_old_key_gets_its_own_conversion(o
         )
         tensor.add_(0.5)
     second = _runtime(changed)
-    assert first.converted_now and second.converted_now and second.cache_folder != first.cache_folder
+    assert first.cache_folder == seeded and not first.converted_now
+    # The cache holds the demo's conversion, whose key the changed model's must not match.
+    assert second.converted_now and second.cache_folder != first.cache_folder
     # …and what it computes is its own: the converted encoder follows the changed tensor.
     images = torch.rand(1, 3, 128, 128)
     text = torch.randn(1, 4, changed.text_proj.out_features)
@@ -166,8 +176,9 @@ def test_the_bound_evicts_the_least_recently_used_first(own_cache, monkeypatch):
         openvino_cache.limit_mb(own_cache)
 
 
-def test_a_conversion_over_the_bound_evicts_the_older_one_and_says_so(own_cache, monkeypatch, capsys):
+def test_a_conversion_over_the_bound_evicts_the_older_one_and_says_so(own_cache, seeded, monkeypatch, capsys):
     first = _runtime(load_checkpoint(DEMO_CHECKPOINT)[0])
+    assert first.cache_folder == seeded
     size_mb = openvino_cache.entries(own_cache)[0].size_bytes / 2**20
     monkeypatch.setenv(openvino_cache.LIMIT_ENV, str(1.5 * size_mb))  # room for one conversion
     changed, _ = load_checkpoint(DEMO_CHECKPOINT)
@@ -179,11 +190,10 @@ def test_a_conversion_over_the_bound_evicts_the_older_one_and_says_so(own_cache,
     assert "removed 1 least recently used OpenVINO conversion(s)" in capsys.readouterr().err
 
 
-def test_staging_folders_of_killed_conversions_are_removed_at_the_next_start(own_cache):
+def test_staging_folders_of_killed_conversions_are_removed_at_the_next_start(own_cache, seeded):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     key = "0" * 32
-    own_cache.mkdir(parents=True)
     left_by_the_dead = own_cache / f".{key}-{dead.pid}-x1y2"
     named_before_pids = own_cache / f".{key}-k3j4l5m6"
     running_here = own_cache / f".{key}-{os.getpid()}-a7b8"
@@ -193,6 +203,7 @@ def test_staging_folders_of_killed_conversions_are_removed_at_the_next_start(own
     runtime = _runtime(load_checkpoint(DEMO_CHECKPOINT)[0])
     assert not left_by_the_dead.exists() and not named_before_pids.exists()
     assert running_here.exists()  # a conversion still running (here: this process) keeps its folder
+    assert runtime.cache_folder == seeded
     assert sorted(p.name for p in own_cache.iterdir()) == sorted(
         [runtime.cache_folder.name, running_here.name]
     )
@@ -200,13 +211,14 @@ def test_staging_folders_of_killed_conversions_are_removed_at_the_next_start(own
 
 @pytest.mark.parametrize("damage", ["bin-cut-short", "xml-garbage"])
 def test_a_cached_conversion_that_does_not_load_is_converted_again_once_and_says_so(
-    own_cache, capsys, damage
+    own_cache, seeded, capsys, damage
 ):
     model, _ = load_checkpoint(DEMO_CHECKPOINT)
     image = reference_image(128)
     predictor = RS2SAM2Predictor(model, "demo", precision=_openvino())
     expected = [p.probability for p in predictor.predict(image, demo_phrases())]
     folder = model.encoder_runtime.cache_folder
+    assert folder == seeded and not model.encoder_runtime.converted_now
     capsys.readouterr()
     if damage == "bin-cut-short":
         weights = folder / "image_encoder.bin"
@@ -229,9 +241,12 @@ def test_a_cached_conversion_that_does_not_load_is_converted_again_once_and_says
     assert not third.encoder_runtime.converted_now and "could not be loaded" not in capsys.readouterr().err
 
 
-def test_when_the_conversion_again_fails_too_the_error_says_it_could_not_convert(own_cache, monkeypatch):
+def test_when_the_conversion_again_fails_too_the_error_says_it_could_not_convert(
+    own_cache, seeded, monkeypatch
+):
     model, _ = load_checkpoint(DEMO_CHECKPOINT)
     folder = _runtime(model).cache_folder
+    assert folder == seeded
     (folder / openvino_cache.IR_NAME).write_text("not xml")
     calls = []
 
@@ -255,9 +270,10 @@ def test_a_model_without_saved_weights_is_not_cached(own_cache, capsys):
     assert predictor.predict(reference_image(128), ["the dark lake"])[0].probability.shape == (128, 128)
 
 
-def test_the_weights_command_shows_bounds_and_clears_the_cache(own_cache, capsys):
+def test_the_weights_command_shows_bounds_and_clears_the_cache(own_cache, demo_openvino_conversion, capsys):
     from backend.cli import main
 
+    seed(own_cache, demo_openvino_conversion)
     runtime = _runtime(load_checkpoint(DEMO_CHECKPOINT)[0])
     capsys.readouterr()
     assert main(["weights", "list"]) == 0
@@ -270,6 +286,7 @@ def test_the_weights_command_shows_bounds_and_clears_the_cache(own_cache, capsys
     assert "removed 1 least recently used conversion(s)" in out and "at most 0 MB" in out
     assert openvino_cache.entries(own_cache) == [] and openvino_cache.limit_mb(own_cache) == 0
     assert main(["weights", "cache", "--max-mb", "100"]) == 0
+    seed(own_cache, demo_openvino_conversion)
     _runtime(load_checkpoint(DEMO_CHECKPOINT)[0])
     assert main(["weights", "cache", "--clear"]) == 0
     assert "removed 1 conversion(s)" in capsys.readouterr().out

@@ -17,6 +17,7 @@ from backend.model.factory import load_checkpoint, load_predictor
 from backend.model.precision import AGREEMENT_IOU, Precision, resolve_precision
 from backend.model.project.predictor import RS2SAM2Predictor
 from bench.precision import reference_image
+from tests.openvino_seed import seed
 
 pytest.importorskip("openvino", reason="a dependency of the project (pyproject.toml)")
 
@@ -27,8 +28,11 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("shared-cache")
+def shared_cache(tmp_path_factory, demo_openvino_conversion):
+    """A cache holding the demo model's conversion (made once per test run: tests/openvino_seed.py)."""
+    cache = tmp_path_factory.mktemp("shared-cache")
+    seed(cache / "openvino", demo_openvino_conversion)
+    return cache
 
 
 @pytest.fixture(autouse=True)

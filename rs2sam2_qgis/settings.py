@@ -64,12 +64,15 @@ class PluginSettings:
     start_local: bool = False
     # Processing may start the local backend itself when no backend answers.
     allow_local: bool = True
-    # The local backend: `<python> -m backend.cli serve --checkpoint C` (or `--preset P`; neither: the
-    # backend's default model). Empty python: the environment of the first-run set-up.
+    # The local backend: `<python> -m backend.cli serve --model NAME` (one of the person's own models,
+    # chosen in the model manager or by "Use this model" after fine-tuning; it wins over the other two),
+    # else `--checkpoint C`, else `--preset P`; none: the backend's default model. Empty python: the
+    # environment of the first-run set-up.
     python_path: str = field(default_factory=default_python)
     working_dir: str = field(default_factory=lambda: str(checkout_root() or ""))
     preset: str = ""
     checkpoint: str = field(default_factory=default_checkpoint)
+    model_name: str = ""
     local_port: int = 0  # 0: pick a free port on each start
     # The local backend may read rasters by path under this folder (the filesystem root by default:
     # only the plugin holds its token). Empty: it only takes uploads.
@@ -173,7 +176,9 @@ class PluginSettings:
         args = ["-m", "backend.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
         if self.local_allow_path.strip():
             args += ["--allow-path", self.local_allow_path.strip()]
-        if self.checkpoint.strip():
+        if self.model_name.strip():
+            args += ["--model", self.model_name.strip()]
+        elif self.checkpoint.strip():
             args += ["--checkpoint", self.checkpoint.strip()]
         elif self.preset.strip():
             args += ["--preset", self.preset.strip()]

@@ -14,6 +14,7 @@ from qgis.core import Qgis, QgsMessageLog, QgsTask
 from ..resources import LOG_TAG
 from ..settings import PluginSettings
 from ..setup.steps import process_group_options, stop_process
+from ..training_contract import PersonModel
 from .local_process import process_environment
 
 PERCENT = re.compile(r"(\d{1,3})%\|")  # tqdm's bar: "name:  45%|████▌     | 70.0M/156M [...]"
@@ -127,6 +128,8 @@ class CatalogueTask(BackendCommandTask):
         super().__init__("RS2-SAM 2: listing models", settings, ["models", "--json"], on_done)
         self.entries: list[ModelEntry] = []
         self.cache = ""
+        self.person_models: list[PersonModel] = []  # the person's own models (their meta.json)
+        self.person_folder = ""
 
     def run(self) -> bool:
         if not super().run():
@@ -135,8 +138,32 @@ class CatalogueTask(BackendCommandTask):
             data = json.loads(next(line for line in reversed(self.output) if line.startswith("{")))
             self.entries = [ModelEntry.from_json(item) for item in data["models"]]
             self.cache = str(data.get("cache", ""))
-        except (StopIteration, ValueError, KeyError) as exc:
+            self.person_models = [PersonModel.from_json(item) for item in data.get("person_models") or ()]
+            self.person_folder = str(data.get("person_models_folder", ""))
+        except (StopIteration, ValueError, KeyError, TypeError) as exc:
             self.error = f"the backend's model list could not be read ({exc.__class__.__name__})"
+            return False
+        return True
+
+
+class ModelActionTask(BackendCommandTask):
+    """`rs2sam2 models rename|delete|export|import … --json` on the person's own models; `answer` (the
+    command's JSON: a PersonModel, {"deleted": NAME} or {"name", "file"}) or `error` (one sentence)."""
+
+    def __init__(self, settings: PluginSettings, action: str, args: list[str], on_done):
+        super().__init__(
+            f"RS2-SAM 2: models {action}", settings, ["models", action, *args, "--json"], on_done
+        )
+        self.action, self.args = action, list(args)
+        self.answer: dict = {}
+
+    def run(self) -> bool:
+        if not super().run():
+            return False
+        try:
+            self.answer = json.loads(next(line for line in reversed(self.output) if line.startswith("{")))
+        except (StopIteration, ValueError):
+            self.error = f"the backend's answer to `models {self.action}` could not be read"
             return False
         return True
 

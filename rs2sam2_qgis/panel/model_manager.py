@@ -1,8 +1,10 @@
 """The settings' Models tab: the models the local backend can serve and the weights it can download —
 which are here, their size, a Download button with a progress bar (through the backend's own resumable,
 verified `rs2sam2 weights download`), and which one the local backend serves. The user's own trained
-`.safetensors` files are added here too. Choosing another model restarts the local backend when the
-dialog is accepted (`SegmentDock.apply_settings`)."""
+`.safetensors` files are added here too, and the person's own models (fine-tuned or imported) are listed
+with their scores below (`person_models.PersonModelsBox`). Choosing another model restarts the local
+backend when the dialog is accepted (`BackendRow.apply_settings`); a person's model is served by name
+(`serve --model NAME`, the `model_name` setting)."""
 
 from __future__ import annotations
 
@@ -30,12 +32,17 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from ..auth_token import AuthError
+from ..connection.backend import shared_backend
 from ..connection.backend_commands import CatalogueTask, DownloadTask, ModelEntry
 from ..connection.local_process import not_set_up_message
+from ..connection.training_tasks import ModelsTask
 from ..settings import PluginSettings
 from .notify import guarded
+from .person_models import PersonModelsBox
 
 DEMO_ID = "demo"
+PERSON_PREFIX = "person:"  # the catalogue's id of a person's model: person:NAME
 COLUMNS = ("Use", "Model", "Here", "Size", "")
 
 
@@ -71,6 +78,7 @@ class ModelManager(QWidget):
         self.user_models = list(settings.user_models)
         self.chosen: str | None = None  # the entry id the user picked; None: keep the settings' model
         self.catalogue_task: CatalogueTask | None = None
+        self.remote_task: ModelsTask | None = None
         self.download_task: DownloadTask | None = None
         self.cache_dir = ""
         self._note = ""  # the outcome of the last download, shown once the list is fresh again
@@ -88,7 +96,9 @@ class ModelManager(QWidget):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        layout.addWidget(self.table)
+        layout.addWidget(self.table, 2)
+        self.person_box = PersonModelsBox(self.current_settings, self._on_person_change, self)
+        layout.addWidget(self.person_box, 1)
         self.group = QButtonGroup(self)
         self.group.setExclusive(True)
 
@@ -135,15 +145,21 @@ class ModelManager(QWidget):
         }
         if self.chosen is not None:
             entry = next((e for e in self._all_entries() if e.id == self.chosen), None)
-            if entry is not None:
+            if entry is not None and entry.id.startswith(PERSON_PREFIX):
+                values.update(model_name=entry.id[len(PERSON_PREFIX) :], checkpoint="", preset="")
+            elif entry is not None:
                 values["checkpoint"] = "" if entry.id == DEMO_ID else str(entry.checkpoint or "")
-                values["preset"] = ""
+                values.update(preset="", model_name="")
         return dataclasses.replace(self.settings, **values)
 
     def served_id(self) -> str | None:
         """The entry the local backend serves with the current choice."""
         if self.chosen is not None:
             return self.chosen
+        if self.settings.model_name.strip():
+            wanted = self.settings.model_name.strip().casefold()
+            ids = [e.id for e in self._all_entries() if e.id.startswith(PERSON_PREFIX)]
+            return next((i for i in ids if i[len(PERSON_PREFIX) :].casefold() == wanted), None)
         checkpoint, preset = self.settings.checkpoint.strip(), self.settings.preset.strip()
         if not checkpoint and not preset:
             return DEMO_ID  # the backend's default: its bundled demo model
@@ -158,6 +174,7 @@ class ModelManager(QWidget):
         if self.catalogue_task is not None:
             return
         settings = self.current_settings()
+        self._list_remote(settings)
         blocker = not_set_up_message(settings)
         if blocker is not None:
             self.entries = []
@@ -167,6 +184,27 @@ class ModelManager(QWidget):
         self.status_label.setText(tr("Asking the backend which models it has…"))
         self.catalogue_task = CatalogueTask(settings, self._on_catalogue)
         QgsApplication.taskManager().addTask(self.catalogue_task)
+
+    def _list_remote(self, settings: PluginSettings) -> None:
+        """With a server chosen (not the local backend): its person's models, read-only (GET /models)."""
+        if settings.start_local or self.remote_task is not None:
+            return
+        try:
+            client = shared_backend().client(settings, timeout_s=10)
+        except AuthError as exc:
+            self.person_box.note_label.setText(str(exc))
+            return
+        self.remote_task = ModelsTask(client, self._on_remote)
+        QgsApplication.taskManager().addTask(self.remote_task)
+
+    def _on_remote(self, task: ModelsTask) -> None:
+        self.remote_task = None
+        if task.error:
+            self.person_box.note_label.setText(
+                tr("The server's models could not be listed: {}").format(task.error)
+            )
+        else:
+            self.person_box.show_models(task.models, task.url, read_only=True)
 
     def _on_catalogue(self, task: CatalogueTask) -> None:
         self.catalogue_task = None
@@ -180,6 +218,17 @@ class ModelManager(QWidget):
         self.status_label.setText(self._note or tr("Weights folder: {}").format(task.cache))
         self._note = ""
         self._fill()
+        if self.settings.start_local:
+            self.person_box.show_models(task.person_models, task.person_folder)
+
+    def _on_person_change(self, action: str, answer: dict) -> None:
+        """A person's model was renamed, deleted or imported: list again; the choice follows it."""
+        served = self.served_id()
+        if action == "rename" and served == f"{PERSON_PREFIX}{answer.get('old_name', '')}":
+            self.chosen = f"{PERSON_PREFIX}{answer.get('name', '')}"
+        elif action == "delete" and served == f"{PERSON_PREFIX}{answer.get('deleted', '')}":
+            self.chosen = DEMO_ID
+        self.refresh()
 
     def _all_entries(self) -> list[ModelEntry]:
         return [*self.entries, *(own_entry(path) for path in self.user_models)]
@@ -272,8 +321,9 @@ class ModelManager(QWidget):
 
     def shutdown(self) -> None:
         """Closing the dialog cancels a download (the backend resumes it next time)."""
-        for task in (self.download_task, self.catalogue_task):
+        for task in (self.download_task, self.catalogue_task, self.remote_task):
             if task is not None:
                 task.on_done = lambda task: None
                 task.cancel()
-        self.download_task = self.catalogue_task = None
+        self.download_task = self.catalogue_task = self.remote_task = None
+        self.person_box.shutdown()

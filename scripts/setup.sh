@@ -8,14 +8,33 @@
 #   4. small fixes the environment needs (processing plugins on the path, PROJ data for Debian's pyproj);
 #   5. an import check of everything together.
 #
-# A stamp keyed on the hash of pyproject.toml and this script makes a second run take seconds.
+# A stamp keyed on what shapes the environment makes a second run take seconds: this script and the parts
+# of pyproject.toml that pip installs from (the build requirements, [project] with its dependency pins,
+# extras and entry points, the package list, [tool.rs2sam2]). Test, lint and formatter settings and
+# comments are not among them: editing those does not reinstall the environment.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${VENV:-$ROOT/.venv}
 PY=$VENV/bin/python
 STAMP=$VENV/.rs2sam2-setup-stamp
-WANT=$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/setup.sh" | sha256sum | cut -d' ' -f1)
+env_inputs() {
+    /usr/bin/python3 - "$ROOT/pyproject.toml" <<'PY'
+import json, sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    project = tomllib.load(f)
+tool = project.get("tool", {})
+shaping = {
+    "build-system": project.get("build-system"),
+    "project": project.get("project"),
+    "setuptools": tool.get("setuptools"),
+    "rs2sam2": tool.get("rs2sam2"),
+}
+print(json.dumps(shaping, sort_keys=True))
+PY
+    cat "$ROOT/scripts/setup.sh"
+}
+WANT=$(env_inputs | sha256sum | cut -d' ' -f1)
 
 log() { printf '[setup] %s\n' "$*"; }
 

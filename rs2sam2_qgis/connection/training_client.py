@@ -44,6 +44,7 @@ from ..qt_compat import new_field
 from ..training_contract import (
     FINAL_TRAINING_STATES,
     LABEL_SUFFIXES,
+    TRAINING_OPTION_BY_NAME,
     EvaluationResult,
     LabelReport,
     PersonModel,
@@ -277,7 +278,9 @@ class TrainingClient:
     def _post(
         self, request, regions, by_path: bool, max_upload_mb: float, log, feedback
     ) -> TrainingJobCreated:
-        phrase_field = str(request.params.get("phrase_field") or "phrase")
+        phrase_field = str(
+            request.params.get("phrase_field") or TRAINING_OPTION_BY_NAME["phrase_field"].default
+        )
         with tempfile.TemporaryDirectory(prefix="rs2sam2-training-") as folder:
             form = _Form(folder, phrase_field, log, feedback)
             form.text("params", json.dumps(request.params))

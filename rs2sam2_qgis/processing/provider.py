@@ -6,6 +6,8 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from ..resources import icon_path
+from .evaluate_algorithm import EvaluateAlgorithm
+from .finetune_algorithm import FineTuneAlgorithm, ResumeFineTuneAlgorithm
 from .segment_algorithm import SegmentByTextAlgorithm
 
 
@@ -17,7 +19,7 @@ class RS2SAM2Provider(QgsProcessingProvider):
         return "RS2-SAM 2"
 
     def longName(self) -> str:  # noqa: N802 - QGIS API name
-        return "RS2-SAM 2 text segmentation"
+        return "RS2-SAM 2 text segmentation and fine-tuning"
 
     def icon(self) -> QIcon:
         return QIcon(icon_path("rs2sam2.svg"))
@@ -25,3 +27,6 @@ class RS2SAM2Provider(QgsProcessingProvider):
     def loadAlgorithms(self) -> None:  # noqa: N802 - QGIS API name
         # Loads without a backend: the algorithm only contacts it when it runs.
         self.addAlgorithm(SegmentByTextAlgorithm())
+        self.addAlgorithm(FineTuneAlgorithm())
+        self.addAlgorithm(ResumeFineTuneAlgorithm())
+        self.addAlgorithm(EvaluateAlgorithm())

@@ -1,0 +1,288 @@
+"""The Processing algorithms "Fine-tune on labelled polygons", "Resume fine-tuning" and "Evaluate on
+labelled polygons" in real QGIS against the real service on loopback (tests/live_server.py): the
+training and evaluation jobs are the real `rs2sam2 train` / `rs2sam2 evaluate --region` child
+processes with the bundled demo model, on a small real region (tests/service/training_regions.py: a
+256² GeoTIFF with 36 painted objects and their labelled polygons), a few steps each."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsVectorLayer
+
+from tests.plugin.test_processing import QGIS_PROCESS, _qgis_process, plugin_profile  # noqa: F401
+from tests.service.training_regions import region, write_labels, write_raster
+
+FINETUNE, RESUME, EVALUATE = "rs2sam2:finetune", "rs2sam2:resumefinetune", "rs2sam2:evaluate"
+SCORE_FIELDS = ["pr_50", "pr_60", "pr_70", "pr_80", "pr_90", "oiou", "miou"]
+
+
+@pytest.fixture
+def own_folders(tmp_path, monkeypatch):
+    """The backend's training runs and the person's models in the test's folder (the service's child
+    processes inherit the environment)."""
+    monkeypatch.setenv("RS2SAM2_TRAINING_DIR", str(tmp_path / "training"))
+    monkeypatch.setenv("RS2SAM2_MODELS", str(tmp_path / "models"))
+    return tmp_path
+
+
+@pytest.fixture
+def backend(serve, own_folders, plugin_settings, provider):
+    """The real service (segmentation by the colour stand-in; training and evaluation in real child
+    processes) with the plugin's provider registered."""
+    return serve()
+
+
+def models_of(server) -> dict[str, dict]:
+    with server.client() as client:
+        return {m["name"]: m for m in client.get("/models").json()["models"]}
+
+
+def jobs_of(server) -> list[dict]:
+    with server.client() as client:
+        return client.get("/training").json()["jobs"]
+
+
+class Log(QgsProcessingFeedback):
+    """A feedback that keeps what the algorithm said."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def pushInfo(self, info):  # noqa: N802 - QGIS API name
+        self.lines.append(info)
+        super().pushInfo(info)
+
+
+def test_the_provider_lists_the_training_algorithms(provider):
+    registry = QgsApplication.processingRegistry()
+    finetune = registry.algorithmById(FINETUNE)
+    assert finetune.displayName() == "Fine-tune on labelled polygons"
+    names = [p.name() for p in finetune.parameterDefinitions()]
+    assert names[:3] == ["INPUT", "LABELS", "NAME"]
+    for name in ("START_MODEL", "PHRASE_FIELD", "MAX_STEPS", "FREEZE", "REPLAY", "SEED", "OVERWRITE"):
+        assert name in names
+    assert finetune.parameterDefinition("PHRASE_FIELD").defaultValue() == "phrase"
+    assert finetune.parameterDefinition("REPLAY").defaultValue() is True
+    assert (
+        finetune.parameterDefinition("MAX_STEPS").flags()
+        & finetune.parameterDefinition("MAX_STEPS").FlagOptional
+    )
+    assert "40 per labelled phrase" in finetune.parameterDefinition("MAX_STEPS").description()
+    evaluate = registry.algorithmById(EVALUATE)
+    assert evaluate.displayName() == "Evaluate on labelled polygons"
+    assert [o.name() for o in evaluate.outputDefinitions()] == ["OUTPUT", "REPORT"]
+    assert registry.algorithmById(RESUME) is not None
+
+
+def test_finetune_registers_the_model_with_its_scores_and_writes_the_report(backend, own_folders):
+    import processing
+
+    tmp = own_folders
+    raster, labels = region(tmp, crs="EPSG:4326")  # the backend reprojects the labels
+    val_raster, objects = write_raster(tmp / "validation.tif", seed=1)
+    val_labels = write_labels(tmp / "validation.gpkg", objects[:4])
+    log = Log()
+    result = processing.run(
+        FINETUNE,
+        {
+            "INPUT": str(raster),
+            "LABELS": str(labels),
+            "PHRASE_FIELD": "phrase",
+            "NAME": "my roofs",
+            "MAX_STEPS": 3,
+            "REPLAY": False,
+            "VALIDATION_INPUT": str(val_raster),
+            "VALIDATION_LABELS": str(val_labels),
+            "BACKEND_URL": backend.url,
+            "REPORT": str(tmp / "report.html"),
+        },
+        feedback=log,
+    )
+    assert result["MODEL"] == "my roofs"
+    model = models_of(backend)["my roofs"]
+    assert model["labels"] == 36 and model["start_model"] == "demo" and model["recipe"]["steps"] == 3
+    assert model["scores"]["samples"] == 4 and model["scores"]["mIoU"] is not None
+    report = Path(result["REPORT"]).read_text(encoding="utf-8")
+    assert report.startswith("<!DOCTYPE html>") and "my roofs" in report
+    assert "36 labels used; reprojected by the backend from EPSG:4326" in report
+    assert "Validation scores" in report and "mIoU (%)" in report
+    text = "\n".join(log.lines)
+    assert "Step 3 of 3: loss" in text and "Phase: training" in text
+    assert "4 validation labels used" in text
+
+    # The same name again is refused before anything runs; the sentence says what to do.
+    with pytest.raises(QgsProcessingException) as taken:
+        processing.run(
+            FINETUNE,
+            {
+                "INPUT": str(raster),
+                "LABELS": str(labels),
+                "NAME": "My Roofs",
+                "MAX_STEPS": 3,
+                "BACKEND_URL": backend.url,
+                "REPORT": str(tmp / "never.txt"),
+            },
+        )
+    assert str(taken.value) == (
+        "You already have a model named 'my roofs'; choose another name or ask to replace it: pick another "
+        "name for the new model, or tick “Replace” to overwrite yours."
+    )
+    assert not (tmp / "never.txt").exists() and len(jobs_of(backend)) == 1
+
+
+def test_evaluate_writes_a_table_of_scores_by_kind(backend, own_folders):
+    import processing
+
+    tmp = own_folders
+    raster, objects = write_raster(tmp / "region.tif")
+    labels = write_labels(tmp / "labels.gpkg", objects[:6])
+    result = processing.run(
+        EVALUATE,
+        {
+            "INPUT": str(raster),
+            "LABELS": str(labels),
+            "MODEL": "demo",
+            "BACKEND_URL": backend.url,
+            "OUTPUT": str(tmp / "scores.gpkg"),
+            "REPORT": str(tmp / "scores.txt"),
+        },
+    )
+    table = QgsVectorLayer(result["OUTPUT"], "scores", "ogr")
+    assert table.isValid() and not table.isSpatial()
+    assert [n for n in table.fields().names() if n != "fid"] == ["kind", "model", "samples", *SCORE_FIELDS]
+    rows = {f["kind"]: f for f in table.getFeatures()}
+    assert list(rows)[0] == "overall" and len(rows) == 3  # overall, then the two kinds (roofs, pools)
+    assert rows["overall"]["samples"] == 6 and rows["overall"]["model"] == "demo"
+    assert sorted(row["samples"] for kind, row in rows.items() if kind != "overall") == [3, 3]
+    for row in rows.values():
+        assert all(0.0 <= row[name] <= 1.0 for name in SCORE_FIELDS)
+    report = Path(result["REPORT"]).read_text(encoding="utf-8")
+    assert "Scores by phrase" in report and "the red roof" in report and "6 labels used" in report
+
+
+def test_cancel_stops_the_run_on_the_backend_and_it_resumes_to_the_end(backend, own_folders):
+    import processing
+
+    tmp = own_folders
+    raster, labels = region(tmp)
+    feedback = QgsProcessingFeedback()
+    # Cancel as the Processing dialog's Cancel button does, once the first steps are done.
+    cancelled = threading.Event()
+
+    def cancel_after_a_step(progress):
+        if progress > 0 and not cancelled.is_set():
+            cancelled.set()
+            feedback.cancel()
+
+    feedback.progressChanged.connect(cancel_after_a_step)
+    parameters = {
+        "INPUT": str(raster),
+        "LABELS": str(labels),
+        "NAME": "stopped roofs",
+        "MAX_STEPS": 40,
+        "REPLAY": False,
+        "BACKEND_URL": backend.url,
+        "REPORT": str(tmp / "report.txt"),
+    }
+    with pytest.raises(QgsProcessingException) as stopped:
+        processing.run(FINETUNE, parameters, feedback=feedback)
+    (job,) = jobs_of(backend)
+    assert job["state"] == "cancelled" and job["resumable"] and 1 <= job["step"] < 40
+    assert str(stopped.value) == (
+        f"The fine-tuning was cancelled at step {job['step']} of 40; no model was saved, and the run is "
+        "kept on the backend: resume it with the Processing algorithm “Resume fine-tuning” "
+        f"(rs2sam2:resumefinetune) and the run id {job['job_id']}."
+    )
+    assert not (tmp / "report.txt").exists() and "stopped roofs" not in models_of(backend)
+
+    result = processing.run(
+        RESUME, {"RUN_ID": job["job_id"], "BACKEND_URL": backend.url, "REPORT": str(tmp / "resumed.txt")}
+    )
+    assert result["MODEL"] == "stopped roofs" and models_of(backend)["stopped roofs"]["recipe"]["steps"] == 40
+    assert "Steps:" in Path(result["REPORT"]).read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("case", "sentence"),
+    [
+        ("blank phrases", "No usable labelled feature is left in the labels (dropped: 36 without a phrase)."),
+        (
+            "too few labels",
+            "The labels has 10 usable labelled features; the fine-tuning recipe needs at least 30",
+        ),
+        ("no features selected", "The layer “labels” has no features to learn from (or none is selected)."),
+        ("bad name", "The model name 'a/b' may hold only letters, digits, spaces, '.', '-' and '_'"),
+        ("half a validation pair", "Give both a validation raster and validation polygons, or neither."),
+    ],
+)
+def test_bad_inputs_stop_with_one_sentence(backend, own_folders, case, sentence):
+    import processing
+    from qgis.core import QgsProcessingFeatureSourceDefinition, QgsProject
+
+    tmp = own_folders
+    raster, objects = write_raster(tmp / "region.tif")
+    labels: object = str(write_labels(tmp / "labels.gpkg", objects))
+    name = "my roofs"
+    extra = {}
+    if case == "blank phrases":
+        labels = str(write_labels(tmp / "blank.gpkg", [(g, "  ") for g, _ in objects]))
+    elif case == "too few labels":
+        labels = str(write_labels(tmp / "few.gpkg", objects[:10]))
+    elif case == "no features selected":
+        layer = QgsVectorLayer(labels, "labels", "ogr")  # in the project, nothing selected
+        QgsProject.instance().addMapLayer(layer)
+        labels = QgsProcessingFeatureSourceDefinition(layer.id(), selectedFeaturesOnly=True)
+    elif case == "bad name":
+        name = "a/b"
+    else:
+        extra = {"VALIDATION_INPUT": str(raster)}
+    try:
+        with pytest.raises(QgsProcessingException) as refused:
+            processing.run(
+                FINETUNE,
+                {
+                    "INPUT": str(raster),
+                    "LABELS": labels,
+                    "NAME": name,
+                    "MAX_STEPS": 2,
+                    "BACKEND_URL": backend.url,
+                    "REPORT": str(tmp / "never.txt"),
+                    **extra,
+                },
+            )
+    finally:
+        QgsProject.instance().removeAllMapLayers()
+    assert str(refused.value).startswith(sentence)
+    assert not (tmp / "never.txt").exists() and jobs_of(backend) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which(QGIS_PROCESS) is None, reason="QGIS's qgis_process is not installed")
+def test_qgis_process_fine_tunes_with_the_installed_plugin(plugin_profile, backend, own_folders):  # noqa: F811
+    tmp = own_folders
+    raster, labels = region(tmp)
+    enabled = _qgis_process(plugin_profile, "plugins", "enable", "rs2sam2_qgis")
+    assert enabled.returncode == 0, enabled.stdout + enabled.stderr
+    run = _qgis_process(
+        plugin_profile,
+        "run",
+        FINETUNE,
+        "--",
+        f"INPUT={raster}",
+        f"LABELS={labels}",
+        "PHRASE_FIELD=phrase",
+        "NAME=cli roofs",
+        "MAX_STEPS=2",
+        "REPLAY=false",
+        f"BACKEND_URL={backend.url}",
+        f"REPORT={tmp / 'cli-report.txt'}",
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "cli roofs" in run.stdout
+    assert models_of(backend)["cli roofs"]["recipe"]["steps"] == 2
+    assert "36 labels used" in (tmp / "cli-report.txt").read_text(encoding="utf-8")

@@ -253,6 +253,27 @@ def resolved_params(
     }
 
 
+def training_options_table(options: tuple[TrainingOption, ...] = TRAINING_OPTIONS) -> str:
+    """The training params table of docs/service-api.md (scripts/write_api_docs.py writes it)."""
+    rows = ["| field | type | default | what |", "|---|---|---|---|"]
+    for option in options:
+        kind = {"str": "string", "int": "integer", "bool": "boolean", "choice": "string"}[option.kind]
+        if option.kind == "choice":
+            kind = ", ".join(f"`{value}`" for value in option.choice_values)
+        elif option.minimum is not None:
+            kind += f" ≥ {option.minimum}"
+        if option.required:
+            default = "– (required)"
+        elif option.default is None:
+            default = f"null: {option.default_text}"
+        else:
+            default = (
+                f"`{str(option.default).lower() if isinstance(option.default, bool) else option.default}`"
+            )
+        rows.append(f"| `{option.name}` | {kind} | {default} | {option.help.replace('|', chr(92) + '|')} |")
+    return "\n".join(rows)
+
+
 # -- the answers -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Scores:

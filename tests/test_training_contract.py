@@ -114,3 +114,8 @@ def test_every_answer_reads_back_as_written():
     assert tc.LabelReport.from_json(created["labels"]) == labels
     assert [f.name for f in dataclasses.fields(tc.TrainingJobList)] == ["jobs", "running"]
     assert set(tc.RESUMABLE_STATES) <= set(tc.FINAL_TRAINING_STATES) <= set(tc.TRAINING_STATES)
+
+
+def test_the_api_document_shows_the_training_params():
+    document = (REPO / "docs" / "service-api.md").read_text(encoding="utf-8")
+    assert tc.training_options_table() in document  # scripts/write_api_docs.py writes it

@@ -111,6 +111,9 @@ def test_finetune_registers_the_model_with_its_scores_and_writes_the_report(back
     assert report.startswith("<!DOCTYPE html>") and "my roofs" in report
     assert "36 labels used; reprojected by the backend from EPSG:4326" in report
     assert "Validation scores" in report and "mIoU (%)" in report
+    # On this machine, with a backend that reads paths: the files went as paths, nothing was uploaded.
+    (job,) = jobs_of(backend)
+    assert not list((tmp / "training" / job["job_id"] / "inputs").glob("*_sent.*"))
     text = "\n".join(log.lines)
     assert "Step 3 of 3: loss" in text and "Phase: training" in text
     assert "4 validation labels used" in text
@@ -165,10 +168,14 @@ def test_evaluate_writes_a_table_of_scores_by_kind(backend, own_folders):
     assert "Scores by phrase" in report and "the red roof" in report and "6 labels used" in report
 
 
-def test_cancel_stops_the_run_on_the_backend_and_it_resumes_to_the_end(backend, own_folders):
+def test_cancel_stops_the_run_on_the_backend_and_it_resumes_to_the_end(backend, own_folders, plugin_settings):
+    import dataclasses
+
     import processing
 
     tmp = own_folders
+    # Sent as uploads (the plugin's setting): a GeoTIFF of the raster, a GeoPackage of the labels.
+    dataclasses.replace(plugin_settings.load(), send_mode="upload").save()
     raster, labels = region(tmp)
     feedback = QgsProcessingFeedback()
     # Cancel as the Processing dialog's Cancel button does, once the first steps are done.
@@ -199,6 +206,8 @@ def test_cancel_stops_the_run_on_the_backend_and_it_resumes_to_the_end(backend, 
         f"(rs2sam2:resumefinetune) and the run id {job['job_id']}."
     )
     assert not (tmp / "report.txt").exists() and "stopped roofs" not in models_of(backend)
+    inputs = tmp / "training" / job["job_id"] / "inputs"
+    assert (inputs / "labels_sent.gpkg").is_file() and (inputs / "raster.tif").is_file()
 
     result = processing.run(
         RESUME, {"RUN_ID": job["job_id"], "BACKEND_URL": backend.url, "REPORT": str(tmp / "resumed.txt")}
@@ -207,18 +216,19 @@ def test_cancel_stops_the_run_on_the_backend_and_it_resumes_to_the_end(backend, 
     assert "Steps:" in Path(result["REPORT"]).read_text(encoding="utf-8")
 
 
+BAD_INPUTS = {
+    "blank-phrases": "No usable labelled feature is left in the labels (dropped: 36 without a phrase).",
+    "too-few-labels": "The labels has 10 usable labelled features; the fine-tuning recipe needs at least 30",
+    "none-selected": "The layer “labels” has no features to learn from (or none is selected).",
+    "bad-name": "The model name 'a/b' may hold only letters, digits, spaces, '.', '-' and '_'",
+    "half-a-validation-pair": "Give both a validation raster and validation polygons, or neither.",
+}
+
+
 @pytest.mark.parametrize(
     ("case", "sentence"),
-    [
-        ("blank phrases", "No usable labelled feature is left in the labels (dropped: 36 without a phrase)."),
-        (
-            "too few labels",
-            "The labels has 10 usable labelled features; the fine-tuning recipe needs at least 30",
-        ),
-        ("no features selected", "The layer “labels” has no features to learn from (or none is selected)."),
-        ("bad name", "The model name 'a/b' may hold only letters, digits, spaces, '.', '-' and '_'"),
-        ("half a validation pair", "Give both a validation raster and validation polygons, or neither."),
-    ],
+    list(BAD_INPUTS.items()),
+    ids=["blank-phrases", "too-few-labels", "none-selected", "bad-name", "half-a-validation-pair"],
 )
 def test_bad_inputs_stop_with_one_sentence(backend, own_folders, case, sentence):
     import processing
@@ -229,15 +239,15 @@ def test_bad_inputs_stop_with_one_sentence(backend, own_folders, case, sentence)
     labels: object = str(write_labels(tmp / "labels.gpkg", objects))
     name = "my roofs"
     extra = {}
-    if case == "blank phrases":
+    if case == "blank-phrases":
         labels = str(write_labels(tmp / "blank.gpkg", [(g, "  ") for g, _ in objects]))
-    elif case == "too few labels":
+    elif case == "too-few-labels":
         labels = str(write_labels(tmp / "few.gpkg", objects[:10]))
-    elif case == "no features selected":
+    elif case == "none-selected":
         layer = QgsVectorLayer(labels, "labels", "ogr")  # in the project, nothing selected
         QgsProject.instance().addMapLayer(layer)
         labels = QgsProcessingFeatureSourceDefinition(layer.id(), selectedFeaturesOnly=True)
-    elif case == "bad name":
+    elif case == "bad-name":
         name = "a/b"
     else:
         extra = {"VALIDATION_INPUT": str(raster)}
@@ -259,6 +269,67 @@ def test_bad_inputs_stop_with_one_sentence(backend, own_folders, case, sentence)
         QgsProject.instance().removeAllMapLayers()
     assert str(refused.value).startswith(sentence)
     assert not (tmp / "never.txt").exists() and jobs_of(backend) == []
+
+
+def test_a_backend_gone_mid_run_leaves_it_interrupted_and_it_resumes_on_the_next_backend(
+    serve, own_folders, plugin_settings, provider
+):
+    import processing
+
+    tmp = own_folders
+    raster, labels = region(tmp)
+    first = serve()
+
+    def stop_the_backend_once_it_trains() -> None:
+        if wait_for(lambda: any(job["step"] >= 1 for job in jobs_of(first)), 120):
+            first.stop()  # the service stops: the run saves its state at its next step
+
+    stopper = threading.Thread(target=stop_the_backend_once_it_trains, daemon=True)
+    stopper.start()
+    with pytest.raises(QgsProcessingException) as lost:
+        processing.run(
+            FINETUNE,
+            {
+                "INPUT": str(raster),
+                "LABELS": str(labels),
+                "NAME": "roofs after a restart",
+                "MAX_STEPS": 40,
+                "REPLAY": False,
+                "BACKEND_URL": first.url,
+                "REPORT": str(tmp / "never.txt"),
+            },
+        )
+    stopper.join(60)
+    (job_id,) = [folder.name for folder in (tmp / "training").iterdir()]
+    assert str(lost.value) == (
+        f"The backend at {first.url} stopped answering during the run (connection refused); the run {job_id} "
+        "is interrupted, and can be resumed once the backend is back: resume it with the Processing "
+        f"algorithm “Resume fine-tuning” (rs2sam2:resumefinetune) and the run id {job_id}."
+    )
+    assert not (tmp / "never.txt").exists()
+
+    second = serve()  # the backend is back (another port), with the same training folder
+    (job,) = jobs_of(second)
+    assert job["state"] == "interrupted" and job["resumable"]
+    result = processing.run(
+        RESUME, {"RUN_ID": job_id, "BACKEND_URL": second.url, "REPORT": str(tmp / "resumed.html")}
+    )
+    assert result["MODEL"] == "roofs after a restart" and "roofs after a restart" in models_of(second)
+
+
+def wait_for(condition, timeout_s: float) -> bool:
+    """Poll `condition` from a helper thread (the main thread is inside processing.run)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return True
+        except Exception:  # noqa: BLE001 - the server may not answer yet
+            pass
+        time.sleep(0.2)
+    return False
 
 
 @pytest.mark.slow

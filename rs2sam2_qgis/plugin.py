@@ -19,6 +19,7 @@ class RS2SAM2Plugin:
         self.iface = iface
         self.action: QAction | None = None
         self.settings_action: QAction | None = None
+        self.finetune_action: QAction | None = None
         self.dock: SegmentDock | None = None
         self.provider: RS2SAM2Provider | None = None
 
@@ -53,15 +54,21 @@ class RS2SAM2Plugin:
         self.settings_action.triggered.connect(self.dock.backend_row.open_settings)
         self.iface.addPluginToRasterMenu(MENU_NAME, self.settings_action)
 
+        self.finetune_action = QAction(self.tr("Fine-tune a model…"), main_window)
+        self.finetune_action.setObjectName("RS2SAM2FineTuneMenu")
+        self.finetune_action.triggered.connect(self.dock.backend_row.training.open_finetune)
+        self.iface.addPluginToRasterMenu(MENU_NAME, self.finetune_action)
+
     def _set_dock_visible(self, visible: bool) -> None:
         if self.dock is not None:
             self.dock.setVisible(visible)
 
     def unload(self) -> None:
-        if self.settings_action is not None:
-            self.iface.removePluginRasterMenu(MENU_NAME, self.settings_action)
-            self.settings_action.deleteLater()
-            self.settings_action = None
+        for action in (self.finetune_action, self.settings_action):
+            if action is not None:
+                self.iface.removePluginRasterMenu(MENU_NAME, action)
+                action.deleteLater()
+        self.finetune_action = self.settings_action = None
         if self.action is not None:
             self.action.toggled.disconnect(self._set_dock_visible)
             self.iface.removePluginRasterMenu(MENU_NAME, self.action)

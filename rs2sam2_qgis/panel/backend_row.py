@@ -17,6 +17,7 @@ from ..setup.backend_env import INCOMPLETE, OUTDATED
 from .dock_ui import build_backend_row, build_setup_row
 from .notify import guarded, log, notify
 from .setup_controller import SetupController
+from .training_actions import TrainingActions
 
 
 class BackendRow(QObject):
@@ -33,6 +34,7 @@ class BackendRow(QObject):
         widgets = build_backend_row(body, layout)
         self.label, self.check_button = widgets.label, widgets.check_button
         self.start_button, self.settings_button = widgets.start_button, widgets.settings_button
+        self.training = TrainingActions(iface, self, widgets.train_button, self)
         self.setup_row = build_setup_row(body, layout)
         self.setup = SetupController(self.setup_row, iface, parent)
         self.setup.finished.connect(self._on_setup_done)
@@ -217,5 +219,6 @@ class BackendRow(QObject):
         if self.start_task is not None:
             self.start_task.cancel()
         self.health_task = self.start_task = None
+        self.training.shutdown()
         self.setup.shutdown()
         self.backend.stop()

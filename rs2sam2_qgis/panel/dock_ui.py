@@ -42,6 +42,7 @@ class BackendRow:
     check_button: QToolButton
     start_button: QToolButton
     settings_button: QToolButton
+    train_button: QToolButton  # its menu: fine-tune, answers to labels (training_actions)
 
 
 @dataclass
@@ -103,12 +104,14 @@ def build_backend_row(parent: QWidget, layout: QVBoxLayout) -> BackendRow:
     )
     settings = _tool_button(parent, "", tr("Backend and output settings"))
     settings.setIcon(QIcon(icon_path("settings.svg")))
+    train = _tool_button(parent, tr("Train"), tr("Fine-tune a model on your own region, or make labels"))
+    train.setObjectName("RS2SAM2TrainButton")
     row = QHBoxLayout()
     row.addWidget(label, 1)
-    for button in (check, start, settings):
+    for button in (check, start, train, settings):
         row.addWidget(button)
     layout.addLayout(row)
-    return BackendRow(label, check, start, settings)
+    return BackendRow(label, check, start, settings, train)
 
 
 def build_setup_row(parent: QWidget, layout: QVBoxLayout) -> SetupRow:

@@ -90,8 +90,10 @@ def _message(job: LearningJob, phase: str, step: int, total: int, position: int 
         )
     if job.state == "cancelled":
         return f"cancelled at step {step}; resume to continue" if job.resumable else "cancelled"
-    if job.state == "interrupted":
+    if job.state == "interrupted" and job.resumable:
         return f"the server stopped while it ran (at step {step}); resume to continue"
+    if job.state == "interrupted":
+        return "the server stopped while it ran; start it again"
     return (job.error or {}).get("message", job.state)
 
 

@@ -23,7 +23,6 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from ..connection.backend import BackendChoiceError, remote_token, shared_backend
 from ..connection.client import BackendClient, BackendError, RunCancelled
 from ..connection.request import SegmentOptions, split_phrases
 from ..connection.runner import SegmentJob, run_segmentation
@@ -32,7 +31,7 @@ from ..layers.raster_source import RasterSourceError, area_in_raster_crs, plan_r
 from ..layers.result_layer import collection_crs, features_from_collection, result_fields
 from ..panel.option_forms import processing_parameter, processing_value
 from ..resources import icon_path
-from ..settings import PluginSettings
+from .backend_choice import BACKEND_URL, backend_client, backend_url_parameter
 
 PROBE_TIMEOUT_S = 3
 
@@ -41,7 +40,7 @@ class SegmentByTextAlgorithm(QgsProcessingAlgorithm):
     INPUT = "INPUT"
     PHRASES = "PHRASES"
     EXTENT = "EXTENT"
-    BACKEND_URL = "BACKEND_URL"
+    BACKEND_URL = BACKEND_URL
     OUTPUT = "OUTPUT"
 
     def tr(self, message: str) -> str:
@@ -87,11 +86,7 @@ class SegmentByTextAlgorithm(QgsProcessingAlgorithm):
         )
         for option in options_on(PROCESSING):  # TILE_SIZE, THRESHOLD, KEEP, … from the contract
             self.addParameter(processing_parameter(option))
-        url = QgsProcessingParameterString(
-            self.BACKEND_URL, self.tr("Backend URL (default: from the plugin " "settings)"), optional=True
-        )
-        url.setFlags(url.flags() | QgsProcessingParameterString.FlagAdvanced)
-        self.addParameter(url)
+        self.addParameter(backend_url_parameter())
         self.addParameter(
             QgsProcessingParameterFeatureSink(
                 self.OUTPUT, self.tr("Segmented polygons"), QgsProcessing.TypeVectorPolygon
@@ -111,13 +106,7 @@ class SegmentByTextAlgorithm(QgsProcessingAlgorithm):
                 for option in options_on(PROCESSING)
             }
         )
-        settings = PluginSettings.load()
-        given_url = self.parameterAsString(parameters, self.BACKEND_URL, context).strip()
-        if given_url:
-            url, token = given_url, self._remote_token(settings)
-        else:
-            url, token = self._backend(settings, feedback)
-        client = BackendClient(url, token, timeout_s=settings.request_timeout_s)
+        client, settings = backend_client(self, parameters, context, feedback)
         plan = self._plan(layer, parameters, context, options)
         job = SegmentJob(phrases, options, plan, settings.send_mode)
         outcome = self._run(client, job, feedback)
@@ -178,20 +167,3 @@ class SegmentByTextAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(message) from None
         except RasterSourceError as exc:
             raise QgsProcessingException(str(exc)) from None
-
-    def _remote_token(self, settings: PluginSettings) -> str:
-        try:
-            return remote_token(settings)
-        except BackendChoiceError as exc:
-            raise QgsProcessingException(str(exc)) from None
-
-    def _backend(self, settings: PluginSettings, feedback) -> tuple[str, str]:
-        """(url, token) of the backend this QGIS process shares (`connection.backend`)."""
-        try:
-            chosen = shared_backend().resolve(settings, feedback.isCanceled, feedback.pushInfo)
-        except BackendChoiceError as exc:
-            first, _, details = str(exc).partition("\n")
-            if details:
-                feedback.reportError(details)
-            raise QgsProcessingException(first) from None
-        return chosen.url, chosen.token

@@ -43,11 +43,13 @@ class FineTuneTask(QgsTask):
     def __init__(
         self,
         client: BackendClient,
-        request: TrainingRequest,
+        request: TrainingRequest | None,
         on_done: Callable[[FineTuneTask], None],
         resume_job: str = "",
     ):
-        super().__init__(f"RS2-SAM 2: fine-tuning “{request.params.get('name', '')}”", QgsTask.CanCancel)
+        """`request` None: resume `resume_job`, a run this dialog did not start (nothing to compare)."""
+        self.params = dict(request.params) if request is not None else {}
+        super().__init__(f"RS2-SAM 2: fine-tuning “{self.params.get('name', '')}”", QgsTask.CanCancel)
         self.training = TrainingClient(client)
         self.request = request
         self.on_done = on_done
@@ -74,7 +76,7 @@ class FineTuneTask(QgsTask):
         except TrainingInterrupted as exc:
             self.error, self.job_id = exc.message, exc.job_id
         except BackendError as exc:
-            self.error = explained(exc, self.request.params)
+            self.error = explained(exc, self.params)
         except RasterSourceError as exc:
             self.error = str(exc)
         except Exception as exc:  # noqa: BLE001 - a task must never raise; the log keeps the detail
@@ -94,7 +96,7 @@ class FineTuneTask(QgsTask):
             return False
         model = self.training.result(self.job_id, "train")
         self.model = model if isinstance(model, PersonModel) else None
-        if self.request.validation is not None and not self.isCanceled():
+        if self.request is not None and self.request.validation is not None and not self.isCanceled():
             self._compare()
         return True
 
@@ -105,12 +107,12 @@ class FineTuneTask(QgsTask):
 
     def _compare(self) -> None:
         """Score the starting model and the new one on the validation region (one job after the other)."""
-        start = str(self.request.params.get("start_model") or DEFAULT_START_MODEL)
+        start = str(self.params.get("start_model") or DEFAULT_START_MODEL)
         for key, model in (("start", start), ("new", self.model.name if self.model else "")):
             if self.isCanceled() or not model:
                 return
             self.status_changed.emit(f"scoring {model} on the validation labels")
-            params = {"model": model, "phrase_field": self.request.params.get("phrase_field")}
+            params = {"model": model, "phrase_field": self.params.get("phrase_field")}
             request = TrainingRequest(
                 "evaluate", params, self.request.validation, send_mode=self.request.send_mode
             )
@@ -130,11 +132,14 @@ class FineTuneTask(QgsTask):
 
 
 class ModelsTask(QgsTask):
-    """GET /models of a backend: `models` and `folder`, or `error` (one sentence); `url` names it."""
+    """GET /models of a backend: `models` and `folder`, or `error` (one sentence); `url` names it. With
+    `with_jobs`, GET /training too: `jobs` (newest first)."""
 
-    def __init__(self, client: BackendClient, on_done: Callable[[ModelsTask], None]):
+    def __init__(self, client: BackendClient, on_done: Callable[[ModelsTask], None], with_jobs=False):
         super().__init__("RS2-SAM 2: listing the server's models", QgsTask.Flags())
         self.client = client
+        self.with_jobs = with_jobs
+        self.jobs: list[TrainingJobStatus] = []
         self.url = client.base_url
         self.on_done = on_done
         self.models: list[PersonModel] = []
@@ -143,8 +148,11 @@ class ModelsTask(QgsTask):
 
     def run(self) -> bool:
         try:
-            listing = TrainingClient(self.client).models()
+            training = TrainingClient(self.client)
+            listing = training.models()
             self.models, self.folder = listing.models, listing.folder
+            if self.with_jobs:
+                self.jobs = training.jobs().jobs
             return True
         except BackendError as exc:
             self.error = exc.message

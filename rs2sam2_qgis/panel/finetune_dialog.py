@@ -155,14 +155,25 @@ class FineTuneDialog(QDialog):
             client = self.row.client()
         except AuthError:
             return
-        self.models_task = ModelsTask(client, self._on_models)
+        self.models_task = ModelsTask(client, self._on_models, with_jobs=True)
         QgsApplication.taskManager().addTask(self.models_task)
 
     def _on_models(self, task: ModelsTask) -> None:
         self.models_task = None
-        if not task.error:
-            self.known_models = [model.name for model in task.models]
-            self.refresh_models()
+        if task.error:
+            return
+        self.known_models = [model.name for model in task.models]
+        self.refresh_models()
+        waiting = next((job for job in task.jobs if job.kind == "train" and job.resumable), None)
+        if waiting is not None and self.task is None and not self.job_id:
+            # A run stopped before (cancelled, or the backend stopped while it ran): offer to resume it.
+            self.job_id, self._resumable, self.request = waiting.job_id, True, None
+            self.say(
+                tr("Your run for “{}” stopped at step {} of {} ({}); Resume continues it.").format(
+                    waiting.model_name, waiting.step, waiting.total_steps, waiting.state
+                )
+            )
+            self._update_buttons()
 
     # -- state -----------------------------------------------------------------------------------
     def _update_buttons(self) -> None:
@@ -238,7 +249,7 @@ class FineTuneDialog(QDialog):
 
     @guarded
     def resume(self) -> None:
-        if self.task is None and self.job_id and self.request is not None:
+        if self.task is None and self.job_id:
             self._launch(self.job_id)
 
     def _launch(self, resume_job: str = "") -> None:
@@ -257,7 +268,7 @@ class FineTuneDialog(QDialog):
         self.task.status_changed.connect(self._show_status)
         self.progress_bar.setValue(0)
         what = tr("Resuming") if resume_job else tr("Starting")
-        self.say(tr("{} the fine-tuning of “{}”…").format(what, self.request.params.get("name", "")))
+        self.say(tr("{} the fine-tuning of “{}”…").format(what, self.task.params.get("name", "")))
         self._update_buttons()
         QgsApplication.taskManager().addTask(self.task)
 
@@ -325,7 +336,7 @@ class FineTuneDialog(QDialog):
         lines = [label_report_text(task.labels, tr("labels"))]
         if task.val_labels is not None:
             lines.append(label_report_text(task.val_labels, tr("validation labels")))
-        if not task.request.validation:
+        if task.request is None or not task.request.validation:
             lines.append(tr("No validation labels: no scores to compare (“—”)."))
         if task.comparison_error:
             lines.append(tr("The comparison could not be made: {}").format(task.comparison_error))
@@ -334,7 +345,8 @@ class FineTuneDialog(QDialog):
     def _show_scores(
         self, start: Scores | None, new: Scores | None, task: FineTuneTask | None = None
     ) -> None:
-        start_name = str(task.request.params.get("start_model") or DEFAULT_START_MODEL) if task else ""
+        known = task is not None and task.request is not None
+        start_name = str(task.params.get("start_model") or DEFAULT_START_MODEL) if known else ""
         new_name = task.model.name if task and task.model else ""
         self.comparison.setHorizontalHeaderLabels(
             [

@@ -16,13 +16,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from qgis.core import QgsRasterLayer, QgsVectorLayer
+from qgis.core import QgsFeature, QgsRasterLayer, QgsVectorLayer
 
 from backend.weights.person_models import ModelStore
 from rs2sam2_qgis.connection.backend import shared_backend, stop_local_backend
 from rs2sam2_qgis.layers.area import AREA_WHOLE_LAYER
 from rs2sam2_qgis.panel.dock import SegmentDock
+from rs2sam2_qgis.panel.finetune_dialog import FineTuneDialog
 from rs2sam2_qgis.panel.model_manager import ModelManager
+from rs2sam2_qgis.qt_compat import new_field
 from rs2sam2_qgis.settings import PluginSettings
 from tests.plugin.conftest import wait_until
 from tests.service.training_regions import region
@@ -78,7 +80,6 @@ def _dialog(dock, scene, name: str, steps: int, validate: bool = False):
     form = dialog.form
     form.region.raster_combo.setLayer(raster)
     form.region.labels_combo.setLayer(labels)
-    assert form.field_combo.currentField() == "phrase"
     form.widgets["name"].setText(name)
     form.widgets["max_steps"].setValue(steps)
     form.widgets["replay"].setChecked(False)  # the synthetic replay mix makes the start slower
@@ -142,17 +143,35 @@ def test_finetune_compare_and_use_from_the_panel_with_the_local_backend(make_doc
     assert re.fullmatch(r"(Added \d+ polygon\(s\) to|Nothing found for) “the red roof”\.", status), status
 
     # The model manager lists the new model, as the one the local backend serves.
-    manager = ModelManager(PluginSettings.load())
+    manager = ModelManager(dock.settings)
     wait_until(lambda: manager.catalogue_task is None, timeout_s=60, what="the model list")
     assert [m.name for m in manager.person_box.models] == ["my roofs"]
     assert manager.person_box.models[0].labels == 36 and manager.served_id() == "person:my roofs"
     manager.shutdown()
 
 
-def test_cancel_then_resume_on_a_server(make_dock, scene, serve):
-    server = serve(allowed_roots=(Path("/"),))
+def _hand_drawn(labels: QgsVectorLayer, project) -> QgsVectorLayer:
+    """The labels as a person draws them: a memory polygon layer with its phrases in a text field of
+    its own name (the plugin writes and uploads it)."""
+    layer = QgsVectorLayer(f"Polygon?crs={labels.crs().authid()}", "drawn by hand", "memory")
+    layer.dataProvider().addAttributes([new_field("id", "int"), new_field("what", "string")])
+    layer.updateFields()
+    features = []
+    for k, source in enumerate(labels.getFeatures()):
+        feature = QgsFeature(layer.fields())
+        feature.setGeometry(source.geometry())
+        feature.setAttributes([k, source["phrase"]])
+        features.append(feature)
+    layer.dataProvider().addFeatures(features)
+    return project.addMapLayer(layer)
+
+
+def test_cancel_then_resume_on_a_server_with_labels_drawn_by_hand(make_dock, scene, serve, clean_project):
+    server = serve()
     dock = make_dock(server_url=server.url, start_local=False)
-    dialog = _dialog(dock, scene, "cancelled roofs", steps=12)
+    raster, labels = scene
+    dialog = _dialog(dock, (raster, _hand_drawn(labels, clean_project)), "cancelled roofs", steps=12)
+    assert dialog.form.field_combo.currentField() == "what"  # the only text field
     dialog.start_button.click()
     seen = []
     wait_until(lambda: dialog.task is not None, timeout_s=30, what="the run")
@@ -164,25 +183,34 @@ def test_cancel_then_resume_on_a_server(make_dock, scene, serve):
     assert dialog.status_label.text().startswith("Cancelled at step "), dialog.status_label.text()
     assert dialog.resume_button.isEnabled() and not dialog.use_button.isEnabled()
     assert dialog.message_label.text() == ""
+    dialog.close()
 
-    dialog.resume_button.click()
-    _finished(dialog)
-    assert dialog.status_label.text() == "Done: your model “cancelled roofs” is ready."
-    assert dialog.use_button.isEnabled() and not dialog.resume_button.isEnabled()
+    # Opened again later (a new dialog): the stopped run is offered, and Resume takes it to its end.
+    again = FineTuneDialog(dock.backend_row)
+    again.list_models()
+    wait_until(lambda: again.models_task is None, timeout_s=30, what="the backend's jobs")
+    assert again.resume_button.isEnabled(), again.status_label.text()
+    assert "Your run for “cancelled roofs” stopped at step" in again.status_label.text()
+    again.resume_button.click()
+    _finished(again)
+    assert again.status_label.text() == "Done: your model “cancelled roofs” is ready."
+    assert again.use_button.isEnabled() and not again.resume_button.isEnabled()
     # No validation: nothing to compare, said as "—".
-    assert {dialog.comparison.item(row, 1).text() for row in range(dialog.comparison.rowCount())} == {"—"}
-    assert "No validation labels" in dialog.report_label.text()
+    assert {again.comparison.item(row, 1).text() for row in range(again.comparison.rowCount())} == {"—"}
+    assert "No validation labels" in again.report_label.text()
     # A server serves what it was started with: "Use this model" says how, and changes nothing.
-    dialog.use_button.click()
-    assert 'rs2sam2 serve --model "cancelled roofs"' in dialog.status_label.text()
-    assert PluginSettings.load().model_name == ""
+    again.use_button.click()
+    assert 'rs2sam2 serve --model "cancelled roofs"' in again.status_label.text()
+    assert dock.settings.model_name == ""
+    again.shutdown()
+    again.deleteLater()
 
 
 def test_the_backends_refusals_are_one_sentence(
     make_dock, scene, serve, own_folders, tmp_path, clean_project
 ):
     ModelStore(own_folders / "models").add("taken", DEMO, {"start_model": "demo", "labels": 30})
-    server = serve(allowed_roots=(Path("/"),))
+    server = serve()
     dock = make_dock(server_url=server.url, start_local=False)
     dialog = _dialog(dock, scene, "taken", steps=2)
     dialog.start_button.click()

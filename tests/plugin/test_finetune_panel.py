@@ -126,7 +126,7 @@ def test_finetune_compare_and_use_from_the_panel_with_the_local_backend(make_doc
     first_pid = backend.pid()
     assert dialog.use_button.isEnabled()
     dialog.use_button.click()
-    assert PluginSettings.load().model_name == "my roofs"
+    assert dock.settings.model_name == "my roofs", dialog.status_label.text()
     wait_until(
         lambda: backend.local_connection() is not None and backend.pid() != first_pid,
         timeout_s=120,

@@ -37,7 +37,8 @@ def create_app(
     parser = RequestParser(config, model, upload_dir)
     threads = current_threads() if threads is None else threads
     state = ServiceState(config, model, device, jobs, parser, upload_dir, threads)
-    training = TrainingJobs()  # training and evaluation jobs, in child processes (one at a time)
+    # training and evaluation jobs, in child processes (one at a time) with the server's CPU threads
+    training = TrainingJobs(threads=threads)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):

@@ -147,11 +147,17 @@ class TrainingJobs:
     """The queue and the one worker that runs training and evaluation jobs in child processes."""
 
     def __init__(
-        self, root: Path | None = None, store: ModelStore | None = None, python: str = sys.executable
+        self,
+        root: Path | None = None,
+        store: ModelStore | None = None,
+        python: str = sys.executable,
+        threads: int | None = None,
     ):
+        """`threads`: the CPU threads a child may use (OMP_NUM_THREADS; None: its environment's)."""
         self.root = root or training_dir()
         self.store = store or ModelStore.default()
         self.python = python
+        self.threads = threads
         self._jobs: dict[str, LearningJob] = {}
         self._queue: collections.deque[str] = collections.deque()
         self._running: LearningJob | None = None
@@ -322,6 +328,7 @@ class TrainingJobs:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                env={**os.environ, **({"OMP_NUM_THREADS": str(self.threads)} if self.threads else {})},
                 # Ctrl-C in the server's terminal must not kill a run mid-step: the service stops it
                 # through its stop file (saved state, resumable)
                 start_new_session=True,

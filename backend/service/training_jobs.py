@@ -49,7 +49,7 @@ ACTIVE = ("queued", "running")
 
 
 def training_dir() -> Path:
-    from backend.weights.download import cache_root
+    from backend.cache import cache_root
 
     override = os.environ.get(TRAINING_DIR_ENV)
     return Path(override).expanduser() if override else cache_root() / "training"

@@ -75,18 +75,23 @@ def tr(message: str) -> str:
 
 
 class TrainingInterrupted(BackendError):
-    """The backend stopped answering while a run was under way: on the server it is `interrupted` (a
-    restart finds it so) and resumable; `job_id` names it."""
+    """The backend stopped answering while a run was under way: on the server a training run is
+    `interrupted` (a restart finds it so) and resumable; `job_id` names it. An evaluation is run again."""
 
-    def __init__(self, base_url: str, job_id: str, reason: str):
-        super().__init__(
-            tr(
+    def __init__(self, base_url: str, job_id: str, reason: str, kind: str = "train"):
+        reason = reason.partition(":")[0]
+        if kind == "train":
+            message = tr(
                 "The backend at {} stopped answering during the run ({}); the run {} is interrupted, and can "
                 "be resumed once the backend is back."
-            ).format(base_url, reason.partition(":")[0], job_id),
-            code="interrupted",
-        )
-        self.job_id = job_id
+            ).format(base_url, reason, job_id)
+        else:
+            message = tr(
+                "The backend at {} stopped answering during the evaluation ({}); run it again once the "
+                "backend is back."
+            ).format(base_url, reason)
+        super().__init__(message, code="interrupted")
+        self.job_id, self.kind = job_id, kind
 
 
 # -- labelled polygons ------------------------------------------------------------------------------
@@ -334,7 +339,7 @@ class TrainingClient:
         resumable), for at most `cancel_wait_s`; then the last status is returned as it is. A backend
         that stops answering raises TrainingInterrupted."""
         cancel_sent_at: float | None = None
-        unanswered = 0
+        unanswered, kind = 0, "train"
         while True:
             if cancel_sent_at is None and is_cancelled():
                 cancel_sent_at = time.monotonic()
@@ -347,9 +352,10 @@ class TrainingClient:
             except BackendUnreachable as exc:
                 unanswered += 1
                 if unanswered >= LOST_AFTER:
-                    raise TrainingInterrupted(self.base_url, job_id, exc.reason) from None
+                    raise TrainingInterrupted(self.base_url, job_id, exc.reason, kind) from None
                 time.sleep(poll_s)
                 continue
+            kind = status.kind
             on_status(status)
             if status.state in FINAL_TRAINING_STATES:
                 return status

@@ -106,6 +106,8 @@ def follow(client: TrainingClient, job_id: str, feedback) -> TrainingJobStatus:
     try:
         return client.follow(job_id, ProgressLog(feedback), feedback.isCanceled)
     except TrainingInterrupted as exc:
+        if exc.kind != "train":
+            raise QgsProcessingException(exc.message) from None
         raise QgsProcessingException(f"{exc.message.rstrip('.')}: {how_to_resume(job_id)}.") from None
     except BackendError as exc:
         raise QgsProcessingException(explained(exc)) from None

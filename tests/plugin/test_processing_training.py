@@ -191,7 +191,7 @@ def test_cancel_stops_the_run_on_the_backend_and_it_resumes_to_the_end(backend, 
         "INPUT": str(raster),
         "LABELS": str(labels),
         "NAME": "stopped roofs",
-        "MAX_STEPS": 40,
+        "MAX_STEPS": 16,
         "REPLAY": False,
         "BACKEND_URL": backend.url,
         "REPORT": str(tmp / "report.txt"),
@@ -199,9 +199,9 @@ def test_cancel_stops_the_run_on_the_backend_and_it_resumes_to_the_end(backend, 
     with pytest.raises(QgsProcessingException) as stopped:
         processing.run(FINETUNE, parameters, feedback=feedback)
     (job,) = jobs_of(backend)
-    assert job["state"] == "cancelled" and job["resumable"] and 1 <= job["step"] < 40
+    assert job["state"] == "cancelled" and job["resumable"] and 1 <= job["step"] < 16
     assert str(stopped.value) == (
-        f"The fine-tuning was cancelled at step {job['step']} of 40; no model was saved, and the run is "
+        f"The fine-tuning was cancelled at step {job['step']} of 16; no model was saved, and the run is "
         "kept on the backend: resume it with the Processing algorithm “Resume fine-tuning” "
         f"(rs2sam2:resumefinetune) and the run id {job['job_id']}."
     )
@@ -212,7 +212,7 @@ def test_cancel_stops_the_run_on_the_backend_and_it_resumes_to_the_end(backend, 
     result = processing.run(
         RESUME, {"RUN_ID": job["job_id"], "BACKEND_URL": backend.url, "REPORT": str(tmp / "resumed.txt")}
     )
-    assert result["MODEL"] == "stopped roofs" and models_of(backend)["stopped roofs"]["recipe"]["steps"] == 40
+    assert result["MODEL"] == "stopped roofs" and models_of(backend)["stopped roofs"]["recipe"]["steps"] == 16
     assert "Steps:" in Path(result["REPORT"]).read_text(encoding="utf-8")
 
 
@@ -293,7 +293,7 @@ def test_a_backend_gone_mid_run_leaves_it_interrupted_and_it_resumes_on_the_next
                 "INPUT": str(raster),
                 "LABELS": str(labels),
                 "NAME": "roofs after a restart",
-                "MAX_STEPS": 40,
+                "MAX_STEPS": 16,
                 "REPLAY": False,
                 "BACKEND_URL": first.url,
                 "REPORT": str(tmp / "never.txt"),

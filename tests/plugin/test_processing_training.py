@@ -216,6 +216,67 @@ def test_cancel_stops_the_run_on_the_backend_and_it_resumes_to_the_end(backend, 
     assert "Steps:" in Path(result["REPORT"]).read_text(encoding="utf-8")
 
 
+def test_in_a_model_the_new_model_is_evaluated_by_name(backend, own_folders):
+    """What the Modeler builds: Fine-tune, whose MODEL output names the model Evaluate scores."""
+    import processing
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterFeatureSource,
+        QgsProcessingParameterRasterLayer,
+    )
+
+    tmp = own_folders
+    raster, labels = region(tmp)
+    model = QgsProcessingModelAlgorithm("fine-tune and score", "tests")
+    model.addModelParameter(
+        QgsProcessingParameterRasterLayer("scene", "Scene"), QgsProcessingModelParameter("scene")
+    )
+    model.addModelParameter(
+        QgsProcessingParameterFeatureSource("labels", "Labels"), QgsProcessingModelParameter("labels")
+    )
+    static = QgsProcessingModelChildParameterSource.fromStaticValue
+    given = QgsProcessingModelChildParameterSource.fromModelParameter
+    train = QgsProcessingModelChildAlgorithm(FINETUNE)
+    train.setChildId("train")
+    for name, source in {
+        "INPUT": given("scene"),
+        "LABELS": given("labels"),
+        "NAME": static("modelled roofs"),
+        "MAX_STEPS": static(2),
+        "REPLAY": static(False),
+        "BACKEND_URL": static(backend.url),
+        "REPORT": static(str(tmp / "train.txt")),
+    }.items():
+        train.addParameterSources(name, [source])
+    model.addChildAlgorithm(train)
+    score = QgsProcessingModelChildAlgorithm(EVALUATE)
+    score.setChildId("score")
+    for name, source in {
+        "INPUT": given("scene"),
+        "LABELS": given("labels"),
+        "MODEL": QgsProcessingModelChildParameterSource.fromChildOutput("train", "MODEL"),
+        "BACKEND_URL": static(backend.url),
+        "REPORT": static(str(tmp / "score.txt")),
+    }.items():
+        score.addParameterSources(name, [source])
+    output = QgsProcessingModelOutput("scores")
+    output.setChildOutputName("OUTPUT")
+    score.setModelOutputs({"scores": output})
+    model.addChildAlgorithm(score)
+    model.updateDestinationParameters()
+
+    result = processing.run(
+        model, {"scene": str(raster), "labels": str(labels), "score:scores": str(tmp / "scores.gpkg")}
+    )
+    rows = list(QgsVectorLayer(result["score:scores"], "scores", "ogr").getFeatures())
+    assert rows[0]["kind"] == "overall" and rows[0]["samples"] == 36
+    assert {row["model"] for row in rows} == {"modelled roofs"}
+
+
 BAD_INPUTS = {
     "blank-phrases": "No usable labelled feature is left in the labels (dropped: 36 without a phrase).",
     "too-few-labels": "The labels has 10 usable labelled features; the fine-tuning recipe needs at least 30",

@@ -1,9 +1,10 @@
 """The one door from the backend into the plugin's package.
 
-The plugin and the service share one contract (`rs2sam2_qgis/contract.py`, standard library only):
-every option a person can set, the HTTP API's wire types, the service's address defaults. Both sides
+The plugin and the service share one contract, standard library only: `rs2sam2_qgis/contract.py` (every
+segment option a person can set, the segmentation API's wire types, the service's address defaults)
+and `rs2sam2_qgis/training_contract.py` (the training and evaluation options and answers). Both sides
 must agree on them, so they are stated once, in the plugin's package (the plugin cannot import the
-backend; the backend can import one dependency-free module of the plugin's).
+backend; the backend can import these two dependency-free modules of the plugin's).
 
 Everything in backend/, training/ and bench/ imports those names from here, never from
 `rs2sam2_qgis` directly (tests/test_architecture.py holds it): one place where the backend crosses

@@ -456,6 +456,9 @@ class Health:
     allow_paths: bool
     max_upload_mb: float
     status: Literal["ok"] = "ok"
+    # What trains or evaluates beside segmentation now, in words ("" when nothing): segmentation still
+    # answers, sharing the CPU/GPU with it.
+    training: str = ""
 
     @property
     def model_id(self) -> str:
@@ -486,6 +489,7 @@ class Health:
             busy=bool(data.get("busy", False)),
             allow_paths=bool(data.get("allow_paths", False)),
             max_upload_mb=float(data.get("max_upload_mb") or 0),
+            training=str(data.get("training") or ""),
         )
 
 

@@ -204,7 +204,7 @@ def test_layers(layer, forbidden):
     for name in MODULES:
         if name != layer and not name.startswith(layer + "."):
             continue
-        # contract.py is the one module of the plugin package the backend imports (stdlib only).
+        # contract.py and training_contract.py are the plugin modules the backend imports (stdlib only).
         used = {target.split(".")[0] for target in GRAPH[name]} | _third_party(name) | GRAPH[name]
         bad = {f for f in forbidden if any(u == f or u.startswith(f + ".") for u in used)}
         if layer == "backend":

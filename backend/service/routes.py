@@ -64,6 +64,14 @@ def _finished_answer(job: Job) -> JSONResponse:
     return error_response(409, "not_done", f"the job is {job.status}; ask again when it is done")
 
 
+def training_now(job) -> str:
+    """The health's words for the training or evaluation job that runs now ("" when none)."""
+    if job is None:
+        return ""
+    what = "fine-tuning" if job.kind == "train" else "evaluating"
+    return f"{what} “{job.model_name}”"
+
+
 @router.get("/health", response_model=Health, responses=ERROR_RESPONSES)
 async def health(request: Request) -> Health:
     """Status, version and model; answers at once, even while a segmentation runs."""
@@ -81,6 +89,7 @@ async def health(request: Request) -> Health:
         busy=state.jobs.busy,
         allow_paths=bool(state.config.allowed_roots),
         max_upload_mb=state.config.max_upload_mb,
+        training=training_now(request.app.state.training.running),
     )
 
 

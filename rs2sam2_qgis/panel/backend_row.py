@@ -90,6 +90,8 @@ class BackendRow(QObject):
     def _show_health(self, health) -> None:
         model = health.model_id or health.preset or "?"
         busy = self.tr(", busy") if health.busy else ""
+        if health.training:  # segmenting still answers, sharing the CPU/GPU with the run
+            busy += self.tr(", {} (shares the {})").format(health.training, health.device.upper())
         self.label.setText(
             self.tr("Backend: connected — {} on {}{}{}").format(
                 model, health.device, self._runtime_text(health.model), busy

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import socket
+from types import SimpleNamespace
 
 import pytest
 from qgis.core import (
@@ -462,12 +463,21 @@ def test_nothing_found_is_said_and_adds_no_layer(make_dock, server, raster_layer
     assert _result_layers(clean_project) == []
 
 
-def test_backend_state_is_shown(make_dock, server):
+def test_backend_state_is_shown(make_dock, server, monkeypatch):
     dock = make_dock(server_url=server.url)
     dock.backend_row.check_button.click()
     wait_until(lambda: dock.backend_row.health_task is None, what="the health check")
     # The service reports the test process's one torch thread; the stand-in model has no precision mode.
     assert dock.backend_row.label.text() == f"Backend: connected — {STANDIN_MODEL_ID} on cpu (1 thread)"
+    # While a fine-tuning run trains on the backend, segmenting still answers: the row says it shares.
+    monkeypatch.setattr(
+        server.app.state.training, "_running", SimpleNamespace(kind="train", model_name="fields")
+    )
+    dock.backend_row.check()
+    wait_until(lambda: dock.backend_row.health_task is None, what="the health check during training")
+    assert dock.backend_row.label.text() == (
+        f"Backend: connected — {STANDIN_MODEL_ID} on cpu (1 thread), fine-tuning “fields” (shares the CPU)"
+    )
     server.stop()
     dock.backend_row.check()
     wait_until(lambda: dock.backend_row.health_task is None, what="the second health check")

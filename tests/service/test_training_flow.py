@@ -53,7 +53,8 @@ def test_train_cancel_evaluate_resume_and_segment_by_name(serve, own_folders):
         )
         assert training["state"] == "running" and training["total_steps"] == 30
         assert training["loss"] is not None and "shares the CPU/GPU" in training["message"]
-        assert client.get("/health").status_code == 200  # segmentation's side answers meanwhile
+        health = client.get("/health")  # segmentation's side answers meanwhile, and says what trains
+        assert health.status_code == 200 and health.json()["training"].startswith("fine-tuning “")
         assert client.get("/training").json()["running"] == job_id
 
         assert client.delete(f"/training/{job_id}").status_code == 200

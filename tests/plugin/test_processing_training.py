@@ -7,6 +7,7 @@ processes with the bundled demo model, on a small real region (tests/service/tra
 from __future__ import annotations
 
 import shutil
+import socket
 import threading
 from pathlib import Path
 
@@ -138,17 +139,20 @@ def test_finetune_registers_the_model_with_its_scores_and_writes_the_report(back
     assert not (tmp / "never.txt").exists() and len(jobs_of(backend)) == 1
 
 
-def test_evaluate_writes_a_table_of_scores_by_kind(backend, own_folders):
+def test_evaluate_writes_a_table_of_scores_by_kind(backend, own_folders, clean_project):
     import processing
+    from qgis.core import QgsProcessingFeatureSourceDefinition
 
     tmp = own_folders
-    raster, objects = write_raster(tmp / "region.tif")
-    labels = write_labels(tmp / "labels.gpkg", objects[:6])
+    raster, labels = region(tmp)
+    layer = QgsVectorLayer(str(labels), "labels", "ogr")
+    clean_project.addMapLayer(layer)
+    layer.selectByIds([f.id() for f in layer.getFeatures()][:6])  # only the selected 6 of 36 travel
     result = processing.run(
         EVALUATE,
         {
             "INPUT": str(raster),
-            "LABELS": str(labels),
+            "LABELS": QgsProcessingFeatureSourceDefinition(layer.id(), selectedFeaturesOnly=True),
             "MODEL": "demo",
             "BACKEND_URL": backend.url,
             "OUTPUT": str(tmp / "scores.gpkg"),
@@ -283,13 +287,21 @@ BAD_INPUTS = {
     "none-selected": "The layer “labels” has no features to learn from (or none is selected).",
     "bad-name": "The model name 'a/b' may hold only letters, digits, spaces, '.', '-' and '_'",
     "half-a-validation-pair": "Give both a validation raster and validation polygons, or neither.",
+    "no-backend": "The backend at {url} is not reachable (connection refused: is it running?). Start it with",
 }
 
 
 @pytest.mark.parametrize(
     ("case", "sentence"),
     list(BAD_INPUTS.items()),
-    ids=["blank-phrases", "too-few-labels", "none-selected", "bad-name", "half-a-validation-pair"],
+    ids=[
+        "blank-phrases",
+        "too-few-labels",
+        "none-selected",
+        "bad-name",
+        "half-a-validation-pair",
+        "no-backend",
+    ],
 )
 def test_bad_inputs_stop_with_one_sentence(backend, own_folders, case, sentence):
     import processing
@@ -298,7 +310,7 @@ def test_bad_inputs_stop_with_one_sentence(backend, own_folders, case, sentence)
     tmp = own_folders
     raster, objects = write_raster(tmp / "region.tif")
     labels: object = str(write_labels(tmp / "labels.gpkg", objects))
-    name = "my roofs"
+    name, url = "my roofs", backend.url
     extra = {}
     if case == "blank-phrases":
         labels = str(write_labels(tmp / "blank.gpkg", [(g, "  ") for g, _ in objects]))
@@ -310,8 +322,12 @@ def test_bad_inputs_stop_with_one_sentence(backend, own_folders, case, sentence)
         labels = QgsProcessingFeatureSourceDefinition(layer.id(), selectedFeaturesOnly=True)
     elif case == "bad-name":
         name = "a/b"
-    else:
+    elif case == "half-a-validation-pair":
         extra = {"VALIDATION_INPUT": str(raster)}
+    else:
+        with socket.socket() as free:
+            free.bind(("127.0.0.1", 0))
+            url = f"http://127.0.0.1:{free.getsockname()[1]}"
     try:
         with pytest.raises(QgsProcessingException) as refused:
             processing.run(
@@ -321,14 +337,14 @@ def test_bad_inputs_stop_with_one_sentence(backend, own_folders, case, sentence)
                     "LABELS": labels,
                     "NAME": name,
                     "MAX_STEPS": 2,
-                    "BACKEND_URL": backend.url,
+                    "BACKEND_URL": url,
                     "REPORT": str(tmp / "never.txt"),
                     **extra,
                 },
             )
     finally:
         QgsProject.instance().removeAllMapLayers()
-    assert str(refused.value).startswith(sentence)
+    assert str(refused.value).startswith(sentence.format(url=url))
     assert not (tmp / "never.txt").exists() and jobs_of(backend) == []
 
 

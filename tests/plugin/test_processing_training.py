@@ -139,15 +139,20 @@ def test_finetune_registers_the_model_with_its_scores_and_writes_the_report(back
     assert not (tmp / "never.txt").exists() and len(jobs_of(backend)) == 1
 
 
-def test_evaluate_writes_a_table_of_scores_by_kind(backend, own_folders, clean_project):
+def test_evaluate_writes_a_table_of_scores_by_kind(
+    serve, own_folders, plugin_settings, provider, clean_project
+):
     import processing
     from qgis.core import QgsProcessingFeatureSourceDefinition
 
     tmp = own_folders
+    (tmp / "elsewhere").mkdir()
+    backend = serve(allowed_roots=(tmp / "elsewhere",))  # it may not read the raster's folder
     raster, labels = region(tmp)
     layer = QgsVectorLayer(str(labels), "labels", "ogr")
     clean_project.addMapLayer(layer)
     layer.selectByIds([f.id() for f in layer.getFeatures()][:6])  # only the selected 6 of 36 travel
+    log = Log()
     result = processing.run(
         EVALUATE,
         {
@@ -158,7 +163,9 @@ def test_evaluate_writes_a_table_of_scores_by_kind(backend, own_folders, clean_p
             "OUTPUT": str(tmp / "scores.gpkg"),
             "REPORT": str(tmp / "scores.txt"),
         },
+        feedback=log,
     )
+    assert any(line.startswith("The backend cannot read the files (") for line in log.lines)  # then uploaded
     table = QgsVectorLayer(result["OUTPUT"], "scores", "ogr")
     assert table.isValid() and not table.isSpatial()
     assert [n for n in table.fields().names() if n != "fid"] == ["kind", "model", "samples", *SCORE_FIELDS]

@@ -120,7 +120,11 @@ class FineTuneDialog(QDialog):
         self.comparison.setVerticalHeaderLabels(list(COMPARED_KEYS))
         self.comparison.setHorizontalHeaderLabels([tr("Starting model"), tr("New model")])
         self.comparison.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.comparison.setMinimumHeight(200)
+        self.comparison.resizeRowsToContents()
+        rows = (
+            self.comparison.verticalHeader().length() + self.comparison.horizontalHeader().sizeHint().height()
+        )
+        self.comparison.setMinimumHeight(rows + 2 * self.comparison.frameWidth())
         self.report_label = QLabel(box)
         self.report_label.setWordWrap(True)
         self.use_button = QPushButton(tr("Use this model"), box)

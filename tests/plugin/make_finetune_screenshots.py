@@ -1,0 +1,189 @@
+"""Take docs/finetune-dialog.png and docs/person-models.png in a real QGIS desktop window (under Xvfb).
+
+    .venv/bin/python -m tests.plugin.make_finetune_screenshots [--out docs] [--steps 8]
+
+Builds the plugin zip and installs it into a throw-away QGIS profile whose settings start the local
+backend of this checkout (the real `rs2sam2 serve` with the bundled demo model), makes a small labelled
+region (tests/service/training_regions.py: a 256² raster, 36 labelled roofs and pools), then runs
+`qgis.bin --code <driver>` under `xvfb-run`. The driver opens the region, the panel and its Train ▸
+Fine-tune… dialog, fills it (validation on the same labels, so both models are scored), presses Start,
+waits for the short real run and its comparison and grabs the dialog; then it opens the settings' Models
+tab, which lists the new model, chooses it and grabs that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from tests.plugin.make_screenshot import run_qgis_driver
+from tests.service.training_regions import region
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "backend" / "demo" / "assets" / "rs2sam2-demo.safetensors"
+
+DRIVER = r"""
+import json, os
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.PyQt.QtCore import QTimer
+from qgis.PyQt.QtWidgets import QRadioButton
+from qgis.utils import iface, plugins
+
+config = json.load(open(os.environ["RS2SAM2_SHOT_CONFIG"]))
+state = {"ticks": 0}
+
+def log(text):
+    with open(config["log"], "a") as f:
+        f.write(text + "\n")
+
+def finish(code):
+    log(f"exit {code}")
+    QgsApplication.instance().exit(code)
+
+def later(ms, step):
+    QTimer.singleShot(ms, step)
+
+def setup():
+    window = iface.mainWindow()
+    window.resize(1500, 920)
+    plugin = plugins.get("rs2sam2_qgis")
+    if plugin is None:
+        log("plugin not loaded")
+        return finish(3)
+    raster = iface.addRasterLayer(config["raster"], "my region")
+    labels = iface.addVectorLayer(config["labels"], "my labels", "ogr")
+    iface.mapCanvas().setExtent(raster.extent())
+    plugin.action.setChecked(True)
+    plugin.finetune_action.trigger()
+    dialog = plugin.dock.backend_row.training.dialog
+    dialog.resize(660, 990)
+    form = dialog.form
+    form.region.raster_combo.setLayer(raster)
+    form.region.labels_combo.setLayer(labels)
+    form.widgets["name"].setText("my roofs")
+    form.widgets["max_steps"].setValue(config["steps"])
+    form.widgets["replay"].setChecked(False)
+    form.validation_box.setChecked(True)
+    form.validation.raster_combo.setLayer(raster)
+    form.validation.labels_combo.setLayer(labels)
+    state["plugin"], state["dialog"] = plugin, dialog
+    later(1000, start)
+
+def start():
+    state["dialog"].start_button.click()
+    later(1000, wait_for_run)
+
+def wait_for_run():
+    dialog = state["dialog"]
+    state["ticks"] += 1
+    if (dialog.task is not None or dialog._start_after_backend) and state["ticks"] < 1500:
+        return later(400, wait_for_run)
+    log("status: " + dialog.status_label.text() + " | " + dialog.message_label.text())
+    later(500, grab_dialog)
+
+def grab_dialog():
+    dialog = state["dialog"]
+    ok = dialog.grab().save(config["finetune_png"])
+    log(f"fine-tune shot: {ok}")
+    if not dialog.new_model:
+        return finish(4)
+    open_models()
+
+def open_models():
+    from rs2sam2_qgis.panel.settings_dialog import SettingsDialog
+    dock = state["plugin"].dock
+    settings = SettingsDialog(dock.settings, iface.mainWindow())
+    settings.resize(980, 720)
+    settings.tabs.setCurrentWidget(settings.model_manager)
+    settings.show()
+    state["settings"] = settings
+    later(1000, wait_for_list)
+
+def wait_for_list():
+    manager = state["settings"].model_manager
+    if manager.catalogue_task is not None or not manager.person_box.models:
+        return later(300, wait_for_list)
+    use = manager.table.findChild(QRadioButton, "use:person:my roofs")
+    if use is not None:
+        use.setChecked(True)
+    manager.person_box.select("my roofs")
+    manager.table.scrollToBottom()
+    later(800, grab_models)
+
+def grab_models():
+    ok = state["settings"].grab().save(config["models_png"])
+    log(f"models shot: {ok}")
+    state["settings"].model_manager.shutdown()
+    finish(0 if ok else 4)
+
+later(3000, setup)
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    parser.add_argument("--steps", type=int, default=60, help="training steps of the run (a short one)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="rs2sam2-shot-") as work_dir:
+        return take(args, Path(work_dir))
+
+
+def take(args: argparse.Namespace, work: Path) -> int:
+    built = subprocess.run(
+        ["make", "-s", "plugin", f"PLUGIN_OUT={work / 'dist'}"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    profile = work / "profiles" / "default"
+    plugins_dir = profile / "python" / "plugins"
+    plugins_dir.mkdir(parents=True)
+    with zipfile.ZipFile(built.stdout.strip().splitlines()[-1]) as archive:
+        archive.extractall(plugins_dir)
+    (work / "region").mkdir()
+    raster, labels = region(work / "region")
+    (profile / "QGIS").mkdir(parents=True)
+    (profile / "QGIS" / "QGIS3.ini").write_text(
+        "[PythonPlugins]\nrs2sam2_qgis=true\n\n"
+        f"[rs2sam2]\nstart_local=true\npython_path={sys.executable}\nworking_dir={ROOT}\n"
+        f"checkpoint={DEMO}\nsend_mode=auto\n\n"
+        "[qgis]\ncheckVersion=false\nshowTips=false\n",
+        encoding="utf-8",
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    config = {
+        "raster": str(raster),
+        "labels": str(labels),
+        "steps": args.steps,
+        "finetune_png": str((args.out / "finetune-dialog.png").resolve()),
+        "models_png": str((args.out / "person-models.png").resolve()),
+        "log": str(work / "driver.log"),
+    }
+    (work / "config.json").write_text(json.dumps(config))
+    (work / "driver.py").write_text(DRIVER)
+    env = dict(
+        os.environ,
+        RS2SAM2_SHOT_CONFIG=str(work / "config.json"),
+        RS2SAM2_MODELS=str(work / "models"),
+        RS2SAM2_TRAINING_DIR=str(work / "training"),
+        OMP_NUM_THREADS="1",
+    )
+    env.pop("QT_QPA_PLATFORM", None)
+    env.pop("PYTHONPATH", None)
+    log = run_qgis_driver(work, env, timeout_s=900)
+    print(log)
+    return 0 if "models shot: True" in log else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -182,8 +182,8 @@ def label_problem(report: LabelReport, minimum: int, name: str) -> ServiceError 
         return ServiceError(
             400,
             "too_few_labels",
-            f"{name} has {report.used} usable labelled features{note}; the fine-tuning recipe needs at "
-            f"least {minimum} (training/README.md: label at least 30–45 polygons, 5 or more per kind)",
+            f"only {report.used} usable labelled features are left in {name}{note}; the fine-tuning recipe "
+            f"needs at least {minimum} (training/README.md: label 30–45 polygons or more, 5+ per kind)",
         )
     return None
 

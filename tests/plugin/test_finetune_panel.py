@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from qgis.core import QgsFeature, QgsRasterLayer, QgsVectorLayer
+from qgis.PyQt.QtWidgets import QToolButton
 
 from backend.weights.person_models import ModelStore
 from rs2sam2_qgis.connection.backend import shared_backend, stop_local_backend
@@ -236,3 +237,34 @@ def test_the_backends_refusals_are_one_sentence(
     dialog.form.widgets["name"].setText("a/b")
     dialog.start_button.click()
     assert dialog.task is None and "may hold only letters" in dialog.message_label.text()
+
+
+def test_the_raster_menu_and_the_panels_train_menu_open_the_dialogs(
+    qgis_main_iface, plugin_settings, clean_project
+):
+    import rs2sam2_qgis
+
+    plugin = rs2sam2_qgis.classFactory(qgis_main_iface)
+    plugin.initGui()
+    try:
+        submenu = next(a.menu() for a in qgis_main_iface.raster_menu.actions() if a.text() == "&RS2-SAM 2")
+        entries = {action.objectName(): action for action in submenu.actions()}
+        assert entries["RS2SAM2FineTuneMenu"].text() == "Fine-tune a model…"
+        entries["RS2SAM2FineTuneMenu"].trigger()
+        training = plugin.dock.backend_row.training
+        assert training.dialog is not None and training.dialog.isVisible()
+        # The form shows the training options of the contract, with their defaults.
+        widgets = training.dialog.form.widgets
+        assert set(widgets) == {"name", "start_model", "max_steps", "freeze", "replay", "seed", "overwrite"}
+        assert widgets["max_steps"].text().startswith("the recipe's choice")
+        assert widgets["replay"].isChecked() and widgets["seed"].value() == 2401
+        assert not training.dialog.resume_button.isEnabled() and not training.dialog.use_button.isEnabled()
+        training.dialog.start_button.click()  # nothing chosen: one sentence, nothing sent
+        assert training.dialog.message_label.text() == "Choose the raster of your region."
+
+        button = plugin.dock.findChild(QToolButton, "RS2SAM2TrainButton")
+        names = [action.objectName() for action in button.menu().actions()]
+        assert names == ["RS2SAM2FineTune", "RS2SAM2AnswersToLabels"]
+    finally:
+        plugin.unload()
+    assert not [a for a in submenu.actions() if a.objectName() == "RS2SAM2FineTuneMenu"]

@@ -216,6 +216,19 @@ class FineTuneDialog(QDialog):
             and isinstance(self.form.validation.labels_combo.currentLayer(), QgsVectorLayer)
         ):
             return tr("Choose the validation raster and its labelled polygons, or untick validation.")
+        return self._unsaved_problem()
+
+    def _unsaved_problem(self) -> str | None:
+        """Labels with unsaved edits: the run would learn from the saved ones, not from what is shown."""
+        layers = [self.form.region.labels_combo.currentLayer()]
+        if self.form.validated():
+            layers.append(self.form.validation.labels_combo.currentLayer())
+        for layer in layers:
+            if isinstance(layer, QgsVectorLayer) and layer.isEditable() and layer.isModified():
+                return tr(
+                    "“{}” has unsaved edits: save them (or discard them) first, so the run learns "
+                    "from the polygons you see."
+                ).format(layer.name())
         return None
 
     def build_request(self) -> TrainingRequest:

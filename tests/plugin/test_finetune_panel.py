@@ -233,10 +233,17 @@ def test_the_backends_refusals_are_one_sentence(
     _finished(dialog, 60)
     assert "30" in dialog.message_label.text() and "\n" not in dialog.message_label.text()
 
-    # Checked here before anything is sent: a bad name, too few polygons.
+    # Checked here before anything is sent: a bad name, labels with unsaved edits.
     dialog.form.widgets["name"].setText("a/b")
     dialog.start_button.click()
     assert dialog.task is None and "may hold only letters" in dialog.message_label.text()
+    dialog.form.widgets["name"].setText("edited")
+    dialog.form.region.labels_combo.setLayer(scene[1])
+    scene[1].startEditing()
+    scene[1].deleteFeature(next(scene[1].getFeatures()).id())
+    dialog.start_button.click()
+    assert dialog.task is None and dialog.message_label.text().startswith("“my labels” has unsaved edits")
+    scene[1].rollBack()
 
 
 def test_the_raster_menu_and_the_panels_train_menu_open_the_dialogs(

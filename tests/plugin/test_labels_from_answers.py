@@ -162,3 +162,36 @@ def test_the_dialog_adds_the_checked_answers_to_a_new_geopackage_layer(clean_pro
     assert set(again.checked_layers()) == {roofs, pools}
     again.add()
     assert again.outcome.added == 3 and again.outcome.layer.featureCount() == 5
+
+
+def test_the_train_menus_action_adds_the_answers_and_says_how_many(
+    clean_project, qgis_iface, tmp_path, monkeypatch
+):
+    from qgis.PyQt.QtWidgets import QToolButton
+
+    from rs2sam2_qgis.panel.labels_dialog import LabelsDialog
+    from rs2sam2_qgis.panel.training_actions import TrainingActions
+
+    qgis_iface.messageBar().clearWidgets()
+    button = QToolButton()
+    actions = TrainingActions(qgis_iface, None, button)
+    actions.labels_action.trigger()  # no answers yet: said, no dialog
+    assert [item.text() for item in qgis_iface.messageBar().items()] == [
+        "There are no answer layers yet: run a phrase in the panel first."
+    ]
+
+    _answers(clean_project, "the red roof", [(0, 0), (40, 0)], blank=1)
+    labels = clean_project.addMapLayer(_memory_labels(field="phrase"))
+
+    def accept_with_the_defaults(dialog):  # the person presses OK as the dialog opens
+        assert dialog.existing_radio.isChecked() and dialog.target_combo.currentLayer() == labels
+        dialog.add()
+        return dialog.result()
+
+    monkeypatch.setattr(LabelsDialog, "exec", accept_with_the_defaults)
+    actions.labels_action.trigger()
+    assert labels.featureCount() == 1
+    assert "1 labelled polygon(s) added to “hand-drawn labels”; skipped: 1 without a phrase." in [
+        item.text() for item in qgis_iface.messageBar().items()
+    ]
+    qgis_iface.messageBar().clearWidgets()

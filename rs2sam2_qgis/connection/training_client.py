@@ -398,7 +398,8 @@ def explained(exc: BackendError, params: dict[str, Any] | None = None) -> str:
             if params.get("overwrite")
             else tr("pick another name for the new model, or tick “Replace” to overwrite yours")
         )
-        return f"{exc.message.rstrip('.')}: {hint}."
+        fact = exc.message.split(";")[0].rstrip(".")  # the backend's advice is the CLI's; ours replaces it
+        return f"{fact}: {hint}."
     if exc.code == "unreachable":
         return (
             exc.message

@@ -217,8 +217,8 @@ def test_the_backends_refusals_are_one_sentence(
     dialog.start_button.click()
     _finished(dialog, 60)
     assert dialog.message_label.text() == (
-        "You already have a model named 'taken'; choose another name or ask to replace it: pick another "
-        "name for the new model, or tick “Replace” to overwrite yours."
+        "You already have a model named 'taken': pick another name for the new model, or tick “Replace” "
+        "to overwrite yours."
     )
     assert "Traceback" not in dialog.message_label.text() and not dialog.resume_button.isEnabled()
 

@@ -133,8 +133,8 @@ def test_finetune_registers_the_model_with_its_scores_and_writes_the_report(back
             },
         )
     assert str(taken.value) == (
-        "You already have a model named 'my roofs'; choose another name or ask to replace it: pick another "
-        "name for the new model, or tick “Replace” to overwrite yours."
+        "You already have a model named 'my roofs': pick another name for the new model, or tick “Replace” "
+        "to overwrite yours."
     )
     assert not (tmp / "never.txt").exists() and len(jobs_of(backend)) == 1
 
@@ -290,7 +290,9 @@ def test_in_a_model_the_new_model_is_evaluated_by_name(backend, own_folders):
 
 BAD_INPUTS = {
     "blank-phrases": "No usable labelled feature is left in the labels (dropped: 36 without a phrase).",
-    "too-few-labels": "Only 10 usable labelled features are left in the labels; the fine-tuning recipe needs at least 30",
+    "too-few-labels": (
+        "Only 10 usable labelled features are left in the labels; the fine-tuning recipe needs at least 30"
+    ),
     "none-selected": "The layer “labels” has no features to learn from (or none is selected).",
     "bad-name": "The model name 'a/b' may hold only letters, digits, spaces, '.', '-' and '_'",
     "half-a-validation-pair": "Give both a validation raster and validation polygons, or neither.",

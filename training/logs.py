@@ -68,25 +68,36 @@ class TrainingLogs:
     ]
 
     def __init__(self, folder: Path, resume_step: int | None = None) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
         self.train = CsvLog(folder / "train_log.csv", self.TRAIN_FIELDS, resume_step)
         self.val = CsvLog(folder / "val_log.csv", self.VAL_FIELDS, resume_step)
-        self.tensorboard = SummaryWriter(
-            str(folder / "tensorboard"), purge_step=resume_step + 1 if resume_step else None
-        )
+        self.tensorboard = _tensorboard_writer(folder / "tensorboard", resume_step)
 
     def log_train(self, row: dict) -> None:
         self.train.write(row)
+        if self.tensorboard is None:
+            return
         for key in ("loss", "ce", "dice", "tbl", "lr_new", "samples_per_s"):
             if row.get(key) is not None:
                 self.tensorboard.add_scalar(f"train/{key}", row[key], row["step"])
 
     def log_val(self, row: dict) -> None:
         self.val.write(row)
+        if self.tensorboard is None:
+            return
         for key in ("mIoU", "oIoU", "Pr@0.5", "Pr@0.9"):
             self.tensorboard.add_scalar(f"val/{key}", row[key], row["step"])
         self.tensorboard.flush()
 
     def close(self) -> None:
-        self.tensorboard.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def _tensorboard_writer(folder: Path, resume_step: int | None):
+    """TensorBoard's writer, or None where tensorboard is not installed (the backend the QGIS plugin
+    installs leaves it out: the CSV logs hold the same rows)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(folder), purge_step=resume_step + 1 if resume_step else None)

@@ -117,3 +117,13 @@ def test_refsegrs_missing_folder_or_empty_split_is_a_user_error(tmp_path):
     (empty / "output_phrase_test.txt").write_text("\n")
     with pytest.raises(UserError, match="empty"):
         RefSegRSDataset(empty, "test")
+
+
+def test_without_pycocotools_rrsisd_says_what_to_install(monkeypatch):
+    """The backend the QGIS plugin installs has no pycocotools (it trains on regions): reading RRSIS-D
+    there is one sentence, and nothing else of the training package needs it."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pycocotools", None)  # import fails as if not installed
+    with pytest.raises(UserError, match="reading RRSIS-D needs pycocotools"):
+        decode_segmentation([[0, 0, 4, 0, 4, 4]], 8, 8)

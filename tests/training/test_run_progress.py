@@ -42,3 +42,21 @@ def test_a_full_disk_is_one_sentence(tmp_path, monkeypatch, capsys):
     code = rs2sam2(["train", "--data", "region:a.tif,b.gpkg", "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 2 and "the disk is full" in err and "--resume" in err and "Traceback" not in err
+
+
+def test_without_tensorboard_the_csv_logs_hold_the_rows(tmp_path, monkeypatch):
+    """The backend the QGIS plugin installs has no tensorboard: a run logs to its CSV files only."""
+    import csv
+    import sys
+
+    from training.logs import TrainingLogs
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as if not installed
+    logs = TrainingLogs(tmp_path)
+    assert logs.tensorboard is None
+    logs.log_train({"step": 1, "loss": 0.5})
+    logs.log_val({"step": 1, "samples": 2, "mIoU": 0.25, "oIoU": 0.5, "Pr@0.5": 0.5, "Pr@0.9": 0.0})
+    logs.close()
+    assert not (tmp_path / "tensorboard").exists()
+    with open(tmp_path / "val_log.csv") as handle:
+        assert [row["mIoU"] for row in csv.DictReader(handle)] == ["0.25"]

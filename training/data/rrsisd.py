@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pycocotools import mask as coco_mask
 
 from backend.errors import UserError
 from training.data.images import image_size, read_rgb
@@ -49,9 +48,23 @@ def load_refs(path: Path) -> list[dict]:
     return refs
 
 
+def _coco_mask():
+    """pycocotools' mask codec, imported when RRSIS-D is read: the backend the QGIS plugin installs trains
+    on regions without it (it is one of the `training` extras)."""
+    try:
+        from pycocotools import mask
+    except ImportError:
+        raise UserError(
+            "reading RRSIS-D needs pycocotools: pip install 'pycocotools>=2.0.8,<3' (or the project's "
+            "`training` extras)"
+        ) from None
+    return mask
+
+
 def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
     """(H, W) bool of a COCO segmentation: polygons, compressed or uncompressed RLE; the parts of one
     annotation are merged."""
+    coco_mask = _coco_mask()
     if isinstance(segmentation, list):  # polygons: one flat [x0, y0, x1, y1, ...] list per part
         rles = coco_mask.frPyObjects(segmentation, height, width)
     elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):

@@ -67,7 +67,10 @@ def plugin_files() -> list[tuple[Path, str]]:
 def bundle_source_files() -> list[tuple[Path, str]]:
     """The backend's source, copied as is into the bundle."""
     entries = _tree(ROOT / "backend", f"{BUNDLE}/backend")
-    entries.append((ROOT / PLUGIN / "contract.py", f"{BUNDLE}/{PLUGIN}/contract.py"))
+    # The shared contract: backend/contract.py imports both modules (the training one since the service
+    # runs training jobs; without it the set-up's check fails on `import backend.service.app`).
+    for name in ("contract.py", "training_contract.py"):
+        entries.append((ROOT / PLUGIN / name, f"{BUNDLE}/{PLUGIN}/{name}"))
     entries.append((ROOT / "LICENSE", f"{BUNDLE}/LICENSE"))
     return entries
 
@@ -132,7 +135,9 @@ def bundle_generated(project: dict) -> dict[str, str]:
     return {
         f"{BUNDLE}/pyproject.toml": bundle_pyproject(project, commands),
         f"{BUNDLE}/constraints.txt": constraints,
-        f"{BUNDLE}/{PLUGIN}/__init__.py": '"""Only the contract travels with the backend (contract.py)."""\n',
+        f"{BUNDLE}/{PLUGIN}/__init__.py": (
+            '"""Only the contract travels with the backend (contract.py, training_contract.py)."""\n'
+        ),
         "manifest": json.dumps(manifest),
     }
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import configparser
 import re
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
-import pytest
 from qgis.core import QgsApplication
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,15 +21,6 @@ REQUIRED_METADATA = (
     "email",
     "repository",
 )
-
-
-@pytest.fixture(scope="module")
-def plugin_zip(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    result = subprocess.run(
-        ["make", "-s", "plugin", f"PLUGIN_OUT={out}"], cwd=ROOT, capture_output=True, text=True, check=True
-    )
-    return Path(result.stdout.strip().splitlines()[-1])
 
 
 def test_zip_follows_qgis_plugin_rules(plugin_zip):
@@ -77,6 +66,7 @@ def test_the_zip_carries_the_backend_it_sets_up(plugin_zip):
         project = tomllib.loads(archive.read(bundle + "pyproject.toml").decode())
         manifest = json.loads(archive.read(bundle + "manifest.json"))
         contract = archive.read(bundle + "rs2sam2_qgis/contract.py")
+        training_contract = archive.read(bundle + "rs2sam2_qgis/training_contract.py")
         constraints = archive.read(bundle + "constraints.txt").decode().splitlines()  # one requirement a line
     root = tomllib.loads((ROOT / "pyproject.toml").read_text())
     for path in ROOT.joinpath("backend").rglob("*"):
@@ -85,6 +75,7 @@ def test_the_zip_carries_the_backend_it_sets_up(plugin_zip):
     assert "backend/demo/assets/rs2sam2-demo.safetensors" in inside
     assert not any(n.startswith(("training/", "bench/", "tests/")) for n in inside)
     assert contract == (ROOT / "rs2sam2_qgis" / "contract.py").read_bytes()
+    assert training_contract == (ROOT / "rs2sam2_qgis" / "training_contract.py").read_bytes()
     # The same pins as the repository; only the backend's own commands (no training entry points).
     assert project["project"]["dependencies"] == root["project"]["dependencies"] == constraints
     assert set(project["project"]["entry-points"]["rs2sam2.commands"]) == {

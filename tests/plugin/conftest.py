@@ -11,7 +11,7 @@ import pytest
 from qgis.PyQt.QtWidgets import QMenu, QToolBar
 
 from tests.plugin.auth_fixtures import qgis_auth_master_password  # noqa: F401 - an autouse fixture
-from tests.plugin.setup_fixtures import zipped_plugin  # noqa: F401 - the first-run set-up tests' fixture
+from tests.plugin.setup_fixtures import plugin_zip, zipped_plugin  # noqa: F401 - the zip, built once per run
 from tests.standin_serve import STANDIN_MODEL_ID
 
 

@@ -61,18 +61,24 @@ def build_plugin_zip(out: Path) -> Path:
     return Path(built.stdout.strip().splitlines()[-1])
 
 
+@pytest.fixture(scope="session")
+def plugin_zip(tmp_path_factory) -> Path:
+    """`make plugin`'s zip, built once per test run (the tests that unpack it never write into it)."""
+    return build_plugin_zip(tmp_path_factory.mktemp("dist"))
+
+
 def _our_modules() -> dict:
     return {name: mod for name, mod in sys.modules.items() if name == PLUGIN or name.startswith(PLUGIN + ".")}
 
 
 @pytest.fixture(scope="module")
-def zipped_plugin(tmp_path_factory, qgis_app):
+def zipped_plugin(tmp_path_factory, qgis_app, plugin_zip):
     """`make plugin`'s zip unpacked into a fresh profile; `rs2sam2_qgis` imported from it for the module's
     tests (the checkout's modules are put back afterwards). The set-up folder is deleted at the end."""
     from tests.plugin.wheelhouse import build_wheelhouse, bundle_requirements
 
     work = tmp_path_factory.mktemp("first-run")
-    zip_path = build_plugin_zip(work / "dist")
+    zip_path = plugin_zip
     config = work / "qgis-config"
     plugins = config / "profiles" / "default" / "python" / "plugins"
     plugins.mkdir(parents=True)

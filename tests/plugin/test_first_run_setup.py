@@ -41,6 +41,7 @@ QGIS_PROCESS = "/usr/bin/qgis_process.bin"
 SETUP_TIMEOUT_S = 900  # an offline install from local files takes about a minute here; slow CI gets room
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.heavy,  # an install of torch into a new environment, twice: scheduled first
     pytest.mark.skipif(shutil.which(QGIS_PROCESS) is None, reason="QGIS's qgis_process is not installed"),
 ]
 
@@ -68,6 +69,19 @@ def _one_thread_backends():
         os.environ.pop("OMP_NUM_THREADS", None)
     else:
         os.environ["OMP_NUM_THREADS"] = before
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _bytecode_written_as_for_a_user():
+    """`make test` exports PYTHONDONTWRITEBYTECODE=1 (no __pycache__ in the checkout); a user's QGIS does
+    not. The set-up installs with `pip --no-compile`, so it is the set-up's own check, the new
+    environment's first import of torch and the backend, that writes their bytecode, as for a user; with
+    the variable inherited nothing was ever written and every backend started here (the panel's, two by
+    qgis_process, the restart) imported torch from source, seconds more each."""
+    before = os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    yield
+    if before is not None:
+        os.environ["PYTHONDONTWRITEBYTECODE"] = before
 
 
 @pytest.fixture(scope="module")

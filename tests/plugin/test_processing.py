@@ -127,16 +127,12 @@ def test_backend_message_reaches_the_user(provider, server, geotiff, tmp_path, p
 
 
 @pytest.fixture(scope="module")
-def plugin_profile(tmp_path_factory) -> Path:
-    """A QGIS profile folder with the plugin unpacked from `make plugin`'s zip."""
-    dist = tmp_path_factory.mktemp("dist")
-    built = subprocess.run(
-        ["make", "-s", "plugin", f"PLUGIN_OUT={dist}"], cwd=ROOT, capture_output=True, text=True, check=True
-    )
+def plugin_profile(tmp_path_factory, plugin_zip) -> Path:
+    """A QGIS profile folder with the plugin unpacked from `make plugin`'s zip (tests/plugin/conftest.py)."""
     config = tmp_path_factory.mktemp("qgis-config")
     plugins = config / "profiles" / "default" / "python" / "plugins"
     plugins.mkdir(parents=True)
-    with zipfile.ZipFile(built.stdout.strip().splitlines()[-1]) as archive:
+    with zipfile.ZipFile(plugin_zip) as archive:
         archive.extractall(plugins)
     return config
 

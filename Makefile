@@ -16,8 +16,12 @@ lint: setup
 format: setup
 	$(PY) -m ruff format $(LINTED)
 
+# Two pytest-xdist workers, one test module per work unit (module fixtures such as a server or the first-run
+# set-up's environment are made once), longest modules first (tests/conftest.py). PYTEST_WORKERS=0: serial.
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder)
 test: setup lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 demo: setup
 	$(PY) -m backend.cli demo

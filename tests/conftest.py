@@ -69,3 +69,19 @@ def _own_cache(tmp_path_factory):
         os.environ.pop("RS2SAM2_CACHE", None)
     else:
         os.environ["RS2SAM2_CACHE"] = before
+
+
+def pytest_collection_modifyitems(config, items):
+    """Longest modules first: those with a `heavy` test (minutes each), then those with a `slow` test, then
+    the rest, each group in collection order and every module whole. In a serial run this changes only
+    the order; with parallel workers (`make test`: pytest-xdist, one module per work unit) the longest
+    units start at once instead of last, so the workers finish together."""
+
+    def module(item) -> str:
+        return item.nodeid.split("::", 1)[0]
+
+    tier: dict[str, int] = {}
+    for item in items:
+        rank = 0 if item.get_closest_marker("heavy") else 1 if item.get_closest_marker("slow") else 2
+        tier[module(item)] = min(rank, tier.get(module(item), 2))
+    items.sort(key=lambda item: tier[module(item)])  # stable: collection order within a tier

@@ -63,6 +63,7 @@ def test_phrases_benchmark_gives_the_per_phrase_curve():
     assert runs == {(1, 1), (3, 1), (3, 2), (3, 3)} and result["chunk"] == 1  # one phrase per forward
 
 
+@pytest.mark.slow  # half a minute on the shared 2-core machine
 def test_context_benchmark_runs_view_and_tiles_with_the_demo_model(capsys):
     """One small scene through every row (the real demo model, view mode and tiles mode)."""
     assert rs2sam2(["bench", "context", "--scenes", "1", "--size", "256"]) == 0

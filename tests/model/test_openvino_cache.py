@@ -32,6 +32,7 @@ from bench.precision import reference_image
 from tests.openvino_seed import seed
 
 openvino = pytest.importorskip("openvino", reason="a dependency of the project (pyproject.toml)")
+pytestmark = pytest.mark.slow  # conversions of 10–30 s each on the shared 2-core machine
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ from training.config import TrainConfig
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # minutes of training: scheduled first (tests/conftest.py)
 def test_training_beats_phrase_blind_baselines_on_unseen_scenes(tmp_path):
     config = TrainConfig(
         data=("synthetic:300,field+pond+river+road",),

@@ -37,10 +37,10 @@ from .torch_build import TorchBuild, choose_build
 # Run by the new environment's Python (never imported here: the plugin itself never imports torch).
 CHECK = r"""
 import json, sys, torch, sam2, open_clip, rasterio, pyogrio, shapely, fastapi, uvicorn
-import backend.service.app, backend.cli
+import backend.service.app, backend.cli, training.loop, training.region_queries
 from importlib.metadata import entry_points
 commands = sorted(point.name for point in entry_points(group="rs2sam2.commands"))
-assert "serve" in commands, commands
+assert {"serve", "train", "evaluate"} <= set(commands), commands
 print(json.dumps({"torch": torch.__version__, "cuda": torch.cuda.is_available(),
                   "cuda_build": torch.version.cuda, "python_version": "%d.%d.%d" % sys.version_info[:3],
                   "commands": commands}))

@@ -72,6 +72,22 @@ def _one_thread_backends():
 
 
 @pytest.fixture(scope="module", autouse=True)
+def _own_training_folders(tmp_path_factory):
+    """The backends started here keep their training runs and the person's models in the test's folders
+    (their training children inherit the environment), never in the user's cache."""
+    folder = tmp_path_factory.mktemp("person")
+    saved = {name: os.environ.get(name) for name in ("RS2SAM2_TRAINING_DIR", "RS2SAM2_MODELS")}
+    os.environ["RS2SAM2_TRAINING_DIR"] = str(folder / "training")
+    os.environ["RS2SAM2_MODELS"] = str(folder / "models")
+    yield folder
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(scope="module", autouse=True)
 def _bytecode_written_as_for_a_user():
     """`make test` exports PYTHONDONTWRITEBYTECODE=1 (no __pycache__ in the checkout); a user's QGIS does
     not. The set-up installs with `pip --no-compile`, so it is the set-up's own check, the new
@@ -205,7 +221,7 @@ def test_the_next_start_offers_repair_and_rebuilds_with_progress(repaired):
     assert progress == sorted(progress) and progress[-1] == 100 and any(0 < v < 100 for v in progress)
     state = repaired["state"]
     assert state["state"] == "ready" and state["torch"].startswith("2.14.1")
-    assert "serve" in state["commands"] and "train" not in state["commands"]
+    assert {"serve", "train", "evaluate"} <= set(state["commands"])  # fine-tuning runs in this environment
     assert repaired["layout"].python.is_file()
     # pip's own words reached the log panel, and the rebuild started from an empty folder.
     assert any(m.startswith("Successfully installed") and "rs2sam2-0.1.0" in m for m in repaired["messages"])
@@ -244,6 +260,33 @@ def test_the_backend_starts_from_it_and_segments_a_raster(zipped_plugin, repaire
         "rs2sam2-demo"
     }
     assert live_children("backend.cli") == backends and len(backends) == 1
+
+
+def test_the_set_up_backend_fine_tunes_a_region(zipped_plugin, repaired, tmp_path, _own_training_folders):
+    """The plugin zip alone is enough to fine-tune: the backend its set-up installed (no training extras)
+    trains on labelled polygons through Processing and keeps the new model under the person's name."""
+    import processing
+
+    from tests.service.training_regions import region
+
+    dock = repaired["dock"]
+    raster, labels = region(tmp_path)
+    result = processing.run(
+        "rs2sam2:finetune",
+        {
+            "INPUT": str(raster),
+            "LABELS": str(labels),
+            "NAME": "zip roofs",
+            "MAX_STEPS": 2,
+            "REPLAY": False,
+            "REPORT": str(tmp_path / "report.txt"),
+        },
+    )
+    assert result["MODEL"] == "zip roofs"
+    training = zipped_plugin.module("connection.training_client")
+    models = training.TrainingClient(dock.backend_row.client()).models().models
+    assert [(m.name, m.labels, m.recipe["steps"]) for m in models] == [("zip roofs", 36, 2)]
+    assert (_own_training_folders / "models").is_dir()
 
 
 def _qgis_process(config: Path, *args: str) -> subprocess.CompletedProcess:

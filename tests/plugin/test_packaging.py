@@ -54,8 +54,8 @@ def test_zip_follows_qgis_plugin_rules(plugin_zip):
 
 
 def test_the_zip_carries_the_backend_it_sets_up(plugin_zip):
-    """The backend travels as source: what `rs2sam2 serve` needs, the demo model, the pinned requirements
-    — not the tests, training or benchmarks."""
+    """The backend travels as source: what `rs2sam2 serve` needs, the training package its fine-tuning jobs
+    run, the demo model, the pinned requirements — not the tests or benchmarks."""
     import json
     import tomllib
 
@@ -69,14 +69,15 @@ def test_the_zip_carries_the_backend_it_sets_up(plugin_zip):
         training_contract = archive.read(bundle + "rs2sam2_qgis/training_contract.py")
         constraints = archive.read(bundle + "constraints.txt").decode().splitlines()  # one requirement a line
     root = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    for path in ROOT.joinpath("backend").rglob("*"):
-        if path.is_file() and "__pycache__" not in path.parts:
-            assert f"backend/{path.relative_to(ROOT / 'backend').as_posix()}" in inside, path
+    for package in ("backend", "training"):
+        for path in ROOT.joinpath(package).rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts:
+                assert f"{package}/{path.relative_to(ROOT / package).as_posix()}" in inside, path
     assert "backend/demo/assets/rs2sam2-demo.safetensors" in inside
-    assert not any(n.startswith(("training/", "bench/", "tests/")) for n in inside)
+    assert not any(n.startswith(("bench/", "tests/")) for n in inside)
     assert contract == (ROOT / "rs2sam2_qgis" / "contract.py").read_bytes()
     assert training_contract == (ROOT / "rs2sam2_qgis" / "training_contract.py").read_bytes()
-    # The same pins as the repository; only the backend's own commands (no training entry points).
+    # The same pins as the repository (not the training extras); the backend's and training's commands.
     assert project["project"]["dependencies"] == root["project"]["dependencies"] == constraints
     assert set(project["project"]["entry-points"]["rs2sam2.commands"]) == {
         "segment",
@@ -84,7 +85,10 @@ def test_the_zip_carries_the_backend_it_sets_up(plugin_zip):
         "weights",
         "demo",
         "models",
+        "train",
+        "evaluate",
     }
+    assert "training*" in project["tool"]["setuptools"]["packages"]["find"]["include"]
     pins = {re.split(r"[=<>~!; ]", pin, maxsplit=1)[0]: pin for pin in root["project"]["dependencies"]}
     assert manifest["staged"] == {name: pins[name] for name in ("torch", "torchvision", "sam2")}
     assert len(manifest["fingerprint"]) == 64

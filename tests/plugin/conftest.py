@@ -244,3 +244,29 @@ def provider(qgis_processing):
         registry.addProvider(RS2SAM2Provider())
     yield registry.providerById("rs2sam2")
     registry.removeProvider("rs2sam2")
+
+
+@pytest.fixture()
+def make_dock(qgis_iface, qgis_canvas, plugin_settings, clean_project):
+    """make_dock(**settings): a panel with these settings saved first; all are shut down after the test,
+    with the local backend any of them started."""
+    from rs2sam2_qgis.connection.backend import stop_local_backend
+    from rs2sam2_qgis.panel.dock import SegmentDock
+    from rs2sam2_qgis.settings import PluginSettings
+
+    docks = []
+    qgis_iface.messageBar().clearWidgets()
+    qgis_canvas.resize(400, 300)
+
+    def make(**settings) -> SegmentDock:
+        PluginSettings(**settings).save()
+        dock = SegmentDock(qgis_iface)
+        docks.append(dock)
+        return dock
+
+    yield make
+    for dock in docks:
+        dock.shutdown()
+        dock.deleteLater()
+    stop_local_backend()
+    qgis_iface.messageBar().clearWidgets()

@@ -48,25 +48,6 @@ def _result_layers(project) -> list[QgsVectorLayer]:
 
 
 @pytest.fixture()
-def make_dock(qgis_iface, qgis_canvas, plugin_settings, clean_project):
-    docks = []
-    qgis_iface.messageBar().clearWidgets()
-    qgis_canvas.resize(400, 300)
-
-    def make(**settings) -> SegmentDock:
-        PluginSettings(**settings).save()
-        dock = SegmentDock(qgis_iface)
-        docks.append(dock)
-        return dock
-
-    yield make
-    for dock in docks:
-        dock.shutdown()
-        dock.deleteLater()
-    qgis_iface.messageBar().clearWidgets()
-
-
-@pytest.fixture()
 def raster_layer(geotiff, clean_project, qgis_canvas):
     layer = QgsRasterLayer(geotiff, "scene")
     assert layer.isValid()

@@ -20,13 +20,11 @@ from qgis.core import QgsFeature, QgsRasterLayer, QgsVectorLayer
 from qgis.PyQt.QtWidgets import QToolButton
 
 from backend.weights.person_models import ModelStore
-from rs2sam2_qgis.connection.backend import shared_backend, stop_local_backend
+from rs2sam2_qgis.connection.backend import shared_backend
 from rs2sam2_qgis.layers.area import AREA_WHOLE_LAYER
-from rs2sam2_qgis.panel.dock import SegmentDock
 from rs2sam2_qgis.panel.finetune_dialog import FineTuneDialog
 from rs2sam2_qgis.panel.model_manager import ModelManager
 from rs2sam2_qgis.qt_compat import new_field
-from rs2sam2_qgis.settings import PluginSettings
 from tests.plugin.conftest import wait_until
 from tests.service.training_regions import region
 
@@ -54,23 +52,6 @@ def scene(own_folders, clean_project):
     clean_project.addMapLayer(raster)
     clean_project.addMapLayer(labels)
     return raster, labels
-
-
-@pytest.fixture()
-def make_dock(qgis_iface, plugin_settings, clean_project):
-    docks = []
-
-    def make(**settings) -> SegmentDock:
-        PluginSettings(**settings).save()
-        dock = SegmentDock(qgis_iface)
-        docks.append(dock)
-        return dock
-
-    yield make
-    for dock in docks:
-        dock.shutdown()
-        dock.deleteLater()
-    stop_local_backend()
 
 
 def _dialog(dock, scene, name: str, steps: int, validate: bool = False):

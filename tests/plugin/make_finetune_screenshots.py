@@ -19,35 +19,19 @@ import os
 import subprocess
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
-from tests.plugin.make_screenshot import run_qgis_driver
+from tests.plugin.make_screenshot import DRIVER_HELPERS, install_profile, run_qgis_driver
 from tests.service.training_regions import region
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "backend" / "demo" / "assets" / "rs2sam2-demo.safetensors"
 
-DRIVER = r"""
-import json, os
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
-from qgis.PyQt.QtCore import QTimer
+DRIVER = (
+    DRIVER_HELPERS
+    + r"""
+from qgis.core import QgsRasterLayer, QgsVectorLayer
 from qgis.PyQt.QtWidgets import QRadioButton
-from qgis.utils import iface, plugins
-
-config = json.load(open(os.environ["RS2SAM2_SHOT_CONFIG"]))
-state = {"ticks": 0}
-
-def log(text):
-    with open(config["log"], "a") as f:
-        f.write(text + "\n")
-
-def finish(code):
-    log(f"exit {code}")
-    QgsApplication.instance().exit(code)
-
-def later(ms, step):
-    QTimer.singleShot(ms, step)
 
 def setup():
     window = iface.mainWindow()
@@ -124,6 +108,7 @@ def grab_models():
 
 later(3000, setup)
 """
+)
 
 
 def main() -> int:
@@ -145,11 +130,7 @@ def take(args: argparse.Namespace, work: Path) -> int:
         capture_output=True,
         text=True,
     )
-    profile = work / "profiles" / "default"
-    plugins_dir = profile / "python" / "plugins"
-    plugins_dir.mkdir(parents=True)
-    with zipfile.ZipFile(built.stdout.strip().splitlines()[-1]) as archive:
-        archive.extractall(plugins_dir)
+    profile = install_profile(Path(built.stdout.strip().splitlines()[-1]), work)
     (work / "region").mkdir()
     raster, labels = region(work / "region")
     (profile / "QGIS").mkdir(parents=True)

@@ -28,7 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_SCENE = ROOT / "backend" / "demo" / "assets" / "scene.tif"
 
-DRIVER = r"""
+# The start of every screenshot driver: its config (RS2SAM2_SHOT_CONFIG), a log file, and how it ends.
+DRIVER_HELPERS = r"""
 import json, os
 from qgis.core import QgsApplication, QgsProject
 from qgis.PyQt.QtCore import QTimer
@@ -45,6 +46,13 @@ def finish(code):
     log(f"exit {code}")
     QgsApplication.instance().exit(code)
 
+def later(ms, step):
+    QTimer.singleShot(ms, step)
+"""
+
+DRIVER = (
+    DRIVER_HELPERS
+    + r"""
 def setup():
     window = iface.mainWindow()
     window.resize(1500, 920)
@@ -88,6 +96,7 @@ def grab():
 
 QTimer.singleShot(3000, setup)
 """
+)
 
 
 def free_port() -> int:
@@ -138,11 +147,7 @@ def take(args: argparse.Namespace, work: Path) -> int:
         capture_output=True,
         text=True,
     )
-    profile = work / "profiles" / "default"
-    plugins_dir = profile / "python" / "plugins"
-    plugins_dir.mkdir(parents=True)
-    with zipfile.ZipFile(built.stdout.strip().splitlines()[-1]) as archive:
-        archive.extractall(plugins_dir)
+    profile = install_profile(Path(built.stdout.strip().splitlines()[-1]), work)
     raster = args.raster.resolve()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -177,6 +182,16 @@ def take(args: argparse.Namespace, work: Path) -> int:
         backend.wait(10)
     print(log)
     return 0 if "saved True" in log else 1
+
+
+def install_profile(zip_path: Path, work: Path) -> Path:
+    """The plugin zip unpacked into a fresh QGIS profile under `work`; the profile's folder."""
+    profile = work / "profiles" / "default"
+    plugins_dir = profile / "python" / "plugins"
+    plugins_dir.mkdir(parents=True)
+    with zipfile.ZipFile(zip_path) as archive:
+        archive.extractall(plugins_dir)
+    return profile
 
 
 def run_qgis_driver(work: Path, env: dict[str, str], timeout_s: float) -> str:

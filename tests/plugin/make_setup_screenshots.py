@@ -23,35 +23,19 @@ import sys
 import tempfile
 import threading
 import time
-import zipfile
 from pathlib import Path
 
-from tests.plugin.make_screenshot import run_qgis_driver
+from tests.plugin.make_screenshot import DRIVER_HELPERS, install_profile, run_qgis_driver
 from tests.plugin.setup_fixtures import build_plugin_zip, write_official_weight_files
 from tests.plugin.wheelhouse import build_wheelhouse, bundle_requirements
 
 ROOT = Path(__file__).resolve().parents[2]
 
-DRIVER = r"""
-import json, os
-from qgis.core import QgsApplication, QgsRasterLayer, QgsProject
-from qgis.PyQt.QtCore import QTimer
+DRIVER = (
+    DRIVER_HELPERS
+    + r"""
+from qgis.core import QgsRasterLayer
 from qgis.PyQt.QtWidgets import QDockWidget, QPushButton
-from qgis.utils import iface, plugins
-
-config = json.load(open(os.environ["RS2SAM2_SHOT_CONFIG"]))
-state = {"ticks": 0}
-
-def log(text):
-    with open(config["log"], "a") as f:
-        f.write(text + "\n")
-
-def finish(code):
-    log(f"exit {code}")
-    QgsApplication.instance().exit(code)
-
-def later(ms, step):
-    QTimer.singleShot(ms, step)
 
 def setup():
     window = iface.mainWindow()
@@ -126,6 +110,7 @@ def wait_for_download():
 
 later(3000, setup)
 """
+)
 
 
 class SlowHandler(http.server.SimpleHTTPRequestHandler):
@@ -163,13 +148,8 @@ def main() -> int:
 
 
 def take(args: argparse.Namespace, work: Path) -> int:
-    zip_path = build_plugin_zip(work / "dist")
-    profile = work / "profiles" / "default"
-    plugins_dir = profile / "python" / "plugins"
-    plugins_dir.mkdir(parents=True)
-    with zipfile.ZipFile(zip_path) as archive:
-        archive.extractall(plugins_dir)
-    bundle = plugins_dir / "rs2sam2_qgis" / "backend_bundle"
+    profile = install_profile(build_plugin_zip(work / "dist"), work)
+    bundle = profile / "python" / "plugins" / "rs2sam2_qgis" / "backend_bundle"
     requirements, alone = bundle_requirements(bundle)
     wheels = build_wheelhouse(requirements, work / "wheels", alone)
     write_official_weight_files(work / "mirror")

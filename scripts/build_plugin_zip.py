@@ -32,6 +32,9 @@ PLUGIN = "rs2sam2_qgis"
 BUNDLE = f"{PLUGIN}/backend_bundle"
 SKIP_DIRS = {"__pycache__", ".pytest_cache"}
 SKIP_SUFFIXES = {".pyc", ".pyo"}
+# GDAL's statistics sidecars (git-ignored): written next to a raster by whatever opened it (QGIS, a test),
+# never part of the product; left out so the zip and its bundle fingerprint do not depend on them.
+SKIP_NAME_ENDINGS = (".aux.xml",)
 # The official QGIS plugin repository (plugins.qgis.org) refuses uploads above 25 MB
 # (PLUGIN_MAX_UPLOAD_SIZE = 25000000 bytes in its validator, QGIS-Django).
 REPOSITORY_LIMIT_BYTES = 25_000_000
@@ -51,6 +54,8 @@ def _tree(source_dir: Path, prefix: str) -> list[tuple[Path, str]]:
     entries = []
     for path in sorted(source_dir.rglob("*")):
         if path.is_dir() or SKIP_DIRS & set(path.parts) or path.suffix in SKIP_SUFFIXES:
+            continue
+        if path.name.endswith(SKIP_NAME_ENDINGS):
             continue
         entries.append((path, f"{prefix}/{path.relative_to(source_dir).as_posix()}"))
     return entries

@@ -1,6 +1,7 @@
 """Take docs/finetune-dialog.png and docs/person-models.png in a real QGIS desktop window (under Xvfb).
 
     .venv/bin/python -m tests.plugin.make_finetune_screenshots [--out docs] [--steps 8]
+    .venv/bin/python -m tests.plugin.make_finetune_screenshots --bench-regions --steps 0   # docs/ as shown
 
 Builds the plugin zip and installs it into a throw-away QGIS profile whose settings start the local
 backend of this checkout (the real `rs2sam2 serve` with the bundled demo model), makes a small labelled
@@ -8,7 +9,9 @@ region (tests/service/training_regions.py: a 256² raster, 36 labelled roofs and
 `qgis.bin --code <driver>` under `xvfb-run`. The driver opens the region, the panel and its Train ▸
 Fine-tune… dialog, fills it (validation on the same labels, so both models are scored), presses Start,
 waits for the short real run and its comparison and grabs the dialog; then it opens the settings' Models
-tab, which lists the new model, chooses it and grabs that.
+tab, which lists the new model, chooses it and grabs that. `--bench-regions` trains on the small-region
+benchmark's region A and validates on its region B instead (bench/region_data.py), as the README's
+screenshots do.
 """
 
 from __future__ import annotations
@@ -42,6 +45,10 @@ def setup():
         return finish(3)
     raster = iface.addRasterLayer(config["raster"], "my region")
     labels = iface.addVectorLayer(config["labels"], "my labels", "ogr")
+    val_raster, val_labels = raster, labels  # validation on the same labels, unless another region is given
+    if config.get("val_raster"):
+        val_raster = iface.addRasterLayer(config["val_raster"], "another region")
+        val_labels = iface.addVectorLayer(config["val_labels"], "its labels", "ogr")
     iface.mapCanvas().setExtent(raster.extent())
     plugin.action.setChecked(True)
     plugin.finetune_action.trigger()
@@ -50,12 +57,13 @@ def setup():
     form = dialog.form
     form.region.raster_combo.setLayer(raster)
     form.region.labels_combo.setLayer(labels)
-    form.widgets["name"].setText("my roofs")
-    form.widgets["max_steps"].setValue(config["steps"])
-    form.widgets["replay"].setChecked(False)
+    form.field_combo.setField(config["field"])
+    form.widgets["name"].setText(config["name"])
+    form.widgets["max_steps"].setValue(config["steps"])  # 0: the recipe's choice
+    form.widgets["replay"].setChecked(config["replay"])
     form.validation_box.setChecked(True)
-    form.validation.raster_combo.setLayer(raster)
-    form.validation.labels_combo.setLayer(labels)
+    form.validation.raster_combo.setLayer(val_raster)
+    form.validation.labels_combo.setLayer(val_labels)
     state["plugin"], state["dialog"] = plugin, dialog
     later(1000, start)
 
@@ -66,7 +74,7 @@ def start():
 def wait_for_run():
     dialog = state["dialog"]
     state["ticks"] += 1
-    if (dialog.task is not None or dialog._start_after_backend) and state["ticks"] < 1500:
+    if (dialog.task is not None or dialog._start_after_backend) and state["ticks"] < config["wait_ticks"]:
         return later(400, wait_for_run)
     log("status: " + dialog.status_label.text() + " | " + dialog.message_label.text())
     later(500, grab_dialog)
@@ -93,10 +101,10 @@ def wait_for_list():
     manager = state["settings"].model_manager
     if manager.catalogue_task is not None or not manager.person_box.models:
         return later(300, wait_for_list)
-    use = manager.table.findChild(QRadioButton, "use:person:my roofs")
+    use = manager.table.findChild(QRadioButton, "use:person:" + config["name"])
     if use is not None:
         use.setChecked(True)
-    manager.person_box.select("my roofs")
+    manager.person_box.select(config["name"])
     manager.table.scrollToBottom()
     later(800, grab_models)
 
@@ -116,7 +124,15 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
-    parser.add_argument("--steps", type=int, default=60, help="training steps of the run (a short one)")
+    parser.add_argument(
+        "--steps", type=int, default=60, help="training steps of the run (0: the recipe's choice)"
+    )
+    parser.add_argument(
+        "--bench-regions",
+        action="store_true",
+        help="train on bench region A (45 labels) and validate on region B, as `rs2sam2 bench region` does "
+        "(the recipe's steps and replay: about 20 minutes on 2 cores) instead of a short run on a small grid",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="rs2sam2-shot-") as work_dir:
         return take(args, Path(work_dir))
@@ -132,7 +148,7 @@ def take(args: argparse.Namespace, work: Path) -> int:
     )
     profile = install_profile(Path(built.stdout.strip().splitlines()[-1]), work)
     (work / "region").mkdir()
-    raster, labels = region(work / "region")
+    regions = _regions(args, work / "region")
     (profile / "QGIS").mkdir(parents=True)
     (profile / "QGIS" / "QGIS3.ini").write_text(
         "[PythonPlugins]\nrs2sam2_qgis=true\n\n"
@@ -143,9 +159,9 @@ def take(args: argparse.Namespace, work: Path) -> int:
     )
     args.out.mkdir(parents=True, exist_ok=True)
     config = {
-        "raster": str(raster),
-        "labels": str(labels),
+        **regions,
         "steps": args.steps,
+        "wait_ticks": 7500 if args.bench_regions else 1500,  # of 0.4 s
         "finetune_png": str((args.out / "finetune-dialog.png").resolve()),
         "models_png": str((args.out / "person-models.png").resolve()),
         "log": str(work / "driver.log"),
@@ -157,13 +173,40 @@ def take(args: argparse.Namespace, work: Path) -> int:
         RS2SAM2_SHOT_CONFIG=str(work / "config.json"),
         RS2SAM2_MODELS=str(work / "models"),
         RS2SAM2_TRAINING_DIR=str(work / "training"),
-        OMP_NUM_THREADS="1",
+        OMP_NUM_THREADS="2" if args.bench_regions else "1",
     )
     env.pop("QT_QPA_PLATFORM", None)
     env.pop("PYTHONPATH", None)
-    log = run_qgis_driver(work, env, timeout_s=900)
+    log = run_qgis_driver(work, env, timeout_s=3300 if args.bench_regions else 900)
     print(log)
     return 0 if "models shot: True" in log else 1
+
+
+def _regions(args: argparse.Namespace, folder: Path) -> dict:
+    """The driver's region settings: the small grid (tests/service/training_regions.py), or the small-region
+    benchmark's regions A (training) and B (validation)."""
+    if not args.bench_regions:
+        raster, labels = region(folder)
+        return {
+            "raster": str(raster),
+            "labels": str(labels),
+            "field": "phrase",
+            "name": "my roofs",
+            "replay": False,
+        }
+    from bench.region import A_SEED, B_SEED
+    from bench.region_data import TEXT_COLUMN, make_region
+
+    train, validation = make_region(folder, "A", A_SEED), make_region(folder, "B", B_SEED)
+    return {
+        "raster": str(train.raster),
+        "labels": str(train.labels_path),
+        "val_raster": str(validation.raster),
+        "val_labels": str(validation.labels_path),
+        "field": TEXT_COLUMN,
+        "name": "my town",
+        "replay": True,
+    }
 
 
 if __name__ == "__main__":

@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from tests.plugin.make_screenshot import DRIVER_HELPERS, install_profile, run_qgis_driver
+from tests.plugin.setup_fixtures import build_plugin_zip
 from tests.service.training_regions import region
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,14 +139,7 @@ def main() -> int:
 
 
 def take(args: argparse.Namespace, work: Path) -> int:
-    built = subprocess.run(
-        ["make", "-s", "plugin", f"PLUGIN_OUT={work / 'dist'}"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    profile = install_profile(Path(built.stdout.strip().splitlines()[-1]), work)
+    profile = install_profile(build_plugin_zip(work / "dist"), work)
     (work / "region").mkdir()
     regions = _regions(args, work / "region")
     (profile / "QGIS").mkdir(parents=True)

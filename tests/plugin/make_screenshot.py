@@ -25,6 +25,8 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from tests.plugin.setup_fixtures import build_plugin_zip
+
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_SCENE = ROOT / "backend" / "demo" / "assets" / "scene.tif"
 
@@ -140,14 +142,7 @@ def main() -> int:
 
 
 def take(args: argparse.Namespace, work: Path) -> int:
-    built = subprocess.run(
-        ["make", "-s", "plugin", f"PLUGIN_OUT={work / 'dist'}"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    profile = install_profile(Path(built.stdout.strip().splitlines()[-1]), work)
+    profile = install_profile(build_plugin_zip(work / "dist"), work)
     raster = args.raster.resolve()
     port = free_port()
     url = f"http://127.0.0.1:{port}"

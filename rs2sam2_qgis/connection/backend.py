@@ -125,6 +125,9 @@ class Backend:
             except LocalStartError as exc:
                 self._fail(str(exc), generation)
                 raise
+            except Exception as exc:  # anything else leaves no process and no "starting" behind either
+                self._fail(f"The local backend could not be started: {exc}", generation)
+                raise LocalStartError(self.last_error) from exc
             with self._state_lock:
                 if generation != self._generation:
                     raise LocalStartError("The local backend was stopped while it started.")

@@ -203,3 +203,16 @@ def test_a_failed_start_in_the_panel_offers_its_output(plugin, qgis_main_iface, 
     assert "CUDA error: no kernel image is available" in dock.backend_row.backend.log_text
     assert dock.backend_row.label.text() == "Backend: local start failed"
     bar.clearWidgets()
+
+
+def test_an_unexpected_failure_while_starting_leaves_it_failed_not_starting(qgis_app, tmp_path, monkeypatch):
+    from rs2sam2_qgis.connection import backend as backend_module
+
+    def broken(*_args):
+        raise RuntimeError("no more file descriptors")
+
+    monkeypatch.setattr(backend_module, "start_local_process", broken)
+    backend = Backend()
+    with pytest.raises(LocalStartError, match="no more file descriptors"):
+        backend.ensure_local(PluginSettings(python_path=sys.executable, working_dir=str(tmp_path)))
+    assert backend.state == "failed" and backend.pid() is None

@@ -52,12 +52,11 @@ def read_labels(
 ) -> list:
     """The labels of `vector` (reprojected onto the raster), one per phrase of a feature, each in the
     block of `block_pixels` raster pixels its centroid lies in (cut to the raster)."""
-    import numpy as np
     import pyogrio
     import rasterio
     import shapely
-    from pyproj import CRS, Transformer
 
+    from backend.engine.features import reproject
     from training.data.kinds import phrase_kind
 
     with rasterio.open(raster) as dataset:
@@ -67,10 +66,8 @@ def read_labels(
     if phrase_field not in names:
         raise UserError(f"{vector.name} has no field {phrase_field!r} (its fields: {', '.join(names)})")
     geometries = shapely.from_wkb(wkb)
-    source = CRS.from_user_input(meta["crs"]) if meta.get("crs") else None
-    if source is not None and crs is not None and source != CRS.from_user_input(crs):
-        move = Transformer.from_crs(source, CRS.from_user_input(crs), always_xy=True).transform
-        geometries = [shapely.transform(g, lambda xy: np.c_[move(xy[:, 0], xy[:, 1])]) for g in geometries]
+    if meta.get("crs") and crs is not None:
+        geometries = reproject(geometries, meta["crs"], crs)
     labels = []
     for geometry, text in zip(geometries, fields[names.index(phrase_field)]):
         if geometry is None or geometry.is_empty or text is None:

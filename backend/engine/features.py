@@ -35,6 +35,20 @@ class Feature:
         return {name: getattr(self, name) for name in FIELDS}
 
 
+def reproject(geometries, source, target) -> list:
+    """`geometries` (a None stays None) moved from CRS `source` to `target` (anything pyproj reads: a
+    CRS object, WKT, "EPSG:n"); as they are when the two are the same CRS. pyproj's CRSError when one is
+    unknown."""
+    source, target = pyproj.CRS.from_user_input(source), pyproj.CRS.from_user_input(target)
+    if source == target:
+        return list(geometries)
+    move = pyproj.Transformer.from_crs(source, target, always_xy=True).transform
+    return [
+        None if geometry is None else shapely.transform(geometry, lambda xy: np.c_[move(xy[:, 0], xy[:, 1])])
+        for geometry in geometries
+    ]
+
+
 def utc_now_iso() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 

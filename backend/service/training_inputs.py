@@ -20,6 +20,7 @@ from fastapi import UploadFile
 
 from backend.contract import LABEL_SUFFIXES, LabelReport
 from backend.engine.confine import FILE_DRIVERS
+from backend.engine.features import reproject
 from backend.engine.opening import check_crs, check_georeference, check_structure, open_dataset
 from backend.service.parsing import safe_name
 from backend.service.security import ServiceError, resolve_allowed_path
@@ -147,22 +148,12 @@ def _same_crs(a: str, b: str) -> bool:
 
 
 def _in_raster_crs(geometries, source: str, target: str, name: str):
-    from pyproj import CRS, Transformer
     from pyproj.exceptions import CRSError
 
     try:
-        if _same_crs(source, target):
-            return list(geometries)
-        move = Transformer.from_crs(CRS.from_user_input(source), CRS.from_user_input(target), always_xy=True)
+        return reproject(geometries, source, target)
     except CRSError:
         raise ServiceError(400, "no_labels_crs", f"{name}: a CRS that PROJ does not know") from None
-
-    def reproject(geometry):
-        if geometry is None:
-            return None
-        return shapely.transform(geometry, lambda xy: np.c_[move.transform(xy[:, 0], xy[:, 1])])
-
-    return [reproject(geometry) for geometry in geometries]
 
 
 def label_problem(report: LabelReport, minimum: int, name: str) -> ServiceError | None:

@@ -28,12 +28,13 @@ import pyogrio
 import rasterio
 import shapely
 from affine import Affine
-from pyproj import CRS, Transformer
+from pyproj import CRS
 from rasterio._err import CPLE_BaseError
 from rasterio.enums import Resampling
 from rasterio.features import rasterize
 from rasterio.windows import Window
 
+from backend.engine.features import reproject
 from backend.errors import UserError
 from training.data.kinds import phrase_kind
 from training.data.sample import ReferringSample
@@ -186,15 +187,6 @@ def _phrase_key(phrase: str) -> str:
     return " ".join(phrase.lower().split())
 
 
-def _reproject(geometries: list[shapely.Geometry], source: CRS, target: CRS) -> list[shapely.Geometry]:
-    if source == target:
-        return geometries
-    transformer = Transformer.from_crs(source, target, always_xy=True)
-    return [
-        shapely.transform(g, lambda xy: np.c_[transformer.transform(xy[:, 0], xy[:, 1])]) for g in geometries
-    ]
-
-
 class RegionDataset:
     """Chips of labelled features from one or more rasters of a region, for one split."""
 
@@ -228,7 +220,7 @@ class RegionDataset:
 
         features: list[_Feature] = []
         unplaced: list[str] = []
-        reprojected = {i: _reproject(geometries, vector_crs, info.crs) for i, info in enumerate(self.rasters)}
+        reprojected = {i: reproject(geometries, vector_crs, info.crs) for i, info in enumerate(self.rasters)}
         for k in range(len(geometries)):
             for index, info in enumerate(self.rasters):
                 geometry = reprojected[index][k]

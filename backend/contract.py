@@ -43,6 +43,7 @@ from rs2sam2_qgis.contract import (
     resolve_defaults,
 )
 from rs2sam2_qgis.training_contract import (
+    DEFAULT_START_MODEL,
     EVALUATE_FORM_FIELDS,
     EVALUATION_OPTIONS,
     FINAL_TRAINING_STATES,
@@ -101,6 +102,7 @@ __all__ = [
     "FINAL_TRAINING_STATES",
     "JOB_KINDS",
     "LABEL_SUFFIXES",
+    "DEFAULT_START_MODEL",
     "MIN_TRAINING_LABELS",
     "RESUMABLE_STATES",
     "SCORE_KEYS",

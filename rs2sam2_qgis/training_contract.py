@@ -56,6 +56,8 @@ JOB_KINDS: tuple[str, ...] = ("train", "evaluate")
 # training/README.md: "Label at least ~30–45 polygons, 5 or more per kind"; fewer are refused (400
 # `too_few_labels`) before a run starts.
 MIN_TRAINING_LABELS = 30
+# The model a run fine-tunes when none is named: the bundled demo model (its name in the model list).
+DEFAULT_START_MODEL = "demo"
 # The metrics the papers report (docs/method.md, "Evaluation protocol"), fractions in [0, 1]; the
 # keys of training/metrics.py's summary.
 SCORE_KEYS: tuple[str, ...] = ("Pr@0.5", "Pr@0.6", "Pr@0.7", "Pr@0.8", "Pr@0.9", "oIoU", "mIoU")

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backend.contract import RESUMABLE_STATES
+from backend.contract import DEFAULT_START_MODEL, RESUMABLE_STATES
 from backend.service.security import ServiceError
 from backend.weights.person_models import ModelStore, checkpoint_metadata, utc_now
 
@@ -380,7 +380,7 @@ class TrainingJobs:
             "seed": job.params.get("seed"),
         }
         meta = {
-            "start_model": job.params.get("start_model") or "demo",
+            "start_model": job.params.get("start_model") or DEFAULT_START_MODEL,
             "labels": (job.labels or {}).get("used", 0),
             "scores": metadata.get("val") if best.is_file() else None,
             "recipe": recipe,

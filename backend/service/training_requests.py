@@ -14,6 +14,7 @@ from fastapi import Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from backend.contract import (
+    DEFAULT_START_MODEL,
     EVALUATION_OPTIONS,
     MIN_TRAINING_LABELS,
     TRAINING_OPTIONS,
@@ -199,7 +200,7 @@ def served_model_flags(config: ServiceConfig) -> tuple[list[str], str]:
         return ["--checkpoint", config.checkpoint], Path(config.checkpoint).stem
     if config.preset:
         return ["--preset", config.preset], config.preset
-    return ["--model", "demo"], "demo"
+    return ["--model", DEFAULT_START_MODEL], DEFAULT_START_MODEL
 
 
 async def new_training_job(

@@ -18,6 +18,7 @@ from qgis.PyQt.QtCore import pyqtSignal
 from ..layers.raster_source import RasterSourceError
 from ..resources import LOG_TAG
 from ..training_contract import (
+    DEFAULT_START_MODEL,
     EvaluationResult,
     LabelReport,
     PersonModel,
@@ -25,8 +26,6 @@ from ..training_contract import (
 )
 from .client import BackendClient, BackendError, RunCancelled
 from .training_client import TrainingClient, TrainingInterrupted, TrainingRequest, explained
-
-DEFAULT_START_MODEL = "demo"  # what the backend fine-tunes when no starting model is given
 
 
 def _log(message: str) -> None:

@@ -29,9 +29,16 @@ from qgis.PyQt.QtWidgets import (
 
 from ..auth_token import AuthError
 from ..connection.training_client import RegionPlan, TrainingRequest, label_report_text, plan_labels
-from ..connection.training_tasks import DEFAULT_START_MODEL, FineTuneTask, ModelsTask
+from ..connection.training_tasks import FineTuneTask, ModelsTask
 from ..layers.raster_source import RasterSourceError, plan_raster
-from ..training_contract import MIN_TRAINING_LABELS, SCORE_KEYS, Scores, TrainingJobStatus, model_name_problem
+from ..training_contract import (
+    DEFAULT_START_MODEL,
+    MIN_TRAINING_LABELS,
+    SCORE_KEYS,
+    Scores,
+    TrainingJobStatus,
+    model_name_problem,
+)
 from .finetune_form import build_form
 from .notify import guarded, log
 from .person_models import NO_SCORE, score_text

@@ -58,6 +58,8 @@ JOB_KINDS: tuple[str, ...] = ("train", "evaluate")
 MIN_TRAINING_LABELS = 30
 # The model a run fine-tunes when none is named: the bundled demo model (its name in the model list).
 DEFAULT_START_MODEL = "demo"
+# One labelled feature may name its object with several phrases, separated by this.
+PHRASE_SEPARATOR = "|"
 # The metrics the papers report (docs/method.md, "Evaluation protocol"), fractions in [0, 1]; the
 # keys of training/metrics.py's summary.
 SCORE_KEYS: tuple[str, ...] = ("Pr@0.5", "Pr@0.6", "Pr@0.7", "Pr@0.8", "Pr@0.9", "oIoU", "mIoU")
@@ -158,7 +160,7 @@ TRAINING_OPTIONS: tuple[TrainingOption, ...] = (
         "phrase_field",
         "str",
         "Phrase field",
-        "the labels' text column; one feature may hold several phrases separated by |",
+        f"the labels' text column; one feature may hold several phrases separated by {PHRASE_SEPARATOR}",
         default="phrase",
     ),
     TrainingOption(

@@ -18,7 +18,7 @@ import numpy as np
 import shapely
 from fastapi import UploadFile
 
-from backend.contract import LABEL_SUFFIXES, LabelReport
+from backend.contract import LABEL_SUFFIXES, PHRASE_SEPARATOR, LabelReport
 from backend.engine.confine import FILE_DRIVERS
 from backend.engine.features import reproject
 from backend.engine.opening import check_crs, check_georeference, check_structure, open_dataset
@@ -27,7 +27,6 @@ from backend.service.security import ServiceError, resolve_allowed_path
 
 UPLOAD_DRIVERS = ("GTiff",)
 PHRASE_COLUMN = "phrase"  # the column of the job's own labels file
-PHRASE_SEPARATOR = "|"  # several phrases in one feature (training/data/region.py)
 
 
 @dataclass(frozen=True)

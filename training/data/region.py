@@ -34,6 +34,7 @@ from rasterio.enums import Resampling
 from rasterio.features import rasterize
 from rasterio.windows import Window
 
+from backend.contract import PHRASE_SEPARATOR
 from backend.engine.features import reproject
 from backend.errors import UserError
 from training.data.kinds import phrase_kind
@@ -49,7 +50,7 @@ class RegionConfig:
 
     chip_size: int = 256  # output side in pixels (the model's input size)
     text_column: str = "phrase"
-    phrase_separator: str = "|"
+    phrase_separator: str = PHRASE_SEPARATOR
     context: tuple[float, float] = (1.5, 3.0)  # chip side / feature extent, drawn per epoch (train)
     min_chip_fraction: float = 0.5  # a chip covers at least this × chip_size source pixels: limits upsampling
     target_gsd: float | None = None  # map units per output pixel; replaces `context` when set

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsVectorLayer
 
+from rs2sam2_qgis.processing.training_run import ProgressLog
+from rs2sam2_qgis.training_contract import TrainingJobStatus
 from tests.plugin.test_processing import QGIS_PROCESS, _qgis_process, plugin_profile  # noqa: F401
 from tests.service.training_regions import region, write_labels, write_raster
 
@@ -57,6 +59,42 @@ class Log(QgsProcessingFeedback):
     def pushInfo(self, info):  # noqa: N802 - QGIS API name
         self.lines.append(info)
         super().pushInfo(info)
+
+
+LOOP_PHASES = {"preparing", "training", "validating", "saving", "stopped", "done"}  # training/progress.py
+
+
+def status(state: str, phase: str, step: int = 0, loss: float | None = None, total: int = 20, **more):
+    return TrainingJobStatus("j1", "train", state, phase, "m", "j1", step, total, loss, **more)
+
+
+def test_progress_log_says_each_phase_once_every_tenth_step_and_the_last_one():
+    log = Log()
+    progress = ProgressLog(log)
+    progress(status("queued", "queued", queue_position=1, message="1 job before it"))
+    progress(status("queued", "queued", queue_position=1, message="1 job before it"))
+    progress(status("running", "preparing"))
+    for step in range(1, 21):
+        progress(status("running", "training", step, loss=1.0 / step))
+        progress(status("running", "training", step, loss=1.0 / step))  # polled twice: said once
+    progress(status("running", "saving", 20, loss=0.05))
+    progress(status("done", "done", 20, loss=0.05))
+    assert log.lines == [
+        "Queued: 1 job before it",
+        "Phase: preparing",
+        "Phase: training",
+        *(f"Step {step} of 20: loss {1.0 / step:.4f}" for step in range(2, 21, 2)),
+        "Phase: saving",
+    ]
+    assert log.progress() == 100.0
+
+
+def test_progress_log_of_a_run_that_ended_between_two_polls_still_gives_its_last_loss():
+    log = Log()
+    progress = ProgressLog(log)
+    progress(status("queued", "queued", queue_position=0, message="next"))
+    progress(status("done", "done", 3, loss=0.25, total=3))
+    assert log.lines == ["Queued: next", "Step 3 of 3: loss 0.2500"]
 
 
 def test_the_provider_lists_the_training_algorithms(provider):
@@ -116,7 +154,12 @@ def test_finetune_registers_the_model_with_its_scores_and_writes_the_report(back
     (job,) = jobs_of(backend)
     assert not list((tmp / "training" / job["job_id"] / "inputs").glob("*_sent.*"))
     text = "\n".join(log.lines)
-    assert "Step 3 of 3: loss" in text and "Phase: training" in text
+    # The final status carries the last step's loss, so it is said however fast the run went; which
+    # phases a 1 s poll catches depends on the machine's speed (test_progress_log_* pins that logic).
+    assert "Step 3 of 3: loss" in text
+    phases = [line.removeprefix("Phase: ") for line in log.lines if line.startswith("Phase: ")]
+    assert phases and set(phases) <= LOOP_PHASES, phases
+    assert all(this != after for this, after in zip(phases, phases[1:])), phases
     assert "4 validation labels used" in text
 
     # The same name again is refused before anything runs; the sentence says what to do.

@@ -138,9 +138,10 @@ def test_auto_gives_the_references_mask_where_faster_modes_exist(reduced, monkey
 @pytest.mark.slow
 def test_the_faster_modes_agreement_with_the_reference_is_what_auto_was_told(reduced, capsys):
     """bf16 (weights and autocast, as `--precision bf16` runs) measured against the recorded output: its
-    IoU is printed and must stay what PAPER_MODE_AGREEMENT records (±0.005; measured 0.978, 258 pixels),
-    so `auto`'s rule follows the measurement: if bf16 came to agree at ≥ 0.99 this fails, and auto may
-    use it."""
+    IoU is printed and must stay what PAPER_MODE_AGREEMENT records, so `auto`'s rule follows the
+    measurement: if bf16 came to agree at ≥ 0.99 this fails, and auto may use it. ±0.01: the measure
+    moves with the CPU (0.978, 258 pixels flipped, on one machine of this kind; 0.971 on another, whose
+    CPU has AMX)."""
     model, tokens, inputs, reference = reduced
     expected = torch.from_numpy(reference["low_res_logits"])
     bf16 = Precision("bf16", "cpu", "bf16", convert_weights=True)
@@ -150,5 +151,5 @@ def test_the_faster_modes_agreement_with_the_reference_is_what_auto_was_told(red
     flipped = int(((z > 0.5) != (expected > 0.5)).sum())
     with capsys.disabled():
         print(f"\nbf16 against the reference: mask IoU {iou:.4f}, {flipped} of 65,536 pixels flipped")
-    assert iou == pytest.approx(PAPER_MODE_AGREEMENT["bf16"], abs=0.005)
+    assert iou == pytest.approx(PAPER_MODE_AGREEMENT["bf16"], abs=0.01)
     assert (iou >= REFERENCE_AGREEMENT_IOU) == (PAPER_MODE_AGREEMENT["bf16"] >= REFERENCE_AGREEMENT_IOU)

@@ -246,10 +246,8 @@ class Trainer:
             self.start_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         self.model = model
         self.trainable = [p for p in model.parameters() if p.requires_grad]
-        # foreach: multi-tensor updates (torch only defaults to it on GPUs; on the CPU it saves a Python
-        # loop per tensor)
         self.optimizer = torch.optim.AdamW(
-            model.param_groups(cfg.lr_new, cfg.lr_rest, cfg.weight_decay), foreach=True
+            model.param_groups(cfg.lr_new, cfg.lr_rest, cfg.weight_decay), **adamw_kernel(self.device)
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
@@ -486,6 +484,13 @@ class Trainer:
                 )
         barrier(self.context)
         return result
+
+
+def adamw_kernel(device: torch.device) -> dict[str, bool]:
+    """AdamW's fused kernel where torch has one (CPU and CUDA: one pass over each tensor; on the CPU
+    measured 5.8 ms a step against 25 ms for foreach, which torch runs there as a loop of small ops, on the
+    `test` preset's 394 tensors), else foreach (torch only defaults to it on GPUs)."""
+    return {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
 
 
 @dataclass

@@ -190,6 +190,7 @@ def train_ddp(args: argparse.Namespace) -> dict:
     from backend.model.losses import LossConfig, RS2SAM2Loss
     from backend.model.precision import autocast_for
     from backend.model.preprocess import preprocess_batch
+    from training.loop import adamw_kernel
 
     dist.init_process_group(backend=args.backend)
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -201,7 +202,7 @@ def train_ddp(args: argparse.Namespace) -> dict:
     model = build_model("test", device=str(device)).train()
     size = model.config.image_size
     network = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
-    optimizer = torch.optim.AdamW(model.param_groups(lr_new=1e-3, lr_rest=1e-3))
+    optimizer = torch.optim.AdamW(model.param_groups(lr_new=1e-3, lr_rest=1e-3), **adamw_kernel(device))
     # The training package's loss for random weights (training/config.py, FROM_SCRATCH_LOSS).
     loss_fn = RS2SAM2Loss(
         LossConfig(ce_weight=0.5, dice_weight=1.0, tbl_weight=0.2, dice_classes="foreground")

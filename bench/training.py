@@ -50,7 +50,7 @@ def _time_steps(preset: str, steps: int, batch_size: int, queue) -> None:
     from backend.model.losses import RS2SAM2Loss
     from backend.model.preprocess import preprocess_image, preprocess_mask
     from training.data.synthetic import generate_scene
-    from training.loop import _per_sample_loss
+    from training.loop import _per_sample_loss, adamw_kernel
 
     model = build_model(preset, device="cpu")
     size = model.config.image_size
@@ -63,7 +63,7 @@ def _time_steps(preset: str, steps: int, batch_size: int, queue) -> None:
     clip = torch.stack([preprocess_image(image, model.config).clip for image, _, _ in samples])
     masks = torch.stack([preprocess_mask(mask, model.config) for _, mask, _ in samples])
     phrases = [phrase for _, _, phrase in samples]
-    optimizer = torch.optim.AdamW(model.param_groups(1e-4, 5e-5), foreach=True)
+    optimizer = torch.optim.AdamW(model.param_groups(1e-4, 5e-5), **adamw_kernel(torch.device("cpu")))
     loss_fn = RS2SAM2Loss()
 
     def step() -> None:

@@ -32,5 +32,7 @@ def test_training_beats_phrase_blind_baselines_on_unseen_scenes(tmp_path):
     name, baseline = check.best_baseline
     assert check.val_samples == 80 and last["step"] == 300
     # "Clearly above": at least twice the best baseline (its threshold chosen on the val samples
-    # themselves) and 10 points more. Measured here: 27.5 % against 8.7 % after 300 steps.
+    # themselves) and 10 points more. Measured here (validating every 50 steps): 28.4 % against 8.7 %.
+    # The margin belongs to this seed (the config's 2401): with seeds 2, 1 and 0 the same run reached
+    # 27.0, 17.0 and 15.4 % — a run either picks up the phrases by step ~150 or stays near 15 %.
     assert last["mIoU"] >= max(2 * baseline, baseline + 0.10), (check.val_history, name, baseline)

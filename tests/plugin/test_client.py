@@ -155,6 +155,38 @@ def test_cancel_deletes_the_job_on_the_server(serve, geotiff):
     )
 
 
+def test_the_job_is_asked_after_growing_pauses_so_a_quick_answer_is_not_held_back(
+    serve, geotiff, monkeypatch
+):
+    """The pauses between status polls double from JOB_POLL_FIRST_S up to JOB_POLL_INTERVAL_S (the
+    module's clock replaced by one that records them; the model held until the sixth pause)."""
+    import time as real_time
+    import types
+
+    from rs2sam2_qgis.connection import client as client_module
+
+    model = HeldModel()
+    server = serve(model)
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 6:
+            model.release()
+        real_time.sleep(seconds)
+
+    monkeypatch.setattr(
+        client_module, "time", types.SimpleNamespace(sleep=sleep, monotonic=real_time.monotonic)
+    )
+    answer = BackendClient(server.url).segment(
+        RasterPayload(path=geotiff), build_params(["red"], SegmentOptions())
+    )
+    assert answer["features"]
+    first, most = client_module.JOB_POLL_FIRST_S, client_module.JOB_POLL_INTERVAL_S
+    assert pauses[:6] == [first, 2 * first, 4 * first, 8 * first, most, most]
+    assert all(pause == most for pause in pauses[6:])
+
+
 def test_a_cancel_after_the_job_finished_is_still_a_cancel(server, geotiff):
     """The backend says 409 `already_finished`; the client keeps nothing and reports the cancel."""
     client = BackendClient(server.url)

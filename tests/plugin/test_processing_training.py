@@ -97,6 +97,26 @@ def test_progress_log_of_a_run_that_ended_between_two_polls_still_gives_its_last
     assert log.lines == ["Queued: next", "Step 3 of 3: loss 0.2500"]
 
 
+def test_following_a_job_asks_after_growing_pauses_up_to_the_poll(monkeypatch):
+    """`follow`'s loop alone (the status answers stubbed; the real service follows jobs in the tests
+    below): pauses from FOLLOW_POLL_FIRST_S doubling up to the poll, and every status is heard."""
+    import types
+
+    from rs2sam2_qgis.connection import training_client as module
+    from rs2sam2_qgis.connection.client import BackendClient
+
+    answers = [status("running", "training", step) for step in range(1, 8)] + [status("done", "done", 8)]
+    pauses: list[float] = []
+    monkeypatch.setattr(module, "time", types.SimpleNamespace(sleep=pauses.append, monotonic=lambda: 0.0))
+    client = module.TrainingClient(BackendClient("http://127.0.0.1:9"))
+    monkeypatch.setattr(client, "status", lambda job_id: answers.pop(0))
+    heard: list[TrainingJobStatus] = []
+    final = client.follow("j1", heard.append, poll_s=0.5)
+    assert final.state == "done" and [s.step for s in heard] == list(range(1, 9))
+    first = module.FOLLOW_POLL_FIRST_S
+    assert pauses == [first, 2 * first, 4 * first, 0.5, 0.5, 0.5, 0.5]
+
+
 def test_the_provider_lists_the_training_algorithms(provider):
     registry = QgsApplication.processingRegistry()
     finetune = registry.algorithmById(FINETUNE)

@@ -305,6 +305,9 @@ def _reason(reason) -> str:
         return "no answer in time"
     if isinstance(reason, ConnectionRefusedError) or "Connection refused" in str(reason):
         return "connection refused: is it running?"
+    # A request in flight when the backend died (or a kept-alive connection it closed): said as plainly.
+    if isinstance(reason, ConnectionResetError) or "Connection reset" in str(reason):
+        return "connection reset"
     return str(getattr(reason, "strerror", None) or reason)
 
 

@@ -82,8 +82,20 @@ def qgis_main_iface(qgis_iface, qgis_processing):
 RASTER_EPSG = 32633
 RASTER_ORIGIN = (500000.0, 5000000.0)  # upper-left corner, metres
 RASTER_PIXEL = 10.0
+
+
 # What the plugin's test scene holds (pixel columns/rows, end exclusive) on a dull background: the
 # colour stand-in model behind the real service finds "red …" and "blue …" exactly there.
+def lost_backend_sentences(url: str) -> set[str]:
+    """What the plugin says when the backend dies mid-run: the reason is how the poll after the death met
+    it — refused (no connection), reset (a request in flight or a kept-alive connection), or broken off
+    mid-answer — which the timing of the kill decides."""
+    reasons = ("connection refused", "connection reset", "the connection broke off")
+    return {
+        f"The backend at {url} stopped answering during the run ({r}); no result came back." for r in reasons
+    }
+
+
 RED_SQUARE = (20, 20, 44, 44)  # col0, row0, col1, row1
 BLUE_PATCH = (11, 40, 17, 48)
 

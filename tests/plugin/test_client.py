@@ -187,6 +187,18 @@ def test_the_job_is_asked_after_growing_pauses_so_a_quick_answer_is_not_held_bac
     assert all(pause == most for pause in pauses[6:])
 
 
+def test_how_a_dead_backend_was_met_is_said_plainly():
+    from rs2sam2_qgis.connection.client import BackendLost, _reason
+
+    assert _reason(ConnectionRefusedError(111, "Connection refused")) == "connection refused: is it running?"
+    assert _reason(ConnectionResetError(104, "Connection reset by peer")) == "connection reset"
+    reset = BackendLost("http://127.0.0.1:1", _reason(ConnectionResetError(104, "Connection reset by peer")))
+    assert str(reset) == (
+        "The backend at http://127.0.0.1:1 stopped answering during the run (connection reset); "
+        "no result came back."
+    )
+
+
 def test_a_cancel_after_the_job_finished_is_still_a_cancel(server, geotiff):
     """The backend says 409 `already_finished`; the client keeps nothing and reports the cancel."""
     client = BackendClient(server.url)

@@ -18,6 +18,7 @@ from tests.plugin.conftest import (
     BLUE_PATCH,
     RASTER_EPSG,
     RED_SQUARE,
+    lost_backend_sentences,
     pixel_rect,
     wait_until,
     write_geotiff,
@@ -261,9 +262,7 @@ def test_a_backend_killed_mid_run_stops_with_one_sentence_and_writes_nothing(
             },
         )
     killer.join(10)
-    assert str(lost.value) == (
-        f"The backend at {url} stopped answering during the run (connection refused); no result came back."
-    )
+    assert str(lost.value) in lost_backend_sentences(url)
     assert process.wait(10) == -9 and not (tmp_path / "never.gpkg").exists()
 
 

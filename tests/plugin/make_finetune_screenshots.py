@@ -37,12 +37,9 @@ from qgis.core import QgsRasterLayer, QgsVectorLayer
 from qgis.PyQt.QtWidgets import QRadioButton
 
 def setup():
-    window = iface.mainWindow()
-    window.resize(1500, 920)
-    plugin = plugins.get("rs2sam2_qgis")
+    _, plugin = window_and_plugin()
     if plugin is None:
-        log("plugin not loaded")
-        return finish(3)
+        return
     raster = iface.addRasterLayer(config["raster"], "my region")
     labels = iface.addVectorLayer(config["labels"], "my labels", "ogr")
     val_raster, val_labels = raster, labels  # validation on the same labels, unless another region is given

@@ -48,6 +48,17 @@ def finish(code):
     log(f"exit {code}")
     QgsApplication.instance().exit(code)
 
+# The main window at the screenshots' size, and the plugin: None (after finishing with exit 3) when the
+# plugin did not load.
+def window_and_plugin():
+    window = iface.mainWindow()
+    window.resize(1500, 920)
+    plugin = plugins.get("rs2sam2_qgis")
+    if plugin is None:
+        log("plugin not loaded")
+        finish(3)
+    return window, plugin
+
 def later(ms, step):
     QTimer.singleShot(ms, step)
 """
@@ -56,12 +67,9 @@ DRIVER = (
     DRIVER_HELPERS
     + r"""
 def setup():
-    window = iface.mainWindow()
-    window.resize(1500, 920)
-    plugin = plugins.get("rs2sam2_qgis")
+    _, plugin = window_and_plugin()
     if plugin is None:
-        log("plugin not loaded")
-        return finish(3)
+        return
     layer = iface.addRasterLayer(config["raster"], os.path.basename(config["raster"]))
     plugin.action.setChecked(True)
     dock = plugin.dock

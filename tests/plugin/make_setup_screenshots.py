@@ -38,12 +38,9 @@ from qgis.core import QgsRasterLayer
 from qgis.PyQt.QtWidgets import QDockWidget, QPushButton
 
 def setup():
-    window = iface.mainWindow()
-    window.resize(1500, 920)
-    plugin = plugins.get("rs2sam2_qgis")
+    window, plugin = window_and_plugin()
     if plugin is None:
-        log("plugin not loaded")
-        return finish(3)
+        return
     layer = iface.addRasterLayer(config["raster"], "demo scene")
     iface.mapCanvas().setExtent(layer.extent())
     messages = window.findChild(QDockWidget, "MessageLog")
